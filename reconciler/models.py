@@ -1,0 +1,381 @@
+"""The desired state, as pydantic models. No I/O: files are parsed elsewhere.
+
+Field names follow the API resource of `../shared/seeds/` so that a task file, an API body and a
+response speak one vocabulary. Every model forbids unknown keys, so a typo is an error with a
+location rather than a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from functools import cache
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from croniter import croniter
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+Id = Annotated[int, Field(strict=True, gt=0)]
+Label = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+# A hostname or an IP literal; never something an SSH client could read as an option.
+HostName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:\[\]-]+$", max_length=253)]
+Port = Annotated[int, Field(strict=True, ge=1, le=65535)]
+UserName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", max_length=64)]
+
+_HH_MM = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
+# A file name part we write on destinations: no separators, no leading dot or dash.
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
+
+
+class SourceType(StrEnum):
+    FILES = "files"
+    DATABASE = "database"
+
+
+class Frequency(StrEnum):
+    DAILY = "daily"
+    WEEKLY = "weekly"
+
+
+class Weekday(StrEnum):
+    MONDAY = "monday"
+    TUESDAY = "tuesday"
+    WEDNESDAY = "wednesday"
+    THURSDAY = "thursday"
+    FRIDAY = "friday"
+    SATURDAY = "saturday"
+    SUNDAY = "sunday"
+
+    @property
+    def iso(self) -> int:
+        """Monday = 0 ... Sunday = 6, as `datetime.weekday()` counts."""
+        return list(Weekday).index(self)
+
+
+class DatabaseEngine(StrEnum):
+    MYSQL = "mysql"
+    POSTGRESQL = "postgresql"
+
+
+@cache
+def _known_timezones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def check_timezone(name: str) -> str:
+    """An IANA zone name that this host's tz database knows ("UTC" always works)."""
+    if name == "UTC":
+        return name
+    if name not in _known_timezones():
+        raise ValueError(f"unknown IANA timezone {name!r} (for example 'Europe/Berlin' or 'UTC')")
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:  # pragma: no cover - defensive
+        raise ValueError(f"unknown IANA timezone {name!r}") from exc
+    return name
+
+
+def check_hh_mm(value: object) -> str:
+    """HH:MM on a 24 hour clock, normalised to two digit hours.
+
+    A number here means the YAML was read by a YAML 1.1 loader that turned `10:30` into 630, or
+    someone wrote `10.30`: either way the intent is ambiguous, so we ask for quotes.
+    """
+    if isinstance(value, bool) or not isinstance(value, str):
+        raise ValueError(
+            f"time must be a quoted string in HH:MM form, got {value!r}; "
+            'write it with quotes, for example time: "10:30"'
+        )
+    match = _HH_MM.match(value.strip())
+    if match is None:
+        raise ValueError(f"time must be HH:MM on a 24 hour clock (00:00 to 23:59), got {value!r}")
+    return f"{int(match.group(1)):02d}:{match.group(2)}"
+
+
+def check_cron(value: str) -> str:
+    expression = " ".join(value.split())
+    if len(expression.split(" ")) != 5:
+        raise ValueError(
+            f"custom_cron must have five fields (minute hour day month weekday), got {value!r}"
+        )
+    if not croniter.is_valid(expression):
+        raise ValueError(f"custom_cron {value!r} is not a valid cron expression")
+    return expression
+
+
+class SecretRef(Model):
+    """Where a secret lives on the backup host; the value itself never enters git.
+
+    Exactly one of: `env` (an environment variable of the daemon), `file` (an absolute path on the
+    backup host, first line is the secret) or `secret` (a key in the daemon's own secrets store,
+    written by the API).
+    """
+
+    env: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+    file: str | None = None
+    secret: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,128}$")] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretRef:
+        given = [name for name in ("env", "file", "secret") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "a secret reference needs exactly one of env, file or secret "
+                f"(got {', '.join(given) or 'none'}); secret values never go in the YAML"
+            )
+        if self.file is not None and not self.file.startswith("/"):
+            raise ValueError(f"secret file must be an absolute path, got {self.file!r}")
+        return self
+
+
+class User(Model):
+    id: Id
+    name: Label
+    email: Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+$", max_length=255)]
+    timezone: str = "UTC"
+
+    _timezone = field_validator("timezone")(check_timezone)
+
+
+class DatabaseConnection(Model):
+    """How to reach the database server from the remote host the dump runs on."""
+
+    engine: DatabaseEngine | None = None  # None: detected on the remote at run time
+    host: HostName | None = None  # None: the local socket on the remote
+    port: Port | None = None
+    username: UserName | None = None
+    password: SecretRef | None = None
+
+
+class RemoteServer(Model):
+    id: Id
+    user_id: Id
+    label: Label
+    host: HostName
+    port: Port = 22
+    username: UserName = "root"
+    private_key: str | None = None  # path on the backup host
+    known_hosts: str | None = None  # path; None: ~/.ssh/known_hosts of the daemon's user
+    accept_new_host_keys: bool = False
+    database: DatabaseConnection | None = None
+
+    @field_validator("private_key", "known_hosts")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("/", "~")):
+            raise ValueError(f"must be an absolute path on the backup host, got {value!r}")
+        return value
+
+
+def check_absolute_path(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError(f"must be an absolute path, got {value!r}")
+    if "\x00" in value or "\n" in value:
+        raise ValueError("must not contain NUL or newline characters")
+    return value
+
+
+class LocalDestination(Model):
+    id: Id
+    user_id: Id
+    label: Label
+    type: Literal["local"]
+    path: str
+
+    _path = field_validator("path")(check_absolute_path)
+
+
+class SftpDestination(Model):
+    id: Id
+    user_id: Id
+    label: Label
+    type: Literal["sftp"]
+    host: HostName
+    port: Port = 22
+    username: UserName = "root"
+    private_key: str | None = None
+    known_hosts: str | None = None
+    accept_new_host_keys: bool = False
+    path: str
+
+    _path = field_validator("path")(check_absolute_path)
+
+
+class S3Destination(Model):
+    id: Id
+    user_id: Id
+    label: Label
+    type: Literal["s3"]
+    bucket: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]
+    prefix: str = ""
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: SecretRef | None = None
+    secret_access_key: SecretRef | None = None
+
+
+BackupDestination = Annotated[
+    LocalDestination | SftpDestination | S3Destination, Field(discriminator="type")
+]
+
+
+class NotificationType(StrEnum):
+    EMAIL = "email"
+    DISCORD = "discord"
+    SLACK = "slack"
+    TEAMS = "teams"
+    PUSHOVER = "pushover"
+    TELEGRAM = "telegram"
+    WEBHOOK = "webhook"
+
+
+class NotificationStream(Model):
+    """An apprise URL and when to use it. URLs that carry a token belong in a SecretRef."""
+
+    id: Id
+    user_id: Id
+    label: Label
+    type: NotificationType
+    url: str | SecretRef
+    on_success: bool = False
+    on_failure: bool = True
+
+
+def split_table_list(value: Any) -> Any:
+    """`excluded_tables` may be a YAML list or the API's comma-separated string."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+class Source(Model):
+    type: SourceType
+    path: str | None = None
+    database_name: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    excluded_tables: tuple[Annotated[str, StringConstraints(min_length=1, max_length=64)], ...] = ()
+
+    _tables = field_validator("excluded_tables", mode="before")(split_table_list)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str | None) -> str | None:
+        return None if value is None else check_absolute_path(value)
+
+    @model_validator(mode="after")
+    def _complete(self) -> Source:
+        if self.type is SourceType.FILES and self.path is None:
+            raise ValueError("a files source needs a path")
+        if self.type is SourceType.DATABASE and self.database_name is None:
+            raise ValueError("a database source needs a database_name")
+        return self
+
+
+class Schedule(Model):
+    frequency: Frequency | None = None
+    time: str | None = None
+    custom_cron: str | None = None
+    timezone: str = "UTC"
+    weekday: Weekday | None = None
+
+    _time = field_validator("time", mode="before")(
+        lambda value: None if value is None else check_hh_mm(value)
+    )
+    _cron = field_validator("custom_cron")(lambda value: None if value is None else check_cron(value))
+    _timezone = field_validator("timezone")(check_timezone)
+
+    @model_validator(mode="after")
+    def _complete(self) -> Schedule:
+        if self.custom_cron is not None:
+            if self.time is not None or self.weekday is not None:
+                raise ValueError("give either custom_cron or time (with weekday), not both")
+            return self
+        if self.frequency is None or self.time is None:
+            raise ValueError("a schedule needs frequency and time, or custom_cron")
+        if self.frequency is Frequency.DAILY and self.weekday is not None:
+            raise ValueError("weekday only applies to weekly schedules")
+        return self
+
+    @property
+    def run_weekday(self) -> Weekday:
+        """The day a weekly schedule runs on; Sunday when not given, as cron's `0`."""
+        return self.weekday or Weekday.SUNDAY
+
+
+class Storage(Model):
+    max_backups: Annotated[int, Field(strict=True, ge=0)] = 5
+    appended_filename: str | None = None
+    path: str = ""
+
+    @field_validator("appended_filename")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is not None and not _SAFE_NAME.match(value):
+            raise ValueError(
+                "appended_filename may only use letters, digits, '_', '.' and '-' "
+                f"(and not start with '.' or '-'), got {value!r}"
+            )
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _relative(cls, value: str) -> str:
+        parts = [part for part in value.split("/") if part not in ("", ".")]
+        if ".." in parts:
+            raise ValueError(f"storage path must not contain '..', got {value!r}")
+        if "\x00" in value or "\n" in value:
+            raise ValueError("storage path must not contain NUL or newline characters")
+        return "/".join(parts)
+
+
+class BackupTask(Model):
+    id: Id
+    user_id: Id
+    label: Label
+    description: Annotated[str, StringConstraints(max_length=65535)] | None = None
+    remote_server_id: Id
+    backup_destination_id: Id
+    source: Source
+    schedule: Schedule
+    storage: Storage = Storage()
+    notification_stream_ids: tuple[Id, ...] = ()
+    paused: bool = False
+    encryption_password: SecretRef | None = None
+    isolated_username: UserName | None = None
+    isolated_password: SecretRef | None = None
+    run_timeout_seconds: Annotated[int, Field(strict=True, gt=0)] | None = None
+
+    @model_validator(mode="after")
+    def _isolated_pair(self) -> BackupTask:
+        if (self.isolated_username is None) != (self.isolated_password is None):
+            raise ValueError("isolated_username and isolated_password go together")
+        return self
+
+
+Destination = LocalDestination | SftpDestination | S3Destination
+Document = User | RemoteServer | Destination | NotificationStream | BackupTask
+
+
+class ResolvedTask(Model):
+    """A task with everything it points at, as one snapshot: what the scheduler runs.
+
+    Keeping the referenced objects inside the snapshot is what lets a task keep running on its
+    last good version when a file it depends on breaks.
+    """
+
+    task: BackupTask
+    owner: User
+    server: RemoteServer
+    destination: Destination = Field(discriminator="type")
+    notifications: tuple[NotificationStream, ...] = ()
+
+    @property
+    def id(self) -> int:
+        return self.task.id

@@ -1,0 +1,40 @@
+"""Small value types shared by every layer: no logic, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigError:
+    """One problem in the config set, located as precisely as the YAML allows."""
+
+    path: str
+    line: int | None
+    field: str
+    message: str
+
+    def render(self) -> str:
+        """`path:line: field: reason`, the form editors and CI annotations understand."""
+        where = f"{self.path}:{self.line}" if self.line is not None else self.path
+        return f"{where}: {self.field or '(file)'}: {self.message}"
+
+
+class TaskStatus(StrEnum):
+    READY = "ready"
+    RUNNING = "running"
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    SUCCESSFUL = "successful"
+    FAILED = "failed"
+
+
+class Clock(Protocol):
+    """Where time comes from; logic takes `now` as a parameter, the runtime asks a Clock."""
+
+    def now(self) -> datetime: ...
