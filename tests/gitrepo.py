@@ -1,0 +1,89 @@
+"""Real git repositories for tests, built with the git CLI (never with the code under test).
+
+Every call pins identity, branch name and signing so the host's global git config cannot change
+what a test sees.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+TEST_NAME = "Test Author"
+TEST_EMAIL = "test@example.com"
+
+_CONFIG = (
+    "-c",
+    f"user.name={TEST_NAME}",
+    "-c",
+    f"user.email={TEST_EMAIL}",
+    "-c",
+    "commit.gpgsign=false",
+    "-c",
+    "init.defaultBranch=main",
+    "-c",
+    "core.hooksPath=/dev/null",
+)
+
+
+def git(repo: Path | str, *args: str) -> str:
+    """Run `git ARGS` in `repo` and return its stdout; a failure raises with git's stderr."""
+    env = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
+    result = subprocess.run(
+        ["git", *_CONFIG, *args],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"git {' '.join(args)} failed in {repo}: {result.stderr.strip()}")
+    return result.stdout
+
+
+def _write(repo: Path, files: Mapping[str, str | None]) -> None:
+    for name, content in files.items():
+        target = repo / name
+        if content is None:
+            git(repo, "rm", "-q", "--", name)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content, encoding="utf-8")
+        git(repo, "add", "--", name)
+
+
+def init_repo(path: Path | str, files: Mapping[str, str]) -> str:
+    """Create a repository at `path` on branch `main` with one commit of `files`; its sha.
+
+    With no files the first commit is empty, so HEAD always exists afterwards.
+    """
+    repo = Path(path)
+    repo.mkdir(parents=True, exist_ok=True)
+    git(repo, "init", "-q", "-b", "main")
+    _write(repo, files)
+    git(repo, "commit", "-q", "--allow-empty", "-m", "initial")
+    return head(repo)
+
+
+def commit_files(repo: Path | str, files: Mapping[str, str | None], message: str) -> str:
+    """Write (or, for None, delete) `files` and commit them; the new commit's sha."""
+    root = Path(repo)
+    _write(root, files)
+    git(root, "commit", "-q", "--allow-empty", "-m", message)
+    return head(root)
+
+
+def rename(repo: Path | str, old: str, new: str, message: str) -> str:
+    """`git mv old new` and commit; the new commit's sha."""
+    root = Path(repo)
+    (root / new).parent.mkdir(parents=True, exist_ok=True)
+    git(root, "mv", "--", old, new)
+    git(root, "commit", "-q", "-m", message)
+    return head(root)
+
+
+def head(repo: Path | str) -> str:
+    return git(repo, "rev-parse", "HEAD").strip()
