@@ -1,0 +1,41 @@
+"""Session-wide real servers on 127.0.0.1 (one set per xdist worker: session scope is per process).
+
+`sshd` is cheap and used by sftp and executor tests; the database servers start only when a test
+asks for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.servers import (
+    MariaDbServer,
+    PostgresServer,
+    SshServer,
+    start_mariadb,
+    start_postgres,
+    start_sshd,
+)
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
+    """A real OpenSSH server: root login with `sshd.private_key`, host key in `sshd.known_hosts`."""
+    with start_sshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def mariadb() -> Iterator[MariaDbServer]:
+    """A real MariaDB with a password-authenticated TCP user `mariadb.username`."""
+    with start_mariadb() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL with a password-authenticated (scram) TCP user `postgres.username`."""
+    with start_postgres() as server:
+        yield server
