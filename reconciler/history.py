@@ -1,0 +1,428 @@
+"""Observed state in SQLite: runs and their logs, scheduler bookkeeping, API tokens, task ids.
+
+Nothing here is configuration (that lives in git), so the file can be deleted and rebuilt; what is
+lost is history, never intent. One connection shared by the asyncio thread and worker threads,
+serialised by a lock; WAL lets other connections (a second process, a CLI) read while we write,
+and every write commits at once so a reader sees a running backup's log as it grows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from reconciler.types import RunStatus, TaskStatus
+
+SCHEMA_VERSION = 1
+TOKEN_PREFIX = "rk_"  # noqa: S105 - a public marker that makes leaked tokens recognisable
+_TASK_ID_COUNTER = "task_id"
+
+_SCHEMA = """
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    reason TEXT,
+    size INTEGER,
+    backup_name TEXT
+);
+CREATE INDEX runs_by_task ON runs (task_id, id);
+CREATE INDEX runs_running ON runs (status) WHERE status = 'running';
+CREATE TABLE run_logs (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    at TEXT NOT NULL,
+    line TEXT NOT NULL
+);
+CREATE INDEX run_logs_by_run ON run_logs (run_id, id);
+CREATE TABLE fires (task_id INTEGER PRIMARY KEY, slot TEXT NOT NULL);
+CREATE TABLE seen (task_id INTEGER PRIMARY KEY, at TEXT NOT NULL);
+CREATE TABLE tokens (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    abilities TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL,
+    last_used_at TEXT
+);
+CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+class HistoryError(Exception):
+    """The history database cannot be used as asked (unknown run, newer schema...)."""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: int
+    task_id: int
+    status: RunStatus
+    trigger: str
+    started_at: datetime
+    finished_at: datetime | None
+    output: str
+    reason: str | None
+    size: int | None
+    backup_name: str | None
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    id: int
+    user_id: int
+    name: str
+    abilities: tuple[str, ...]
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+def _to_text(moment: datetime) -> str:
+    # A fixed-width UTC form, so text order is time order inside SQL.
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"history needs timezone-aware datetimes, got naive {moment!r}")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _from_text(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def _optional_time(text: str | None) -> datetime | None:
+    return None if text is None else _from_text(text)
+
+
+def _token_hash(plaintext: str) -> str:
+    # Tokens carry 256 random bits, so a fast unsalted hash is enough: nothing to brute-force.
+    return hashlib.sha256(plaintext.encode("utf-8")).hexdigest()
+
+
+def _log_line(at: str, line: str) -> str:
+    return f"{at[:19]}Z {line}"
+
+
+def _token(row: sqlite3.Row) -> TokenRecord:
+    return TokenRecord(
+        id=row["id"],
+        user_id=row["user_id"],
+        name=row["name"],
+        abilities=tuple(json.loads(row["abilities"])),
+        created_at=_from_text(row["created_at"]),
+        last_used_at=_optional_time(row["last_used_at"]),
+    )
+
+
+class History:
+    def __init__(self, path: Path | str) -> None:
+        self._lock = threading.Lock()
+        # isolation_level=None: we open transactions ourselves, so single statements commit at once.
+        self._db = sqlite3.connect(
+            str(path), check_same_thread=False, isolation_level=None, timeout=30.0
+        )
+        self._db.row_factory = sqlite3.Row
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode stays consistent after a crash; at worst the last writes are lost.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate(path)
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _migrate(self, path: Path | str) -> None:
+        with self._write() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version == SCHEMA_VERSION:
+                return
+            if version != 0:
+                raise HistoryError(
+                    f"{path}: history schema version {version} is not {SCHEMA_VERSION}; it holds "
+                    "only observed state, so it can be moved aside and rebuilt"
+                )
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One short write transaction, taking the write lock up front (no upgrade deadlock)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A consistent snapshot across several SELECTs."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                yield self._db
+            finally:
+                self._db.execute("COMMIT")
+
+    # Runs
+
+    def start_run(self, task_id: int, trigger: str, now: datetime) -> int:
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT INTO runs (task_id, status, trigger, started_at) VALUES (?, ?, ?, ?)",
+                (task_id, RunStatus.RUNNING.value, trigger, _to_text(now)),
+            )
+            assert cursor.lastrowid is not None
+            return cursor.lastrowid
+
+    def append_log(self, run_id: int, line: str, now: datetime) -> None:
+        try:
+            with self._write() as db:
+                db.execute(
+                    "INSERT INTO run_logs (run_id, at, line) VALUES (?, ?, ?)",
+                    (run_id, _to_text(now), line),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise HistoryError(f"cannot log to run {run_id}: no such run") from exc
+
+    def finish_run(
+        self,
+        run_id: int,
+        status: RunStatus,
+        now: datetime,
+        *,
+        reason: str | None = None,
+        size: int | None = None,
+        backup_name: str | None = None,
+    ) -> None:
+        if status is RunStatus.RUNNING:
+            raise ValueError(f"run {run_id} cannot finish with status {status.value!r}")
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE runs SET status = ?, finished_at = ?, reason = ?, size = ?,"
+                " backup_name = ? WHERE id = ? AND status = ?",
+                (
+                    status.value,
+                    _to_text(now),
+                    reason,
+                    size,
+                    backup_name,
+                    run_id,
+                    RunStatus.RUNNING.value,
+                ),
+            )
+            if cursor.rowcount == 0:
+                row = db.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+                state = "no such run" if row is None else f"it is already {row['status']}"
+                raise HistoryError(f"cannot finish run {run_id}: {state}")
+
+    def _records(self, db: sqlite3.Connection, rows: list[sqlite3.Row]) -> list[RunRecord]:
+        if not rows:
+            return []
+        ids = json.dumps([row["id"] for row in rows])
+        output: dict[int, list[str]] = {row["id"]: [] for row in rows}
+        for log in db.execute(
+            "SELECT run_id, at, line FROM run_logs"
+            " WHERE run_id IN (SELECT value FROM json_each(?)) ORDER BY id",
+            (ids,),
+        ):
+            output[log["run_id"]].append(_log_line(log["at"], log["line"]))
+        return [
+            RunRecord(
+                id=row["id"],
+                task_id=row["task_id"],
+                status=RunStatus(row["status"]),
+                trigger=row["trigger"],
+                started_at=_from_text(row["started_at"]),
+                finished_at=_optional_time(row["finished_at"]),
+                output="".join(f"{line}\n" for line in output[row["id"]]),
+                reason=row["reason"],
+                size=row["size"],
+                backup_name=row["backup_name"],
+            )
+            for row in rows
+        ]
+
+    def run(self, run_id: int) -> RunRecord | None:
+        with self._read() as db:
+            rows = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchall()
+            records = self._records(db, rows)
+        return records[0] if records else None
+
+    def latest_run(self, task_id: int) -> RunRecord | None:
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT * FROM runs WHERE task_id = ? ORDER BY id DESC LIMIT 1",
+                (task_id,),
+            ).fetchall()
+            records = self._records(db, rows)
+        return records[0] if records else None
+
+    def runs(self, task_id: int, offset: int, limit: int) -> tuple[list[RunRecord], int]:
+        if offset < 0 or limit < 0:
+            raise ValueError(f"offset and limit must not be negative, got {offset} and {limit}")
+        with self._read() as db:
+            total = db.execute("SELECT COUNT(*) FROM runs WHERE task_id = ?", (task_id,)).fetchone()
+            rows = db.execute(
+                "SELECT * FROM runs WHERE task_id = ? ORDER BY id DESC LIMIT ? OFFSET ?",
+                (task_id, limit, offset),
+            ).fetchall()
+            return self._records(db, rows), int(total[0])
+
+    def recover_interrupted(self, now: datetime) -> list[RunRecord]:
+        with self._write() as db:
+            ids = [
+                row["id"]
+                for row in db.execute(
+                    "SELECT id FROM runs WHERE status = ? ORDER BY id", (RunStatus.RUNNING.value,)
+                )
+            ]
+            db.execute(
+                "UPDATE runs SET status = ?, finished_at = ?, reason = 'interrupted'"
+                " WHERE id IN (SELECT value FROM json_each(?))",
+                (RunStatus.FAILED.value, _to_text(now), json.dumps(ids)),
+            )
+            rows = db.execute(
+                "SELECT * FROM runs WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
+                (json.dumps(ids),),
+            ).fetchall()
+            return self._records(db, rows)
+
+    def task_status(self, task_id: int) -> TaskStatus:
+        # Derived from the runs table, so it cannot drift from the runs themselves.
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM runs WHERE task_id = ? AND status = ? LIMIT 1",
+                (task_id, RunStatus.RUNNING.value),
+            ).fetchone()
+        return TaskStatus.READY if row is None else TaskStatus.RUNNING
+
+    def last_run_at(self, task_ids: Iterable[int] | None = None) -> dict[int, datetime]:
+        with self._lock:
+            if task_ids is None:
+                rows = self._db.execute(
+                    "SELECT task_id, started_at FROM runs"
+                    " WHERE id IN (SELECT MAX(id) FROM runs GROUP BY task_id)"
+                ).fetchall()
+            else:
+                rows = self._db.execute(
+                    "SELECT task_id, started_at FROM runs WHERE id IN (SELECT MAX(id) FROM runs"
+                    " WHERE task_id IN (SELECT value FROM json_each(?)) GROUP BY task_id)",
+                    (json.dumps(list(task_ids)),),
+                ).fetchall()
+        return {row["task_id"]: _from_text(row["started_at"]) for row in rows}
+
+    # Scheduler bookkeeping
+
+    def record_fire(self, task_id: int, slot: datetime) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO fires (task_id, slot) VALUES (?, ?)"
+                " ON CONFLICT (task_id) DO UPDATE SET slot = excluded.slot",
+                (task_id, _to_text(slot)),
+            )
+
+    def last_fired(self) -> dict[int, datetime]:
+        with self._lock:
+            rows = self._db.execute("SELECT task_id, slot FROM fires").fetchall()
+        return {row["task_id"]: _from_text(row["slot"]) for row in rows}
+
+    def mark_seen(self, task_ids: Iterable[int], now: datetime) -> None:
+        at = _to_text(now)
+        with self._write() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO seen (task_id, at) VALUES (?, ?)",
+                ((task_id, at) for task_id in task_ids),
+            )
+
+    def first_seen(self) -> dict[int, datetime]:
+        with self._lock:
+            rows = self._db.execute("SELECT task_id, at FROM seen").fetchall()
+        return {row["task_id"]: _from_text(row["at"]) for row in rows}
+
+    # API tokens
+
+    def create_token(
+        self, user_id: int, name: str, abilities: Sequence[str], now: datetime
+    ) -> tuple[TokenRecord, str]:
+        """A new token and its plaintext, which is returned this once and never stored."""
+        plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        created = _to_text(now)
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT INTO tokens (user_id, name, abilities, hash, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (user_id, name, json.dumps(list(abilities)), _token_hash(plaintext), created),
+            )
+            assert cursor.lastrowid is not None
+            token_id = cursor.lastrowid
+        record = TokenRecord(
+            id=token_id,
+            user_id=user_id,
+            name=name,
+            abilities=tuple(abilities),
+            created_at=_from_text(created),
+            last_used_at=None,
+        )
+        return record, plaintext
+
+    def authenticate(self, plaintext: str, now: datetime) -> TokenRecord | None:
+        # Looking up by hash keeps the comparison independent of how much of a guess is right.
+        if not plaintext.startswith(TOKEN_PREFIX):
+            return None
+        with self._write() as db:
+            row = db.execute(
+                "UPDATE tokens SET last_used_at = ? WHERE hash = ? RETURNING *",
+                (_to_text(now), _token_hash(plaintext)),
+            ).fetchone()
+        return None if row is None else _token(row)
+
+    def tokens(self, user_id: int | None = None) -> list[TokenRecord]:
+        with self._lock:
+            if user_id is None:
+                rows = self._db.execute("SELECT * FROM tokens ORDER BY id")
+            else:
+                rows = self._db.execute(
+                    "SELECT * FROM tokens WHERE user_id = ? ORDER BY id",
+                    (user_id,),
+                )
+            return [_token(row) for row in rows.fetchall()]
+
+    def revoke_token(self, token_id: int) -> bool:
+        with self._write() as db:
+            return db.execute("DELETE FROM tokens WHERE id = ?", (token_id,)).rowcount > 0
+
+    # Task ids
+
+    def allocate_task_id(self, at_least: int) -> int:
+        """A task id never handed out before, and at least `at_least` (ids are never reused)."""
+        with self._write() as db:
+            row = db.execute(
+                "SELECT value FROM counters WHERE name = ?", (_TASK_ID_COUNTER,)
+            ).fetchone()
+            allocated = max((0 if row is None else int(row["value"])) + 1, at_least)
+            db.execute(
+                "INSERT INTO counters (name, value) VALUES (?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (_TASK_ID_COUNTER, allocated),
+            )
+            return allocated
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
