@@ -198,10 +198,10 @@ def _put(node: CommentedMap, where: Path, key: str, value: object) -> None:
     old = node.get(key)
     if isinstance(value, Mapping):
         if isinstance(old, CommentedMap):
-            _replace_mapping(old, where + (key,), value)
+            _replace_mapping(old, (*where, key), value)
             return
         new: object = CommentedMap()
-        _replace_mapping(new, where + (key,), value)  # type: ignore[arg-type]
+        _replace_mapping(new, (*where, key), value)  # type: ignore[arg-type]
     elif isinstance(value, list | tuple):
         new = _sequence(value, flow=old.fa.flow_style() if isinstance(old, CommentedSeq) else True)
     else:
