@@ -93,7 +93,7 @@ def edit_task_text(text: str, edits: Edits) -> str:
     yaml = _yaml()
     mapping_indent, offset = _guess_indent(text)
     yaml.indent(mapping=mapping_indent, sequence=offset + 2, offset=offset)
-    yaml.explicit_start = _has_explicit_start(text)  # type: ignore[assignment]
+    yaml.explicit_start = _has_explicit_start(text)
     root = _load(yaml, text)
     if not isinstance(root, CommentedMap):
         raise TaskFileError("a task file must be a YAML mapping at the top level")
@@ -248,7 +248,7 @@ def _scalar(value: object, old: object) -> object:
 def _misread_as_plain(value: str) -> bool:
     """Would a YAML 1.1 loader (PyYAML) read this string, written plain, as something else?"""
     try:
-        return pyyaml.safe_load(value) != value
+        return bool(pyyaml.safe_load(value) != value)
     except pyyaml.YAMLError:
         return True
 
