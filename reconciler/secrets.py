@@ -1,0 +1,149 @@
+"""Turning a SecretRef into its value, and the daemon's own secrets store (written by the API).
+
+Values never appear in an error message, a repr or a log line: errors name the reference and the
+reason only, and exceptions from lower layers (which may quote file content) are not chained.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import stat
+import tempfile
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+from reconciler.models import SecretRef
+
+# A secret is a password or a token: anything bigger is the wrong file.
+_MAX_LINE = 64 * 1024
+
+
+class SecretError(Exception):
+    """A secret cannot be resolved or stored; says which reference and why, never the value."""
+
+
+def describe(ref: SecretRef) -> str:
+    """`env:NAME`, `file:/path` or `secret:key`: how errors and logs name a reference."""
+    if ref.env is not None:
+        return f"env:{ref.env}"
+    if ref.file is not None:
+        return f"file:{ref.file}"
+    return f"secret:{ref.secret}"
+
+
+class Secrets:
+    def __init__(self, store_path: Path, environ: Mapping[str, str]) -> None:
+        self._store_path = Path(store_path)
+        self._environ = environ
+        self._lock = threading.Lock()
+
+    def resolve(self, ref: SecretRef) -> str:
+        if ref.env is not None:
+            value = self._environ.get(ref.env)
+            if value is None:
+                raise SecretError(f"{describe(ref)}: environment variable {ref.env} is not set")
+        elif ref.file is not None:
+            value = _first_line(ref)
+        else:
+            assert ref.secret is not None
+            with self._lock:
+                value = self._load().get(ref.secret)
+            if value is None:
+                raise SecretError(
+                    f"{describe(ref)}: no such key in the secrets store {self._store_path}"
+                )
+        if value == "":
+            raise SecretError(f"{describe(ref)}: the secret is empty")
+        return value
+
+    def put(self, key: str, value: str) -> SecretRef:
+        """Store `value` under `key` (replacing any old value); the reference to put in YAML."""
+        try:
+            ref = SecretRef(secret=key)
+        except ValueError:
+            raise SecretError(
+                f"secret key {key!r} is not valid: use 1 to 128 letters, digits, '_', '.' or '-'"
+            ) from None
+        if not isinstance(value, str) or value == "":
+            raise SecretError(f"{describe(ref)}: the value must be a non-empty string")
+        with self._lock:
+            store = self._load()
+            store[key] = value
+            self._save(store)
+        return ref
+
+    def delete(self, key: str) -> None:
+        """Forget `key`; deleting a key that is not there is not an error (the goal is reached)."""
+        with self._lock:
+            store = self._load()
+            if store.pop(key, None) is not None:
+                self._save(store)
+
+    def _load(self) -> dict[str, str]:
+        path = self._store_path
+        try:
+            with path.open("rb") as handle:
+                mode = os.fstat(handle.fileno()).st_mode
+                raw = handle.read()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise SecretError(f"secrets store {path}: cannot read it ({exc.strerror})") from None
+        if stat.S_IMODE(mode) & 0o077:
+            raise SecretError(
+                f"secrets store {path}: mode {stat.S_IMODE(mode):04o} lets other users read it; "
+                f"run chmod 600 {path}"
+            )
+        try:
+            store = json.loads(raw)
+        except ValueError:
+            raise SecretError(f"secrets store {path}: not valid JSON") from None
+        if not isinstance(store, dict) or not all(
+            isinstance(key, str) and isinstance(value, str) for key, value in store.items()
+        ):
+            raise SecretError(f"secrets store {path}: must be a JSON object of strings")
+        return store
+
+    def _save(self, store: dict[str, str]) -> None:
+        """Replace the store atomically: a crash leaves the old file or the new one, never half."""
+        path = self._store_path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # mkstemp creates the file 0600, so the value is never readable by others, even briefly.
+            fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                    json.dump(store, handle, indent=2, sort_keys=True)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(temp, path)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temp)
+                raise
+            directory = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+        except OSError as exc:
+            raise SecretError(f"secrets store {path}: cannot write it ({exc.strerror})") from None
+
+
+def _first_line(ref: SecretRef) -> str:
+    assert ref.file is not None
+    try:
+        with open(ref.file, "rb") as handle:
+            line = handle.readline(_MAX_LINE + 1)
+    except OSError as exc:
+        raise SecretError(f"{describe(ref)}: cannot read the file ({exc.strerror})") from None
+    if len(line) > _MAX_LINE:
+        raise SecretError(f"{describe(ref)}: the first line is longer than {_MAX_LINE} bytes")
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SecretError(f"{describe(ref)}: the first line is not valid UTF-8") from None
+    return text.removesuffix("\n").removesuffix("\r")
