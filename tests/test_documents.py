@@ -1,0 +1,149 @@
+"""A file's path decides what it declares; every problem is reported with its line and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reconciler.documents import Kind, kind_of, parse_file
+from reconciler.models import BackupTask, LocalDestination, User
+from tests import configset
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "tasks"
+
+
+@pytest.mark.parametrize(
+    ("path", "kind"),
+    [
+        ("users.yaml", Kind.USER),
+        ("tasks/1-x.yaml", Kind.TASK),
+        ("tasks/team/nested.yml", Kind.TASK),
+        ("servers/a.yaml", Kind.SERVER),
+        ("destinations/a.yaml", Kind.DESTINATION),
+        ("notifications/a.yaml", Kind.NOTIFICATION),
+        ("task/typo.yaml", None),
+        ("tasks.yaml", None),
+    ],
+)
+def test_the_folder_decides_the_kind(path: str, kind: Kind | None) -> None:
+    assert kind_of(path) == kind
+
+
+def test_every_example_file_is_valid() -> None:
+    for path in sorted(EXAMPLES.rglob("*.yaml")):
+        relative = path.relative_to(EXAMPLES).as_posix()
+        parsed = parse_file(relative, path.read_bytes())
+        assert parsed.errors == (), relative
+        assert parsed.objects
+
+
+def test_a_task_file_declares_one_task() -> None:
+    parsed = parse_file("tasks/7.yaml", configset.task(7).encode())
+    assert parsed.ok
+    (task,) = parsed.objects
+    assert isinstance(task, BackupTask)
+    assert task.id == 7
+
+
+def test_an_unquoted_time_is_understood_as_that_time() -> None:
+    text = configset.task(7).replace("time: 02:30", "time: 10:30").encode()
+    (task,) = parse_file("tasks/7.yaml", text).objects
+    assert isinstance(task, BackupTask)
+    assert task.schedule.time == "10:30"
+
+
+def test_a_time_written_as_a_number_asks_for_quotes() -> None:
+    text = configset.task(7).replace("time: 02:30", "time: 10.30").encode()
+    (error,) = parse_file("tasks/7.yaml", text).errors
+    assert error.field == "schedule.time"
+    assert 'time: "10:30"' in error.message
+
+
+def test_an_error_names_the_line_of_the_offending_key() -> None:
+    text = b"id: 7\nuser_id: 1\nlabel: x\nremote_server_id: 1\nbackup_destination_id: 1\n"
+    text += (
+        b"source:\n  type: files\n  path: /srv\nschedule:\n  frequency: daily\n  time: '25:00'\n"
+    )
+    (error,) = parse_file("tasks/7.yaml", text).errors
+    assert (error.path, error.line, error.field) == ("tasks/7.yaml", 11, "schedule.time")
+    assert error.render().startswith("tasks/7.yaml:11: schedule.time: time must be HH:MM")
+
+
+def test_an_unknown_key_is_an_error_not_ignored() -> None:
+    text = (configset.task(7) + "colour: red\n").encode()
+    (error,) = parse_file("tasks/7.yaml", text).errors
+    assert error.field == "colour"
+    assert "unknown field" in error.message
+
+
+def test_a_yes_in_a_boolean_field_means_true() -> None:
+    text = (configset.task(7) + "paused: yes\n").encode()
+    (task,) = parse_file("tasks/7.yaml", text).objects
+    assert isinstance(task, BackupTask)
+    assert task.paused is True
+
+
+def test_a_no_in_a_text_field_stays_the_word() -> None:
+    text = configset.task(7, label="no").replace("label: 'no'", "label: no").encode()
+    (task,) = parse_file("tasks/7.yaml", text).objects
+    assert isinstance(task, BackupTask)
+    assert task.label == "no"
+
+
+def test_a_syntax_error_is_reported_with_its_line() -> None:
+    (error,) = parse_file("tasks/7.yaml", b"id: 7\nlabel: [unclosed\n").errors
+    assert error.line is not None
+    assert "YAML syntax error" in error.message
+
+
+def test_an_empty_file_is_reported() -> None:
+    (error,) = parse_file("tasks/7.yaml", b"").errors
+    assert error.message == "the file is empty"
+
+
+def test_a_list_where_a_mapping_belongs_is_reported() -> None:
+    (error,) = parse_file("servers/a.yaml", b"- 1\n- 2\n").errors
+    assert "expected a mapping" in error.message
+
+
+def test_a_file_outside_the_layout_is_reported() -> None:
+    (error,) = parse_file("task/7.yaml", configset.task(7).encode()).errors
+    assert "not part of the config set layout" in error.message
+
+
+def test_a_destination_error_names_the_yaml_key_not_the_union_tag() -> None:
+    text = b"id: 1\nuser_id: 1\nlabel: d\ntype: local\npath: relative\n"
+    (error,) = parse_file("destinations/d.yaml", text).errors
+    assert (error.field, error.line) == ("path", 5)
+
+
+def test_a_destination_of_unknown_type_is_reported() -> None:
+    text = b"id: 1\nuser_id: 1\nlabel: d\ntype: ftp\npath: /x\n"
+    (error,) = parse_file("destinations/d.yaml", text).errors
+    assert "local" in error.message
+    assert "sftp" in error.message
+
+
+def test_a_local_destination_is_parsed() -> None:
+    (destination,) = parse_file("destinations/d.yaml", configset.destination().encode()).objects
+    assert isinstance(destination, LocalDestination)
+
+
+def test_users_file_lists_users() -> None:
+    users = parse_file("users.yaml", configset.USERS.encode()).objects
+    assert [user.id for user in users if isinstance(user, User)] == [1, 2]
+
+
+def test_a_user_id_used_twice_in_users_yaml_is_reported() -> None:
+    text = configset.USERS.replace("id: 2", "id: 1").encode()
+    parsed = parse_file("users.yaml", text)
+    (error,) = parsed.errors
+    assert (error.field, error.line) == ("1.id", 5)
+    assert [user.id for user in parsed.objects] == [1]
+
+
+def test_a_secret_value_in_place_of_a_reference_is_rejected() -> None:
+    text = (configset.task(7) + "encryption_password: hunter2\n").encode()
+    (error,) = parse_file("tasks/7.yaml", text).errors
+    assert error.field == "encryption_password"
