@@ -44,7 +44,7 @@ for _tag, _pattern, _first in _CORE_RESOLVERS:
 CoreSchemaLoader.add_implicit_resolver(
     "tag:yaml.org,2002:null",
     re.compile(r"^$"),
-    [None],  # type: ignore[list-item]
+    [None],
 )
 
 
