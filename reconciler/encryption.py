@@ -1,0 +1,231 @@
+"""Streaming OpenPGP symmetric encryption (AES-256 with MDC integrity) through the `gpg` binary.
+
+The backup stream is encrypted on the backup host before any byte reaches a destination. The
+passphrase travels to gpg on a private pipe (`--passphrase-fd`), never in argv, the environment or
+a log. Each operation uses its own throwaway gpg home directory, and the gpg-agent that gpg starts
+there is stopped afterwards, so nothing lingers and the daemon user's keyring is never touched.
+
+Anyone can decrypt a backup without this project, with the passphrase at hand:
+
+    gpg --decrypt backup_1_20250101020304.tar.zst.gpg | zstd -d | tar -x
+
+(a database dump: `gpg --decrypt backup_1_20250101020304.sql.zst.gpg | zstd -d > dump.sql`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import IO, BinaryIO, Protocol
+
+CHUNK_SIZE = 1 << 20
+GPG = "gpg"
+
+
+class EncryptionError(Exception):
+    """gpg failed: a wrong passphrase, damaged or tampered data, or gpg itself missing."""
+
+
+class ChunkWriter(Protocol):
+    def write(self, chunk: bytes) -> None: ...
+    def commit(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+def _common_args(home: Path, passphrase_fd: int) -> list[str]:
+    return [
+        GPG,
+        "--homedir",
+        str(home),
+        "--batch",
+        "--quiet",
+        "--no-tty",
+        "--no-symkey-cache",
+        "--pinentry-mode",
+        "loopback",
+        "--passphrase-fd",
+        str(passphrase_fd),
+    ]
+
+
+@contextmanager
+def _gpg_home() -> Iterator[Path]:
+    home = Path(tempfile.mkdtemp(prefix="reconciler-gpg-"))
+    try:
+        yield home
+    finally:
+        subprocess.run(
+            ["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"],
+            capture_output=True,
+            check=False,
+        )
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _passphrase_pipe(passphrase: str) -> int:
+    """A pipe's read end already holding the passphrase line (short: fits the pipe buffer)."""
+    if "\n" in passphrase or "\r" in passphrase:
+        raise EncryptionError("the encryption password must be a single line")
+    if not passphrase:
+        raise EncryptionError("the encryption password is empty")
+    read_fd, write_fd = os.pipe()
+    try:
+        os.write(write_fd, passphrase.encode() + b"\n")
+    finally:
+        os.close(write_fd)
+    return read_fd
+
+
+class _Gpg:
+    """A gpg process whose stdout a thread pumps into `sink`."""
+
+    def __init__(self, mode_args: list[str], passphrase: str, sink: Callable[[bytes], None]):
+        self._home_context = _gpg_home()
+        home = self._home_context.__enter__()
+        fd = _passphrase_pipe(passphrase)
+        try:
+            self.process = subprocess.Popen(
+                [*_common_args(home, fd), *mode_args],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=(fd,),
+            )
+        except OSError as exc:
+            self._home_context.__exit__(None, None, None)
+            raise EncryptionError(f"cannot start gpg: {exc}") from exc
+        finally:
+            os.close(fd)
+        self._sink = sink
+        self.sink_error: BaseException | None = None
+        self._stderr = b""
+        self._pump = threading.Thread(target=self._pump_stdout, name="gpg-stdout", daemon=True)
+        self._pump.start()
+        self._stderr_reader = threading.Thread(
+            target=self._read_stderr, name="gpg-stderr", daemon=True
+        )
+        self._stderr_reader.start()
+
+    def _pump_stdout(self) -> None:
+        assert self.process.stdout is not None
+        stdout = self.process.stdout.fileno()
+        while chunk := os.read(stdout, CHUNK_SIZE):
+            if self.sink_error is not None:
+                continue  # keep draining so gpg never blocks; the error is reported on finish
+            try:
+                self._sink(chunk)
+            except BaseException as exc:
+                self.sink_error = exc
+
+    def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        self._stderr = self.process.stderr.read()[-8192:]
+
+    def write(self, chunk: bytes) -> None:
+        if self.sink_error is not None:
+            raise self.sink_error
+        stdin = self.process.stdin
+        assert stdin is not None
+        try:
+            stdin.write(chunk)
+        except BrokenPipeError as exc:
+            raise EncryptionError(f"gpg stopped early: {self._finish_after_kill()}") from exc
+
+    def _finish_after_kill(self) -> str:
+        self.process.kill()
+        self._join()
+        return self._stderr.decode(errors="replace").strip()
+
+    def _join(self) -> None:
+        self.process.wait()
+        self._pump.join()
+        self._stderr_reader.join()
+        self._home_context.__exit__(None, None, None)
+
+    def finish(self) -> None:
+        """Close gpg's input, wait for all output to be pumped; raise if anything failed."""
+        stdin = self.process.stdin
+        assert stdin is not None
+        with suppress(BrokenPipeError):
+            stdin.close()
+        self._join()
+        if self.sink_error is not None:
+            raise self.sink_error
+        if self.process.returncode != 0:
+            detail = self._stderr.decode(errors="replace").strip()
+            raise EncryptionError(f"gpg exited with {self.process.returncode}: {detail}")
+
+    def kill(self) -> None:
+        if self.process.stdin is not None:
+            with suppress(BrokenPipeError):
+                self.process.stdin.close()
+        self._finish_after_kill()
+
+
+class EncryptingWriter:
+    """A BackupWriter that encrypts what is written and passes ciphertext on to `inner`.
+
+    `commit` finishes encryption and commits `inner` only if gpg succeeded; `abort` aborts both.
+    `size` is the number of ciphertext bytes written to `inner`.
+    """
+
+    def __init__(self, inner: ChunkWriter, passphrase: str) -> None:
+        self._inner = inner
+        self.size = 0
+        self._gpg = _Gpg(
+            [
+                "--symmetric",
+                "--cipher-algo",
+                "AES256",
+                "--s2k-digest-algo",
+                "SHA512",
+                "--compress-algo",
+                "none",  # the stream is already zstd-compressed
+                "--output",
+                "-",
+            ],
+            passphrase,
+            self._forward,
+        )
+
+    def _forward(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        self._inner.write(chunk)
+
+    def write(self, chunk: bytes) -> None:
+        self._gpg.write(chunk)
+
+    def commit(self) -> None:
+        try:
+            self._gpg.finish()
+        except BaseException:
+            self._inner.abort()
+            raise
+        self._inner.commit()
+
+    def abort(self) -> None:
+        try:
+            self._gpg.kill()
+        finally:
+            self._inner.abort()
+
+
+def decrypt_stream(
+    source: BinaryIO | IO[bytes], sink: Callable[[bytes], None], passphrase: str
+) -> None:
+    """Decrypt an OpenPGP message from `source` into `sink`; raises EncryptionError when the
+    passphrase is wrong or the data was damaged or tampered with (MDC check)."""
+    gpg = _Gpg(["--decrypt"], passphrase, sink)
+    try:
+        while chunk := source.read(CHUNK_SIZE):
+            gpg.write(chunk)
+    except BaseException:
+        gpg.kill()
+        raise
+    gpg.finish()
