@@ -1,0 +1,554 @@
+"""The one owner of git: reading the config set at a commit, committing API writes, pushing.
+
+Reads and commits run in-process with pygit2 (about 2 ms a commit); push and fetch shell out to
+the git CLI, which already knows every transport and credential helper. The config set may be a
+folder inside a larger repository (`prefix`); callers only ever see config-set-relative paths.
+
+Every method holds one lock: a pygit2 Repository is not safe to share between threads, and
+the daemon calls us from the event loop and from worker threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import tempfile
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+
+import pygit2
+from pygit2.enums import CheckoutStrategy, FileMode, SortMode
+
+_CONFIG_SUFFIXES = (".yaml", ".yml")
+_REGULAR_FILES = (FileMode.BLOB, FileMode.BLOB_EXECUTABLE)
+_PUSH_ATTEMPTS = 3
+_GIT_TIMEOUT = 120.0
+_FILE_TIMES_CACHE = 4096
+
+
+@dataclass(frozen=True)
+class Author:
+    name: str
+    email: str
+
+
+class GitError(Exception):
+    """A git operation failed; the message says which and why."""
+
+
+class DirtyFileError(GitError):
+    """A file to be written has uncommitted local modifications."""
+
+
+class GitConflictError(GitError):
+    """Our unpushed commits conflict with the upstream branch; they stay on our branch."""
+
+
+def _is_config_file(path: str) -> bool:
+    return path.endswith(_CONFIG_SUFFIXES)
+
+
+def _signature(author: Author, now: datetime) -> pygit2.Signature:
+    offset = now.utcoffset()
+    if offset is None:
+        raise ValueError(f"commit time must be timezone-aware, got {now!r}")
+    for value in (author.name, author.email):
+        if not value.strip() or any(char in value for char in "<>\n\r\x00"):
+            raise ValueError(
+                f"author name and email must be non-empty, without <, > or newlines: {author!r}"
+            )
+    return pygit2.Signature(
+        author.name, author.email, int(now.timestamp()), int(offset.total_seconds() // 60)
+    )
+
+
+def _commit_time(commit: pygit2.Commit) -> datetime:
+    return datetime.fromtimestamp(commit.commit_time, UTC)
+
+
+def _write_atomically(target: Path, content: bytes, mode: int) -> None:
+    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fchmod(handle.fileno(), mode)
+            os.fsync(handle.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+    _fsync_dir(target.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class _Original:
+    """A work tree file as it was before a commit touched it, to put back on failure."""
+
+    content: bytes | None
+    mode: int
+
+
+class GitStore:
+    def __init__(self, path: Path) -> None:
+        config_set = Path(path).resolve()
+        if not config_set.is_dir():
+            raise GitError(f"{path}: the config set must be an existing directory")
+        git_dir = pygit2.discover_repository(str(config_set))
+        if git_dir is None:
+            raise GitError(f"{path}: not inside a git repository (run `git init` there first)")
+        self._repo = pygit2.Repository(git_dir)
+        if self._repo.is_bare or self._repo.workdir is None:
+            raise GitError(f"{path}: the repository at {git_dir} is bare; it needs a work tree")
+        self.root = Path(self._repo.workdir).resolve()
+        self.git_dir = Path(self._repo.path).resolve()
+        if config_set == self.git_dir or self.git_dir in config_set.parents:
+            raise GitError(f"{path}: is inside the .git directory")
+        relative = config_set.relative_to(self.root).as_posix()
+        self.prefix = "" if relative == "." else f"{relative}/"
+        self._lock = threading.Lock()
+        self._times: OrderedDict[tuple[str, str], tuple[datetime, datetime] | None] = OrderedDict()
+
+    # Reading
+
+    def head(self) -> str | None:
+        with self._lock:
+            return self._head()
+
+    def _head(self) -> str | None:
+        if self._repo.head_is_unborn:
+            return None
+        return str(self._repo.head.target)
+
+    def _commit(self, rev: str) -> pygit2.Commit:
+        try:
+            return self._repo.revparse_single(rev).peel(pygit2.Commit)
+        except (KeyError, ValueError, pygit2.GitError) as exc:
+            raise GitError(f"{rev!r} is not a commit in {self.root}") from exc
+
+    def _config_tree(self, commit: pygit2.Commit) -> pygit2.Tree | None:
+        if not self.prefix:
+            return commit.tree
+        try:
+            subtree = commit.tree[self.prefix.rstrip("/")]
+        except KeyError:
+            return None
+        return subtree if isinstance(subtree, pygit2.Tree) else None
+
+    def list_files(self, rev: str) -> dict[str, str]:
+        with self._lock:
+            tree = self._config_tree(self._commit(rev))
+            return {} if tree is None else dict(self._walk(tree, ""))
+
+    def _walk(self, tree: pygit2.Tree, base: str) -> Iterator[tuple[str, str]]:
+        for entry in tree:
+            name = f"{base}{entry.name}"
+            if entry.filemode == FileMode.TREE:
+                subtree = self._repo[entry.id]
+                assert isinstance(subtree, pygit2.Tree)
+                yield from self._walk(subtree, f"{name}/")
+            elif entry.filemode in _REGULAR_FILES and _is_config_file(name):
+                yield name, str(entry.id)
+
+    def changed_files(self, old: str, new: str) -> set[str]:
+        with self._lock:
+            old_tree = self._config_tree(self._commit(old))
+            new_tree = self._config_tree(self._commit(new))
+            if old_tree is None or new_tree is None:
+                present = old_tree or new_tree
+                return set() if present is None else {name for name, _ in self._walk(present, "")}
+            paths: set[str] = set()
+            for delta in old_tree.diff_to_tree(new_tree).deltas:
+                paths.update((delta.old_file.path, delta.new_file.path))
+            return {path for path in paths if _is_config_file(path)}
+
+    def read_blobs(self, blob_ids: Iterable[str]) -> dict[str, bytes]:
+        with self._lock:
+            blobs: dict[str, bytes] = {}
+            for blob_id in blob_ids:
+                try:
+                    blob = self._repo[blob_id]
+                except (KeyError, ValueError) as exc:
+                    raise GitError(f"blob {blob_id} is not in {self.git_dir}") from exc
+                if not isinstance(blob, pygit2.Blob):
+                    raise GitError(f"{blob_id} is a {type(blob).__name__}, not a blob")
+                blobs[blob_id] = blob.data
+            return blobs
+
+    # Committing
+
+    def _full_path(self, path: str) -> str:
+        """The repository path of a config-set-relative `path`, refusing anything that escapes."""
+        parts = PurePosixPath(path).parts
+        if (
+            not path
+            or path.startswith("/")
+            or "\\" in path
+            or "\x00" in path
+            or any(part in ("..", ".") or part.lower() == ".git" for part in parts)
+            or path.endswith("/")
+        ):
+            raise GitError(f"{path!r} is not a relative file path inside the config set")
+        return f"{self.prefix}{PurePosixPath(*parts).as_posix()}"
+
+    def _branch(self) -> str:
+        if self._repo.head_is_detached:
+            raise GitError(f"{self.root}: HEAD is detached; check out a branch to commit on")
+        target = self._repo.references["HEAD"].target
+        assert isinstance(target, str)
+        return target
+
+    def _check_clean(self, full: str, head_tree: pygit2.Tree | None) -> None:
+        head_id = _entry_id(head_tree, full)
+        index = self._repo.index
+        index_id = index[full].id if full in index else None
+        try:
+            on_disk = self.root / full
+            if on_disk.is_dir():
+                raise GitError(f"{full} is a directory in the work tree")
+            worktree_id = pygit2.hashfile(str(on_disk)) if on_disk.exists() else None
+        except (NotADirectoryError, FileNotFoundError):
+            worktree_id = None
+        if index_id != head_id or worktree_id != head_id:
+            where = "staged" if index_id != head_id else "in the work tree"
+            raise DirtyFileError(
+                f"{full} has uncommitted local changes ({where}); commit or discard them first"
+            )
+
+    def commit(
+        self, writes: Mapping[str, bytes | None], author: Author, message: str, now: datetime
+    ) -> str:
+        """Write, stage and commit `writes` at once; on failure nothing is left behind.
+
+        Only these paths are committed: other staged or unstaged work is left as it was. When the
+        writes change nothing, no commit is made and the current head is returned.
+        """
+        if not message.strip():
+            raise ValueError("a commit needs a message")
+        signature = _signature(author, now)
+        with self._lock:
+            repo = self._repo
+            branch = self._branch()
+            ref = None if repo.head_is_unborn else repo.references[branch]
+            parent = None if ref is None else self._commit(str(ref.target))
+            head_tree = None if parent is None else parent.tree
+            repo.index.read(force=True)
+            targets = {self._full_path(path): content for path, content in writes.items()}
+            for full in targets:
+                self._check_clean(full, head_tree)
+
+            staged = pygit2.Index()
+            if head_tree is not None:
+                staged.read_tree(head_tree)
+            blob_ids: dict[str, pygit2.Oid] = {}
+            for full, content in targets.items():
+                if content is None:
+                    if full in staged:
+                        staged.remove(full)
+                    continue
+                blob_ids[full] = repo.create_blob(content)
+                mode = _entry_mode(head_tree, full)
+                try:
+                    staged.add(pygit2.IndexEntry(full, blob_ids[full], mode))
+                except pygit2.GitError as exc:
+                    raise GitError(f"cannot write {full}: {exc}") from exc
+            tree_id = staged.write_tree(repo)
+            if head_tree is not None and tree_id == head_tree.id:
+                assert parent is not None
+                return str(parent.id)
+            commit_id = repo.create_commit(
+                None,
+                signature,
+                signature,
+                message if message.endswith("\n") else f"{message}\n",
+                tree_id,
+                [] if parent is None else [parent.id],
+            )
+            self._apply(targets, blob_ids, head_tree, ref, branch, commit_id, message)
+            return str(commit_id)
+
+    def _apply(
+        self,
+        targets: dict[str, bytes | None],
+        blob_ids: dict[str, pygit2.Oid],
+        head_tree: pygit2.Tree | None,
+        ref: pygit2.Reference | None,
+        branch: str,
+        commit_id: pygit2.Oid,
+        message: str,
+    ) -> None:
+        """Work tree, index, then branch; any failure undoes the steps already taken."""
+        repo = self._repo
+        index_file = self.git_dir / "index"
+        saved_index = index_file.read_bytes() if index_file.exists() else None
+        originals: dict[str, _Original] = {}
+        created_dirs: list[Path] = []
+        reflog = f"commit: {message.splitlines()[0]}"
+        try:
+            for full, content in targets.items():
+                target = self.root / full
+                executable = _entry_mode(head_tree, full) == FileMode.BLOB_EXECUTABLE
+                originals[full] = (
+                    _Original(target.read_bytes(), target.stat().st_mode & 0o7777)
+                    if target.exists()
+                    else _Original(None, 0o755 if executable else 0o644)
+                )
+                if content is None:
+                    if target.exists():
+                        target.unlink()
+                        _fsync_dir(target.parent)
+                        self._prune_empty_dirs(target.parent)
+                    continue
+                created_dirs.extend(self._make_dirs(target.parent))
+                _write_atomically(target, content, originals[full].mode)
+            index = repo.index
+            for full, content in targets.items():
+                if content is None:
+                    if full in index:
+                        index.remove(full)
+                    continue
+                index.add(full)
+                if index[full].id != blob_ids[full]:
+                    # A filter (say eol=crlf) changed the bytes: stage exactly what we commit.
+                    index.add(pygit2.IndexEntry(full, blob_ids[full], _entry_mode(head_tree, full)))
+            index.write()
+            if ref is None:
+                repo.create_reference_direct(branch, commit_id, False, message=reflog)
+            else:
+                # Compare-and-swap: fails if someone moved the branch since we read it.
+                ref.set_target(commit_id, reflog)
+        except BaseException as exc:
+            self._restore(originals, created_dirs, index_file, saved_index)
+            if isinstance(exc, OSError | pygit2.GitError | ValueError):
+                raise GitError(f"commit failed, nothing was changed: {exc}") from exc
+            raise
+        self._times.clear()
+
+    def _make_dirs(self, directory: Path) -> list[Path]:
+        """mkdir -p, returning the directories it created (deepest last)."""
+        missing: list[Path] = []
+        while not directory.exists():
+            missing.append(directory)
+            directory = directory.parent
+        for path in reversed(missing):
+            path.mkdir()
+        return list(reversed(missing))
+
+    def _prune_empty_dirs(self, directory: Path) -> None:
+        # git itself never leaves an empty directory behind a deleted file; stop at the config set.
+        stop = self.root / self.prefix
+        while directory != stop and stop in directory.parents:
+            try:
+                directory.rmdir()
+            except OSError:
+                return
+            directory = directory.parent
+
+    def _restore(
+        self,
+        originals: dict[str, _Original],
+        created_dirs: list[Path],
+        index_file: Path,
+        saved_index: bytes | None,
+    ) -> None:
+        for full, original in originals.items():
+            target = self.root / full
+            if original.content is None:
+                with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                    target.unlink()
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                _write_atomically(target, original.content, original.mode)
+        for directory in reversed(created_dirs):
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        if saved_index is None:
+            index_file.unlink(missing_ok=True)
+        else:
+            _write_atomically(index_file, saved_index, 0o644)
+        self._repo.index.read(force=True)
+
+    # History
+
+    def file_times(self, path: str) -> tuple[datetime, datetime] | None:
+        """(created, last changed) from the commits that added and last changed `path`.
+
+        None when `path` is not in the head commit (never committed, or deleted since).
+        """
+        with self._lock:
+            full = self._full_path(path)
+            head = self._head()
+            if head is None:
+                return None
+            key = (full, head)
+            if key in self._times:
+                self._times.move_to_end(key)
+                return self._times[key]
+            times = self._walk_times(full, head)
+            self._times[key] = times
+            if len(self._times) > _FILE_TIMES_CACHE:
+                self._times.popitem(last=False)
+            return times
+
+    def _walk_times(self, full: str, head: str) -> tuple[datetime, datetime] | None:
+        ids: dict[pygit2.Oid, pygit2.Oid | None] = {}
+
+        def blob_at(commit: pygit2.Commit) -> pygit2.Oid | None:
+            if commit.id not in ids:
+                ids[commit.id] = _entry_id(commit.tree, full)
+            return ids[commit.id]
+
+        created: datetime | None = None
+        updated: datetime | None = None
+        if blob_at(self._commit(head)) is None:
+            return None
+        for commit in self._repo.walk(head, SortMode.TOPOLOGICAL | SortMode.TIME):
+            here = blob_at(commit)
+            if here is None:
+                continue
+            before = [blob_at(parent) for parent in commit.parents]
+            # Like `git log -- path`: a merge that kept one parent's version changed nothing.
+            if here in before:
+                continue
+            if updated is None:
+                updated = _commit_time(commit)
+            if not any(before):
+                created = _commit_time(commit)
+        if updated is None:
+            return None
+        return (created or updated), updated
+
+    # Pushing
+
+    def push(self, remote: str = "origin") -> None:
+        """Push the branch to the same name on `remote`, rebasing onto it if it moved on.
+
+        Never forces: a rejected push fetches, replays our unpushed commits on the upstream
+        branch and tries again. A real conflict raises GitConflictError and leaves our branch
+        exactly as it was.
+        """
+        with self._lock:
+            if remote not in self._repo.remotes.names():
+                raise GitError(f"{self.root}: no remote named {remote!r}")
+            branch = self._branch()
+            if self._repo.head_is_unborn:
+                raise GitError(f"{self.root}: nothing to push, {branch} has no commits")
+            name = branch.removeprefix("refs/heads/")
+            tracking = f"refs/remotes/{remote}/{name}"
+            for _ in range(_PUSH_ATTEMPTS):
+                if self._push_once(remote, branch):
+                    return
+                self._git("fetch", "--no-tags", remote, f"+{branch}:{tracking}")
+                self._rebase_onto(self._commit(tracking))
+            raise GitError(
+                f"push of {name} to {remote} was still rejected after {_PUSH_ATTEMPTS} attempts"
+            )
+
+    def _git(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+        try:
+            result = subprocess.run(
+                ["git", *args],
+                cwd=self.root,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=_GIT_TIMEOUT,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise GitError(f"git {args[0]} failed: {exc}") from exc
+        if check and result.returncode != 0:
+            raise GitError(f"git {' '.join(args)} failed: {result.stderr.strip()}")
+        return result
+
+    def _push_once(self, remote: str, branch: str) -> bool:
+        """True once pushed; False when rejected as not a fast-forward; GitError otherwise."""
+        result = self._git("push", "--porcelain", remote, f"{branch}:{branch}", check=False)
+        if result.returncode == 0:
+            return True
+        rejected = any(
+            line.startswith("!") and "[rejected]" in line for line in result.stdout.splitlines()
+        )
+        if rejected:
+            return False
+        raise GitError(f"git push to {remote} failed: {(result.stderr or result.stdout).strip()}")
+
+    def _rebase_onto(self, upstream: pygit2.Commit) -> None:
+        repo = self._repo
+        ref = repo.references[self._branch()]
+        head = self._commit(str(ref.target))
+        base = repo.merge_base(head.id, upstream.id)
+        if base is None:
+            raise GitConflictError(f"{upstream.id} shares no history with our branch")
+        ours: list[pygit2.Commit] = []
+        commit = head
+        while commit.id != base:
+            if len(commit.parents) != 1:
+                raise GitConflictError(
+                    f"cannot replay {commit.id} onto {upstream.id}: only linear local history is"
+                    " rebased; merge by hand"
+                )
+            ours.append(commit)
+            commit = commit.parents[0]
+        onto = upstream
+        for commit in reversed(ours):
+            merged = repo.merge_trees(commit.parents[0].tree, onto.tree, commit.tree)
+            if merged.conflicts is not None:
+                paths = sorted({entry.path for side in merged.conflicts for entry in side if entry})
+                raise GitConflictError(
+                    f"our commit {commit.id} ({commit.message.splitlines()[0]!r}) conflicts with"
+                    f" {upstream.id} in {', '.join(paths)}; our branch is unchanged, merge by hand"
+                )
+            tree_id = merged.write_tree(repo)
+            onto = self._commit(
+                str(
+                    repo.create_commit(
+                        None, commit.author, commit.committer, commit.message, tree_id, [onto.id]
+                    )
+                )
+            )
+        # SAFE refuses (before writing anything) to overwrite a locally modified file.
+        try:
+            repo.checkout_tree(onto.tree, strategy=CheckoutStrategy.SAFE)  # type: ignore[no-untyped-call]
+        except pygit2.GitError as exc:
+            raise GitConflictError(
+                f"upstream changes touch files with local modifications: {exc}"
+            ) from exc
+        ref.set_target(onto.id, f"rebase onto {upstream.id}")
+        self._times.clear()
+
+
+def _entry(tree: pygit2.Tree | None, path: str) -> pygit2.Object | None:
+    if tree is None:
+        return None
+    try:
+        return tree[path]
+    except KeyError:
+        return None
+
+
+def _entry_id(tree: pygit2.Tree | None, path: str) -> pygit2.Oid | None:
+    entry = _entry(tree, path)
+    return None if entry is None or entry.filemode not in _REGULAR_FILES else entry.id
+
+
+def _entry_mode(tree: pygit2.Tree | None, path: str) -> FileMode:
+    entry = _entry(tree, path)
+    if entry is not None and entry.filemode == FileMode.BLOB_EXECUTABLE:
+        return FileMode.BLOB_EXECUTABLE
+    return FileMode.BLOB

@@ -1,0 +1,516 @@
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from reconciler.gitstore import Author, DirtyFileError, GitConflictError, GitError, GitStore
+from tests.gitrepo import commit_files, git, head, init_repo, rename
+
+AUTHOR = Author("Ada Admin", "ada@example.com")
+NOW = datetime(2024, 5, 1, 9, 30, tzinfo=UTC)
+
+
+def status(repo: Path) -> str:
+    return git(repo, "status", "--porcelain", "--untracked-files=all")
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    path = tmp_path / "config"
+    init_repo(path, {"tasks/a.yaml": "id: 1\n", "users.yaml": "users: []\n", "README.md": "hi\n"})
+    return path
+
+
+@pytest.fixture
+def nested(tmp_path: Path) -> Path:
+    """A larger repository whose config set is the folder `deploy/backups`."""
+    path = tmp_path / "monorepo"
+    init_repo(
+        path,
+        {
+            "app/config.yaml": "outside: true\n",
+            "deploy/backups/tasks/a.yaml": "id: 1\n",
+            "deploy/backups/users.yml": "users: []\n",
+        },
+    )
+    return path
+
+
+# Opening
+
+
+def test_a_folder_outside_any_repository_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(GitError, match="not inside a git repository"):
+        GitStore(tmp_path)
+
+
+def test_the_repository_root_is_a_config_set_without_prefix(repo: Path) -> None:
+    store = GitStore(repo)
+
+    assert (store.root, store.prefix, store.git_dir) == (repo, "", repo / ".git")
+
+
+def test_a_folder_inside_a_larger_repository_has_a_prefix(nested: Path) -> None:
+    store = GitStore(nested / "deploy" / "backups")
+
+    assert (store.root, store.prefix) == (nested, "deploy/backups/")
+
+
+def test_head_is_the_checked_out_commit(repo: Path) -> None:
+    assert GitStore(repo).head() == head(repo)
+
+
+def test_head_of_an_unborn_branch_is_none(tmp_path: Path) -> None:
+    git(tmp_path, "init", "-q", "-b", "main")
+
+    assert GitStore(tmp_path).head() is None
+
+
+# Reading
+
+
+def test_list_files_gives_yaml_files_with_their_blob_ids(repo: Path) -> None:
+    files = GitStore(repo).list_files(head(repo))
+
+    assert files == {
+        "tasks/a.yaml": git(repo, "rev-parse", "HEAD:tasks/a.yaml").strip(),
+        "users.yaml": git(repo, "rev-parse", "HEAD:users.yaml").strip(),
+    }
+
+
+def test_list_files_of_a_nested_config_set_are_relative_to_it(nested: Path) -> None:
+    files = GitStore(nested / "deploy" / "backups").list_files("HEAD")
+
+    assert set(files) == {"tasks/a.yaml", "users.yml"}
+
+
+def test_list_files_reads_the_commit_not_the_work_tree(repo: Path) -> None:
+    first = head(repo)
+    commit_files(repo, {"tasks/b.yaml": "id: 2\n"}, "add b")
+    (repo / "tasks" / "c.yaml").write_text("id: 3\n")
+
+    store = GitStore(repo)
+
+    assert set(store.list_files(first)) == {"tasks/a.yaml", "users.yaml"}
+    assert set(store.list_files("HEAD")) == {"tasks/a.yaml", "tasks/b.yaml", "users.yaml"}
+
+
+def test_an_unknown_revision_is_a_git_error(repo: Path) -> None:
+    with pytest.raises(GitError, match="not a commit"):
+        GitStore(repo).list_files("0" * 40)
+
+
+def test_list_files_is_fast_for_ten_thousand_files(tmp_path: Path) -> None:
+    path = tmp_path / "big"
+    init_repo(path, {})
+    for group in range(100):
+        folder = path / "tasks" / f"g{group:03d}"
+        folder.mkdir(parents=True)
+        for task in range(100):
+            (folder / f"t{task:03d}.yaml").write_text(f"id: {group * 100 + task + 1}\n")
+    git(path, "add", "tasks")
+    git(path, "commit", "-q", "-m", "ten thousand tasks")
+    store = GitStore(path)
+
+    started = time.perf_counter()
+    files = store.list_files("HEAD")
+    elapsed = time.perf_counter() - started
+
+    assert len(files) == 10_000
+    assert elapsed < 1.0
+
+
+def test_changed_files_lists_added_modified_deleted_and_renamed_yaml(repo: Path) -> None:
+    commit_files(repo, {"tasks/b.yaml": "id: 2\n", "tasks/c.yaml": "id: 3\n"}, "more")
+    old = head(repo)
+    commit_files(
+        repo,
+        {
+            "tasks/a.yaml": "id: 1\nlabel: x\n",
+            "tasks/b.yaml": None,
+            "tasks/d.yml": "id: 4\n",
+            "README.md": "changed\n",
+        },
+        "edit",
+    )
+    new = rename(repo, "tasks/c.yaml", "tasks/moved/c.yaml", "move")
+
+    changed = GitStore(repo).changed_files(old, new)
+
+    assert changed == {
+        "tasks/a.yaml",
+        "tasks/b.yaml",
+        "tasks/d.yml",
+        "tasks/c.yaml",
+        "tasks/moved/c.yaml",
+    }
+
+
+def test_changed_files_ignores_changes_outside_the_config_set(nested: Path) -> None:
+    old = head(nested)
+    new = commit_files(
+        nested,
+        {"app/config.yaml": "outside: false\n", "deploy/backups/tasks/a.yaml": "id: 1\n#\n"},
+        "edit both",
+    )
+
+    assert GitStore(nested / "deploy" / "backups").changed_files(old, new) == {"tasks/a.yaml"}
+
+
+def test_changed_files_of_identical_commits_is_empty(repo: Path) -> None:
+    assert GitStore(repo).changed_files("HEAD", "HEAD") == set()
+
+
+def test_read_blobs_returns_the_content_of_each_blob(repo: Path) -> None:
+    store = GitStore(repo)
+    files = store.list_files("HEAD")
+
+    blobs = store.read_blobs(files.values())
+
+    assert blobs == {
+        files["tasks/a.yaml"]: b"id: 1\n",
+        files["users.yaml"]: b"users: []\n",
+    }
+
+
+def test_reading_an_unknown_blob_is_a_git_error(repo: Path) -> None:
+    with pytest.raises(GitError, match="not in"):
+        GitStore(repo).read_blobs(["1" * 40])
+
+
+# Committing
+
+
+def test_a_commit_writes_stages_and_commits_the_files(repo: Path) -> None:
+    store = GitStore(repo)
+    before = head(repo)
+
+    sha = store.commit(
+        {"tasks/b.yaml": b"id: 2\n", "tasks/a.yaml": b"id: 1\npaused: true\n"},
+        AUTHOR,
+        "Add task 2, pause task 1",
+        NOW,
+    )
+
+    assert sha == head(repo) == store.head()
+    assert git(repo, "rev-parse", f"{sha}^").strip() == before
+    assert (repo / "tasks" / "b.yaml").read_bytes() == b"id: 2\n"
+    assert git(repo, "show", f"{sha}:tasks/a.yaml") == "id: 1\npaused: true\n"
+    assert status(repo) == ""
+
+
+def test_a_commit_records_author_committer_time_and_message(repo: Path) -> None:
+    sha = GitStore(repo).commit({"users.yaml": b"users: [1]\n"}, AUTHOR, "Edit users", NOW)
+
+    shown = git(repo, "show", "-s", "--format=%an|%ae|%cn|%ce|%at|%ct|%s", sha).strip()
+    stamp = str(int(NOW.timestamp()))
+    assert (
+        shown == f"Ada Admin|ada@example.com|Ada Admin|ada@example.com|{stamp}|{stamp}|Edit users"
+    )
+
+
+def test_a_commit_in_a_nested_config_set_writes_under_its_folder(nested: Path) -> None:
+    store = GitStore(nested / "deploy" / "backups")
+
+    sha = store.commit({"tasks/b.yaml": b"id: 2\n"}, AUTHOR, "add", NOW)
+
+    assert git(nested, "show", f"{sha}:deploy/backups/tasks/b.yaml") == "id: 2\n"
+    assert git(nested, "diff", "--name-only", f"{sha}^", sha).split() == [
+        "deploy/backups/tasks/b.yaml"
+    ]
+    assert status(nested) == ""
+
+
+def test_a_none_write_deletes_the_file_and_its_empty_folder(repo: Path) -> None:
+    GitStore(repo).commit({"tasks/a.yaml": None}, AUTHOR, "Delete task 1", NOW)
+
+    assert not (repo / "tasks").exists()
+    assert git(repo, "ls-files").split() == ["README.md", "users.yaml"]
+    assert status(repo) == ""
+
+
+def test_writes_that_change_nothing_make_no_commit(repo: Path) -> None:
+    before = head(repo)
+
+    sha = GitStore(repo).commit({"tasks/a.yaml": b"id: 1\n"}, AUTHOR, "noop", NOW)
+
+    assert sha == before == head(repo)
+
+
+def test_a_commit_keeps_the_mode_of_an_executable_file(repo: Path) -> None:
+    commit_files(repo, {"hook.yaml": "x: 1\n"}, "add")
+    git(repo, "update-index", "--chmod=+x", "hook.yaml")
+    (repo / "hook.yaml").chmod(0o755)
+    git(repo, "commit", "-q", "-m", "chmod")
+
+    sha = GitStore(repo).commit({"hook.yaml": b"x: 2\n"}, AUTHOR, "edit", NOW)
+
+    assert git(repo, "ls-tree", sha, "hook.yaml").split()[0] == "100755"
+    assert status(repo) == ""
+
+
+def test_the_first_commit_on_an_unborn_branch_has_no_parent(tmp_path: Path) -> None:
+    git(tmp_path, "init", "-q", "-b", "main")
+
+    sha = GitStore(tmp_path).commit({"users.yaml": b"users: []\n"}, AUTHOR, "first", NOW)
+
+    assert git(tmp_path, "rev-list", "--parents", "main").split() == [sha]
+    assert status(tmp_path) == ""
+
+
+@pytest.mark.parametrize(
+    "path", ["../escape.yaml", "/etc/passwd", ".git/config", "a/../../b.yaml", "", "dir/"]
+)
+def test_paths_outside_the_config_set_are_refused(repo: Path, path: str) -> None:
+    before = head(repo)
+
+    with pytest.raises(GitError, match="not a relative file path"):
+        GitStore(repo).commit({path: b"x"}, AUTHOR, "escape", NOW)
+    assert head(repo) == before
+
+
+def test_a_file_modified_in_the_work_tree_is_not_overwritten(repo: Path) -> None:
+    (repo / "tasks" / "a.yaml").write_text("id: 1\n# my local edit\n")
+    before = head(repo)
+
+    with pytest.raises(DirtyFileError, match=r"tasks/a\.yaml"):
+        GitStore(repo).commit(
+            {"users.yaml": b"users: [2]\n", "tasks/a.yaml": b"id: 1\n"}, AUTHOR, "edit", NOW
+        )
+
+    assert head(repo) == before
+    assert (repo / "tasks" / "a.yaml").read_text() == "id: 1\n# my local edit\n"
+    assert (repo / "users.yaml").read_text() == "users: []\n"
+    assert status(repo) == " M tasks/a.yaml\n"
+
+
+def test_a_staged_change_to_a_target_file_is_refused(repo: Path) -> None:
+    (repo / "users.yaml").write_text("users: [9]\n")
+    git(repo, "add", "users.yaml")
+    (repo / "users.yaml").write_text("users: []\n")
+
+    with pytest.raises(DirtyFileError, match="staged"):
+        GitStore(repo).commit({"users.yaml": b"users: [1]\n"}, AUTHOR, "edit", NOW)
+
+
+def test_an_untracked_file_in_the_way_is_refused(repo: Path) -> None:
+    (repo / "tasks" / "new.yaml").write_text("mine\n")
+
+    with pytest.raises(DirtyFileError, match=r"tasks/new\.yaml"):
+        GitStore(repo).commit({"tasks/new.yaml": b"theirs\n"}, AUTHOR, "add", NOW)
+    assert (repo / "tasks" / "new.yaml").read_text() == "mine\n"
+
+
+def test_other_local_work_is_left_alone_and_not_committed(repo: Path) -> None:
+    (repo / "README.md").write_text("staged edit\n")
+    git(repo, "add", "README.md")
+    (repo / "tasks" / "draft.yaml").write_text("draft\n")
+
+    sha = GitStore(repo).commit({"users.yaml": b"users: [1]\n"}, AUTHOR, "edit", NOW)
+
+    assert git(repo, "diff", "--name-only", f"{sha}^", sha).split() == ["users.yaml"]
+    assert status(repo) == "M  README.md\n?? tasks/draft.yaml\n"
+
+
+def test_a_failed_write_leaves_neither_files_nor_a_commit_behind(repo: Path) -> None:
+    # An untracked regular file where the commit needs a folder: the second write cannot happen.
+    (repo / "blocker").write_text("not a folder\n")
+    before = head(repo)
+    index_before = (repo / ".git" / "index").read_bytes()
+
+    with pytest.raises(GitError, match="nothing was changed"):
+        GitStore(repo).commit(
+            {
+                "tasks/a.yaml": b"id: 1\nchanged: yes\n",
+                "new/b.yaml": b"b\n",
+                "blocker/c.yaml": b"c\n",
+            },
+            AUTHOR,
+            "doomed",
+            NOW,
+        )
+
+    assert head(repo) == before
+    assert (repo / "tasks" / "a.yaml").read_text() == "id: 1\n"
+    assert not (repo / "new").exists()
+    assert (repo / ".git" / "index").read_bytes() == index_before
+    assert status(repo) == "?? blocker\n"
+    assert [p.name for p in (repo / "tasks").iterdir()] == ["a.yaml"]
+
+
+def test_fifty_commits_serialised_by_the_caller_make_fifty_commits(repo: Path) -> None:
+    store = GitStore(repo)
+    caller_lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def write(number: int) -> None:
+        try:
+            with caller_lock:
+                store.commit(
+                    {f"tasks/t{number}.yaml": f"id: {number}\n".encode()},
+                    AUTHOR,
+                    f"task {number}",
+                    NOW + timedelta(seconds=number),
+                )
+        except BaseException as exc:  # collected so the main thread can fail the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert git(repo, "rev-list", "--count", "HEAD").strip() == "51"
+    assert len(store.list_files("HEAD")) == 52
+    assert status(repo) == ""
+
+
+# File times
+
+
+def test_file_times_are_when_a_file_was_added_and_last_changed(repo: Path) -> None:
+    store = GitStore(repo)
+    store.commit({"tasks/b.yaml": b"id: 2\n"}, AUTHOR, "add", NOW)
+    store.commit({"users.yaml": b"users: [1]\n"}, AUTHOR, "other", NOW + timedelta(hours=1))
+    store.commit({"tasks/b.yaml": b"id: 2\nx: 1\n"}, AUTHOR, "edit", NOW + timedelta(hours=2))
+    store.commit({"users.yaml": b"users: [2]\n"}, AUTHOR, "other", NOW + timedelta(hours=3))
+
+    assert store.file_times("tasks/b.yaml") == (NOW, NOW + timedelta(hours=2))
+
+
+def test_file_times_follow_new_commits(repo: Path) -> None:
+    store = GitStore(repo)
+    store.commit({"tasks/b.yaml": b"id: 2\n"}, AUTHOR, "add", NOW)
+    assert store.file_times("tasks/b.yaml") == (NOW, NOW)
+
+    later = NOW + timedelta(days=1)
+    store.commit({"tasks/b.yaml": b"id: 2\nx: 1\n"}, AUTHOR, "edit", later)
+
+    assert store.file_times("tasks/b.yaml") == (NOW, later)
+
+
+def test_a_renamed_file_was_created_by_the_rename(repo: Path) -> None:
+    store = GitStore(repo)
+    store.commit({"tasks/b.yaml": b"id: 2\n"}, AUTHOR, "add", NOW)
+    moved = NOW + timedelta(hours=5)
+    store.commit({"tasks/b.yaml": None, "tasks/renamed.yaml": b"id: 2\n"}, AUTHOR, "rename", moved)
+
+    assert store.file_times("tasks/renamed.yaml") == (moved, moved)
+    assert store.file_times("tasks/b.yaml") is None
+
+
+def test_file_times_of_a_file_never_committed_is_none(repo: Path) -> None:
+    (repo / "tasks" / "draft.yaml").write_text("draft\n")
+
+    assert GitStore(repo).file_times("tasks/draft.yaml") is None
+
+
+def test_file_times_in_a_nested_config_set(nested: Path) -> None:
+    store = GitStore(nested / "deploy" / "backups")
+    store.commit({"tasks/a.yaml": b"id: 1\n#\n"}, AUTHOR, "edit", NOW)
+
+    times = store.file_times("tasks/a.yaml")
+
+    first = git(nested, "log", "-1", "--format=%ct", "HEAD^").strip()
+    assert times == (datetime.fromtimestamp(int(first), UTC), NOW)
+
+
+def test_file_times_for_a_list_page_are_cheap(repo: Path) -> None:
+    store = GitStore(repo)
+    for number in range(300):
+        store.commit(
+            {f"tasks/t{number % 15}.yaml": f"id: {number}\n".encode()},
+            AUTHOR,
+            f"commit {number}",
+            NOW + timedelta(minutes=number),
+        )
+
+    started = time.perf_counter()
+    for number in range(15):
+        assert store.file_times(f"tasks/t{number}.yaml") is not None
+    elapsed = time.perf_counter() - started
+
+    assert elapsed < 0.5
+
+
+# Pushing
+
+
+@pytest.fixture
+def upstream(tmp_path: Path, repo: Path) -> Path:
+    bare = tmp_path / "upstream.git"
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(bare))
+    git(repo, "remote", "add", "origin", str(bare))
+    git(repo, "push", "-q", "origin", "main")
+    return bare
+
+
+def someone_else_pushes(tmp_path: Path, upstream: Path, files: dict[str, str | None]) -> str:
+    other = tmp_path / "other"
+    if not other.exists():
+        git(tmp_path, "clone", "-q", str(upstream), str(other))
+    git(other, "pull", "-q", "--ff-only")
+    sha = commit_files(other, files, "someone else's change")
+    git(other, "push", "-q", "origin", "main")
+    return sha
+
+
+def test_push_sends_our_commits_upstream(repo: Path, upstream: Path) -> None:
+    store = GitStore(repo)
+    sha = store.commit({"tasks/b.yaml": b"id: 2\n"}, AUTHOR, "add", NOW)
+
+    store.push()
+
+    assert git(upstream, "rev-parse", "main").strip() == sha
+
+
+def test_push_to_an_unknown_remote_is_a_git_error(repo: Path, upstream: Path) -> None:
+    with pytest.raises(GitError, match="no remote named 'elsewhere'"):
+        GitStore(repo).push("elsewhere")
+
+
+def test_a_rejected_push_is_rebased_onto_the_upstream_and_pushed(
+    tmp_path: Path, repo: Path, upstream: Path
+) -> None:
+    store = GitStore(repo)
+    theirs = someone_else_pushes(tmp_path, upstream, {"tasks/theirs.yaml": "id: 9\n"})
+    store.commit({"tasks/ours.yaml": b"id: 8\n"}, AUTHOR, "ours", NOW)
+
+    store.push()
+
+    pushed = git(upstream, "rev-parse", "main").strip()
+    assert pushed == head(repo)
+    assert git(repo, "rev-parse", "HEAD^").strip() == theirs
+    assert git(repo, "show", "-s", "--format=%an|%cn|%s", "HEAD").strip() == (
+        "Ada Admin|Ada Admin|ours"
+    )
+    assert (repo / "tasks" / "theirs.yaml").read_text() == "id: 9\n"
+    assert set(store.list_files("HEAD")) == {
+        "tasks/a.yaml",
+        "tasks/ours.yaml",
+        "tasks/theirs.yaml",
+        "users.yaml",
+    }
+    assert status(repo) == ""
+
+
+def test_a_real_conflict_raises_and_loses_nothing(
+    tmp_path: Path, repo: Path, upstream: Path
+) -> None:
+    store = GitStore(repo)
+    theirs = someone_else_pushes(tmp_path, upstream, {"tasks/a.yaml": "id: 1\nlabel: theirs\n"})
+    ours = store.commit({"tasks/a.yaml": b"id: 1\nlabel: ours\n"}, AUTHOR, "ours", NOW)
+
+    with pytest.raises(GitConflictError, match=r"tasks/a\.yaml"):
+        store.push()
+
+    assert head(repo) == ours
+    assert (repo / "tasks" / "a.yaml").read_text() == "id: 1\nlabel: ours\n"
+    assert git(upstream, "rev-parse", "main").strip() == theirs
+    assert status(repo) == ""
