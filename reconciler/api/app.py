@@ -1,0 +1,44 @@
+"""`create_app`: the API as a FastAPI application over the daemon's collaborators."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from reconciler.api import errors, tasks
+from reconciler.api.context import ApiContext, RateLimiter
+from reconciler.api.writer import Writer
+from reconciler.engine import Engine
+from reconciler.history import History
+from reconciler.runner import Runner
+from reconciler.secrets import Secrets
+from reconciler.types import Clock
+
+
+def create_app(
+    engine: Engine,
+    history: History,
+    secrets: Secrets,
+    runner: Runner,
+    clock: Clock,
+    *,
+    push: bool = False,
+    run_rate_limit: int = 5,
+) -> FastAPI:
+    """The `/api` routes. `push`: push every API commit to the branch's upstream."""
+    app = FastAPI(
+        title="reconciler",
+        summary="Backup tasks kept in a git repository of YAML files",
+        version="1",
+    )
+    app.state.reconciler = ApiContext(
+        engine=engine,
+        history=history,
+        secrets=secrets,
+        runner=runner,
+        clock=clock,
+        writer=Writer(engine, clock, push=push),
+        run_limiter=RateLimiter(run_rate_limit),
+    )
+    errors.install(app)
+    app.include_router(tasks.router)
+    return app

@@ -1,0 +1,51 @@
+"""The collaborators every route needs, carried on the app (never in globals)."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from fastapi import Request
+
+from reconciler.api.writer import Writer
+from reconciler.engine import Engine
+from reconciler.history import History
+from reconciler.runner import Runner
+from reconciler.secrets import Secrets
+from reconciler.types import Clock
+
+
+@dataclass
+class RateLimiter:
+    """At most `limit` hits per `window` per key, over a sliding window of the injected clock."""
+
+    limit: int
+    window: timedelta = timedelta(minutes=1)
+    _hits: dict[int, deque[datetime]] = field(default_factory=dict)
+
+    def hit(self, key: int, now: datetime) -> timedelta | None:
+        """Record a hit; None if allowed, else how long until the next one would be."""
+        hits = self._hits.setdefault(key, deque())
+        while hits and hits[0] <= now - self.window:
+            hits.popleft()
+        if len(hits) >= self.limit:
+            return hits[0] + self.window - now
+        hits.append(now)
+        return None
+
+
+@dataclass
+class ApiContext:
+    engine: Engine
+    history: History
+    secrets: Secrets
+    runner: Runner
+    clock: Clock
+    writer: Writer
+    run_limiter: RateLimiter
+
+
+def context(request: Request) -> ApiContext:
+    ctx: ApiContext = request.app.state.reconciler
+    return ctx

@@ -1,0 +1,85 @@
+"""Resources as the contract shows them, built from the applied state and the run history."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from reconciler.api import schemas
+from reconciler.api.mapping import scheduled_times
+from reconciler.history import RunRecord
+from reconciler.models import BackupTask, User
+from reconciler.types import TaskStatus
+
+
+def utc_text(moment: datetime) -> str:
+    """`2024-08-07T01:00:00Z`."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def local_text(moment: datetime, timezone: str) -> str:
+    """`2024-08-06 21:00:00` in `timezone`."""
+    return moment.astimezone(ZoneInfo(timezone)).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def task(
+    task: BackupTask,
+    owner: User,
+    *,
+    status: TaskStatus,
+    last_run: datetime | None,
+    file_times: tuple[datetime, datetime] | None,
+    now: datetime,
+) -> schemas.Task:
+    """The v2 task resource.
+
+    `paused_at` is the time of the last commit to a paused task's file: git records when the file
+    last changed, not which change paused it, so this is the latest moment the pause can date from.
+    """
+    times = scheduled_times(task.schedule, owner.timezone, now)
+    created, updated = file_times if file_times is not None else (None, None)
+    return schemas.Task(
+        id=task.id,
+        user_id=task.user_id,
+        remote_server_id=task.remote_server_id,
+        backup_destination_id=task.backup_destination_id,
+        label=task.label,
+        description=task.description,
+        source=schemas.Source(
+            path=task.source.path,
+            type=task.source.type,
+            database_name=task.source.database_name,
+            excluded_tables=",".join(task.source.excluded_tables) or None,
+        ),
+        schedule=schemas.Schedule(
+            frequency=task.schedule.frequency,
+            scheduled_utc_time=times[0] if times else None,
+            scheduled_local_time=times[1] if times else None,
+            custom_cron=task.schedule.custom_cron,
+        ),
+        storage=schemas.Storage(
+            max_backups=task.storage.max_backups,
+            appended_filename=task.storage.appended_filename,
+            path=f"/{task.storage.path}" if task.storage.path else None,
+        ),
+        notification_streams_count=len(task.notification_stream_ids),
+        status=status.value,
+        has_isolated_credentials=task.isolated_username is not None,
+        has_encryption_password=task.encryption_password is not None,
+        last_run_local_time=local_text(last_run, owner.timezone) if last_run else None,
+        last_run_utc_time=utc_text(last_run) if last_run else None,
+        paused_at=utc_text(updated) if task.paused and updated is not None else None,
+        created_at=utc_text(created) if created is not None else None,
+        updated_at=utc_text(updated) if updated is not None else None,
+    )
+
+
+def log(run: RunRecord) -> schemas.Log:
+    return schemas.Log(
+        id=run.id,
+        backup_task_id=run.task_id,
+        output=run.output,
+        finished_at=utc_text(run.finished_at) if run.finished_at else None,
+        status=run.status.value,
+        created_at=utc_text(run.started_at),
+    )

@@ -1,0 +1,185 @@
+"""Request and response bodies of the backup-task API, named as the contract names them.
+
+Requests ignore unknown fields (as the Laravel application the contract comes from does), so a
+client that sends extra fields keeps working; every known field is validated.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from reconciler.models import Frequency, SourceType, check_absolute_path, check_cron, check_hh_mm
+
+ApiId = Annotated[int, Field(strict=True, gt=0, le=2**53)]
+Secret = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+
+
+class TaskFields(BaseModel):
+    """Every field a create or update may carry; an update changes only the fields it sends."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    remote_server_id: ApiId | None = None
+    backup_destination_id: ApiId | None = None
+    label: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
+    description: Annotated[str, StringConstraints(max_length=65535)] | None = None
+    source_path: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    type: SourceType | None = None
+    database_name: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    excluded_database_tables: Annotated[str, StringConstraints(max_length=65535)] | None = None
+    frequency: Frequency | None = None
+    time_to_run_at: str | None = Field(default=None, description="HH:MM, in UTC")
+    custom_cron_expression: str | None = Field(
+        default=None, description="five-field cron expression, in UTC"
+    )
+    maximum_backups_to_keep: Annotated[int, Field(strict=True, ge=0, le=10_000)] | None = None
+    appended_file_name: Annotated[str, StringConstraints(max_length=100)] | None = None
+    store_path: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    encryption_password: Secret | None = None
+    isolated_username: Annotated[str, StringConstraints(max_length=64)] | None = None
+    isolated_password: Secret | None = None
+    notification_stream_ids: list[ApiId] | None = Field(default=None, max_length=100)
+
+    @field_validator("source_path")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        return None if value is None else check_absolute_path(value)
+
+    @field_validator("time_to_run_at")
+    @classmethod
+    def _time(cls, value: str | None) -> str | None:
+        return None if value is None else check_hh_mm(value)
+
+    @field_validator("custom_cron_expression")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        return None if value is None or value == "" else check_cron(value)
+
+
+class TaskCreate(TaskFields):
+    remote_server_id: ApiId
+    backup_destination_id: ApiId
+    label: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    type: SourceType
+
+
+class Source(BaseModel):
+    path: str | None
+    type: SourceType
+    database_name: str | None
+    excluded_tables: str | None = Field(description="comma-separated table names")
+
+
+class Schedule(BaseModel):
+    frequency: Frequency | None
+    scheduled_utc_time: str | None = Field(description="HH:MM in UTC (today's date)")
+    scheduled_local_time: str | None = Field(description="HH:MM in the owner's timezone")
+    custom_cron: str | None
+
+
+class Storage(BaseModel):
+    max_backups: int
+    appended_filename: str | None
+    path: str | None
+
+
+class Task(BaseModel):
+    id: int
+    user_id: int
+    remote_server_id: int
+    backup_destination_id: int
+    label: str
+    description: str | None
+    source: Source
+    schedule: Schedule
+    storage: Storage
+    notification_streams_count: int
+    status: str
+    has_isolated_credentials: bool
+    has_encryption_password: bool
+    last_run_local_time: str | None = Field(description="YYYY-MM-DD HH:MM:SS, owner's timezone")
+    last_run_utc_time: str | None
+    paused_at: str | None
+    created_at: str | None
+    updated_at: str | None
+
+
+T = TypeVar("T")
+
+
+class Links(BaseModel):
+    first: str
+    last: str
+    prev: str | None
+    next: str | None
+
+
+class Meta(BaseModel):
+    current_page: int
+    from_: int | None = Field(serialization_alias="from")
+    last_page: int
+    path: str
+    per_page: int
+    to: int | None
+    total: int
+
+
+class Page(BaseModel, Generic[T]):
+    data: list[T]
+    links: Links
+    meta: Meta
+
+
+class One(BaseModel, Generic[T]):
+    data: T
+
+
+class TaskStatusData(BaseModel):
+    id: int
+    status: str
+
+
+class Log(BaseModel):
+    id: int
+    backup_task_id: int
+    output: str
+    finished_at: str | None
+    status: str
+    created_at: str
+
+
+class Upcoming(BaseModel):
+    id: int
+    label: str
+    next_run_utc_time: str
+    next_run_local_time: str = Field(description="YYYY-MM-DD HH:MM:SS, owner's timezone")
+
+
+class ErrorLocation(BaseModel):
+    path: str
+    line: int | None
+    field: str
+    message: str
+
+
+class SyncData(BaseModel):
+    revision: str | None
+    reconciled_at: str | None
+    tasks: int
+    errors: list[ErrorLocation]
+
+
+class Message(BaseModel):
+    message: str
+
+
+class Error(BaseModel):
+    error: str
+    message: str
+
+
+class Invalid(BaseModel):
+    message: str
+    errors: dict[str, list[str]]

@@ -1,0 +1,96 @@
+"""The single writer: every API change to the config set goes through here, one at a time.
+
+One write is: reconcile the branch head (so a person's latest commit is what we edit), let the
+caller prepare file contents from that state, commit them (GitStore writes atomically and leaves
+nothing behind on failure), push if asked, and reconcile again before answering, so the response
+and every later request already see the change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from reconciler.api.errors import ApiError
+from reconciler.desired import DesiredState
+from reconciler.engine import Engine
+from reconciler.gitstore import Author, GitConflictError, GitError
+from reconciler.types import Clock
+
+log = logging.getLogger("reconciler.api")
+
+T = TypeVar("T")
+
+
+def _nothing() -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Prepared(Generic[T]):
+    """A change ready to commit, and how to answer once it is applied.
+
+    `writes` maps config-set-relative paths to new contents (None deletes); empty means nothing
+    to commit. `rollback` undoes side effects made while preparing (secrets stored) when the
+    commit fails; `committed` runs once it succeeded (secrets no longer referenced).
+    """
+
+    respond: Callable[[DesiredState], T]
+    writes: Mapping[str, bytes | None] = field(default_factory=dict)
+    author: Author | None = None
+    message: str = ""
+    rollback: Callable[[], None] = _nothing
+    committed: Callable[[], None] = _nothing
+
+
+class Writer:
+    def __init__(self, engine: Engine, clock: Clock, *, push: bool) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._push = push
+        self._lock = asyncio.Lock()
+
+    async def write(self, prepare: Callable[[DesiredState], Prepared[T]]) -> T:
+        async with self._lock:
+            await self._engine.sync()
+            prepared = prepare(self._engine.desired)
+            if not prepared.writes:
+                return prepared.respond(self._engine.desired)
+            assert prepared.author is not None
+            store = self._engine.store
+            try:
+                sha = await asyncio.to_thread(
+                    store.commit,
+                    prepared.writes,
+                    prepared.author,
+                    prepared.message,
+                    self._clock.now(),
+                )
+            except GitError as exc:  # DirtyFileError included: nothing was written
+                prepared.rollback()
+                raise ApiError(409, f"Nothing was written: {exc}.") from exc
+            except BaseException:
+                prepared.rollback()
+                raise
+            prepared.committed()
+            log.info("committed %s: %s", sha[:12], prepared.message)
+            pushed = await self._push_commit(sha)
+            await self._engine.sync()
+            if pushed is not None:
+                raise ApiError(409, pushed)
+            return prepared.respond(self._engine.desired)
+
+    async def _push_commit(self, sha: str) -> str | None:
+        """None once pushed (or when not pushing); else why the push failed."""
+        if not self._push:
+            return None
+        try:
+            await asyncio.to_thread(self._engine.store.push)
+        except GitConflictError as exc:
+            return f"Committed locally as {sha[:12]} but not pushed: {exc}. Nothing was lost."
+        except GitError as exc:
+            return f"Committed locally as {sha[:12]} but not pushed: {exc}."
+        return None
