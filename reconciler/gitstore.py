@@ -213,6 +213,14 @@ class GitStore:
         return target
 
     def _check_clean(self, full: str, head_tree: pygit2.Tree | None) -> None:
+        # The index would silently swap a file for a folder (or back): refuse instead.
+        parents = [parent.as_posix() for parent in PurePosixPath(full).parents][:-1]
+        entry = _entry(head_tree, full)
+        if (entry is not None and entry.filemode == FileMode.TREE) or any(
+            (found := _entry(head_tree, parent)) is not None and found.filemode != FileMode.TREE
+            for parent in parents
+        ):
+            raise GitError(f"{full}: a file and a folder of that name cannot both exist")
         head_id = _entry_id(head_tree, full)
         index = self._repo.index
         index_id = index[full].id if full in index else None

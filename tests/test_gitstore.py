@@ -305,6 +305,16 @@ def test_an_untracked_file_in_the_way_is_refused(repo: Path) -> None:
     assert (repo / "tasks" / "new.yaml").read_text() == "mine\n"
 
 
+@pytest.mark.parametrize("path", ["README.md/inside.yaml", "tasks"])
+def test_a_file_cannot_replace_a_folder_or_become_one(repo: Path, path: str) -> None:
+    (repo / "README.md").unlink()
+    before = head(repo)
+
+    with pytest.raises(GitError, match="a file and a folder"):
+        GitStore(repo).commit({path: b"x: 1\n"}, AUTHOR, "clash", NOW)
+    assert head(repo) == before
+
+
 def test_other_local_work_is_left_alone_and_not_committed(repo: Path) -> None:
     (repo / "README.md").write_text("staged edit\n")
     git(repo, "add", "README.md")
