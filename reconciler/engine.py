@@ -1,0 +1,136 @@
+"""The reconcile loop: the branch head's config set, made the running schedule.
+
+One reconcile is: list the head commit's YAML files (path -> blob id), read and parse only the
+blobs that changed since the last reconcile, rebuild the desired state (pure, cheap: unchanged
+objects are reused), diff it against the scheduler (pure), and apply the difference. It is
+level-triggered and idempotent: reconciling the same revision twice changes nothing, and the same
+code path serves the first start, a new commit, an API write and the periodic resync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from reconciler.desired import DesiredState, build_desired
+from reconciler.documents import ParsedFile
+from reconciler.gitstore import GitStore
+from reconciler.history import History
+from reconciler.loader import parse_files
+from reconciler.models import ResolvedTask
+from reconciler.plan import Plan, make_plan
+from reconciler.scheduler import Scheduler
+from reconciler.types import Clock, ConfigError
+
+log = logging.getLogger("reconciler.engine")
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """Everything one reconcile computed off the event loop, ready to apply."""
+
+    revision: str | None
+    blobs: Mapping[str, str]
+    files: Mapping[str, ParsedFile]
+    desired: DesiredState
+    parsed: int
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        store: GitStore,
+        scheduler: Scheduler,
+        history: History,
+        clock: Clock,
+        parse_workers: int | None = None,
+    ) -> None:
+        self.store = store
+        self._scheduler = scheduler
+        self._history = history
+        self._clock = clock
+        self._parse_workers = parse_workers
+        self._lock = asyncio.Lock()
+        self._blobs: Mapping[str, str] = {}
+        self._files: Mapping[str, ParsedFile] = {}
+        self._desired = DesiredState()
+        self.revision: str | None = None
+        self.reconciled_at: datetime | None = None
+        self.last_duration: float | None = None
+        self.reconciles = 0
+        self.last_parsed = 0
+
+    @property
+    def desired(self) -> DesiredState:
+        return self._desired
+
+    @property
+    def errors(self) -> tuple[ConfigError, ...]:
+        return self._desired.errors
+
+    def next_fire(self, task_id: int) -> datetime | None:
+        return self._scheduler.next_fire(task_id)
+
+    async def sync(self) -> Plan:
+        """Reconcile the branch head now; returns once the scheduler runs it."""
+        async with self._lock:
+            started = time.perf_counter()
+            snapshot = await asyncio.to_thread(self._compute)
+            plan = make_plan(snapshot.desired.tasks, self._scheduler.tasks)
+            self._apply(snapshot, plan)
+            self.last_duration = time.perf_counter() - started
+            self.reconciles += 1
+            self.last_parsed = snapshot.parsed
+            if not plan.empty or snapshot.parsed:
+                log.info(
+                    "reconciled %s: %d tasks (+%d ~%d -%d), %d files parsed, %.0f ms",
+                    (snapshot.revision or "empty repository")[:12],
+                    len(snapshot.desired.tasks),
+                    len(plan.added),
+                    len(plan.changed),
+                    len(plan.removed),
+                    snapshot.parsed,
+                    self.last_duration * 1000,
+                )
+            return plan
+
+    def catch_up(self, deadline: timedelta) -> list[tuple[ResolvedTask, datetime]]:
+        """Slots missed while the daemon was down, at most one per task, within `deadline`.
+
+        A task that never fired counts from when the daemon first scheduled it, so adding a task
+        never makes it run at once.
+        """
+        last = {**self._history.first_seen(), **self._history.last_fired()}
+        return self._scheduler.catch_up(last, self._clock.now(), deadline)
+
+    def _compute(self) -> _Snapshot:
+        head = self.store.head()
+        blobs = self.store.list_files(head) if head is not None else {}
+        stale = {path for path, blob in blobs.items() if self._blobs.get(path) != blob}
+        contents = self.store.read_blobs(blobs[path] for path in stale)
+        parsed = parse_files({path: contents[blobs[path]] for path in stale}, self._parse_workers)
+        files = {path: self._files[path] for path in blobs if path not in stale}
+        files.update(parsed)
+        desired = build_desired(files, self._desired)
+        return _Snapshot(head, blobs, files, desired, len(parsed))
+
+    def _apply(self, snapshot: _Snapshot, plan: Plan) -> None:
+        now = self._clock.now()
+        for task in plan.removed:
+            self._scheduler.remove(task.id)
+        for task in plan.added:
+            self._scheduler.upsert(task, now)
+        for change in plan.changed:
+            self._scheduler.upsert(change.task, now)
+        if plan.added:
+            self._history.mark_seen((task.id for task in plan.added), now)
+        for error in set(snapshot.desired.errors) - set(self._desired.errors):
+            log.warning("config error: %s", error.render())
+        self._blobs, self._files, self._desired = snapshot.blobs, snapshot.files, snapshot.desired
+        self.revision = snapshot.revision
+        self.reconciled_at = now

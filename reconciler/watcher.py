@@ -1,0 +1,34 @@
+"""Noticing new commits: a watch on the repository's refs, as the daemon's trigger to reconcile.
+
+Only refs matter (`HEAD`, `refs/...`, `packed-refs`): a commit, merge, reset or pull moves one of
+them, while object writes and work tree edits (uncommitted, so not applied) do not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from watchfiles import Change, awatch
+
+
+def _is_ref(git_dir: Path, path: str) -> bool:
+    try:
+        relative = Path(path).relative_to(git_dir).as_posix()
+    except ValueError:
+        return False
+    if relative.endswith(".lock"):
+        return False
+    return relative in ("HEAD", "packed-refs") or relative.startswith("refs/")
+
+
+async def ref_changes(git_dir: Path, stop: asyncio.Event) -> AsyncIterator[None]:
+    """Yields once per burst of ref changes, about 20 ms after the burst settles."""
+    git_dir = git_dir.resolve()
+
+    def wanted(_change: Change, path: str) -> bool:
+        return _is_ref(git_dir, path)
+
+    async for _ in awatch(git_dir, watch_filter=wanted, debounce=200, step=20, stop_event=stop):
+        yield

@@ -1,0 +1,187 @@
+"""Commits reach the running scheduler: edit, add, rename, delete, break, duplicate.
+
+Everything here is real: a git repository made with the git CLI, GitStore, History on SQLite and
+the Scheduler; only the clock is a fake, so fire times are predictable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from reconciler.engine import Engine
+from reconciler.gitstore import GitStore
+from reconciler.history import History
+from reconciler.models import ResolvedTask
+from reconciler.scheduler import Scheduler
+from tests import configset
+from tests.gitrepo import commit_files, init_repo, rename
+
+pytestmark = pytest.mark.anyio
+START = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+
+
+class FakeClock:
+    def __init__(self, now: datetime) -> None:
+        self.current = now
+
+    def now(self) -> datetime:
+        return self.current
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@dataclass
+class Rig:
+    repo: Path
+    engine: Engine
+    scheduler: Scheduler
+    history: History
+    clock: FakeClock
+    fired: list[tuple[int, datetime]]
+
+    @property
+    def running(self) -> dict[int, ResolvedTask]:
+        return dict(self.scheduler.tasks)
+
+    async def commit(self, files: dict[str, str | None]) -> None:
+        commit_files(self.repo, files, "test edit")
+        await self.engine.sync()
+
+
+def make_rig(repo: Path, state: Path, config_set: Path | None = None) -> Rig:
+    clock = FakeClock(START)
+    fired: list[tuple[int, datetime]] = []
+    history = History(state)
+    scheduler = Scheduler(clock, lambda task, slot: fired.append((task.id, slot)))
+    engine = Engine(
+        store=GitStore(config_set or repo), scheduler=scheduler, history=history, clock=clock
+    )
+    return Rig(repo, engine, scheduler, history, clock, fired)
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    repo = tmp_path / "config"
+    init_repo(repo, {**configset.base_files(), "tasks/1.yaml": configset.task(1)})
+    made = make_rig(repo, tmp_path / "state.db")
+    yield made
+    made.history.close()
+
+
+async def test_the_first_sync_schedules_every_task_of_the_head_commit(rig: Rig) -> None:
+    await rig.engine.sync()
+    assert sorted(rig.running) == [1]
+    assert rig.engine.revision == rig.engine.store.head()
+    assert rig.engine.next_fire(1) == datetime(2026, 3, 11, 2, 30, tzinfo=UTC)
+
+
+async def test_syncing_the_same_revision_again_changes_nothing(rig: Rig) -> None:
+    await rig.engine.sync()
+    before = rig.running
+    plan = await rig.engine.sync()
+    assert plan.empty
+    assert rig.running[1] is before[1]
+
+
+async def test_a_committed_edit_reaches_the_scheduler(rig: Rig) -> None:
+    await rig.engine.sync()
+    await rig.commit({"tasks/1.yaml": configset.task(1, schedule={"custom_cron": "0 5 * * *"})})
+    assert rig.running[1].task.schedule.custom_cron == "0 5 * * *"
+    assert rig.engine.next_fire(1) == datetime(2026, 3, 11, 5, 0, tzinfo=UTC)
+
+
+async def test_an_uncommitted_edit_is_not_applied(rig: Rig) -> None:
+    await rig.engine.sync()
+    (rig.repo / "tasks/1.yaml").write_text(configset.task(1, label="draft"))
+    await rig.engine.sync()
+    assert rig.running[1].task.label == "task 1"
+
+
+async def test_an_added_file_adds_a_task(rig: Rig) -> None:
+    await rig.engine.sync()
+    await rig.commit({"tasks/2.yaml": configset.task(2, user_id=2)})
+    assert sorted(rig.running) == [1, 2]
+
+
+async def test_a_renamed_file_is_the_same_task_not_a_delete_and_create(rig: Rig) -> None:
+    await rig.engine.sync()
+    before = rig.running[1]
+    rename(rig.repo, "tasks/1.yaml", "tasks/1-renamed.yaml", "rename")
+    plan = await rig.engine.sync()
+    assert plan.empty
+    assert rig.running[1] is before
+    assert rig.engine.desired.task_paths[1] == "tasks/1-renamed.yaml"
+
+
+async def test_a_deleted_file_removes_its_task(rig: Rig) -> None:
+    await rig.engine.sync()
+    await rig.commit({"tasks/1.yaml": None})
+    assert rig.running == {}
+    assert rig.engine.next_fire(1) is None
+
+
+async def test_a_broken_commit_keeps_the_last_good_version_running(rig: Rig) -> None:
+    await rig.engine.sync()
+    await rig.commit({"tasks/1.yaml": "id: 1\nschedule: [broken\n"})
+    assert rig.running[1].task.label == "task 1"
+    (error,) = rig.engine.errors
+    assert error.path == "tasks/1.yaml"
+    assert error.line is not None
+
+
+async def test_a_duplicate_id_in_a_new_file_is_rejected_and_reported(rig: Rig) -> None:
+    await rig.engine.sync()
+    await rig.commit({"tasks/0-copy.yaml": configset.task(1, label="copy")})
+    assert rig.running[1].task.label == "task 1"
+    (error,) = rig.engine.errors
+    assert error.path == "tasks/0-copy.yaml"
+    assert "already defined in tasks/1.yaml" in error.message
+
+
+async def test_only_changed_files_are_parsed_again(rig: Rig) -> None:
+    await rig.engine.sync()
+    assert rig.engine.last_parsed == 6
+    await rig.commit({"tasks/2.yaml": configset.task(2)})
+    assert rig.engine.last_parsed == 1
+
+
+async def test_a_folder_inside_a_larger_repository_is_the_config_set(tmp_path: Path) -> None:
+    repo = tmp_path / "ops"
+    files = {f"backups/{path}": text for path, text in configset.base_files().items()}
+    files["backups/tasks/1.yaml"] = configset.task(1)
+    files["README.yaml"] = "not: config"
+    init_repo(repo, files)
+    rig = make_rig(repo, tmp_path / "state.db", config_set=repo / "backups")
+    await rig.engine.sync()
+    assert sorted(rig.running) == [1]
+    assert rig.engine.errors == ()
+    rig.history.close()
+
+
+async def test_a_task_first_seen_after_its_last_slot_is_not_caught_up(rig: Rig) -> None:
+    await rig.engine.sync()  # at 12:00, after that day's 02:30 slot
+    assert rig.history.first_seen()[1] == START
+    assert rig.engine.catch_up(timedelta(hours=12)) == []
+
+
+async def test_a_missed_slot_is_caught_up_once_within_the_deadline(rig: Rig) -> None:
+    await rig.engine.sync()
+    rig.clock.current = datetime(2026, 3, 11, 8, 0, tzinfo=UTC)  # 02:30 slot missed
+    due = rig.engine.catch_up(timedelta(hours=12))
+    assert [(task.id, slot) for task, slot in due] == [
+        (1, datetime(2026, 3, 11, 2, 30, tzinfo=UTC))
+    ]
+
+
+async def test_a_slot_missed_longer_ago_than_the_deadline_is_not_caught_up(rig: Rig) -> None:
+    await rig.engine.sync()
+    rig.clock.current = datetime(2026, 3, 11, 20, 0, tzinfo=UTC)
+    assert rig.engine.catch_up(timedelta(hours=12)) == []
