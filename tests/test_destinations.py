@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
 
 from reconciler.destinations import (
@@ -18,8 +21,9 @@ from reconciler.destinations import (
     DestinationStore,
     open_destination,
 )
-from reconciler.models import LocalDestination, SecretRef
+from reconciler.models import LocalDestination, S3Destination, SecretRef
 from reconciler.retention import backup_name, backups_to_delete
+from tests import s3server
 
 T0 = datetime(2024, 5, 1, 3, 0, 0, tzinfo=UTC)
 
@@ -32,10 +36,68 @@ def local_destination(path: Path) -> LocalDestination:
     return LocalDestination(id=1, user_id=1, label="disk", type="local", path=str(path))
 
 
-@pytest.fixture(params=["local"])
+S3_SECRETS = {
+    "s3-key-id": s3server.ACCESS_KEY_ID,
+    "s3-secret-key": s3server.SECRET_ACCESS_KEY,
+}
+
+
+def s3_secrets(ref: SecretRef) -> str:
+    assert ref.secret is not None
+    return S3_SECRETS[ref.secret]
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    with s3server.running_moto_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="session")
+def s3_admin(moto_endpoint: str) -> Iterator[Any]:
+    """A plain boto3 client to arrange and inspect the bucket behind the store's back."""
+    session = boto3.session.Session(
+        aws_access_key_id=s3server.ACCESS_KEY_ID,
+        aws_secret_access_key=s3server.SECRET_ACCESS_KEY,
+        region_name=s3server.REGION,
+    )
+    client = session.client("s3", endpoint_url=moto_endpoint)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def bucket(s3_admin: Any) -> str:
+    """A fresh bucket per test on the shared server."""
+    name = f"t-{uuid.uuid4().hex[:24]}"
+    s3_admin.create_bucket(Bucket=name)
+    return name
+
+
+def s3_destination(endpoint: str, bucket: str, prefix: str = "reconciler/") -> S3Destination:
+    return S3Destination(
+        id=2,
+        user_id=1,
+        label="objects",
+        type="s3",
+        bucket=bucket,
+        prefix=prefix,
+        endpoint_url=endpoint,
+        region=s3server.REGION,
+        access_key_id=SecretRef(secret="s3-key-id"),
+        secret_access_key=SecretRef(secret="s3-secret-key"),
+    )
+
+
+@pytest.fixture(params=["local", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DestinationStore]:
-    destination = local_destination(tmp_path / "backups")
-    opened = open_destination(destination, no_secrets)
+    if request.param == "local":
+        opened = open_destination(local_destination(tmp_path / "backups"), no_secrets)
+    else:
+        endpoint = request.getfixturevalue("moto_endpoint")
+        destination = s3_destination(endpoint, request.getfixturevalue("bucket"))
+        # Parts of the smallest size S3 accepts, so that the large backup below has several.
+        opened = open_destination(destination, s3_secrets, s3_part_size=5 * 1024 * 1024)
     try:
         yield opened
     finally:
@@ -154,7 +216,7 @@ def test_reading_a_missing_backup_is_an_error(store: DestinationStore) -> None:
 
 def test_remove_partials_clears_what_a_crashed_run_left(store: DestinationStore) -> None:
     crashed = store.open_writer("t", "backup_1_20240501030000.tar.zst")
-    crashed.write(b"the daemon died here")
+    crashed.write(b"x" * (5 * 1024 * 1024))  # more than one S3 part: the upload has begun
     put(store, "t", "backup_1_20240430030000.tar.zst", b"complete")
     assert store.remove_partials("t") == ["backup_1_20240501030000.tar.zst"]
     assert store.remove_partials("t") == []
@@ -229,3 +291,76 @@ def test_a_local_write_failure_is_a_destination_error(tmp_path: Path) -> None:
     store = open_destination(local_destination(tmp_path), no_secrets)
     with pytest.raises(DestinationError, match="file"):
         store.open_writer("file/sub", "backup_1_20240501030000.tar.zst")
+
+
+# --- s3 ---------------------------------------------------------------------------------------
+
+
+def s3_keys(s3_admin: Any, bucket: str) -> list[str]:
+    listing = s3_admin.list_objects_v2(Bucket=bucket)
+    return sorted(obj["Key"] for obj in listing.get("Contents", []))
+
+
+def test_s3_listing_sees_every_page(moto_endpoint: str, bucket: str) -> None:
+    store = open_destination(s3_destination(moto_endpoint, bucket), s3_secrets, s3_page_size=2)
+    written = [backup_name(1, None, T0 + timedelta(hours=hour), "tar.zst") for hour in range(7)]
+    for name in written:
+        put(store, "", name, b"x")
+    assert names(store, "") == written
+    doomed = backups_to_delete(names(store, ""), 1, None, 2, keep=written[-1])
+    assert doomed == written[:5]
+
+
+def test_s3_keys_live_under_the_prefix_and_directory(
+    moto_endpoint: str, bucket: str, s3_admin: Any
+) -> None:
+    store = open_destination(s3_destination(moto_endpoint, bucket, "/team/a/"), s3_secrets)
+    put(store, "db", "backup_1_20240501030000.sql.zst", b"x")
+    assert s3_keys(s3_admin, bucket) == ["team/a/db/backup_1_20240501030000.sql.zst"]
+
+
+def test_s3_listing_ignores_objects_outside_the_prefix(
+    moto_endpoint: str, bucket: str, s3_admin: Any
+) -> None:
+    s3_admin.put_object(Bucket=bucket, Key="backup_1_20240501030000.tar.zst", Body=b"no prefix")
+    s3_admin.put_object(Bucket=bucket, Key="reconciler2/backup_1_20240501030000.tar.zst", Body=b"")
+    store = open_destination(s3_destination(moto_endpoint, bucket, "reconciler"), s3_secrets)
+    assert store.list_backups("") == []
+
+
+def test_an_s3_backup_larger_than_a_part_is_a_multipart_upload_until_committed(
+    moto_endpoint: str, bucket: str, s3_admin: Any
+) -> None:
+    store = open_destination(
+        s3_destination(moto_endpoint, bucket), s3_secrets, s3_part_size=5 * 1024 * 1024
+    )
+    writer = store.open_writer("", "backup_1_20240501030000.tar.zst")
+    writer.write(os.urandom(6 * 1024 * 1024))
+    [upload] = s3_admin.list_multipart_uploads(Bucket=bucket)["Uploads"]
+    assert upload["Key"] == "reconciler/backup_1_20240501030000.tar.zst"
+    assert s3_keys(s3_admin, bucket) == []
+    writer.abort()
+    assert s3_admin.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_s3_credentials_come_from_secret_references(moto_endpoint: str, bucket: str) -> None:
+    asked: list[SecretRef] = []
+
+    def recording(ref: SecretRef) -> str:
+        asked.append(ref)
+        return s3_secrets(ref)
+
+    open_destination(s3_destination(moto_endpoint, bucket), recording).close()
+    assert asked == [SecretRef(secret="s3-key-id"), SecretRef(secret="s3-secret-key")]
+
+
+def test_an_s3_prefix_that_could_escape_is_refused(moto_endpoint: str, bucket: str) -> None:
+    with pytest.raises(DestinationError, match="s3 prefix"):
+        open_destination(s3_destination(moto_endpoint, bucket, "a/../.."), s3_secrets)
+
+
+def test_an_unreachable_s3_endpoint_is_a_destination_error(bucket: str) -> None:
+    closed = s3_destination("http://127.0.0.1:9", bucket)
+    store = open_destination(closed, s3_secrets)
+    with pytest.raises(DestinationError, match="listing s3://"):
+        store.list_backups("")
