@@ -13,6 +13,7 @@ pass) are what close that gap; see bench/bench_backup.py.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -52,6 +53,10 @@ class HostKeyError(ExecutorError):
 
 class CommandTimeout(ExecutorError):
     """The remote command did not finish within its run timeout."""
+
+
+class CommandCancelled(ExecutorError):
+    """The caller asked the command to stop (the daemon is shutting down)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,11 +247,13 @@ class RemoteShell:
         stdin: bytes = b"",
         timeout: float,
         on_stderr_line: Callable[[str], None] | None = None,
+        cancel: threading.Event | None = None,
     ) -> CommandResult:
         """Run `command`, handing its stdout to `sink` in chunks as it arrives.
 
         `stdin` is written first and then closed (so secrets reach the command through a pipe).
-        Raises CommandTimeout when the command runs longer than `timeout` seconds.
+        Raises CommandTimeout when the command runs longer than `timeout` seconds, and
+        CommandCancelled soon after `cancel` is set; closing the channel stops the remote command.
         """
         if self._client is None:
             raise ExecutorError("not connected")
@@ -268,8 +275,7 @@ class RemoteShell:
             while True:
                 while channel.recv_stderr_ready():
                     stderr.feed(channel.recv_stderr(CHUNK_SIZE))
-                if time.monotonic() > deadline:
-                    raise CommandTimeout(f"the remote command ran longer than {timeout:.0f} s")
+                self._check(deadline, timeout, cancel)
                 try:
                     data = channel.recv(CHUNK_SIZE)
                 except TimeoutError:
@@ -279,8 +285,7 @@ class RemoteShell:
                 received += len(data)
                 sink(data)
             while not channel.exit_status_ready():
-                if time.monotonic() > deadline:
-                    raise CommandTimeout(f"the remote command ran longer than {timeout:.0f} s")
+                self._check(deadline, timeout, cancel)
                 time.sleep(0.01)
             self._drain_stderr(channel, stderr)
             stderr.flush()
@@ -289,6 +294,13 @@ class RemoteShell:
             raise ExecutorError(f"the SSH connection failed during the command: {exc}") from exc
         finally:
             channel.close()
+
+    @staticmethod
+    def _check(deadline: float, timeout: float, cancel: threading.Event | None) -> None:
+        if cancel is not None and cancel.is_set():
+            raise CommandCancelled("the run was cancelled")
+        if time.monotonic() > deadline:
+            raise CommandTimeout(f"the remote command ran longer than {timeout:.0f} s")
 
     @staticmethod
     def _drain_stderr(channel: paramiko.Channel, stderr: _StderrLines) -> None:

@@ -1,0 +1,170 @@
+"""Restore a backup from its destination: fetch, decrypt, decompress, unpack, verify.
+
+Everything is streamed: destination reader -> gpg (when encrypted) -> `zstd -d` -> `tar -x` (files)
+or the `.sql` file (database). zstd checks its frame checksums, tar notices a truncated archive and
+gpg checks the MDC, and any non-zero exit fails the restore. Output goes to a staging directory
+inside the target first and is moved into place only when every check passed, so a damaged backup
+never leaves half a restore behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from contextlib import ExitStack, suppress
+from pathlib import Path
+from typing import IO
+
+from reconciler.commands import DUMP_EXTENSION, ENCRYPTED_SUFFIX, FILES_EXTENSION
+from reconciler.destinations import open_destination
+from reconciler.encryption import CHUNK_SIZE, decrypt_stream
+from reconciler.history import History, RunRecord
+from reconciler.models import ResolvedTask
+from reconciler.retention import parse_backup_name
+from reconciler.secrets import Secrets
+
+
+class RestoreError(Exception):
+    """The backup cannot be found, decrypted or unpacked, or it is incomplete."""
+
+
+def choose_backup(task: ResolvedTask, run: RunRecord | None, names: list[str]) -> str:
+    """The run's backup, else the task's newest one among `names` (a destination listing)."""
+    if run is not None:
+        if run.task_id != task.id:
+            raise RestoreError(f"run {run.id} belongs to task {run.task_id}, not task {task.id}")
+        if run.backup_name is None:
+            raise RestoreError(f"run {run.id} stored no backup (status {run.status.value})")
+        if run.backup_name not in names:
+            raise RestoreError(
+                f"the backup {run.backup_name} of run {run.id} is no longer on the destination"
+            )
+        return run.backup_name
+    own = {}
+    for name in names:
+        parsed = parse_backup_name(name)
+        if (
+            parsed is not None
+            and parsed.task_id == task.id
+            and parsed.appended_filename == task.task.storage.appended_filename
+        ):
+            own[name] = parsed.taken_at
+    if not own:
+        raise RestoreError(f"task {task.id} has no backups on {task.destination.label}")
+    return max(own, key=lambda name: (own[name], name))
+
+
+def _sql_name(backup: str) -> str:
+    stem = backup.removesuffix(f".{ENCRYPTED_SUFFIX}").removesuffix(f".{DUMP_EXTENSION}")
+    return f"{stem}.sql"
+
+
+def restore(
+    task: ResolvedTask,
+    *,
+    run: RunRecord | None,
+    to: Path,
+    history: History,
+    secrets: Secrets,
+) -> Path:
+    """Restore the run's backup (or the newest) into the directory `to`; returns what was written:
+    the unpacked top-level entry (files) or the `.sql` file (database).
+
+    `history` is used to look up the latest successful run's backup when `run` is None and the
+    destination cannot be listed; today the destination listing is authoritative.
+    """
+    del history  # the destination listing names every backup; kept for the CLI's call shape
+    to.mkdir(parents=True, exist_ok=True)
+    store = open_destination(task.destination, secrets.resolve)
+    try:
+        directory = task.task.storage.path
+        name = choose_backup(task, run, [b.name for b in store.list_backups(directory)])
+        encrypted = name.endswith(f".{ENCRYPTED_SUFFIX}")
+        plain = name.removesuffix(f".{ENCRYPTED_SUFFIX}")
+        passphrase = None
+        if encrypted:
+            if task.task.encryption_password is None:
+                raise RestoreError(f"{name} is encrypted but the task has no encryption_password")
+            passphrase = secrets.resolve(task.task.encryption_password)
+        if plain.endswith(f".{FILES_EXTENSION}"):
+            kind = "files"
+        elif plain.endswith(f".{DUMP_EXTENSION}"):
+            kind = "database"
+        else:
+            raise RestoreError(f"{name}: unknown backup format")
+        staging = Path(tempfile.mkdtemp(prefix=".restore-", dir=to))
+        try:
+            with store.open_reader(directory, name) as reader:
+                _unpack(reader, passphrase, kind, staging, _sql_name(plain))
+            return _move_into_place(staging, to)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    finally:
+        store.close()
+
+
+def _unpack(
+    reader: IO[bytes], passphrase: str | None, kind: str, staging: Path, sql_name: str
+) -> None:
+    with ExitStack() as stack:
+        sql_file = (
+            stack.enter_context(open(staging / sql_name, "wb")) if kind == "database" else None
+        )
+        decompress = subprocess.Popen(
+            ["zstd", "-d", "-c", "-q"],
+            stdin=subprocess.PIPE,
+            stdout=sql_file if sql_file is not None else subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        unpack = None
+        if kind == "files":
+            unpack = subprocess.Popen(
+                ["tar", "-x", "-f", "-", "-C", str(staging)],
+                stdin=decompress.stdout,
+                stderr=subprocess.PIPE,
+            )
+            assert decompress.stdout is not None
+            decompress.stdout.close()  # tar holds the read end now
+        assert decompress.stdin is not None
+        feed = decompress.stdin
+        failure: Exception | None = None
+        try:
+            if passphrase is not None:
+
+                def forward(chunk: bytes) -> None:
+                    feed.write(chunk)
+
+                decrypt_stream(reader, forward, passphrase)
+            else:
+                while chunk := reader.read(CHUNK_SIZE):
+                    feed.write(chunk)
+        except BrokenPipeError:
+            pass  # zstd or tar stopped early: their exit status says why
+        except Exception as exc:
+            failure = exc
+        finally:
+            with suppress(BrokenPipeError):
+                feed.close()
+        problems = [] if failure is None else [f"decryption: {failure}"]
+        for process, what in ((decompress, "zstd"), (unpack, "tar")):
+            if process is None:
+                continue
+            assert process.stderr is not None
+            error = process.stderr.read().decode(errors="replace").strip()
+            if process.wait() != 0:
+                problems.append(f"{what} exited with {process.returncode}: {error}")
+        if problems:
+            raise RestoreError("the backup is damaged or incomplete: " + "; ".join(problems))
+
+
+def _move_into_place(staging: Path, to: Path) -> Path:
+    entries = sorted(staging.iterdir())
+    if not entries:
+        raise RestoreError("the backup is empty")
+    for entry in entries:
+        if (to / entry.name).exists():
+            raise RestoreError(f"{to / entry.name} already exists: restore into an empty directory")
+    for entry in entries:
+        entry.rename(to / entry.name)
+    return to / entries[0].name
