@@ -175,7 +175,10 @@ def _apply(root: CommentedMap, path: Path, value: object) -> None:
             if value is DELETE:
                 return
             child = CommentedMap()
-            _put(node, path[:depth], key, child)
+            if key in node:
+                node[key] = child
+            else:
+                _insert(node, path[:depth], key, child)
         node = child
         parents.append(node)
     leaf = path[-1]
@@ -203,7 +206,10 @@ def _put(node: CommentedMap, where: Path, key: str, value: object) -> None:
         new: object = CommentedMap()
         _replace_mapping(new, (*where, key), value)  # type: ignore[arg-type]
     elif isinstance(value, list | tuple):
-        new = _sequence(value, flow=old.fa.flow_style() if isinstance(old, CommentedSeq) else True)
+        if isinstance(old, CommentedSeq):
+            _replace_sequence(node, key, old, value)
+            return
+        new = _sequence(value, flow=True)
     else:
         new = _scalar(value, old)
     if key in node:
@@ -224,6 +230,24 @@ def _ordered(data: Mapping[str, object], where: Path) -> Iterable[tuple[str, obj
     order = KEY_ORDER.get(where, ())
     rank = {key: index for index, key in enumerate(order)}
     return sorted(data.items(), key=lambda item: rank.get(item[0], len(order)))
+
+
+def _replace_sequence(
+    node: CommentedMap, key: str, old: CommentedSeq, items: Sequence[object]
+) -> None:
+    """Swap in `items`; an item kept from the old list keeps its end-of-line comment."""
+    if list(old) == list(items):
+        return
+    trailing = _take_trailing(node, key)
+    new = _sequence(items, flow=bool(old.fa.flow_style()))
+    for index, item in enumerate(items):
+        if item in old:
+            comment = old.ca.items.get(list(old).index(item))
+            if comment is not None:
+                new.ca.items[index] = comment
+    node[key] = new
+    if trailing is not None:
+        _give_trailing(node, key, trailing)
 
 
 def _sequence(items: Sequence[object], *, flow: bool) -> CommentedSeq:
