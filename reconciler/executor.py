@@ -234,6 +234,13 @@ class RemoteShell:
         transport.set_keepalive(self._keepalive)
         self._client = client
 
+    def cipher(self) -> str:
+        """The negotiated cipher (for diagnostics and the benchmark)."""
+        transport = self._client.get_transport() if self._client is not None else None
+        if transport is None:
+            raise ExecutorError("not connected")
+        return str(getattr(transport, "remote_cipher", ""))  # untyped in the stubs
+
     def close(self) -> None:
         if self._client is not None:
             self._client.close()

@@ -1,0 +1,120 @@
+"""SSH execution against a real OpenSSH server: host keys, streaming, stdin, stderr, timeouts."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from reconciler.executor import (
+    CHUNK_SIZE,
+    CommandCancelled,
+    CommandTimeout,
+    HostKeyError,
+    RemoteShell,
+    SshTarget,
+)
+from tests.servers import SshServer
+
+
+def target(sshd: SshServer, **overrides: object) -> SshTarget:
+    values: dict[str, object] = {
+        "host": sshd.host,
+        "port": sshd.port,
+        "username": sshd.username,
+        "private_key": str(sshd.private_key),
+        "known_hosts": str(sshd.known_hosts),
+    }
+    values.update(overrides)
+    return SshTarget(**values)  # type: ignore[arg-type]
+
+
+def test_a_server_whose_key_is_not_in_known_hosts_is_refused(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    with pytest.raises(HostKeyError, match="not in"):
+        RemoteShell(target(sshd, known_hosts=str(empty))).connect()
+
+
+def test_a_server_whose_key_changed_is_refused_even_when_new_keys_are_accepted(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    other = tmp_path / "other"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[{sshd.host}]:{sshd.port} {other.with_suffix('.pub').read_text()}")
+    with pytest.raises(HostKeyError, match="does not match"):
+        RemoteShell(target(sshd, known_hosts=str(known), accept_new_host_keys=True)).connect()
+
+
+def test_accepting_new_host_keys_records_the_key_and_connects(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    known = tmp_path / "fresh" / "known_hosts"
+    with RemoteShell(target(sshd, known_hosts=str(known), accept_new_host_keys=True)) as shell:
+        assert shell.run("echo ok") == (0, "ok\n")
+    assert sshd.host_key_line.split()[1] in known.read_text()
+
+
+def test_stdout_is_streamed_byte_for_byte_in_bounded_chunks(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    data.write_bytes(os.urandom(5 * CHUNK_SIZE + 123))
+    digest, sizes = hashlib.sha256(), []
+
+    def sink(chunk: bytes) -> None:
+        sizes.append(len(chunk))
+        digest.update(chunk)
+
+    with RemoteShell(target(sshd)) as shell:
+        result = shell.stream(f"cat {shlex.quote(str(data))}", sink, timeout=60)
+    assert result.exit_status == 0
+    assert result.stdout_bytes == data.stat().st_size
+    assert digest.hexdigest() == hashlib.sha256(data.read_bytes()).hexdigest()
+    assert max(sizes) <= CHUNK_SIZE
+
+
+def test_stdin_reaches_the_command_and_stderr_lines_are_reported(sshd: SshServer) -> None:
+    lines: list[str] = []
+    with RemoteShell(target(sshd)) as shell:
+        out: list[bytes] = []
+        result = shell.stream(
+            'IFS= read -r x; printf %s "$x"; echo one >&2; echo two >&2; exit 3',
+            out.append,
+            stdin=b"from stdin\n",
+            timeout=30,
+            on_stderr_line=lines.append,
+        )
+    assert b"".join(out) == b"from stdin"
+    assert result.exit_status == 3
+    assert lines == ["one", "two"]
+    assert result.stderr_tail == ("one", "two")
+
+
+def test_a_command_running_past_its_timeout_is_stopped(sshd: SshServer) -> None:
+    with RemoteShell(target(sshd)) as shell, pytest.raises(CommandTimeout):
+        shell.stream("sleep 30", lambda chunk: None, timeout=0.5)
+
+
+def test_a_cancelled_command_stops_promptly(sshd: SshServer) -> None:
+    cancel = threading.Event()
+    threading.Timer(0.3, cancel.set).start()
+    with RemoteShell(target(sshd)) as shell, pytest.raises(CommandCancelled):
+        shell.stream("sleep 30", lambda chunk: None, timeout=60, cancel=cancel)
+
+
+def test_the_transport_prefers_aes_gcm(sshd: SshServer) -> None:
+    with RemoteShell(target(sshd)) as shell:
+        assert shell.cipher() == "aes128-gcm@openssh.com"
+
+
+def test_a_target_never_shows_its_password() -> None:
+    assert "hunter2" not in repr(SshTarget("127.0.0.1", 22, "u", password="hunter2"))
