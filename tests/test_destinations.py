@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -21,9 +22,10 @@ from reconciler.destinations import (
     DestinationStore,
     open_destination,
 )
-from reconciler.models import LocalDestination, S3Destination, SecretRef
+from reconciler.models import LocalDestination, S3Destination, SecretRef, SftpDestination
 from reconciler.retention import backup_name, backups_to_delete
 from tests import s3server
+from tests.servers import SshServer
 
 T0 = datetime(2024, 5, 1, 3, 0, 0, tzinfo=UTC)
 
@@ -89,10 +91,31 @@ def s3_destination(endpoint: str, bucket: str, prefix: str = "reconciler/") -> S
     )
 
 
-@pytest.fixture(params=["local", "s3"])
+def sftp_destination(
+    sshd: SshServer, path: Path, known_hosts: Path | None = None, accept_new: bool = False
+) -> SftpDestination:
+    return SftpDestination(
+        id=3,
+        user_id=1,
+        label="other host",
+        type="sftp",
+        host=sshd.host,
+        port=sshd.port,
+        username=sshd.username,
+        private_key=str(sshd.private_key),
+        known_hosts=str(known_hosts or sshd.known_hosts),
+        accept_new_host_keys=accept_new,
+        path=str(path),
+    )
+
+
+@pytest.fixture(params=["local", "sftp", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DestinationStore]:
     if request.param == "local":
         opened = open_destination(local_destination(tmp_path / "backups"), no_secrets)
+    elif request.param == "sftp":
+        sshd = request.getfixturevalue("sshd")
+        opened = open_destination(sftp_destination(sshd, tmp_path / "remote"), no_secrets)
     else:
         endpoint = request.getfixturevalue("moto_endpoint")
         destination = s3_destination(endpoint, request.getfixturevalue("bucket"))
@@ -291,6 +314,66 @@ def test_a_local_write_failure_is_a_destination_error(tmp_path: Path) -> None:
     store = open_destination(local_destination(tmp_path), no_secrets)
     with pytest.raises(DestinationError, match="file"):
         store.open_writer("file/sub", "backup_1_20240501030000.tar.zst")
+
+
+# --- sftp -------------------------------------------------------------------------------------
+
+
+def test_sftp_writes_through_a_hidden_temporary_renamed_on_commit(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    store = open_destination(sftp_destination(sshd, tmp_path / "remote"), no_secrets)
+    writer = store.open_writer("d", "backup_1_20240501030000.tar.zst")
+    writer.write(b"on the other host")
+    assert os.listdir(tmp_path / "remote" / "d") == [".backup_1_20240501030000.tar.zst.partial"]
+    writer.commit()
+    store.close()
+    final = tmp_path / "remote" / "d" / "backup_1_20240501030000.tar.zst"
+    assert final.read_bytes() == b"on the other host"
+    assert final.stat().st_mode & 0o077 == 0
+
+
+def test_sftp_refuses_a_host_missing_from_known_hosts(sshd: SshServer, tmp_path: Path) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.touch()
+    with pytest.raises(DestinationError, match="accept_new_host_keys"):
+        open_destination(sftp_destination(sshd, tmp_path / "remote", empty), no_secrets)
+    assert empty.read_text() == ""
+
+
+def test_sftp_accepts_and_remembers_a_new_host_when_told_to(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    known_hosts = tmp_path / "ssh" / "known_hosts"
+    destination = sftp_destination(sshd, tmp_path / "remote", known_hosts, accept_new=True)
+    open_destination(destination, no_secrets).close()
+    assert known_hosts.read_text() == f"[{sshd.host}]:{sshd.port} {sshd.host_key_line}\n"
+    # Remembered: a second connection needs no acceptance.
+    refusing = sftp_destination(sshd, tmp_path / "remote", known_hosts, accept_new=False)
+    open_destination(refusing, no_secrets).close()
+
+
+def test_sftp_refuses_a_changed_host_key_even_when_accepting_new_ones(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    impostor = tmp_path / "impostor"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(impostor)],
+        check=True,
+        capture_output=True,
+    )
+    key_type, key = impostor.with_suffix(".pub").read_text().split()[:2]
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(f"[{sshd.host}]:{sshd.port} {key_type} {key}\n")
+    destination = sftp_destination(sshd, tmp_path / "remote", known_hosts, accept_new=True)
+    with pytest.raises(DestinationError, match="does not match"):
+        open_destination(destination, no_secrets)
+
+
+def test_an_unreachable_sftp_host_is_a_destination_error(sshd: SshServer, tmp_path: Path) -> None:
+    destination = sftp_destination(sshd, tmp_path).model_copy(update={"port": 9})
+    with pytest.raises(DestinationError, match=r"sftp://root@127\.0\.0\.1:9\b"):
+        open_destination(destination, no_secrets)
 
 
 # --- s3 ---------------------------------------------------------------------------------------
