@@ -146,6 +146,9 @@ class _Gpg:
         self.process.wait()
         self._pump.join()
         self._stderr_reader.join()
+        for pipe in (self.process.stdout, self.process.stderr):
+            if pipe is not None:
+                pipe.close()
         self._home_context.__exit__(None, None, None)
 
     def finish(self) -> None:
