@@ -66,6 +66,7 @@ KEY_ORDER: Final[Mapping[Path, tuple[str, ...]]] = {
 }
 
 _SLUG_JUNK = re.compile(r"[^a-z0-9]+")
+_NUMBER_LIKE = re.compile(r"^[-+.]?[0-9][0-9:._+-]*$")
 
 
 class TaskFileError(ValueError):
@@ -270,7 +271,13 @@ def _scalar(value: object, old: object) -> object:
 
 
 def _misread_as_plain(value: str) -> bool:
-    """Would a YAML 1.1 loader (PyYAML) read this string, written plain, as something else?"""
+    """Would some YAML loader read this string, written plain, as something else?
+
+    PyYAML answers for YAML 1.1; number-like text (`02:00`, `1_000`) is quoted whatever a given
+    loader does with it, because a reader of the file cannot tell.
+    """
+    if _NUMBER_LIKE.match(value):
+        return True
     try:
         return bool(pyyaml.safe_load(value) != value)
     except pyyaml.YAMLError:

@@ -1,0 +1,152 @@
+"""A real API over a real config repository: git, GitStore, Engine, Scheduler, History, Secrets,
+Runner and the FastAPI app, driven in-process through httpx. Only the clock is fake.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from reconciler.api import create_app
+from reconciler.engine import Engine
+from reconciler.gitstore import GitStore
+from reconciler.history import History
+from reconciler.runner import Runner
+from reconciler.scheduler import Scheduler
+from reconciler.secrets import Secrets
+from tests import configset
+from tests.clock import FakeClock
+from tests.gitrepo import git, init_repo
+
+START = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)  # London is on GMT: local == UTC
+
+COMMENTED_TASK = """\
+# Nightly dump of the shop database.
+id: 7
+user_id: 1
+label: 'Shop database'   # shown on the dashboard
+
+remote_server_id: 1
+backup_destination_id: 1
+
+# What to back up
+source:
+  type: database
+  database_name: shop
+  excluded_tables: [sessions, cache]
+
+# When: after the nightly import
+schedule:
+  frequency: weekly
+  weekday: sunday
+  time: "03:00"
+  timezone: Europe/Paris
+
+storage:
+  max_backups: 4   # a month of Sundays
+  path: shop
+notification_stream_ids: [1]
+"""
+
+
+def notification(stream_id: int, user_id: int) -> str:
+    return configset.dump(
+        {
+            "id": stream_id,
+            "user_id": user_id,
+            "label": f"stream {stream_id}",
+            "type": "webhook",
+            "url": "json://127.0.0.1:9/hook",
+        }
+    )
+
+
+def config_files() -> dict[str, str]:
+    """Users 1 (London) and 2 (New York), each with a server, a destination, a stream, a task;
+    user 1 also owns the hand-written task 7 in a sub-folder."""
+    return {
+        **configset.base_files(),
+        "notifications/one.yaml": notification(1, 1),
+        "notifications/two.yaml": notification(2, 2),
+        "tasks/1-first.yaml": configset.task(1, 1),
+        "tasks/2-grace.yaml": configset.task(2, 2),
+        "tasks/shop/7-shop-database.yaml": COMMENTED_TASK,
+    }
+
+
+@dataclass
+class ApiRig:
+    repo: Path
+    app: FastAPI
+    client: httpx.AsyncClient
+    engine: Engine
+    history: History
+    secrets: Secrets
+    secrets_path: Path
+    runner: Runner
+    clock: FakeClock
+    _tokens: dict[tuple[int, tuple[str, ...]], str] = field(default_factory=dict)
+
+    def auth(self, user_id: int = 1, abilities: Sequence[str] = ("*",)) -> dict[str, str]:
+        key = (user_id, tuple(abilities))
+        if key not in self._tokens:
+            _, plaintext = self.history.create_token(user_id, "test", abilities, self.clock.now())
+            self._tokens[key] = plaintext
+        return {"Authorization": f"Bearer {self._tokens[key]}"}
+
+    async def get(self, url: str, user_id: int = 1, **kwargs: Any) -> httpx.Response:
+        return await self.client.get(url, headers=self.auth(user_id), **kwargs)
+
+    async def post(self, url: str, body: Any = None, user_id: int = 1) -> httpx.Response:
+        return await self.client.post(url, json=body, headers=self.auth(user_id))
+
+    async def put(self, url: str, body: Any, user_id: int = 1) -> httpx.Response:
+        return await self.client.put(url, json=body, headers=self.auth(user_id))
+
+    async def delete(self, url: str, user_id: int = 1) -> httpx.Response:
+        return await self.client.delete(url, headers=self.auth(user_id))
+
+    def file(self, path: str) -> str:
+        return (self.repo / path).read_text()
+
+    def commits(self) -> list[str]:
+        """Subjects of the branch's commits, newest first."""
+        return git(self.repo, "log", "--format=%s").splitlines()
+
+    def work_tree_status(self) -> str:
+        return git(self.repo, "status", "--porcelain", "--untracked-files=all")
+
+
+@asynccontextmanager
+async def api_rig(
+    tmp: Path, files: Mapping[str, str] | None = None, **app_options: Any
+) -> AsyncIterator[ApiRig]:
+    repo = tmp / "config"
+    init_repo(repo, config_files() if files is None else files)
+    clock = FakeClock(START)
+    history = History(tmp / "state.db")
+    secrets_path = tmp / "state.db.secrets.json"
+    secrets = Secrets(secrets_path, {})
+    runner = Runner(
+        history=history, secrets=secrets, clock=clock, max_workers=2, connect_timeout=5.0
+    )
+    scheduler = Scheduler(clock, runner.dispatch)
+    engine = Engine(store=GitStore(repo), scheduler=scheduler, history=history, clock=clock)
+    await engine.sync()
+    app = create_app(engine, history, secrets, runner, clock, **app_options)
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield ApiRig(
+                repo, app, client, engine, history, secrets, secrets_path, runner, clock
+            )
+    finally:
+        await runner.close()
+        history.close()
