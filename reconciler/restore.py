@@ -151,7 +151,8 @@ def _unpack(
             if process is None:
                 continue
             assert process.stderr is not None
-            error = process.stderr.read().decode(errors="replace").strip()
+            with process.stderr:
+                error = process.stderr.read().decode(errors="replace").strip()
             if process.wait() != 0:
                 problems.append(f"{what} exited with {process.returncode}: {error}")
         if problems:

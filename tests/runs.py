@@ -1,0 +1,115 @@
+"""Building resolved tasks that point at the test servers, and a runner around them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from reconciler.history import History
+from reconciler.models import (
+    BackupTask,
+    DatabaseConnection,
+    DatabaseEngine,
+    Frequency,
+    LocalDestination,
+    RemoteServer,
+    ResolvedTask,
+    Schedule,
+    SecretRef,
+    Source,
+    SourceType,
+    Storage,
+    User,
+)
+from reconciler.runner import Runner
+from reconciler.secrets import Secrets
+from reconciler.types import RunStatus
+from tests.clock import FakeClock
+from tests.servers import SshServer
+
+T0 = datetime(2024, 5, 1, 3, 0, 0, tzinfo=UTC)
+ENCRYPTION_PASSWORD = "restore me, 7d1e"
+
+
+def make_task(
+    sshd: SshServer,
+    destination: Path,
+    source: Source,
+    *,
+    task_id: int = 1,
+    server_id: int = 1,
+    database: DatabaseConnection | None = None,
+    **task_fields: Any,
+) -> ResolvedTask:
+    server = RemoteServer(
+        id=server_id,
+        user_id=1,
+        label="loopback",
+        host=sshd.host,
+        port=sshd.port,
+        username=sshd.username,
+        private_key=str(sshd.private_key),
+        known_hosts=str(sshd.known_hosts),
+        database=database,
+    )
+    task = BackupTask(
+        id=task_id,
+        user_id=1,
+        label=f"task {task_id}",
+        remote_server_id=server_id,
+        backup_destination_id=1,
+        source=source,
+        schedule=Schedule(frequency=Frequency.DAILY, time="03:00"),
+        **task_fields,
+    )
+    return ResolvedTask(
+        task=task,
+        owner=User(id=1, name="Owner", email="owner@example.com"),
+        server=server,
+        destination=LocalDestination(
+            id=1, user_id=1, label="disk", type="local", path=str(destination)
+        ),
+    )
+
+
+def files_task(sshd: SshServer, destination: Path, path: Path, **fields: Any) -> ResolvedTask:
+    return make_task(sshd, destination, Source(type=SourceType.FILES, path=str(path)), **fields)
+
+
+def database_connection(engine: DatabaseEngine, port: int, username: str) -> DatabaseConnection:
+    return DatabaseConnection(
+        engine=engine,
+        host="127.0.0.1",
+        port=port,
+        username=username,
+        password=SecretRef(env="DB_PASSWORD"),
+    )
+
+
+def storage(max_backups: int = 5) -> Storage:
+    return Storage(max_backups=max_backups)
+
+
+class Harness:
+    """A runner on fresh state in `tmp_path`, with secrets from a fixed environment."""
+
+    def __init__(self, tmp_path: Path, environ: dict[str, str] | None = None) -> None:
+        self.clock = FakeClock(T0)
+        self.history = History(tmp_path / "history.sqlite")
+        self.secrets = Secrets(
+            tmp_path / "secrets.json",
+            {"ENCRYPTION": ENCRYPTION_PASSWORD, **(environ or {})},
+        )
+        self.runner = self.new_runner()
+
+    def new_runner(self) -> Runner:
+        return Runner(history=self.history, secrets=self.secrets, clock=self.clock, max_workers=2)
+
+    def run(self, task: ResolvedTask) -> RunStatus:
+        """One manual run to completion; returns its final status."""
+        assert self.runner.request_run(task).value == "accepted"
+        self.runner.wait(task.id, timeout=120)
+        record = self.history.latest_run(task.id)
+        assert record is not None
+        return record.status
