@@ -1,0 +1,177 @@
+"""Tell people how a run went, through apprise. A notification never fails a backup.
+
+Stream URLs often carry tokens (Discord, Slack, Telegram...), so neither error messages nor logs
+ever contain a URL: a stream is named by its id and label, and apprise's own messages are passed
+through with every secret-looking part of the URL blanked out.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import timedelta
+from urllib.parse import parse_qsl, urlsplit
+
+import apprise
+
+from reconciler.models import NotificationStream, SecretRef
+
+logger = logging.getLogger("reconciler.notify")
+
+LOG_TAIL_LINES = 20
+_LOG_LINE_CHARS = 300
+_MIN_SECRET_CHARS = 4  # shorter URL parts ("api", "v1") are not worth blanking out
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    task_id: int
+    task_label: str
+    successful: bool
+    size: int | None  # bytes stored; None when nothing was stored
+    duration: timedelta
+    reason: str | None  # why it failed, in one line
+    log_tail: Sequence[str]
+
+
+def notification_body(outcome: RunOutcome) -> tuple[str, str]:
+    """(title, body) in plain text: task, outcome, size, duration, reason, last log lines."""
+    verdict = "succeeded" if outcome.successful else "FAILED"
+    title = f"Backup {verdict}: {outcome.task_label} (task {outcome.task_id})"
+    lines = [
+        f"Task: {outcome.task_label} (id {outcome.task_id})",
+        f"Outcome: {'successful' if outcome.successful else 'failed'}",
+        f"Size: {_size(outcome.size)}",
+        f"Duration: {_duration(outcome.duration)}",
+    ]
+    if outcome.reason:
+        lines.append(f"Reason: {outcome.reason}")
+    tail = list(outcome.log_tail)[-LOG_TAIL_LINES:]
+    if tail:
+        lines += ["", f"Last {len(tail)} log lines:"]
+        lines += [_clip(line) for line in tail]
+    return title, "\n".join(lines)
+
+
+def _size(size: int | None) -> str:
+    if size is None:
+        return "none stored"
+    value = float(size)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{size} bytes" if unit == "bytes" else f"{value:.1f} {unit} ({size} bytes)"
+        value /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _duration(duration: timedelta) -> str:
+    seconds = max(0, round(duration.total_seconds()))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes} min {seconds} s"
+    return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
+
+
+def _clip(line: str) -> str:
+    line = line.rstrip("\n")
+    return line if len(line) <= _LOG_LINE_CHARS else line[: _LOG_LINE_CHARS - 1] + "…"
+
+
+def send_notifications(
+    streams: Sequence[NotificationStream],
+    outcome: RunOutcome,
+    resolve_secret: Callable[[SecretRef], str],
+) -> list[str]:
+    """Notify every stream that wants this outcome; one error message per stream that failed.
+
+    Never raises: a broken stream is reported (and logged) but must not fail the backup.
+    """
+    title, body = notification_body(outcome)
+    errors = []
+    for stream in streams:
+        wanted = stream.on_success if outcome.successful else stream.on_failure
+        if not wanted:
+            continue
+        problem = _send(stream, title, body, outcome.successful, resolve_secret)
+        if problem is not None:
+            message = f"notification stream {stream.id} ({stream.label}, {stream.type}): {problem}"
+            logger.warning("%s", message)
+            errors.append(message)
+    return errors
+
+
+def _send(
+    stream: NotificationStream,
+    title: str,
+    body: str,
+    successful: bool,
+    resolve_secret: Callable[[SecretRef], str],
+) -> str | None:
+    """None when delivered, else why not, with no secret in it."""
+    url = ""
+    try:
+        url = stream.url if isinstance(stream.url, str) else resolve_secret(stream.url)
+        sender = apprise.Apprise()
+        if not sender.add(url):
+            return "the URL is not one apprise understands (check its scheme and parts)"
+        with _AppriseWarnings() as warnings:
+            delivered = sender.notify(
+                body=body,
+                title=title,
+                notify_type=apprise.NotifyType.SUCCESS
+                if successful
+                else apprise.NotifyType.FAILURE,
+                body_format=apprise.NotifyFormat.TEXT,
+            )
+        if delivered:
+            return None
+        return _redact("; ".join(warnings.lines) or "delivery failed", url)
+    except Exception as exc:  # a notification must never fail the run
+        return _redact(f"{type(exc).__name__}: {exc}", url)
+
+
+# Which capture the current notify call belongs to. apprise sends from its own worker threads
+# but copies the caller's context into them, so this tells concurrent runs' messages apart.
+_current_capture: ContextVar[_AppriseWarnings | None] = ContextVar("_current_capture", default=None)
+
+
+class _AppriseWarnings(logging.Handler):
+    """apprise explains failures only in its log: collect what it says about this one call."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def __enter__(self) -> _AppriseWarnings:
+        self._token = _current_capture.set(self)
+        logging.getLogger("apprise").addHandler(self)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        logging.getLogger("apprise").removeHandler(self)
+        _current_capture.reset(self._token)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if _current_capture.get() is self:
+            self.lines.append(record.getMessage())
+
+
+def _redact(message: str, url: str) -> str:
+    """Blank out the URL and every part of it that could be a token or password."""
+    if not url:
+        return message
+    fragments = {url}
+    try:
+        parts = urlsplit(url)
+        fragments |= {parts.username or "", parts.password or ""}
+        fragments |= set(parts.path.split("/"))
+        fragments |= {value for _, value in parse_qsl(parts.query)}
+    except ValueError:  # an unparseable URL: the whole of it is still blanked out
+        pass
+    for fragment in sorted(fragments, key=len, reverse=True):
+        if len(fragment) >= _MIN_SECRET_CHARS:
+            message = message.replace(fragment, "****")
+    return message
