@@ -1,0 +1,235 @@
+"""The runner against real SSH and PostgreSQL: rotation, failures, recovery, exclusivity."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from reconciler.destinations import partial_name
+from reconciler.models import DatabaseEngine, ResolvedTask, Source, SourceType, Storage
+from reconciler.retention import backup_name
+from reconciler.runner import RunRequest, _is_empty_zstd
+from reconciler.types import RunStatus, TaskStatus
+from tests.runs import T0, Harness, database_connection, files_task, make_task
+from tests.servers import PostgresServer, SshServer
+
+
+def stored(destination: Path) -> list[str]:
+    return sorted(path.name for path in destination.iterdir())
+
+
+def source_dir(tmp_path: Path) -> Path:
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "a.txt").write_text("a")
+    return source
+
+
+def test_rotation_after_successful_runs_keeps_exactly_max_backups(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    dest = tmp_path / "dest"
+    task = files_task(sshd, dest, source_dir(tmp_path), storage=Storage(max_backups=2))
+    harness = Harness(tmp_path)
+    for _ in range(4):
+        assert harness.run(task) is RunStatus.SUCCESSFUL
+        harness.clock.advance(timedelta(hours=1))
+    newest = [backup_name(1, None, T0 + timedelta(hours=h), "tar.zst") for h in (2, 3)]
+    assert stored(dest) == newest
+
+
+def test_a_failing_dump_is_a_failed_run_that_deletes_nothing(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    old = [backup_name(1, None, T0 - timedelta(days=d), "sql.zst") for d in (1, 2, 3)]
+    for name in old:
+        (dest / name).write_bytes(b"old")
+    connection = database_connection(DatabaseEngine.POSTGRESQL, 1, "nobody")
+    source = Source(type=SourceType.DATABASE, database_name="no_such_database")
+    task = make_task(sshd, dest, source, database=connection, storage=Storage(max_backups=1))
+    harness = Harness(tmp_path, {"DB_PASSWORD": "x"})
+    assert harness.run(task) is RunStatus.FAILED
+    record = harness.history.latest_run(task.id)
+    assert record is not None
+    assert record.reason is not None
+    assert "exited with" in record.reason
+    assert record.backup_name is None
+    assert stored(dest) == sorted(old)
+    assert harness.history.task_status(task.id) is TaskStatus.READY
+
+
+def test_only_an_empty_compressed_stream_counts_as_an_empty_dump() -> None:
+    def zstd(data: bytes) -> bytes:
+        return subprocess.run(["zstd", "-c"], input=data, capture_output=True, check=True).stdout
+
+    assert _is_empty_zstd(zstd(b""))
+    assert not _is_empty_zstd(zstd(b"x"))
+
+
+def test_a_killed_run_is_recovered_with_its_partial_file_removed(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    dest = tmp_path / "dest"
+    task = files_task(sshd, dest, source_dir(tmp_path))
+    harness = Harness(tmp_path)
+    run_id = harness.history.start_run(task.id, "schedule", T0)
+    dest.mkdir()
+    (dest / partial_name(backup_name(1, None, T0, "tar.zst"))).write_bytes(b"half a backup")
+    assert stored(dest) != []
+    assert harness.history.task_status(task.id) is TaskStatus.RUNNING
+
+    recovered = harness.new_runner().recover([task])
+
+    assert [record.id for record in recovered] == [run_id]
+    record = harness.history.run(run_id)
+    assert record is not None
+    assert record.status is RunStatus.FAILED
+    assert record.reason == "interrupted"
+    assert stored(dest) == []
+    assert harness.history.task_status(task.id) is TaskStatus.READY
+
+
+def test_a_paused_task_is_not_run(sshd: SshServer, tmp_path: Path) -> None:
+    task = files_task(sshd, tmp_path / "dest", source_dir(tmp_path), paused=True)
+    harness = Harness(tmp_path)
+    assert harness.runner.request_run(task) is RunRequest.PAUSED
+    assert harness.history.latest_run(task.id) is None
+
+
+def test_log_lines_are_stored_while_the_run_happens(sshd: SshServer, tmp_path: Path) -> None:
+    task = files_task(sshd, tmp_path / "dest", source_dir(tmp_path))
+    harness = Harness(tmp_path)
+    harness.run(task)
+    record = harness.history.latest_run(task.id)
+    assert record is not None
+    assert "connecting to root@127.0.0.1" in record.output
+    assert "stored backup_1_" in record.output
+
+
+class BlockedDump:
+    """A PostgreSQL dump that waits on a table lock until released: a run that stays running."""
+
+    def __init__(self, postgres: PostgresServer) -> None:
+        postgres.sql("DROP DATABASE IF EXISTS slow")
+        postgres.sql("CREATE DATABASE slow")
+        postgres.sql("CREATE TABLE t (id int); INSERT INTO t VALUES (1)", "slow")
+        self.locker = subprocess.Popen(
+            ["psql", "-h", str(postgres.socket_dir), "-p", str(postgres.port), "-U", "postgres",
+             "-d", "slow", "-q"],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        assert self.locker.stdin is not None
+        self.locker.stdin.write("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE;\n")
+        self.locker.stdin.flush()
+        deadline = time.monotonic() + 10
+        while (
+            "t"
+            not in postgres.sql(
+                "SELECT relname FROM pg_locks JOIN pg_class ON oid = relation WHERE mode = "
+                "'AccessExclusiveLock' AND granted",
+                "slow",
+            ).split()
+        ):
+            assert time.monotonic() < deadline, "the lock was never taken"
+            time.sleep(0.05)
+
+    def release(self) -> None:
+        assert self.locker.stdin is not None
+        self.locker.stdin.close()
+        self.locker.wait(timeout=10)
+
+
+@pytest.fixture
+def blocked(postgres: PostgresServer) -> Iterator[BlockedDump]:
+    dump = BlockedDump(postgres)
+    yield dump
+    dump.release()
+
+
+def slow_task(
+    sshd: SshServer, postgres: PostgresServer, tmp_path: Path, **kw: object
+) -> ResolvedTask:
+    connection = database_connection(DatabaseEngine.POSTGRESQL, postgres.port, postgres.username)
+    source = Source(type=SourceType.DATABASE, database_name="slow")
+    return make_task(sshd, tmp_path / "dest", source, database=connection, **kw)  # type: ignore[arg-type]
+
+
+def wait_for_process(marker: bytes) -> list[bytes]:
+    """Every process command line, once one containing `marker` shows up."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        cmdlines = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    cmdlines.append((entry / "cmdline").read_bytes())
+                except OSError:
+                    continue
+        if any(marker in cmdline for cmdline in cmdlines):
+            return cmdlines
+        time.sleep(0.02)
+    raise AssertionError(f"no process with {marker!r} appeared")
+
+
+@pytest.mark.servers
+def test_the_database_password_is_in_no_process_list_during_a_dump(
+    sshd: SshServer, postgres: PostgresServer, blocked: BlockedDump, tmp_path: Path
+) -> None:
+    task = slow_task(sshd, postgres, tmp_path)
+    harness = Harness(tmp_path, {"DB_PASSWORD": postgres.password})
+    assert harness.runner.request_run(task) is RunRequest.ACCEPTED
+    cmdlines = wait_for_process(b"pg_dump\x00")
+    assert not any(postgres.password.encode() in cmdline for cmdline in cmdlines)
+    blocked.release()
+    harness.runner.wait(task.id, timeout=60)
+    record = harness.history.latest_run(task.id)
+    assert record is not None
+    assert record.status is RunStatus.SUCCESSFUL
+    assert postgres.password not in record.output
+
+
+@pytest.mark.servers
+def test_a_task_never_runs_twice_at_once_and_its_server_is_busy(
+    sshd: SshServer, postgres: PostgresServer, blocked: BlockedDump, tmp_path: Path
+) -> None:
+    task = slow_task(sshd, postgres, tmp_path)
+    same_server = files_task(sshd, tmp_path / "dest2", source_dir(tmp_path), task_id=2)
+    other_server = files_task(sshd, tmp_path / "dest3", tmp_path / "src", task_id=3, server_id=2)
+    harness = Harness(tmp_path, {"DB_PASSWORD": postgres.password})
+    assert harness.runner.request_run(task) is RunRequest.ACCEPTED
+    wait_for_process(b"pg_dump\x00")
+    assert harness.runner.is_running(task.id)
+    assert harness.runner.request_run(task) is RunRequest.ALREADY_RUNNING
+    harness.runner.dispatch(task, T0 + timedelta(days=1))  # skipped: still running
+    assert harness.runner.request_run(same_server) is RunRequest.SERVER_BUSY
+    assert harness.run(other_server) is RunStatus.SUCCESSFUL
+    blocked.release()
+    harness.runner.wait(task.id, timeout=60)
+    runs, total = harness.history.runs(task.id, 0, 10)
+    assert total == 1
+    assert runs[0].status is RunStatus.SUCCESSFUL
+    assert not harness.runner.is_running(task.id)
+
+
+@pytest.mark.servers
+def test_closing_the_runner_cancels_a_running_backup_and_keeps_no_partial(
+    sshd: SshServer, postgres: PostgresServer, blocked: BlockedDump, tmp_path: Path
+) -> None:
+    task = slow_task(sshd, postgres, tmp_path)
+    harness = Harness(tmp_path, {"DB_PASSWORD": postgres.password})
+    assert harness.runner.request_run(task) is RunRequest.ACCEPTED
+    wait_for_process(b"pg_dump\x00")
+    asyncio.run(harness.runner.close())
+    record = harness.history.latest_run(task.id)
+    assert record is not None
+    assert record.status is RunStatus.FAILED
+    assert record.reason == "the run was cancelled"
+    assert stored(tmp_path / "dest") == []
