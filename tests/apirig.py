@@ -73,6 +73,9 @@ def config_files() -> dict[str, str]:
     user 1 also owns the hand-written task 7 in a sub-folder."""
     return {
         **configset.base_files(),
+        # Port 1: nothing listens there, so a run that starts fails at once, touching nothing.
+        "servers/one.yaml": configset.server(1, 1, port=1),
+        "servers/two.yaml": configset.server(2, 2, port=1),
         "notifications/one.yaml": notification(1, 1),
         "notifications/two.yaml": notification(2, 2),
         "tasks/1-first.yaml": configset.task(1, 1),
@@ -124,10 +127,8 @@ class ApiRig:
         return git(self.repo, "status", "--porcelain", "--untracked-files=all")
 
 
-@asynccontextmanager
-async def api_rig(
-    tmp: Path, files: Mapping[str, str] | None = None, **app_options: Any
-) -> AsyncIterator[ApiRig]:
+def build(tmp: Path, files: Mapping[str, str] | None = None, **app_options: Any) -> ApiRig:
+    """Every part, wired as the daemon wires them; the engine has not synced yet."""
     repo = tmp / "config"
     init_repo(repo, config_files() if files is None else files)
     clock = FakeClock(START)
@@ -139,14 +140,24 @@ async def api_rig(
     )
     scheduler = Scheduler(clock, runner.dispatch)
     engine = Engine(store=GitStore(repo), scheduler=scheduler, history=history, clock=clock)
-    await engine.sync()
     app = create_app(engine, history, secrets, runner, clock, **app_options)
-    transport = httpx.ASGITransport(app=app)
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
+    return ApiRig(repo, app, client, engine, history, secrets, secrets_path, runner, clock)
+
+
+async def close(rig: ApiRig) -> None:
+    await rig.client.aclose()
+    await rig.runner.close()
+    rig.history.close()
+
+
+@asynccontextmanager
+async def api_rig(
+    tmp: Path, files: Mapping[str, str] | None = None, **app_options: Any
+) -> AsyncIterator[ApiRig]:
+    rig = build(tmp, files, **app_options)
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield ApiRig(
-                repo, app, client, engine, history, secrets, secrets_path, runner, clock
-            )
+        await rig.engine.sync()
+        yield rig
     finally:
-        await runner.close()
-        history.close()
+        await close(rig)

@@ -83,7 +83,10 @@ async def test_missing_required_fields_are_named_as_the_client_names_them(rig: A
     ("change", "field"),
     [
         ({"time_to_run_at": "25:00"}, "time_to_run_at"),
-        ({"time_to_run_at": None, "custom_cron_expression": "not a cron"}, "custom_cron_expression"),
+        (
+            {"time_to_run_at": None, "custom_cron_expression": "not a cron"},
+            "custom_cron_expression",
+        ),
         ({"time_to_run_at": None}, "time_to_run_at"),
         ({"frequency": "hourly"}, "frequency"),
         ({"frequency": None}, "frequency"),

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import stat
-from datetime import UTC, datetime
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -246,7 +246,11 @@ async def test_create_commits_a_new_file_and_returns_the_resource(rig: ApiRig) -
         "scheduled_local_time": "02:00",
         "custom_cron": None,
     }
-    assert task["storage"] == {"max_backups": 4, "appended_filename": None, "path": "/backups/weekly"}
+    assert task["storage"] == {
+        "max_backups": 4,
+        "appended_filename": None,
+        "path": "/backups/weekly",
+    }
     assert task["created_at"] is not None
     assert rig.file("tasks/8-weekly-full-backup.yaml") == (
         "id: 8\nuser_id: 1\nlabel: Weekly Full Backup\ndescription: Full backup of all files\n"
@@ -340,7 +344,9 @@ async def test_unknown_notification_streams_are_named_by_position(rig: ApiRig) -
 
 async def test_update_changes_only_the_given_fields_and_keeps_comments(rig: ApiRig) -> None:
     path = "tasks/shop/7-shop-database.yaml"
-    response = await rig.put("/api/backup-tasks/7", {"label": "Shop DB", "maximum_backups_to_keep": 6})
+    response = await rig.put(
+        "/api/backup-tasks/7", {"label": "Shop DB", "maximum_backups_to_keep": 6}
+    )
     assert response.status_code == 200
     assert response.json()["data"]["label"] == "Shop DB"
     assert rig.file(path) == COMMENTED_TASK.replace(
@@ -399,6 +405,7 @@ async def test_replacing_a_secret_forgets_the_old_one(rig: ApiRig) -> None:
     assert new_ref is not None
     assert old_ref is not None
     assert rig.secrets.resolve(new_ref) == "second-pass"
+    assert old_ref.secret is not None
     assert old_ref.secret not in rig.secrets_path.read_text()
 
 
@@ -428,8 +435,16 @@ async def test_an_uncommitted_local_edit_is_a_409_and_nothing_is_written(rig: Ap
 async def test_an_update_sees_a_commit_made_by_a_person_just_before(rig: ApiRig) -> None:
     text = rig.file("tasks/1-first.yaml").replace("task 1", "renamed by hand")
     (rig.repo / "tasks/1-first.yaml").write_text(text)
-    git(rig.repo, "-c", f"user.name={TEST_NAME}", "-c", "user.email=t@example.com",
-        "commit", "-qam", "by hand")
+    git(
+        rig.repo,
+        "-c",
+        f"user.name={TEST_NAME}",
+        "-c",
+        "user.email=t@example.com",
+        "commit",
+        "-qam",
+        "by hand",
+    )
     response = await rig.put("/api/backup-tasks/1", {"description": "added by the API"})
     assert response.json()["data"]["label"] == "renamed by hand"
     assert "label: renamed by hand\n" in rig.file("tasks/1-first.yaml")
@@ -467,4 +482,5 @@ async def test_deleting_a_task_forgets_its_api_secrets(rig: ApiRig) -> None:
     ref = rig.engine.desired.tasks[1].task.encryption_password
     await rig.delete("/api/backup-tasks/1")
     assert isinstance(ref, SecretRef)
+    assert ref.secret is not None
     assert ref.secret not in rig.secrets_path.read_text()
