@@ -127,10 +127,16 @@ class ApiRig:
         return git(self.repo, "status", "--porcelain", "--untracked-files=all")
 
 
-def build(tmp: Path, files: Mapping[str, str] | None = None, **app_options: Any) -> ApiRig:
-    """Every part, wired as the daemon wires them; the engine has not synced yet."""
+def build(
+    tmp: Path, files: Mapping[str, str] | None = None, *, clone: bool = False, **app_options: Any
+) -> ApiRig:
+    """Every part, wired as the daemon wires them; the engine has not synced yet.
+
+    The config repository is `tmp/config`, made from `files` (or already there with `clone`).
+    """
     repo = tmp / "config"
-    init_repo(repo, config_files() if files is None else files)
+    if not clone:
+        init_repo(repo, config_files() if files is None else files)
     clock = FakeClock(START)
     history = History(tmp / "state.db")
     secrets_path = tmp / "state.db.secrets.json"
@@ -153,9 +159,9 @@ async def close(rig: ApiRig) -> None:
 
 @asynccontextmanager
 async def api_rig(
-    tmp: Path, files: Mapping[str, str] | None = None, **app_options: Any
+    tmp: Path, files: Mapping[str, str] | None = None, *, clone: bool = False, **app_options: Any
 ) -> AsyncIterator[ApiRig]:
-    rig = build(tmp, files, **app_options)
+    rig = build(tmp, files, clone=clone, **app_options)
     try:
         await rig.engine.sync()
         yield rig

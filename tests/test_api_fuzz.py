@@ -47,7 +47,7 @@ def test_no_request_gets_a_server_error_or_an_undeclared_response(
 
     @given(case=strategy)
     @settings(
-        max_examples=120,
+        max_examples=250,
         deadline=None,
         database=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
