@@ -24,11 +24,11 @@ def _is_ref(git_dir: Path, path: str) -> bool:
 
 
 async def ref_changes(git_dir: Path, stop: asyncio.Event) -> AsyncIterator[None]:
-    """Yields once per burst of ref changes, about 20 ms after the burst settles."""
+    """Yields once per burst of ref changes, about 10 ms after the burst settles."""
     git_dir = git_dir.resolve()
 
     def wanted(_change: Change, path: str) -> bool:
         return _is_ref(git_dir, path)
 
-    async for _ in awatch(git_dir, watch_filter=wanted, debounce=200, step=20, stop_event=stop):
+    async for _ in awatch(git_dir, watch_filter=wanted, debounce=100, step=10, stop_event=stop):
         yield
