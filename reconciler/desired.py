@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any
 
 from reconciler import yamlsyntax
 from reconciler.documents import Kind, ParsedFile
@@ -35,23 +35,15 @@ from reconciler.models import (
 from reconciler.types import ConfigError
 
 Key = tuple[Kind, int]
-_T = TypeVar("_T")
 
 
-def kind_of_document(document: Document) -> Kind:
-    if isinstance(document, BackupTask):
-        return Kind.TASK
-    if isinstance(document, RemoteServer):
-        return Kind.SERVER
-    if isinstance(document, LocalDestination | SftpDestination | S3Destination):
-        return Kind.DESTINATION
-    if isinstance(document, NotificationStream):
-        return Kind.NOTIFICATION
-    return Kind.USER
+@dataclass(frozen=True, slots=True)
+class _Resolution:
+    """How one task resolved, and from exactly which objects; reused while those are unchanged."""
 
-
-def key_of(document: Document) -> Key:
-    return kind_of_document(document), document.id
+    inputs: tuple[object, ...]
+    task: ResolvedTask | None
+    problems: tuple[ConfigError, ...]
 
 
 @dataclass(frozen=True)
@@ -61,47 +53,53 @@ class DesiredState:
     destinations: Mapping[int, Destination] = field(default_factory=dict)
     notifications: Mapping[int, NotificationStream] = field(default_factory=dict)
     tasks: Mapping[int, ResolvedTask] = field(default_factory=dict)
+    # The file each task in force comes from (a task kept on its last good snapshot included).
     task_paths: Mapping[int, str] = field(default_factory=dict)
-    # Which file provides each object now, and the objects each file provides (fresh or last good).
-    owners: Mapping[Key, str] = field(default_factory=dict)
-    sources: Mapping[str, tuple[Document, ...]] = field(default_factory=dict)
+    # Which file provides each object, and the version of each file whose objects are in force
+    # (the file itself, or its last good version while it is broken or rejected).
+    owners: Mapping[Kind, Mapping[int, str]] = field(default_factory=dict)
+    good_files: Mapping[str, ParsedFile] = field(default_factory=dict, repr=False)
     errors: tuple[ConfigError, ...] = ()
+    resolutions: Mapping[int, _Resolution] = field(default_factory=dict, repr=False)
+
+
+Objects = dict[Kind, dict[int, Any]]
+Owners = dict[Kind, dict[int, str]]
 
 
 def build_desired(files: Mapping[str, ParsedFile], previous: DesiredState) -> DesiredState:
     errors: list[ConfigError] = [error for parsed in files.values() for error in parsed.errors]
     owners, objects, rejected = _claim_ids(files, previous, errors)
-    _fall_back_to_last_good(files, previous, owners, objects, rejected)
+    good_files = _fall_back_to_last_good(files, previous, owners, objects, rejected)
 
-    by_kind: dict[Kind, dict[int, Document]] = {kind: {} for kind in Kind}
-    sources: dict[str, list[Document]] = {}
-    for key, document in objects.items():
-        by_kind[key[0]][key[1]] = document
-        sources.setdefault(owners[key], []).append(document)
-
-    users: dict[int, User] = _typed(by_kind[Kind.USER], User)
-    servers: dict[int, RemoteServer] = _typed(by_kind[Kind.SERVER], RemoteServer)
-    destinations: dict[int, Destination] = by_kind[Kind.DESTINATION]  # type: ignore[assignment]
-    notifications = _typed(by_kind[Kind.NOTIFICATION], NotificationStream)
+    users: dict[int, User] = objects[Kind.USER]
+    servers: dict[int, RemoteServer] = objects[Kind.SERVER]
+    destinations: dict[int, Destination] = objects[Kind.DESTINATION]
+    notifications: dict[int, NotificationStream] = objects[Kind.NOTIFICATION]
+    task_owners = owners[Kind.TASK]
     tasks: dict[int, ResolvedTask] = {}
-    task_paths: dict[int, str] = {}
-    state = DesiredState(users, servers, destinations, notifications)
-    for task_id, document in by_kind[Kind.TASK].items():
-        assert isinstance(document, BackupTask)
-        path = owners[(Kind.TASK, task_id)]
-        problems = list(_reference_problems(document, state))
-        if problems:
-            text = files[path].text if path in files else b""
-            for field_name, message in problems:
-                line = yamlsyntax.line_of(text, (field_name,))
-                errors.append(ConfigError(path, line, field_name, message))
-            last_good = previous.tasks.get(task_id)
-            if last_good is not None:
-                tasks[task_id] = last_good
-                task_paths[task_id] = path
-            continue
-        tasks[task_id] = _resolve(document, state, previous.tasks.get(task_id))
-        task_paths[task_id] = path
+    resolutions: dict[int, _Resolution] = {}
+    last_resolutions = previous.resolutions
+    for task_id, task in objects[Kind.TASK].items():
+        path = task_owners[task_id]
+        streams = task.notification_stream_ids
+        inputs = (
+            task,
+            path,
+            users.get(task.user_id),
+            servers.get(task.remote_server_id),
+            destinations.get(task.backup_destination_id),
+            tuple(map(notifications.get, streams)) if streams else (),
+        )
+        last = last_resolutions.get(task_id)
+        # Tuple equality checks identity first, so an untouched task costs one comparison.
+        if last is None or last.inputs != inputs:
+            last = _resolution(task, path, inputs, files, previous)
+        resolutions[task_id] = last
+        if last.problems:
+            errors.extend(last.problems)
+        if last.task is not None:
+            tasks[task_id] = last.task
 
     return DesiredState(
         users=users,
@@ -109,39 +107,46 @@ def build_desired(files: Mapping[str, ParsedFile], previous: DesiredState) -> De
         destinations=destinations,
         notifications=notifications,
         tasks=tasks,
-        task_paths=task_paths,
+        task_paths={task_id: task_owners[task_id] for task_id in tasks},
         owners=owners,
-        sources={path: tuple(documents) for path, documents in sources.items()},
+        good_files=good_files,
         errors=tuple(sorted(errors, key=lambda e: (e.path, e.line or 0, e.field))),
+        resolutions=resolutions,
     )
 
 
 def _claim_ids(
     files: Mapping[str, ParsedFile], previous: DesiredState, errors: list[ConfigError]
-) -> tuple[dict[Key, str], dict[Key, Document], set[str]]:
-    claimants: dict[Key, list[tuple[str, Document]]] = {}
+) -> tuple[Owners, Objects, set[str]]:
+    owners: Owners = {kind: {} for kind in Kind}
+    objects: Objects = {kind: {} for kind in Kind}
+    contested: dict[tuple[Kind, int], list[tuple[str, Document]]] = {}
     for path, parsed in files.items():
-        for document in parsed.objects:
-            claimants.setdefault(key_of(document), []).append((path, document))
-    owners: dict[Key, str] = {}
-    objects: dict[Key, Document] = {}
-    rejected: set[str] = set()
-    for key, claims in claimants.items():
-        if len(claims) == 1:
-            owners[key], objects[key] = claims[0]
+        kind = parsed.kind
+        if kind is None:
             continue
-        holder = previous.owners.get(key)
+        kind_owners, kind_objects = owners[kind], objects[kind]
+        for document in parsed.objects:
+            held = kind_owners.get(document.id)
+            if held is None:
+                kind_owners[document.id] = path
+                kind_objects[document.id] = document
+            else:
+                first = (held, kind_objects[document.id])
+                contested.setdefault((kind, document.id), [first]).append((path, document))
+    rejected: set[str] = set()
+    for (kind, object_id), claims in contested.items():
+        holder = previous.owners.get(kind, {}).get(object_id)
         paths = [path for path, _ in claims]
         winner = holder if holder in paths else min(paths)
         for path, document in claims:
             if path == winner:
-                owners[key], objects[key] = path, document
+                owners[kind][object_id] = path
+                objects[kind][object_id] = document
                 continue
             rejected.add(path)
-            line = (
-                yamlsyntax.line_of(files[path].text, ("id",)) if key[0] is not Kind.USER else None
-            )
-            message = f"{key[0]} id {key[1]} is already defined in {winner}; ids must be unique"
+            line = yamlsyntax.line_of(files[path].text, ("id",)) if kind is not Kind.USER else None
+            message = f"{kind} id {object_id} is already defined in {winner}; ids must be unique"
             errors.append(ConfigError(path, line, "id", message))
     return owners, objects, rejected
 
@@ -149,30 +154,70 @@ def _claim_ids(
 def _fall_back_to_last_good(
     files: Mapping[str, ParsedFile],
     previous: DesiredState,
-    owners: dict[Key, str],
-    objects: dict[Key, Document],
+    owners: Owners,
+    objects: Objects,
     rejected: set[str],
-) -> None:
-    """Broken or rejected files keep the objects they provided before, where nobody took them."""
+) -> dict[str, ParsedFile]:
+    """Broken or rejected files keep the objects of their last good version, where still free.
+
+    Returns the version of each file whose objects are in force, for the next reconcile.
+    """
+    good_files = dict(files)
     for path, parsed in files.items():
         if parsed.ok and path not in rejected:
             continue
-        for document in previous.sources.get(path, ()):
-            key = key_of(document)
-            if key not in owners:
-                owners[key], objects[key] = path, document
+        last_good = previous.good_files.get(path)
+        if last_good is None:
+            del good_files[path]
+            continue
+        good_files[path] = last_good
+        assert last_good.kind is not None
+        kind_owners, kind_objects = owners[last_good.kind], objects[last_good.kind]
+        for document in last_good.objects:
+            if document.id not in kind_owners:
+                kind_owners[document.id] = path
+                kind_objects[document.id] = document
+    return good_files
 
 
-def _reference_problems(task: BackupTask, state: DesiredState) -> Iterator[tuple[str, str]]:
-    if task.user_id not in state.users:
+def _resolution(
+    task: BackupTask,
+    path: str,
+    inputs: tuple[object, ...],
+    files: Mapping[str, ParsedFile],
+    previous: DesiredState,
+) -> _Resolution:
+    _, _, owner, server, destination, streams = inputs
+    assert isinstance(streams, tuple)
+    problems = list(_reference_problems(task, owner, server, destination, streams))
+    if not problems:
+        assert isinstance(owner, User)
+        assert isinstance(server, RemoteServer)
+        resolved = _resolve(task, owner, server, destination, streams, previous.tasks.get(task.id))
+        return _Resolution(inputs, resolved, ())
+    text = files[path].text if path in files else b""
+    located = tuple(
+        ConfigError(path, yamlsyntax.line_of(text, (name,)), name, message)
+        for name, message in problems
+    )
+    # A task that stops resolving keeps running on its last good snapshot.
+    return _Resolution(inputs, previous.tasks.get(task.id), located)
+
+
+def _reference_problems(
+    task: BackupTask,
+    owner: object,
+    server: object,
+    destination: object,
+    streams: tuple[object, ...],
+) -> Iterator[tuple[str, str]]:
+    if owner is None:
         yield "user_id", f"user {task.user_id} is not defined in users.yaml"
-    server = state.servers.get(task.remote_server_id)
-    if server is None:
+    if not isinstance(server, RemoteServer):
         yield "remote_server_id", f"remote server {task.remote_server_id} is not defined"
     elif server.user_id != task.user_id:
         yield "remote_server_id", f"remote server {server.id} belongs to another user"
-    destination = state.destinations.get(task.backup_destination_id)
-    if destination is None:
+    if not isinstance(destination, LocalDestination | SftpDestination | S3Destination):
         yield (
             "backup_destination_id",
             (f"backup destination {task.backup_destination_id} is not defined"),
@@ -182,9 +227,8 @@ def _reference_problems(task: BackupTask, state: DesiredState) -> Iterator[tuple
             "backup_destination_id",
             f"backup destination {destination.id} belongs to another user",
         )
-    for stream_id in task.notification_stream_ids:
-        stream = state.notifications.get(stream_id)
-        if stream is None:
+    for stream_id, stream in zip(task.notification_stream_ids, streams, strict=True):
+        if not isinstance(stream, NotificationStream):
             yield "notification_stream_ids", f"notification stream {stream_id} is not defined"
         elif stream.user_id != task.user_id:
             yield (
@@ -193,27 +237,26 @@ def _reference_problems(task: BackupTask, state: DesiredState) -> Iterator[tuple
             )
 
 
-def _resolve(task: BackupTask, state: DesiredState, last: ResolvedTask | None) -> ResolvedTask:
-    owner = state.users[task.user_id]
-    server = state.servers[task.remote_server_id]
-    destination = state.destinations[task.backup_destination_id]
-    streams = tuple(state.notifications[i] for i in task.notification_stream_ids)
+def _resolve(
+    task: BackupTask,
+    owner: User,
+    server: RemoteServer,
+    destination: object,
+    notifications: tuple[object, ...],
+    last: ResolvedTask | None,
+) -> ResolvedTask:
     if (
         last is not None
-        and last.task is task
-        and last.owner is owner
-        and last.server is server
-        and last.destination is destination
-        and len(last.notifications) == len(streams)
-        and all(a is b for a, b in zip(last.notifications, streams, strict=True))
+        and last.task == task
+        and last.owner == owner
+        and last.server == server
+        and last.destination == destination
+        and last.notifications == notifications
     ):
+        # Equal content (a re-parsed but unchanged file): keep the very object the scheduler has.
         return last
     # Every part was validated on its own; constructing without revalidation keeps a 10,000 task
     # reconcile cheap.
     return ResolvedTask.model_construct(
-        task=task, owner=owner, server=server, destination=destination, notifications=streams
+        task=task, owner=owner, server=server, destination=destination, notifications=notifications
     )
-
-
-def _typed(documents: dict[int, Document], kind: type[_T]) -> dict[int, _T]:
-    return documents  # type: ignore[return-value]

@@ -172,7 +172,7 @@ def test_every_id_is_provided_by_exactly_one_file(
 ) -> None:
     state = build(_files(spec))
     for task_id, path in state.task_paths.items():
-        assert state.owners[(Kind.TASK, task_id)] == path
+        assert state.owners[Kind.TASK][task_id] == path
     claimed = [task_id for _, (task_id, _, valid) in spec.items() if valid]
     assert set(state.tasks) == set(claimed)
 
