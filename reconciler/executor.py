@@ -1,14 +1,19 @@
 """The one owner of SSH: connect to a remote server and stream a command's output.
 
-paramiko (Fabric's transport) with host keys checked against a known_hosts file: an unknown key is
-refused unless `accept_new_host_keys` is set, and a changed key is always refused. The command's
-stdout is read in chunks of up to 1 MiB and handed to a sink as it arrives, so nothing is staged on
-the remote disk or held whole in memory; stderr is collected (bounded) and passed on line by line
-for the run log.
+Connections are opened by Fabric (`fabric.Connection`) over paramiko, with two of Fabric's defaults
+overridden: its AutoAddPolicy (which accepts any host key) is replaced before connecting, so host
+keys are checked against a known_hosts file (an unknown key is refused unless
+`accept_new_host_keys` is set, and a changed key is always refused); and no ssh_config or Fabric
+config file is read, so a file in the daemon's home cannot redirect or alter a connection.
+
+A command's stdout is read from a raw paramiko channel in chunks of up to 1 MiB and handed to a
+sink as it arrives (Fabric's `run` keeps all output in memory), so nothing is staged on the remote
+disk or held whole in memory; stderr is collected (bounded) and passed on line by line for the
+run log.
 
 Throughput: paramiko's defaults (2 MiB window, 32 KiB packets, aes128-ctr with an HMAC) reached
 0.73 of OpenSSH over loopback. A 16 MiB window, 256 KiB packets and AES-GCM first (no separate MAC
-pass) are what close that gap; see bench/bench_backup.py.
+pass) are what close that gap; see bench/bench_backup.py and BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import fabric
 import paramiko
 
 from reconciler.models import RemoteServer
@@ -167,7 +173,7 @@ class RemoteShell:
         self._target = target
         self._connect_timeout = connect_timeout
         self._keepalive = keepalive_seconds
-        self._client: paramiko.SSHClient | None = None
+        self._connection: fabric.Connection | None = None
 
     def __enter__(self) -> RemoteShell:
         self.connect()
@@ -183,42 +189,20 @@ class RemoteShell:
 
     def connect(self) -> None:
         target = self._target
-        client = paramiko.SSHClient()
+        connection = self._connection_for(target)
         known_hosts = Path(target.known_hosts or "~/.ssh/known_hosts").expanduser()
-        if known_hosts.exists():
-            client.load_host_keys(str(known_hosts))
-        elif target.accept_new_host_keys:
-            known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            known_hosts.touch(mode=0o600)
-            client.load_host_keys(str(known_hosts))
-        client.set_missing_host_key_policy(
-            paramiko.AutoAddPolicy() if target.accept_new_host_keys else paramiko.RejectPolicy()
-        )
+        self._verify_host_keys(connection.client, known_hosts, target.accept_new_host_keys)
         where = f"{target.username}@{target.host}:{target.port}"
         try:
-            client.connect(
-                target.host,
-                port=target.port,
-                username=target.username,
-                key_filename=(
-                    str(Path(target.private_key).expanduser()) if target.private_key else None
-                ),
-                password=target.password,
-                look_for_keys=False,
-                allow_agent=False,
-                timeout=self._connect_timeout,
-                banner_timeout=self._connect_timeout,
-                auth_timeout=self._connect_timeout,
-                transport_factory=_transport_factory,
-            )
+            connection.open()
         except paramiko.BadHostKeyException as exc:
-            client.close()
+            connection.client.close()  # Fabric only closes a connection it saw open
             raise HostKeyError(
                 f"host key of {where} does not match {known_hosts}: refusing to connect "
                 "(if the server was reinstalled, remove its old line from that file)"
             ) from exc
         except paramiko.SSHException as exc:
-            client.close()
+            connection.client.close()  # Fabric only closes a connection it saw open
             if "not found in known_hosts" in str(exc):
                 raise HostKeyError(
                     f"host key of {where} is not in {known_hosts}: add it (ssh-keyscan) "
@@ -226,25 +210,89 @@ class RemoteShell:
                 ) from exc
             raise ExecutorError(f"cannot connect to {where}: {exc}") from exc
         except OSError as exc:
-            client.close()
+            connection.client.close()  # Fabric only closes a connection it saw open
             raise ExecutorError(f"cannot connect to {where}: {exc}") from exc
-        transport = client.get_transport()
-        if transport is None:  # pragma: no cover - connect() either sets it or raises
+        transport = connection.transport
+        if transport is None:  # pragma: no cover - open() either sets it or raises
             raise ExecutorError(f"cannot connect to {where}: no transport")
         transport.set_keepalive(self._keepalive)
-        self._client = client
+        self._connection = connection
+
+    def _connection_for(self, target: SshTarget) -> fabric.Connection:
+        """A Fabric connection that sees only `target`: no ssh_config, no Fabric config files.
+
+        `Config(lazy=True)` loads neither /etc/fabric.yml nor ~/.fabric.yml, and an explicit empty
+        SSHConfig keeps ~/.ssh/config and /etc/ssh/ssh_config (HostName, ProxyCommand, User...)
+        from redirecting the connection.
+
+        The connect timeout goes in connect_kwargs rather than Fabric's `connect_timeout`, which
+        truncates it to an int (0.5 s would become 0: no timeout at all).
+        """
+        timeout = self._connect_timeout
+        connect_kwargs: dict[str, Any] = {
+            "look_for_keys": False,
+            "allow_agent": False,
+            "timeout": timeout,
+            "banner_timeout": timeout,
+            "auth_timeout": timeout,
+            "transport_factory": _transport_factory,
+        }
+        if target.private_key:
+            connect_kwargs["key_filename"] = str(Path(target.private_key).expanduser())
+        if target.password is not None:
+            connect_kwargs["password"] = target.password
+        return fabric.Connection(
+            target.host,
+            user=target.username,
+            port=target.port,
+            config=fabric.Config(lazy=True, ssh_config=paramiko.SSHConfig()),
+            connect_kwargs=connect_kwargs,
+            forward_agent=False,
+            gateway=False,
+        )
+
+    @staticmethod
+    def _verify_host_keys(client: paramiko.SSHClient, known_hosts: Path, accept_new: bool) -> None:
+        """Replace Fabric's AutoAddPolicy: keys are checked against `known_hosts`.
+
+        An unknown key is refused unless `accept_new` (then it is appended to the file); a key that
+        differs from the recorded one is always refused (paramiko raises BadHostKeyException before
+        consulting the policy).
+        """
+        if known_hosts.exists():
+            client.load_host_keys(str(known_hosts))
+        elif accept_new:
+            known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            known_hosts.touch(mode=0o600)
+            client.load_host_keys(str(known_hosts))
+        client.set_missing_host_key_policy(
+            paramiko.AutoAddPolicy() if accept_new else paramiko.RejectPolicy()
+        )
 
     def cipher(self) -> str:
         """The negotiated cipher (for diagnostics and the benchmark)."""
-        transport = self._client.get_transport() if self._client is not None else None
+        transport = self._transport()
         if transport is None:
             raise ExecutorError("not connected")
         return str(getattr(transport, "remote_cipher", ""))  # untyped in the stubs
 
+    def _transport(self) -> paramiko.Transport | None:
+        if self._connection is None:
+            return None
+        transport: paramiko.Transport | None = self._connection.client.get_transport()
+        return transport
+
+    @property
+    def connection(self) -> fabric.Connection:
+        """The open Fabric connection (for diagnostics; runs go through `stream`)."""
+        if self._connection is None:
+            raise ExecutorError("not connected")
+        return self._connection
+
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
     def stream(
         self,
@@ -262,9 +310,9 @@ class RemoteShell:
         Raises CommandTimeout when the command runs longer than `timeout` seconds, and
         CommandCancelled soon after `cancel` is set; closing the channel stops the remote command.
         """
-        if self._client is None:
+        if self._connection is None:
             raise ExecutorError("not connected")
-        transport = self._client.get_transport()
+        transport = self._transport()
         if transport is None or not transport.is_active():
             raise ExecutorError("the SSH connection was lost")
         deadline = time.monotonic() + timeout

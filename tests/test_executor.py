@@ -9,6 +9,7 @@ import subprocess
 import threading
 from pathlib import Path
 
+import fabric
 import pytest
 
 from reconciler.executor import (
@@ -61,6 +62,34 @@ def test_accepting_new_host_keys_records_the_key_and_connects(
     with RemoteShell(target(sshd, known_hosts=str(known), accept_new_host_keys=True)) as shell:
         assert shell.run("echo ok") == (0, "ok\n")
     assert sshd.host_key_line.split()[1] in known.read_text()
+
+
+def test_the_session_is_opened_by_a_fabric_connection(sshd: SshServer) -> None:
+    with RemoteShell(target(sshd)) as shell:
+        connection = shell.connection
+        assert isinstance(connection, fabric.Connection)
+        assert connection.is_connected
+        assert (
+            connection.run("echo via fabric", hide=True, in_stream=False).stdout == "via fabric\n"
+        )
+
+
+def test_ssh_and_fabric_config_files_in_home_do_not_change_the_connection(
+    sshd: SshServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    ssh_canary, fabric_canary = tmp_path / "ssh-proxy-ran", tmp_path / "fabric-gateway-ran"
+    (home / ".ssh" / "config").write_text(
+        f"Host *\n  HostName localhost\n  ProxyCommand touch {ssh_canary}\n"
+    )
+    (home / ".fabric.yaml").write_text(f"gateway: touch {fabric_canary}\n")
+    monkeypatch.setenv("HOME", str(home))
+    with RemoteShell(target(sshd)) as shell:
+        assert shell.run("echo ok") == (0, "ok\n")
+        assert shell.connection.host == sshd.host
+    assert not ssh_canary.exists()
+    assert not fabric_canary.exists()
 
 
 def test_stdout_is_streamed_byte_for_byte_in_bounded_chunks(
