@@ -1,0 +1,325 @@
+"""`reconciler`: serve, validate, plan, run, restore, token. Thin: each command wires and reports.
+
+Anything a user can get wrong ends in one clear sentence on stderr and a non-zero exit, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
+DEFAULT_STATE = Path(os.environ.get("RECONCILER_STATE", "reconciler-state/state.db"))
+ABILITIES = (
+    "view-backup-tasks",
+    "create-backup-tasks",
+    "update-backup-tasks",
+    "delete-backup-tasks",
+    "run-backup-tasks",
+    "*",
+)
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed as one sentence."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.log_json, args.verbose)
+    command: Callable[[argparse.Namespace], int] = args.command
+    try:
+        return command(args)
+    except UserError as exc:
+        print(f"reconciler: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reconciler",
+        description="Keeps a fleet of backups running from a git repository of YAML files.",
+    )
+    parser.add_argument("--log-json", action="store_true", help="log JSON lines instead of text")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the daemon: reconcile, schedule, serve the API")
+    _repo_option(serve)
+    _state_option(serve)
+    serve.add_argument("--host", default=os.environ.get("RECONCILER_HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("RECONCILER_PORT", "8080")))
+    serve.add_argument(
+        "--resync-interval",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="full reconcile every SECONDS even without a file event (default 60)",
+    )
+    serve.add_argument(
+        "--catch-up-deadline",
+        type=float,
+        default=12.0,
+        metavar="HOURS",
+        help="at start, run a task once if its last slot was missed less than HOURS ago "
+        "(default 12; 0 disables)",
+    )
+    serve.add_argument(
+        "--max-workers", type=int, default=4, help="parallel backup runs (default 4)"
+    )
+    serve.add_argument(
+        "--run-timeout",
+        type=float,
+        default=6.0,
+        metavar="HOURS",
+        help="a run still going after HOURS fails (default 6; per task: run_timeout_seconds)",
+    )
+    serve.add_argument("--known-hosts", type=Path, help="known_hosts file for SSH host keys")
+    serve.add_argument("--push", action="store_true", help="push API commits to the upstream")
+    serve.set_defaults(command=_serve)
+
+    validate = commands.add_parser("validate", help="check a config set; exit 1 on any problem")
+    validate.add_argument("directory", nargs="?", type=Path, default=Path("."))
+    validate.set_defaults(command=_validate)
+
+    plan = commands.add_parser(
+        "plan", help="show what committing the working tree would change in the running schedule"
+    )
+    plan.add_argument("directory", nargs="?", type=Path, default=Path("."))
+    plan.set_defaults(command=_plan)
+
+    run = commands.add_parser("run", help="run one backup task now, in the foreground")
+    run.add_argument("task_id", type=int)
+    _repo_option(run)
+    _state_option(run)
+    run.add_argument("--known-hosts", type=Path, help="known_hosts file for SSH host keys")
+    run.set_defaults(command=_run)
+
+    restore = commands.add_parser("restore", help="fetch, decrypt and unpack a backup")
+    restore.add_argument("task_id", type=int)
+    restore.add_argument("--run", type=int, dest="run_id", help="the run whose backup to restore")
+    restore.add_argument("--to", type=Path, required=True, help="directory to restore into")
+    _repo_option(restore)
+    _state_option(restore)
+    restore.set_defaults(command=_restore)
+
+    token = commands.add_parser("token", help="manage API tokens")
+    tokens = token.add_subparsers(required=True, metavar="ACTION")
+    create = tokens.add_parser("create", help="create a token (printed once)")
+    create.add_argument("--user-id", type=int, required=True)
+    create.add_argument("--name", required=True)
+    create.add_argument(
+        "--ability",
+        action="append",
+        choices=ABILITIES,
+        dest="abilities",
+        help="repeat for several (default *)",
+    )
+    _state_option(create)
+    create.set_defaults(command=_token_create)
+    listing = tokens.add_parser("list", help="list tokens (never their values)")
+    listing.add_argument("--user-id", type=int)
+    _state_option(listing)
+    listing.set_defaults(command=_token_list)
+    revoke = tokens.add_parser("revoke", help="revoke a token by id")
+    revoke.add_argument("token_id", type=int)
+    _state_option(revoke)
+    revoke.set_defaults(command=_token_revoke)
+    return parser
+
+
+def _repo_option(parser: argparse.ArgumentParser) -> None:
+    default = os.environ.get("RECONCILER_REPO")
+    parser.add_argument(
+        "--repo",
+        type=Path,
+        default=Path(default) if default else None,
+        required=default is None,
+        help="the config set: a git repository, or a folder inside one (env RECONCILER_REPO)",
+    )
+
+
+def _state_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state",
+        type=Path,
+        default=DEFAULT_STATE,
+        help=f"SQLite state file (env RECONCILER_STATE, default {DEFAULT_STATE})",
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from reconciler.daemon import Settings, serve
+
+    settings = Settings(
+        repo=args.repo,
+        state=args.state,
+        host=args.host,
+        port=args.port,
+        resync_interval=args.resync_interval,
+        catch_up_deadline=timedelta(hours=args.catch_up_deadline),
+        max_workers=args.max_workers,
+        run_timeout=timedelta(hours=args.run_timeout),
+        known_hosts=args.known_hosts,
+        push=args.push,
+    )
+    _guarded(lambda: asyncio.run(serve(settings)))
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from reconciler.desired import DesiredState, build_desired
+    from reconciler.loader import parse_files, read_directory
+
+    files = parse_files(_guarded(lambda: read_directory(args.directory)))
+    desired = build_desired(files, DesiredState())
+    for error in desired.errors:
+        print(error.render())
+    summary = (
+        f"{len(files)} files, {len(desired.users)} users, {len(desired.servers)} servers, "
+        f"{len(desired.destinations)} destinations, {len(desired.notifications)} notification "
+        f"streams, {len(desired.tasks)} tasks"
+    )
+    if desired.errors:
+        print(f"{len(desired.errors)} problem(s) in {summary}", file=sys.stderr)
+        return 1
+    print(f"valid: {summary}", file=sys.stderr)
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from reconciler.desired import build_desired
+    from reconciler.loader import parse_files, read_directory
+    from reconciler.plan import make_plan, render_plan
+
+    committed = _committed_state(args.directory)
+    working = build_desired(
+        parse_files(_guarded(lambda: read_directory(args.directory))), committed
+    )
+    for error in working.errors:
+        print(error.render(), file=sys.stderr)
+    for line in render_plan(make_plan(working.tasks, committed.tasks)):
+        print(line)
+    return 1 if working.errors else 0
+
+
+def _committed_state(directory: Path) -> Any:
+    """What the daemon runs: the desired state of the branch head (empty before any commit)."""
+    from reconciler.desired import DesiredState, build_desired
+    from reconciler.gitstore import GitError, GitStore
+    from reconciler.loader import parse_files
+
+    try:
+        store = GitStore(directory)
+    except GitError as exc:
+        raise UserError(str(exc)) from exc
+    head = store.head()
+    if head is None:
+        return DesiredState()
+    blobs = store.list_files(head)
+    contents = store.read_blobs(blobs.values())
+    files = parse_files({path: contents[blob] for path, blob in blobs.items()})
+    return build_desired(files, DesiredState())
+
+
+def _run(args: argparse.Namespace) -> int:
+    from reconciler.daemon import Settings, run_once
+
+    settings = Settings(repo=args.repo, state=args.state, known_hosts=args.known_hosts)
+    succeeded = _guarded(lambda: asyncio.run(run_once(settings, args.task_id)))
+    return 0 if succeeded else 1
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from reconciler.daemon import Settings, restore_backup
+
+    settings = Settings(repo=args.repo, state=args.state)
+    where = _guarded(lambda: restore_backup(settings, args.task_id, args.run_id, args.to))
+    print(f"restored task {args.task_id} to {where}")
+    return 0
+
+
+def _token_create(args: argparse.Namespace) -> int:
+    history = _history(args.state)
+    abilities = tuple(args.abilities or ["*"])
+    record, plaintext = history.create_token(args.user_id, args.name, abilities, datetime.now(UTC))
+    print(plaintext)
+    print(
+        f"token {record.id} for user {record.user_id} ({', '.join(abilities)}): "
+        "shown once, store it now",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _token_list(args: argparse.Namespace) -> int:
+    for record in _history(args.state).tokens(args.user_id):
+        used = record.last_used_at.isoformat() if record.last_used_at else "never used"
+        print(
+            f"{record.id}\tuser {record.user_id}\t{record.name}\t{','.join(record.abilities)}\t"
+            f"created {record.created_at.isoformat()}\t{used}"
+        )
+    return 0
+
+
+def _token_revoke(args: argparse.Namespace) -> int:
+    if not _history(args.state).revoke_token(args.token_id):
+        raise UserError(f"no token with id {args.token_id}")
+    print(f"revoked token {args.token_id}")
+    return 0
+
+
+def _history(state: Path) -> Any:
+    from reconciler.history import History
+
+    state.parent.mkdir(parents=True, exist_ok=True)
+    return _guarded(lambda: History(state))
+
+
+def _guarded(action: Callable[[], _T]) -> _T:
+    """Turns the errors a user can cause (paths, repositories, permissions) into UserError."""
+    from reconciler.gitstore import GitError
+
+    try:
+        return action()
+    except (GitError, OSError) as exc:
+        raise UserError(str(exc)) from exc
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def _configure_logging(as_json: bool, verbose: bool) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        _JsonFormatter()
+        if as_json
+        else logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    # apprise logs whole notification URLs, tokens included, at debug level.
+    logging.getLogger("apprise").setLevel(logging.WARNING)
