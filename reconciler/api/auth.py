@@ -35,7 +35,10 @@ _bearer = HTTPBearer(
     auto_error=False,
     description="An API token from `reconciler token create`, as `Authorization: Bearer <token>`.",
 )
-_UNAUTHENTICATED = ApiError(401, "Unauthenticated.", {"WWW-Authenticate": "Bearer"})
+
+
+def _unauthenticated() -> ApiError:
+    return ApiError(401, "Unauthenticated.", {"WWW-Authenticate": "Bearer"})
 
 
 def require(ability: Ability | None) -> Callable[..., Caller]:
@@ -47,14 +50,14 @@ def require(ability: Ability | None) -> Callable[..., Caller]:
     ) -> Caller:
         ctx = context(request)
         if credentials is None:
-            raise _UNAUTHENTICATED
+            raise _unauthenticated()
         token = ctx.history.authenticate(credentials.credentials, ctx.clock.now())
         if token is None:
-            raise _UNAUTHENTICATED
+            raise _unauthenticated()
         # A token outlives its user in users.yaml only as a dead token.
         user = ctx.engine.desired.users.get(token.user_id)
         if user is None:
-            raise _UNAUTHENTICATED
+            raise _unauthenticated()
         if ability is not None and not {Ability.ALL, ability} & set(token.abilities):
             raise ApiError(403, f"This token does not have the {ability.value!r} ability.")
         return Caller(user, token)
