@@ -30,11 +30,6 @@ DEFAULT_PER_PAGE = 15
 DELETED = "Backup task successfully deleted"
 INITIATED = "Backup task initiated successfully."
 NO_LOGS = "No logs found for this backup task."
-_RUN_REFUSED: Mapping[RunRequest, str] = {
-    RunRequest.PAUSED: "The backup task is paused; resume it before running it.",
-    RunRequest.ALREADY_RUNNING: "The backup task is already running.",
-    RunRequest.SERVER_BUSY: "Another backup task is already running on the same remote server.",
-}
 
 Page = Annotated[int, Query(ge=1, le=1_000_000, description="Page number, from 1")]
 PerPage = Annotated[int, Query(ge=1, le=100, description="Items per page, at most 100")]
@@ -206,7 +201,7 @@ async def run_task(
         )
     outcome = ctx.runner.request_run(resolved, "api")
     if outcome is not RunRequest.ACCEPTED:
-        raise ApiError(409, _RUN_REFUSED[outcome])
+        raise ApiError(409, f"{outcome.message[:1].upper()}{outcome.message[1:]}.")
     return schemas.Message(message=INITIATED)
 
 
