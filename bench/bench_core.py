@@ -66,11 +66,11 @@ class Clock:
 
 
 async def measure(repo: Path, state: Path, edits: int, process_start: float) -> dict[str, float]:
-    from reconciler.engine import Engine  # noqa: PLC0415 - imports are part of the cold start
-    from reconciler.gitstore import GitStore  # noqa: PLC0415
-    from reconciler.history import History  # noqa: PLC0415
-    from reconciler.scheduler import Scheduler  # noqa: PLC0415
-    from reconciler.watcher import ref_changes  # noqa: PLC0415
+    from reconciler.engine import Engine
+    from reconciler.gitstore import GitStore
+    from reconciler.history import History
+    from reconciler.scheduler import Scheduler
+    from reconciler.watcher import ref_changes
 
     clock = Clock()
     history = History(state)
@@ -143,17 +143,31 @@ def main() -> None:
         # start time is CLOCK_MONOTONIC (perf_counter on Linux), shared by both processes.
         output = subprocess.run(
             [
-                sys.executable, "-m", "bench.bench_core", "--edits", str(args.edits),
-                "--child", str(repo), str(state), "--started", str(time.perf_counter()),
+                sys.executable,
+                "-m",
+                "bench.bench_core",
+                "--edits",
+                str(args.edits),
+                "--child",
+                str(repo),
+                str(state),
+                "--started",
+                str(time.perf_counter()),
             ],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
         figures = json.loads(output.strip().splitlines()[-1])
     figures["baseline_libyaml_single_thread_s"] = baseline
     figures["cold_start_vs_libyaml_baseline"] = figures["cold_start_process_s"] / baseline
     width = max(len(name) for name in figures)
     for name, value in figures.items():
-        print(f"{name:<{width}}  {value:.3f}" if isinstance(value, float) else f"{name:<{width}}  {value}")
+        print(
+            f"{name:<{width}}  {value:.3f}"
+            if isinstance(value, float)
+            else f"{name:<{width}}  {value}"
+        )
 
 
 if __name__ == "__main__":

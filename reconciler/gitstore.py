@@ -164,17 +164,28 @@ class GitStore:
             elif entry.filemode in _REGULAR_FILES and _is_config_file(name):
                 yield name, str(entry.id)
 
-    def changed_files(self, old: str, new: str) -> set[str]:
+    def changed_files(self, old: str, new: str) -> dict[str, str | None]:
+        """YAML paths that differ between two commits, each with its blob id at `new`.
+
+        None marks a path absent at `new` (deleted, or renamed away). A tree diff, so a commit
+        touching one file of 10,000 costs about as much as one touching one file of ten.
+        """
         with self._lock:
             old_tree = self._config_tree(self._commit(old))
             new_tree = self._config_tree(self._commit(new))
             if old_tree is None or new_tree is None:
                 present = old_tree or new_tree
-                return set() if present is None else {name for name, _ in self._walk(present, "")}
-            paths: set[str] = set()
-            for delta in old_tree.diff_to_tree(new_tree).deltas:
-                paths.update((delta.old_file.path, delta.new_file.path))
-            return {path for path in paths if _is_config_file(path)}
+                paths = set() if present is None else {name for name, _ in self._walk(present, "")}
+            else:
+                paths = set()
+                for delta in old_tree.diff_to_tree(new_tree).deltas:
+                    paths.update((delta.old_file.path, delta.new_file.path))
+            changes: dict[str, str | None] = {}
+            for path in paths:
+                if _is_config_file(path):
+                    blob = _entry_id(new_tree, path)
+                    changes[path] = None if blob is None else str(blob)
+            return changes
 
     def read_blobs(self, blob_ids: Iterable[str]) -> dict[str, bytes]:
         with self._lock:

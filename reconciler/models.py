@@ -14,7 +14,14 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 
 class Model(BaseModel):
@@ -26,7 +33,9 @@ Label = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 # A hostname or an IP literal; never something an SSH client could read as an option.
 HostName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:\[\]-]+$", max_length=253)]
 Port = Annotated[int, Field(strict=True, ge=1, le=65535)]
-UserName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", max_length=64)]
+UserName = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", max_length=64)
+]
 
 _HH_MM = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 # A file name part we write on destinations: no separators, no leading dot or dash.
@@ -288,7 +297,9 @@ class Schedule(Model):
     _time = field_validator("time", mode="before")(
         lambda value: None if value is None else check_hh_mm(value)
     )
-    _cron = field_validator("custom_cron")(lambda value: None if value is None else check_cron(value))
+    _cron = field_validator("custom_cron")(
+        lambda value: None if value is None else check_cron(value)
+    )
     _timezone = field_validator("timezone")(check_timezone)
 
     @model_validator(mode="after")

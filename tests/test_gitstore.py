@@ -139,7 +139,7 @@ def test_changed_files_lists_added_modified_deleted_and_renamed_yaml(repo: Path)
     )
     new = rename(repo, "tasks/c.yaml", "tasks/moved/c.yaml", "move")
 
-    changed = GitStore(repo).changed_files(old, new)
+    changed = set(GitStore(repo).changed_files(old, new))
 
     assert changed == {
         "tasks/a.yaml",
@@ -150,6 +150,17 @@ def test_changed_files_lists_added_modified_deleted_and_renamed_yaml(repo: Path)
     }
 
 
+def test_changed_files_gives_each_new_blob_id_and_none_for_a_deleted_file(repo: Path) -> None:
+    commit_files(repo, {"tasks/b.yaml": "id: 2\n"}, "add b")
+    old = head(repo)
+    new = commit_files(repo, {"tasks/a.yaml": "id: 1\nlabel: y\n", "tasks/b.yaml": None}, "edit")
+    store = GitStore(repo)
+
+    changes = store.changed_files(old, new)
+
+    assert changes == {"tasks/a.yaml": store.list_files(new)["tasks/a.yaml"], "tasks/b.yaml": None}
+
+
 def test_changed_files_ignores_changes_outside_the_config_set(nested: Path) -> None:
     old = head(nested)
     new = commit_files(
@@ -158,11 +169,11 @@ def test_changed_files_ignores_changes_outside_the_config_set(nested: Path) -> N
         "edit both",
     )
 
-    assert GitStore(nested / "deploy" / "backups").changed_files(old, new) == {"tasks/a.yaml"}
+    assert set(GitStore(nested / "deploy" / "backups").changed_files(old, new)) == {"tasks/a.yaml"}
 
 
 def test_changed_files_of_identical_commits_is_empty(repo: Path) -> None:
-    assert GitStore(repo).changed_files("HEAD", "HEAD") == set()
+    assert GitStore(repo).changed_files("HEAD", "HEAD") == {}
 
 
 def test_read_blobs_returns_the_content_of_each_blob(repo: Path) -> None:
