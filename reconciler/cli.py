@@ -17,6 +17,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from reconciler.types import ReconcilerError
+
 _T = TypeVar("_T")
 DEFAULT_STATE = Path(os.environ.get("RECONCILER_STATE", "reconciler-state/state.db"))
 ABILITIES = (
@@ -290,11 +292,9 @@ def _history(state: Path) -> Any:
 
 def _guarded(action: Callable[[], _T]) -> _T:
     """Turns the errors a user can cause (paths, repositories, permissions) into UserError."""
-    from reconciler.gitstore import GitError
-
     try:
         return action()
-    except (GitError, OSError) as exc:
+    except (ReconcilerError, OSError) as exc:
         raise UserError(str(exc)) from exc
 
 

@@ -21,11 +21,11 @@ from reconciler.gitstore import GitStore
 from reconciler.history import History
 from reconciler.metrics import install_operational_routes
 from reconciler.models import ResolvedTask
-from reconciler.restore import RestoreError, restore
+from reconciler.restore import restore
 from reconciler.runner import Runner, RunRequest
 from reconciler.scheduler import Scheduler
 from reconciler.secrets import Secrets
-from reconciler.types import RunStatus
+from reconciler.types import ReconcilerError, RunStatus
 from reconciler.watcher import ref_changes
 
 log = logging.getLogger("reconciler.daemon")
@@ -200,15 +200,12 @@ def restore_backup(settings: Settings, task_id: int, run_id: int | None, to: Pat
             run = daemon.history.run(run_id)
             if run is None or run.task_id != task_id:
                 raise DaemonError(f"task {task_id} has no run {run_id}")
-        try:
-            return restore(task, run=run, to=to, history=daemon.history, secrets=daemon.secrets)
-        except RestoreError as exc:
-            raise DaemonError(str(exc)) from exc
+        return restore(task, run=run, to=to, history=daemon.history, secrets=daemon.secrets)
     finally:
         daemon.history.close()
 
 
-class DaemonError(Exception):
+class DaemonError(ReconcilerError):
     """A request the config set or state cannot satisfy; the message says why."""
 
 

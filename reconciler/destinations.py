@@ -35,6 +35,7 @@ from reconciler.models import (
     SecretRef,
     SftpDestination,
 )
+from reconciler.types import ReconcilerError
 
 _PARTIAL_RE = re.compile(r"^\.(?P<name>[^/\x00]+)\.partial$")
 _MAX_NAME = 255
@@ -47,7 +48,7 @@ class StoredBackup:
     modified: datetime  # UTC
 
 
-class DestinationError(Exception):
+class DestinationError(ReconcilerError):
     """A destination operation failed; the message says which destination, what and why."""
 
 

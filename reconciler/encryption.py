@@ -24,11 +24,13 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, BinaryIO, Protocol
 
+from reconciler.types import ReconcilerError
+
 CHUNK_SIZE = 1 << 20
 GPG = "gpg"
 
 
-class EncryptionError(Exception):
+class EncryptionError(ReconcilerError):
     """gpg failed: a wrong passphrase, damaged or tampered data, or gpg itself missing."""
 
 

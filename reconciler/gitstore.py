@@ -24,6 +24,8 @@ from pathlib import Path, PurePosixPath
 import pygit2
 from pygit2.enums import CheckoutStrategy, FileMode, SortMode
 
+from reconciler.types import ReconcilerError
+
 _CONFIG_SUFFIXES = (".yaml", ".yml")
 _REGULAR_FILES = (FileMode.BLOB, FileMode.BLOB_EXECUTABLE)
 _PUSH_ATTEMPTS = 3
@@ -37,7 +39,7 @@ class Author:
     email: str
 
 
-class GitError(Exception):
+class GitError(ReconcilerError):
     """A git operation failed; the message says which and why."""
 
 

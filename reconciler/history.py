@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from reconciler.types import RunStatus, TaskStatus
+from reconciler.types import ReconcilerError, RunStatus, TaskStatus
 
 SCHEMA_VERSION = 1
 TOKEN_PREFIX = "rk_"  # noqa: S105 - a public marker that makes leaked tokens recognisable
@@ -61,7 +61,7 @@ CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
 
-class HistoryError(Exception):
+class HistoryError(ReconcilerError):
     """The history database cannot be used as asked (unknown run, newer schema...)."""
 
 

@@ -23,9 +23,10 @@ from reconciler.history import History, RunRecord
 from reconciler.models import ResolvedTask
 from reconciler.retention import parse_backup_name
 from reconciler.secrets import Secrets
+from reconciler.types import ReconcilerError
 
 
-class RestoreError(Exception):
+class RestoreError(ReconcilerError):
     """The backup cannot be found, decrypted or unpacked, or it is incomplete."""
 
 

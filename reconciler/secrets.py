@@ -16,12 +16,13 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from reconciler.models import SecretRef
+from reconciler.types import ReconcilerError
 
 # A secret is a password or a token: anything bigger is the wrong file.
 _MAX_LINE = 64 * 1024
 
 
-class SecretError(Exception):
+class SecretError(ReconcilerError):
     """A secret cannot be resolved or stored; says which reference and why, never the value."""
 
 

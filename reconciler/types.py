@@ -38,3 +38,8 @@ class Clock(Protocol):
     """Where time comes from; logic takes `now` as a parameter, the runtime asks a Clock."""
 
     def now(self) -> datetime: ...
+
+
+class ReconcilerError(Exception):
+    """A problem a user can fix (a path, a repository, a task id, a secret): its message is one
+    sentence that says what and why, shown as is, never as a traceback."""

@@ -1,0 +1,136 @@
+"""The `reconciler` command as a person uses it: exit codes, output, and real runs."""
+
+from __future__ import annotations
+
+import filecmp
+import subprocess
+import sys
+from pathlib import Path
+
+from tests import configset
+from tests.gitrepo import init_repo
+from tests.servers import SshServer
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "tasks"
+
+
+def reconciler(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "reconciler", *map(str, args)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+def write(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
+def test_validate_accepts_the_example_config_set() -> None:
+    result = reconciler("validate", EXAMPLES)
+    assert result.returncode == 0
+    assert result.stdout == ""
+    assert "valid: 14 files, 2 users, 3 servers, 3 destinations" in result.stderr
+
+
+def test_validate_prints_one_located_line_per_problem_and_fails(tmp_path: Path) -> None:
+    write(tmp_path, configset.base_files())
+    write(tmp_path, {"tasks/1.yaml": configset.task(1).replace("time: 02:30", "time: 10.30")})
+    write(tmp_path, {"tasks/2.yaml": configset.task(2, remote_server_id=9)})
+    result = reconciler("validate", tmp_path)
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        'tasks/1.yaml:11: schedule.time: time must be a quoted string in HH:MM form, got 10.3; '
+        'write it with quotes, for example time: "10:30"',
+        "tasks/2.yaml:4: remote_server_id: remote server 9 is not defined",
+    ]
+
+
+def test_validate_of_a_missing_directory_is_one_sentence_not_a_traceback(tmp_path: Path) -> None:
+    result = reconciler("validate", tmp_path / "nowhere")
+    assert result.returncode == 2
+    assert result.stderr.startswith("reconciler: ")
+    assert "Traceback" not in result.stderr
+
+
+def test_plan_shows_what_committing_the_working_tree_would_change(tmp_path: Path) -> None:
+    files = {**configset.base_files(), "tasks/1.yaml": configset.task(1)}
+    files["tasks/3.yaml"] = configset.task(3)
+    init_repo(tmp_path, files)
+    write(tmp_path, {"tasks/1.yaml": configset.task(1, label="renamed")})
+    write(tmp_path, {"tasks/2.yaml": configset.task(2)})
+    (tmp_path / "tasks/3.yaml").unlink()
+    result = reconciler("plan", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "+ task 2 (task 2) will be added",
+        "~ task 1 (renamed) will change:",
+        "    task.label: 'task 1' -> 'renamed'",
+        "- task 3 (task 3) will be removed",
+        "Plan: 1 to add, 1 to change, 1 to remove.",
+    ]
+
+
+def test_plan_of_a_clean_work_tree_has_nothing_to_do(tmp_path: Path) -> None:
+    init_repo(tmp_path, {**configset.base_files(), "tasks/1.yaml": configset.task(1)})
+    result = reconciler("plan", tmp_path)
+    assert result.stdout.strip() == "No changes: the running schedule matches the config set."
+
+
+def test_a_token_is_printed_once_listed_without_its_value_and_revoked(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    created = reconciler(
+        "token", "create", "--state", state, "--user-id", "2", "--name", "ci",
+        "--ability", "view-backup-tasks",
+    )  # fmt: skip
+    token = created.stdout.strip()
+    assert token.startswith("rk_")
+    listed = reconciler("token", "list", "--state", state).stdout
+    assert "user 2\tci\tview-backup-tasks" in listed
+    assert token not in listed
+    assert reconciler("token", "revoke", "1", "--state", state).returncode == 0
+    assert reconciler("token", "list", "--state", state).stdout == ""
+    assert reconciler("token", "revoke", "1", "--state", state).returncode == 2
+
+
+def test_run_backs_up_for_real_and_restore_brings_the_files_back(
+    tmp_path: Path, sshd: SshServer
+) -> None:
+    source = tmp_path / "data"
+    write(source, {"a.txt": "alpha\n", "nested/b.bin": "beta" * 1000, "odd name $x.txt": "'"})
+    repo, state, backups = tmp_path / "config", tmp_path / "state.db", tmp_path / "backups"
+    server = configset.server(
+        1, 1, host=sshd.host, port=sshd.port, username=sshd.username,
+        private_key=str(sshd.private_key), known_hosts=str(sshd.known_hosts),
+    )  # fmt: skip
+    files = {**configset.base_files(), "servers/one.yaml": server}
+    files["destinations/one.yaml"] = configset.destination(1, 1, path=str(backups))
+    files["tasks/1.yaml"] = configset.task(1, source={"type": "files", "path": str(source)})
+    init_repo(repo, files)
+
+    run = reconciler("run", "1", "--repo", repo, "--state", state)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "successful" in run.stdout.splitlines()[-1]
+    (backup,) = backups.iterdir()
+    assert backup.name.startswith("backup_1_")
+
+    restored = tmp_path / "restored"
+    result = reconciler("restore", "1", "--to", restored, "--repo", repo, "--state", state)
+    assert result.returncode == 0, result.stderr
+    (top,) = restored.iterdir()
+    comparison = filecmp.dircmp(source, top)
+    assert comparison.left_only == comparison.right_only == comparison.diff_files == []
+
+
+def test_run_of_an_unknown_task_is_one_clear_sentence(tmp_path: Path) -> None:
+    init_repo(tmp_path / "config", configset.base_files())
+    result = reconciler("run", "9", "--repo", tmp_path / "config", "--state", tmp_path / "s.db")
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"reconciler: task 9 is not in the config set at {tmp_path / 'config'}"
+    )
+    assert "Traceback" not in result.stderr
