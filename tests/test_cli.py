@@ -44,7 +44,7 @@ def test_validate_prints_one_located_line_per_problem_and_fails(tmp_path: Path) 
     result = reconciler("validate", tmp_path)
     assert result.returncode == 1
     assert result.stdout.splitlines() == [
-        'tasks/1.yaml:11: schedule.time: time must be a quoted string in HH:MM form, got 10.3; '
+        "tasks/1.yaml:11: schedule.time: time must be a quoted string in HH:MM form, got 10.3; "
         'write it with quotes, for example time: "10:30"',
         "tasks/2.yaml:4: remote_server_id: remote server 9 is not defined",
     ]
