@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
@@ -24,6 +23,7 @@ from pathlib import Path, PurePosixPath
 import pygit2
 from pygit2.enums import CheckoutStrategy, FileMode, SortMode
 
+from reconciler.atomicfile import fsync_directory, write_atomically
 from reconciler.types import ReconcilerError
 
 _CONFIG_SUFFIXES = (".yaml", ".yml")
@@ -71,30 +71,6 @@ def _signature(author: Author, now: datetime) -> pygit2.Signature:
 
 def _commit_time(commit: pygit2.Commit) -> datetime:
     return datetime.fromtimestamp(commit.commit_time, UTC)
-
-
-def _write_atomically(target: Path, content: bytes, mode: int) -> None:
-    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fchmod(handle.fileno(), mode)
-            os.fsync(handle.fileno())
-        os.replace(temp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-    _fsync_dir(target.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass
@@ -331,11 +307,11 @@ class GitStore:
                 if content is None:
                     if target.exists():
                         target.unlink()
-                        _fsync_dir(target.parent)
+                        fsync_directory(target.parent)
                         self._prune_empty_dirs(target.parent)
                     continue
                 created_dirs.extend(self._make_dirs(target.parent))
-                _write_atomically(target, content, originals[full].mode)
+                write_atomically(target, content, originals[full].mode)
             index = repo.index
             for full, content in targets.items():
                 if content is None:
@@ -393,14 +369,14 @@ class GitStore:
                     target.unlink()
             else:
                 target.parent.mkdir(parents=True, exist_ok=True)
-                _write_atomically(target, original.content, original.mode)
+                write_atomically(target, original.content, original.mode)
         for directory in reversed(created_dirs):
             with contextlib.suppress(OSError):
                 directory.rmdir()
         if saved_index is None:
             index_file.unlink(missing_ok=True)
         else:
-            _write_atomically(index_file, saved_index, 0o644)
+            write_atomically(index_file, saved_index, 0o644)
         self._repo.index.read(force=True)
 
     # History

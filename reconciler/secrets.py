@@ -6,15 +6,14 @@ reason only, and exceptions from lower layers (which may quote file content) are
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import stat
-import tempfile
 import threading
 from collections.abc import Mapping
 from pathlib import Path
 
+from reconciler.atomicfile import write_atomically
 from reconciler.models import SecretRef
 from reconciler.types import ReconcilerError
 
@@ -113,23 +112,9 @@ class Secrets:
         path = self._store_path
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            # mkstemp creates the file 0600, so the value is never readable by others, even briefly.
-            fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                    json.dump(store, handle, indent=2, sort_keys=True)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(temp, path)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(temp)
-                raise
-            directory = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
+            # 0600 from creation on: the values are never readable by others, even briefly.
+            content = json.dumps(store, indent=2, sort_keys=True).encode()
+            write_atomically(path, content, 0o600)
         except OSError as exc:
             raise SecretError(f"secrets store {path}: cannot write it ({exc.strerror})") from None
 

@@ -39,3 +39,9 @@ def postgres() -> Iterator[PostgresServer]:
     """A real PostgreSQL with a password-authenticated (scram) TCP user `postgres.username`."""
     with start_postgres() as server:
         yield server
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests (`pytest.mark.anyio`) run on asyncio, the daemon's event loop."""
+    return "asyncio"

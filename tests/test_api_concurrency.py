@@ -15,11 +15,6 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[ApiRig]:
     async with api_rig(tmp_path) as made:
         yield made

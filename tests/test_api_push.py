@@ -14,11 +14,6 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[ApiRig]:
     upstream = tmp_path / "upstream.git"
     seed = tmp_path / "seed"

@@ -16,11 +16,6 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[ApiRig]:
     # A TCP port that accepts connections and never says a word: an SSH run there hangs until
     # the listener closes, which keeps the task (and its server) busy for the test.

@@ -32,11 +32,6 @@ NEW_TASK: dict[str, Any] = {
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[ApiRig]:
     async with api_rig(tmp_path) as made:
         yield made

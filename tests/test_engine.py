@@ -33,11 +33,6 @@ class FakeClock:
         return self.current
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @dataclass
 class Rig:
     repo: Path
