@@ -61,6 +61,10 @@ CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
 
+class RunInProgressError(ReconcilerError):
+    """The task has a run in progress, possibly started by another process."""
+
+
 class HistoryError(ReconcilerError):
     """The history database cannot be used as asked (unknown run, newer schema...)."""
 
@@ -182,11 +186,20 @@ class History:
     # Runs
 
     def start_run(self, task_id: int, trigger: str, now: datetime) -> int:
+        """A new running run; RunInProgressError if the task already has one.
+
+        One statement checks and inserts under SQLite's write lock, so the rule holds between
+        processes too (the daemon and a `reconciler run` on the same state).
+        """
         with self._write() as db:
             cursor = db.execute(
-                "INSERT INTO runs (task_id, status, trigger, started_at) VALUES (?, ?, ?, ?)",
-                (task_id, RunStatus.RUNNING.value, trigger, _to_text(now)),
-            )
+                "INSERT INTO runs (task_id, status, trigger, started_at) SELECT ?, ?, ?, ? "
+                "WHERE NOT EXISTS (SELECT 1 FROM runs WHERE task_id = ? AND status = ?)",
+                (task_id, RunStatus.RUNNING.value, trigger, _to_text(now), task_id,
+                 RunStatus.RUNNING.value),
+            )  # fmt: skip
+            if cursor.rowcount == 0:
+                raise RunInProgressError(f"task {task_id} is already running")
             assert cursor.lastrowid is not None
             return cursor.lastrowid
 

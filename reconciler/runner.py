@@ -30,7 +30,7 @@ from reconciler.commands import (
 from reconciler.destinations import BackupWriter, DestinationStore, open_destination
 from reconciler.encryption import EncryptingWriter
 from reconciler.executor import RemoteShell, SshTarget
-from reconciler.history import History, RunRecord
+from reconciler.history import History, RunInProgressError, RunRecord
 from reconciler.models import DatabaseConnection, DatabaseEngine, ResolvedTask, SourceType
 from reconciler.notify import RunOutcome, send_notifications
 from reconciler.retention import backup_name, backups_to_delete
@@ -132,7 +132,8 @@ class Runner:
                 return RunRequest.ALREADY_RUNNING
             if any(r.server_id == task.server.id for r in self._reserved.values()):
                 return RunRequest.SERVER_BUSY
-            self._queue(task, trigger)
+            if not self._queue(task, trigger):
+                return RunRequest.ALREADY_RUNNING
         return RunRequest.ACCEPTED
 
     def dispatch(self, task: ResolvedTask, slot: datetime) -> None:
@@ -146,14 +147,24 @@ class Runner:
                     "task %d is still running: scheduled run at %s skipped", task.id, slot
                 )
                 return
-            self._queue(task, "schedule")
+            if not self._queue(task, "schedule"):
+                logger.warning(
+                    "task %d is running in another process: scheduled run at %s skipped",
+                    task.id,
+                    slot,
+                )
 
-    def _queue(self, task: ResolvedTask, trigger: str) -> None:
+    def _queue(self, task: ResolvedTask, trigger: str) -> bool:
+        """Start a run in the pool; False if another process is running the task."""
         if self._stop.is_set():
             raise RuntimeError("the runner is closed")
-        run_id = self._history.start_run(task.id, trigger, self._clock.now())
+        try:
+            run_id = self._history.start_run(task.id, trigger, self._clock.now())
+        except RunInProgressError:
+            return False
         self._reserved[task.id] = _Reservation(task.id, task.server.id, run_id)
         self._futures[task.id] = self._pool.submit(self._run, task, run_id)
+        return True
 
     def is_running(self, task_id: int) -> bool:
         with self._lock:

@@ -191,7 +191,10 @@ async def test_latest_log_is_the_newest_run(rig: ApiRig) -> None:
 
 
 async def test_logs_are_paginated_newest_first(rig: ApiRig) -> None:
-    ids = [rig.history.start_run(1, "schedule", START) for _ in range(3)]
+    ids = []
+    for _ in range(3):
+        ids.append(rig.history.start_run(1, "schedule", START))
+        rig.history.finish_run(ids[-1], RunStatus.SUCCESSFUL, START)
     body = (await rig.get("/api/backup-tasks/1/logs", params={"per_page": 2})).json()
     assert [log["id"] for log in body["data"]] == [ids[2], ids[1]]
     assert body["meta"]["total"] == 3

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.history import History, HistoryError
+from reconciler.history import History, HistoryError, RunInProgressError
 from reconciler.types import RunStatus, TaskStatus
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
@@ -30,6 +30,14 @@ def history(db_path: Path) -> Iterator[History]:
     opened.close()
 
 
+def completed_run(history: History, task_id: int, at: datetime, *lines: str) -> int:
+    run_id = history.start_run(task_id, "schedule", at)
+    for line in lines:
+        history.append_log(run_id, line, at)
+    history.finish_run(run_id, RunStatus.SUCCESSFUL, at)
+    return run_id
+
+
 def test_a_started_run_is_running_and_so_is_its_task(history: History) -> None:
     run_id = history.start_run(7, "schedule", T0)
 
@@ -39,6 +47,22 @@ def test_a_started_run_is_running_and_so_is_its_task(history: History) -> None:
     assert run.started_at == T0
     assert run.finished_at is None
     assert history.task_status(7) is TaskStatus.RUNNING
+
+
+def test_a_task_with_a_run_in_progress_cannot_start_another(db_path: Path) -> None:
+    daemon, cli = History(db_path), History(db_path)  # two processes sharing one state file
+    daemon.start_run(7, "schedule", T0)
+    with pytest.raises(RunInProgressError, match="task 7 is already running"):
+        cli.start_run(7, "cli", T0)
+    assert cli.start_run(8, "cli", T0) > 0
+    daemon.close()
+    cli.close()
+
+
+def test_a_finished_run_lets_the_next_one_start(history: History) -> None:
+    first = history.start_run(7, "schedule", T0)
+    history.finish_run(first, RunStatus.SUCCESSFUL, T0)
+    assert history.start_run(7, "manual", T0) != first
 
 
 def test_a_task_never_run_is_ready(history: History) -> None:
@@ -146,7 +170,7 @@ def test_a_running_log_is_visible_at_once_to_another_reader(db_path: Path) -> No
 
 
 def test_the_latest_run_is_the_newest_one(history: History) -> None:
-    history.start_run(7, "schedule", T0)
+    completed_run(history, 7, T0)
     newest = history.start_run(7, "manual", T0 + timedelta(hours=1))
     history.start_run(8, "schedule", T0 + timedelta(hours=2))
 
@@ -156,7 +180,7 @@ def test_the_latest_run_is_the_newest_one(history: History) -> None:
 
 
 def test_runs_are_paged_newest_first_with_a_total(history: History) -> None:
-    ids = [history.start_run(7, "schedule", T0 + timedelta(hours=i)) for i in range(5)]
+    ids = [completed_run(history, 7, T0 + timedelta(hours=i)) for i in range(5)]
     history.start_run(8, "schedule", T0)
 
     page, total = history.runs(7, offset=1, limit=2)
@@ -172,10 +196,8 @@ def test_a_page_past_the_end_is_empty_but_keeps_the_total(history: History) -> N
 
 
 def test_runs_of_a_page_carry_their_own_output(history: History) -> None:
-    first = history.start_run(7, "schedule", T0)
-    second = history.start_run(7, "schedule", T0)
-    history.append_log(first, "one", T0)
-    history.append_log(second, "two", T0)
+    first = completed_run(history, 7, T0, "one")
+    second = completed_run(history, 7, T0, "two")
 
     page, _ = history.runs(7, 0, 10)
 
@@ -229,7 +251,7 @@ def test_a_crash_mid_run_is_recovered_as_interrupted(db_path: Path) -> None:
 
 
 def test_last_run_at_is_the_start_of_each_tasks_latest_run(history: History) -> None:
-    history.start_run(7, "schedule", T0)
+    completed_run(history, 7, T0)
     history.start_run(7, "schedule", T0 + timedelta(hours=1))
     history.start_run(8, "schedule", T0 + timedelta(hours=2))
 

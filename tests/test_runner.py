@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.destinations import partial_name
+from reconciler.history import History
 from reconciler.models import DatabaseEngine, ResolvedTask, Source, SourceType, Storage
 from reconciler.retention import backup_name
 from reconciler.runner import RunRequest, _is_empty_zstd
@@ -102,6 +103,19 @@ def test_a_paused_task_is_not_run(sshd: SshServer, tmp_path: Path) -> None:
     harness = Harness(tmp_path)
     assert harness.runner.request_run(task) is RunRequest.PAUSED
     assert harness.history.latest_run(task.id) is None
+
+
+def test_a_task_running_in_another_process_is_already_running(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    task = files_task(sshd, tmp_path / "dest", source_dir(tmp_path))
+    harness = Harness(tmp_path)
+    other_process = History(tmp_path / "history.sqlite")
+    other_process.start_run(task.id, "cli", T0)
+    assert harness.runner.request_run(task) is RunRequest.ALREADY_RUNNING
+    harness.runner.dispatch(task, T0)
+    assert not harness.runner.is_running(task.id)
+    other_process.close()
 
 
 def test_log_lines_are_stored_while_the_run_happens(sshd: SshServer, tmp_path: Path) -> None:
