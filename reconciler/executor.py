@@ -11,9 +11,10 @@ sink as it arrives (Fabric's `run` keeps all output in memory), so nothing is st
 disk or held whole in memory; stderr is collected (bounded) and passed on line by line for the
 run log.
 
-Throughput: paramiko's defaults (2 MiB window, 32 KiB packets, aes128-ctr with an HMAC) reached
-0.73 of OpenSSH over loopback. A 16 MiB window, 256 KiB packets and AES-GCM first (no separate MAC
-pass) are what close that gap; see bench/bench_backup.py and BENCHMARKS.md.
+Throughput: a 16 MiB window, 256 KiB packets and AES-GCM first (no separate MAC pass) beat
+paramiko's defaults (2 MiB, 32 KiB, aes128-ctr with an HMAC), which stall on the window. What is
+left of the gap to OpenSSH is CPU in paramiko's pure-Python packet path (about 1.5 s more per GB);
+see bench/bench_backup.py and BENCHMARKS.md.
 """
 
 from __future__ import annotations
