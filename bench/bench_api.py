@@ -77,7 +77,9 @@ async def measure(
     seconds: float,
     concurrency: int,
     call: Callable[[int], Awaitable[httpx.Response]],
-) -> None:
+    baseline: float | None = None,
+) -> float:
+    """Runs one phase, prints its figures (and its ratio to `baseline` req/s); returns req/s."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     started = time.perf_counter()
@@ -95,12 +97,15 @@ async def measure(
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
     ordered = sorted(latencies)
+    rate = len(latencies) / elapsed
+    ratio = f"  {rate / baseline:5.2f} x /healthz" if baseline else ""
     print(
-        f"{name:<28} {len(latencies) / elapsed:8.1f} req/s  "
+        f"{name:<28} {rate:8.1f} req/s  "
         f"p50 {statistics.median(ordered) * 1000:6.1f} ms  "
         f"p95 {ordered[int(len(ordered) * 0.95) - 1] * 1000:6.1f} ms  "
-        f"({len(latencies)} requests in {elapsed:.1f} s, statuses {statuses})"
+        f"({len(latencies)} requests in {elapsed:.1f} s, statuses {statuses}){ratio}"
     )
+    return rate
 
 
 async def main(tasks: int, requests: int, concurrency: int, seconds: float) -> None:
@@ -124,12 +129,18 @@ async def main(tasks: int, requests: int, concurrency: int, seconds: float) -> N
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{port}", headers=headers, limits=limits
         ) as client:
+            # The floor of this server, client and machine: a trivial endpoint of the same app.
+            floor = await measure(
+                "GET /healthz (baseline)", requests, seconds, concurrency,
+                lambda i: client.get("/healthz"),
+            )  # fmt: skip
             await measure(
                 "GET /api/backup-tasks",
                 requests,
                 seconds,
                 concurrency,
                 lambda i: client.get("/api/backup-tasks", params={"page": 1 + i % 10}),
+                floor,
             )
             await measure(
                 "GET /api/backup-tasks/{id}",
@@ -137,6 +148,7 @@ async def main(tasks: int, requests: int, concurrency: int, seconds: float) -> N
                 seconds,
                 concurrency,
                 lambda i: client.get(f"/api/backup-tasks/{own[i % len(own)]}"),
+                floor,
             )
             await measure(
                 "PUT /api/backup-tasks/{id}",
@@ -146,6 +158,7 @@ async def main(tasks: int, requests: int, concurrency: int, seconds: float) -> N
                 lambda i: client.put(
                     f"/api/backup-tasks/{own[i % len(own)]}", json={"label": f"edit {i}"}
                 ),
+                floor,
             )
         server.should_exit = True
         await serving

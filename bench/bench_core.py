@@ -5,7 +5,7 @@ Prints, for the reconcile engine with the real GitStore, History, Scheduler and 
   the first reconcile alone;
 - one committed edit's latency: `git commit` returns -> the scheduler runs the new version
   (median and p90 over several edits), through the same file watch the daemon uses;
-- peak RSS of the process (and of the parse workers);
+- peak RSS of the process;
 - as a baseline measured in the same run: single-threaded PyYAML (libyaml) loading the same
   10,000 files, and the ratio of the cold start to it.
 
@@ -115,7 +115,6 @@ async def measure(repo: Path, state: Path, edits: int, process_start: float) -> 
         "edit_median_ms": statistics.median(latencies) * 1000,
         "edit_p90_ms": latencies[int(len(latencies) * 0.9) - 1] * 1000,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "parse_workers_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
     }
 
 
