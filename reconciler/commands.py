@@ -85,16 +85,23 @@ def _password_prologue(variable: str) -> str:
     return f"IFS= read -r {variable} || exit {EXIT_NO_PASSWORD_LINE}; export {variable}; "
 
 
+def make_connection_flags(connection: DatabaseConnection, user_flag: str) -> list[str]:
+    """`--host`, `--port` and the user flag (named differently by each dump tool), where given."""
+    flags = []
+    if connection.host is not None:
+        flags.append(f"--host={connection.host}")
+    if connection.port is not None:
+        flags.append(f"--port={connection.port}")
+    if connection.username is not None:
+        flags.append(f"{user_flag}={connection.username}")
+    return flags
+
+
 def make_mysql_dump(
     connection: DatabaseConnection, database: str, excluded_tables: Sequence[str]
 ) -> RemoteCommand:
     argv = ["mysqldump", "--single-transaction", "--no-tablespaces", "--routines", "--events"]
-    if connection.host is not None:
-        argv.append(f"--host={connection.host}")
-    if connection.port is not None:
-        argv.append(f"--port={connection.port}")
-    if connection.username is not None:
-        argv.append(f"--user={connection.username}")
+    argv += make_connection_flags(connection, "--user")
     argv += [f"--ignore-table={database}.{table}" for table in excluded_tables]
     argv += ["--", database]
     prologue = _password_prologue("MYSQL_PWD") if connection.password is not None else ""
@@ -112,13 +119,7 @@ def make_postgres_dump(
     connection: DatabaseConnection, database: str, excluded_tables: Sequence[str]
 ) -> RemoteCommand:
     # The database travels in PGDATABASE: as an argument, `host=...` would be read as a conninfo.
-    argv = ["pg_dump", "--no-password"]
-    if connection.host is not None:
-        argv.append(f"--host={connection.host}")
-    if connection.port is not None:
-        argv.append(f"--port={connection.port}")
-    if connection.username is not None:
-        argv.append(f"--username={connection.username}")
+    argv = ["pg_dump", "--no-password", *make_connection_flags(connection, "--username")]
     argv += [f"--exclude-table={_pg_literal(table)}" for table in excluded_tables]
     prologue = _password_prologue("PGPASSWORD") if connection.password is not None else ""
     dump = f"PGDATABASE={shlex.quote(database)} {shlex.join(argv)}"
