@@ -18,6 +18,7 @@ import boto3
 import pytest
 
 from reconciler.destinations import (
+    WRITEBACK_EVERY,
     DestinationError,
     DestinationStore,
     open_destination,
@@ -307,6 +308,18 @@ def test_a_local_symlink_leading_out_of_the_destination_is_refused(tmp_path: Pat
     with pytest.raises(DestinationError, match="outside the destination"):
         store.open_writer("escape", "backup_1_20240501030000.tar.zst")
     assert os.listdir(outside) == []
+
+
+def test_a_local_backup_spanning_several_writeback_steps_is_stored_whole(tmp_path: Path) -> None:
+    store = open_destination(local_destination(tmp_path), no_secrets)
+    piece = os.urandom(3 << 20)
+    pieces = 2 * WRITEBACK_EVERY // len(piece) + 3
+    writer = store.open_writer("", "backup_1_20240501030000.tar.zst")
+    for _ in range(pieces):
+        writer.write(piece)
+    writer.commit()
+    stored = (tmp_path / "backup_1_20240501030000.tar.zst").read_bytes()
+    assert stored == piece * pieces
 
 
 def test_a_local_write_failure_is_a_destination_error(tmp_path: Path) -> None:
