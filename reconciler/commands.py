@@ -4,10 +4,11 @@ Each backup is one `sh -c '<script>'` line, so that the remote login shell (bash
 only ever sees a single quoted word, and the script always runs under a POSIX shell. Every value
 from the config is `shlex.quote`d before it reaches the script.
 
-The producer (tar, mysqldump, pg_dump) is piped through zstd on the remote: compression runs on the
-machine that holds the data, and fewer bytes cross the SSH channel. POSIX sh has no `pipefail`, so
-the script carries the producer's exit status out of the pipeline through a spare descriptor and
-exits with it; a failing dump is never mistaken for a short, successful one.
+The producer (tar, mysqldump, pg_dump) is piped through zstd on the remote (unless the task's
+storage says `compression: none`): compression runs on the machine that holds the data, and fewer
+bytes cross the SSH channel. POSIX sh has no `pipefail`, so the script carries the producer's exit
+status out of the pipeline through a spare descriptor and exits with it; a failing dump is never
+mistaken for a short, successful one.
 
 Database passwords never appear in an argument list: the script reads the password as the first
 line of its standard input (`IFS= read -r`) into `MYSQL_PWD` / `PGPASSWORD`, exports it for the
@@ -21,12 +22,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from reconciler.models import DatabaseConnection, DatabaseEngine, Source, SourceType
+from reconciler.models import (
+    Compression,
+    DatabaseConnection,
+    DatabaseEngine,
+    Source,
+    SourceType,
+    Storage,
+)
 
-# Level 3 is zstd's default: several hundred MB/s a core, so the SSH channel stays the bottleneck.
-ZSTD = "zstd -q -c -3"
-FILES_EXTENSION = "tar.zst"
-DUMP_EXTENSION = "sql.zst"
+ARCHIVE_EXTENSION = "tar"
+DUMP_EXTENSION = "sql"
+COMPRESSED_SUFFIX = "zst"
 ENCRYPTED_SUFFIX = "gpg"
 
 # GNU tar exits 1 when a file changed while it was read: on a live server that is a warning.
@@ -47,29 +54,81 @@ class RemoteCommand:
     """A command line for the remote shell, plus what the caller must feed its stdin."""
 
     command: str
-    extension: str  # of the compressed stream it writes to stdout, e.g. "tar.zst"
     reads_password: bool  # the first stdin line must be the database password
+
+
+@dataclass(frozen=True, slots=True)
+class BackupFormat:
+    """What a backup file holds, as its extension says: `tar` or `sql`, then `.zst`, then `.gpg`."""
+
+    source_type: SourceType
+    compressed: bool
+    encrypted: bool
+
+    @property
+    def extension(self) -> str:
+        base = ARCHIVE_EXTENSION if self.source_type is SourceType.FILES else DUMP_EXTENSION
+        compressed = f".{COMPRESSED_SUFFIX}" if self.compressed else ""
+        encrypted = f".{ENCRYPTED_SUFFIX}" if self.encrypted else ""
+        return base + compressed + encrypted
+
+    @classmethod
+    def of(cls, name: str) -> BackupFormat | None:
+        """The format of a backup named `name`, or None when the extension is not one of ours."""
+        encrypted = name.endswith(f".{ENCRYPTED_SUFFIX}")
+        rest = name.removesuffix(f".{ENCRYPTED_SUFFIX}")
+        compressed = rest.endswith(f".{COMPRESSED_SUFFIX}")
+        rest = rest.removesuffix(f".{COMPRESSED_SUFFIX}")
+        for source_type, base in (
+            (SourceType.FILES, ARCHIVE_EXTENSION),
+            (SourceType.DATABASE, DUMP_EXTENSION),
+        ):
+            if rest.endswith(f".{base}"):
+                return cls(source_type, compressed, encrypted)
+        return None
+
+
+def make_compressor(storage: Storage) -> tuple[str, ...] | None:
+    """The remote compression command of a task's storage, or None to store the stream as is.
+
+    zstd's default level 3 compresses at several hundred MB/s a core, so a network link usually
+    stays the bottleneck; level 1 is faster still, higher levels trade speed for size.
+    """
+    if storage.compression is Compression.NONE:
+        return None
+    return ("zstd", "-q", "-c", f"-{storage.compression_level}")
+
+
+def backup_format(source: Source, storage: Storage, *, encrypted: bool) -> BackupFormat:
+    return BackupFormat(source.type, make_compressor(storage) is not None, encrypted)
 
 
 def _posix(script: str) -> str:
     return "sh -c " + shlex.quote(script)
 
 
-def _compressed(producer: str, *, warning_status: int | None = None) -> str:
-    """`producer | zstd`, exiting with the producer's status if it failed, else zstd's.
+def _pipeline(
+    producer: str, compressor: Sequence[str] | None, *, warning_status: int | None = None
+) -> str:
+    """`producer | compressor` (or the producer alone), exiting with the producer's status if it
+    failed (a tolerated warning status counts as success), else the compressor's.
 
     fd 4 is the real stdout; fd 3 carries the producer's status into `$(...)`.
     """
     tolerated = "0" if warning_status is None else f"0|{warning_status}"
+    if compressor is None:
+        return (
+            f'{producer}; status=$?; case "$status" in {tolerated}) exit 0 ;; esac; exit "$status"'
+        )
     return (
-        f"{{ status=$( {{ {{ {producer}; echo $? >&3; }} | {ZSTD} >&4; }} 3>&1 ); "
-        "zstd_status=$?; } 4>&1; "
+        f"{{ status=$( {{ {{ {producer}; echo $? >&3; }} | {shlex.join(compressor)} >&4; }} "
+        "3>&1 ); compressor_status=$?; } 4>&1; "
         f'case "$status" in {tolerated}) ;; *) exit "$status" ;; esac; '
-        'exit "$zstd_status"'
+        'exit "$compressor_status"'
     )
 
 
-def make_files_backup(path: str) -> RemoteCommand:
+def make_files_backup(path: str, compressor: Sequence[str] | None) -> RemoteCommand:
     """tar of `path` (file or directory) to stdout, members named after its last component."""
     target = PurePosixPath(path)
     if not target.is_absolute():
@@ -77,7 +136,7 @@ def make_files_backup(path: str) -> RemoteCommand:
     parent, name = (str(target.parent), target.name) if target.name else ("/", ".")
     tar = f"tar -C {shlex.quote(parent)} -cf - -- {shlex.quote(name)}"
     return RemoteCommand(
-        _posix(_compressed(tar, warning_status=TAR_CHANGED_FILES)), FILES_EXTENSION, False
+        _posix(_pipeline(tar, compressor, warning_status=TAR_CHANGED_FILES)), False
     )
 
 
@@ -98,15 +157,18 @@ def make_connection_flags(connection: DatabaseConnection, user_flag: str) -> lis
 
 
 def make_mysql_dump(
-    connection: DatabaseConnection, database: str, excluded_tables: Sequence[str]
+    connection: DatabaseConnection,
+    database: str,
+    excluded_tables: Sequence[str],
+    compressor: Sequence[str] | None,
 ) -> RemoteCommand:
     argv = ["mysqldump", "--single-transaction", "--no-tablespaces", "--routines", "--events"]
     argv += make_connection_flags(connection, "--user")
     argv += [f"--ignore-table={database}.{table}" for table in excluded_tables]
     argv += ["--", database]
     prologue = _password_prologue("MYSQL_PWD") if connection.password is not None else ""
-    script = prologue + _compressed(shlex.join(argv))
-    return RemoteCommand(_posix(script), DUMP_EXTENSION, connection.password is not None)
+    script = prologue + _pipeline(shlex.join(argv), compressor)
+    return RemoteCommand(_posix(script), connection.password is not None)
 
 
 def _pg_literal(name: str) -> str:
@@ -116,15 +178,18 @@ def _pg_literal(name: str) -> str:
 
 
 def make_postgres_dump(
-    connection: DatabaseConnection, database: str, excluded_tables: Sequence[str]
+    connection: DatabaseConnection,
+    database: str,
+    excluded_tables: Sequence[str],
+    compressor: Sequence[str] | None,
 ) -> RemoteCommand:
     # The database travels in PGDATABASE: as an argument, `host=...` would be read as a conninfo.
     argv = ["pg_dump", "--no-password", *make_connection_flags(connection, "--username")]
     argv += [f"--exclude-table={_pg_literal(table)}" for table in excluded_tables]
     prologue = _password_prologue("PGPASSWORD") if connection.password is not None else ""
     dump = f"PGDATABASE={shlex.quote(database)} {shlex.join(argv)}"
-    script = prologue + _compressed(dump)
-    return RemoteCommand(_posix(script), DUMP_EXTENSION, connection.password is not None)
+    script = prologue + _pipeline(dump, compressor)
+    return RemoteCommand(_posix(script), connection.password is not None)
 
 
 # Prints one line per dump tool found on the remote.
@@ -156,27 +221,29 @@ def choose_engine(connection: DatabaseConnection, detected_tools: str) -> Databa
 
 
 def make_dump(
-    engine: DatabaseEngine, connection: DatabaseConnection, source: Source
+    engine: DatabaseEngine,
+    connection: DatabaseConnection,
+    source: Source,
+    compressor: Sequence[str] | None,
 ) -> RemoteCommand:
     if source.database_name is None:
         raise CommandError("a database source needs a database_name")
     make = make_mysql_dump if engine is DatabaseEngine.MYSQL else make_postgres_dump
-    return make(connection, source.database_name, source.excluded_tables)
+    return make(connection, source.database_name, source.excluded_tables, compressor)
 
 
 def make_backup_command(
-    source: Source, connection: DatabaseConnection | None, engine: DatabaseEngine | None
+    source: Source,
+    storage: Storage,
+    connection: DatabaseConnection | None,
+    engine: DatabaseEngine | None,
 ) -> RemoteCommand:
     """The command for a source; database sources need the engine (declared or detected)."""
+    compressor = make_compressor(storage)
     if source.type is SourceType.FILES:
         if source.path is None:
             raise CommandError("a files source needs a path")
-        return make_files_backup(source.path)
+        return make_files_backup(source.path, compressor)
     if engine is None:
         raise CommandError("the database engine is unknown: declare it or detect it first")
-    return make_dump(engine, connection or DatabaseConnection(), source)
-
-
-def backup_extension(source_type: SourceType, encrypted: bool) -> str:
-    base = FILES_EXTENSION if source_type is SourceType.FILES else DUMP_EXTENSION
-    return f"{base}.{ENCRYPTED_SUFFIX}" if encrypted else base
+    return make_dump(engine, connection or DatabaseConnection(), source, compressor)

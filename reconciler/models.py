@@ -320,10 +320,23 @@ class Schedule(Model):
         return self.weekday or Weekday.SUNDAY
 
 
+class Compression(StrEnum):
+    ZSTD = "zstd"
+    NONE = "none"  # for data that is already compressed (media, archives): tar or dump as is
+
+
 class Storage(Model):
     max_backups: Annotated[int, Field(strict=True, ge=0)] = 5
     appended_filename: str | None = None
     path: str = ""
+    compression: Compression = Compression.ZSTD
+    compression_level: Annotated[int, Field(strict=True, ge=1, le=19)] = 3
+
+    @model_validator(mode="after")
+    def _level_needs_zstd(self) -> Storage:
+        if self.compression is Compression.NONE and "compression_level" in self.model_fields_set:
+            raise ValueError("compression_level applies only to compression: zstd")
+        return self
 
     @field_validator("appended_filename")
     @classmethod

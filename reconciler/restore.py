@@ -1,10 +1,10 @@
 """Restore a backup from its destination: fetch, decrypt, decompress, unpack, verify.
 
-Everything is streamed: destination reader -> gpg (when encrypted) -> `zstd -d` -> `tar -x` (files)
-or the `.sql` file (database). zstd checks its frame checksums, tar notices a truncated archive and
-gpg checks the MDC, and any non-zero exit fails the restore. Output goes to a staging directory
-inside the target first and is moved into place only when every check passed, so a damaged backup
-never leaves half a restore behind.
+Everything is streamed: destination reader -> gpg (when encrypted) -> `zstd -d` (when compressed)
+-> `tar -x` (files) or the `.sql` file (database). zstd checks its frame checksums, tar notices a
+truncated archive and gpg checks the MDC, and any non-zero exit fails the restore. Output goes to a
+staging directory inside the target first and is moved into place only when every check passed, so
+a damaged backup never leaves half a restore behind.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import IO
 
-from reconciler.commands import DUMP_EXTENSION, ENCRYPTED_SUFFIX, FILES_EXTENSION
+from reconciler.commands import DUMP_EXTENSION, BackupFormat
 from reconciler.destinations import open_destination
 from reconciler.encryption import CHUNK_SIZE, decrypt_stream
 from reconciler.history import History, RunRecord
-from reconciler.models import ResolvedTask
+from reconciler.models import ResolvedTask, SourceType
 from reconciler.retention import parse_backup_name
 from reconciler.secrets import Secrets
 from reconciler.types import ReconcilerError
@@ -56,9 +56,8 @@ def choose_backup(task: ResolvedTask, run: RunRecord | None, names: list[str]) -
     return max(own, key=lambda name: (own[name], name))
 
 
-def _sql_name(backup: str) -> str:
-    stem = backup.removesuffix(f".{ENCRYPTED_SUFFIX}").removesuffix(f".{DUMP_EXTENSION}")
-    return f"{stem}.sql"
+def _sql_name(backup: str, form: BackupFormat) -> str:
+    return f"{backup.removesuffix(f'.{form.extension}')}.{DUMP_EXTENSION}"
 
 
 def restore(
@@ -81,23 +80,18 @@ def restore(
     try:
         directory = task.task.storage.path
         name = choose_backup(task, run, [b.name for b in store.list_backups(directory)])
-        encrypted = name.endswith(f".{ENCRYPTED_SUFFIX}")
-        plain = name.removesuffix(f".{ENCRYPTED_SUFFIX}")
+        form = BackupFormat.of(name)
+        if form is None:
+            raise RestoreError(f"{name}: unknown backup format")
         passphrase = None
-        if encrypted:
+        if form.encrypted:
             if task.task.encryption_password is None:
                 raise RestoreError(f"{name} is encrypted but the task has no encryption_password")
             passphrase = secrets.resolve(task.task.encryption_password)
-        if plain.endswith(f".{FILES_EXTENSION}"):
-            kind = "files"
-        elif plain.endswith(f".{DUMP_EXTENSION}"):
-            kind = "database"
-        else:
-            raise RestoreError(f"{name}: unknown backup format")
         staging = Path(tempfile.mkdtemp(prefix=".restore-", dir=to))
         try:
             with store.open_reader(directory, name) as reader:
-                _unpack(reader, passphrase, kind, staging, _sql_name(plain))
+                _unpack(reader, passphrase, form, staging, _sql_name(name, form))
             return _move_into_place(staging, to)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -106,29 +100,22 @@ def restore(
 
 
 def _unpack(
-    reader: IO[bytes], passphrase: str | None, kind: str, staging: Path, sql_name: str
+    reader: IO[bytes], passphrase: str | None, form: BackupFormat, staging: Path, sql_name: str
 ) -> None:
+    stages: list[tuple[str, list[str]]] = []
+    if form.compressed:
+        stages.append(("zstd", ["zstd", "-d", "-c", "-q"]))
+    if form.source_type is SourceType.FILES:
+        stages.append(("tar", ["tar", "-x", "-f", "-", "-C", str(staging)]))
     with ExitStack() as stack:
         sql_file = (
-            stack.enter_context(open(staging / sql_name, "wb")) if kind == "database" else None
+            stack.enter_context(open(staging / sql_name, "wb"))
+            if form.source_type is SourceType.DATABASE
+            else None
         )
-        decompress = subprocess.Popen(
-            ["zstd", "-d", "-c", "-q"],
-            stdin=subprocess.PIPE,
-            stdout=sql_file if sql_file is not None else subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        unpack = None
-        if kind == "files":
-            unpack = subprocess.Popen(
-                ["tar", "-x", "-f", "-", "-C", str(staging)],
-                stdin=decompress.stdout,
-                stderr=subprocess.PIPE,
-            )
-            assert decompress.stdout is not None
-            decompress.stdout.close()  # tar holds the read end now
-        assert decompress.stdin is not None
-        feed = decompress.stdin
+        processes = _start_pipeline(stages, sql_file)
+        feed = processes[0][1].stdin if processes else sql_file
+        assert feed is not None
         failure: Exception | None = None
         try:
             if passphrase is not None:
@@ -145,12 +132,11 @@ def _unpack(
         except Exception as exc:
             failure = exc
         finally:
-            with suppress(BrokenPipeError):
-                feed.close()
+            if processes:
+                with suppress(BrokenPipeError):
+                    feed.close()
         problems = [] if failure is None else [f"decryption: {failure}"]
-        for process, what in ((decompress, "zstd"), (unpack, "tar")):
-            if process is None:
-                continue
+        for what, process in processes:
             assert process.stderr is not None
             with process.stderr:
                 error = process.stderr.read().decode(errors="replace").strip()
@@ -158,6 +144,26 @@ def _unpack(
                 problems.append(f"{what} exited with {process.returncode}: {error}")
         if problems:
             raise RestoreError("the backup is damaged or incomplete: " + "; ".join(problems))
+
+
+def _start_pipeline(
+    stages: list[tuple[str, list[str]]], last_stdout: IO[bytes] | None
+) -> list[tuple[str, subprocess.Popen[bytes]]]:
+    """Start `stages` piped one into the next; the first reads a pipe, the last writes to
+    `last_stdout` (or inherits stdout when None)."""
+    processes: list[tuple[str, subprocess.Popen[bytes]]] = []
+    for index, (what, argv) in enumerate(stages):
+        upstream = processes[-1][1].stdout if processes else None
+        process = subprocess.Popen(
+            argv,
+            stdin=upstream if upstream is not None else subprocess.PIPE,
+            stdout=last_stdout if index == len(stages) - 1 else subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        if upstream is not None:
+            upstream.close()  # the next stage holds the read end now
+        processes.append((what, process))
+    return processes
 
 
 def _move_into_place(staging: Path, to: Path) -> Path:

@@ -22,8 +22,9 @@ from pathlib import Path
 
 from reconciler.commands import (
     DETECT_ENGINE_COMMAND,
+    BackupFormat,
     RemoteCommand,
-    backup_extension,
+    backup_format,
     choose_engine,
     make_backup_command,
 )
@@ -75,8 +76,13 @@ class _Reservation:
     run_id: int
 
 
-def _is_empty_zstd(stream: bytes) -> bool:
-    decoded = subprocess.run(["zstd", "-dc"], input=stream, capture_output=True, check=False)
+def is_empty_backup(head: bytes, size: int, *, compressed: bool) -> bool:
+    """Whether a stream of `size` bytes starting with `head` holds no data at all."""
+    if size >= _SMALL_STREAM:
+        return False
+    if not compressed:
+        return size == 0
+    decoded = subprocess.run(["zstd", "-dc"], input=head, capture_output=True, check=False)
     return decoded.returncode == 0 and decoded.stdout == b""
 
 
@@ -294,7 +300,7 @@ class Runner:
             else:
                 _, found = shell.run(DETECT_ENGINE_COMMAND, timeout=self._connect_timeout)
                 engine = choose_engine(connection or DatabaseConnection(), found)
-        command = make_backup_command(source, connection, engine)
+        command = make_backup_command(source, task.task.storage, connection, engine)
         stdin = b""
         if command.reads_password and connection is not None and connection.password is not None:
             password = self._secrets.resolve(connection.password)
@@ -323,12 +329,12 @@ class Runner:
         try:
             with RemoteShell(target, connect_timeout=self._connect_timeout) as shell:
                 command, stdin = self._command(task, shell)
-                extension = backup_extension(spec.source.type, passphrase is not None)
-                name = backup_name(spec.id, spec.storage.appended_filename, started, extension)
+                form = backup_format(spec.source, spec.storage, encrypted=passphrase is not None)
+                name = backup_name(spec.id, spec.storage.appended_filename, started, form.extension)
                 where = f"{spec.storage.path or '.'}/{name}"
                 log(f"streaming {spec.source.type.value} to {task.destination.label}: {where}")
                 size = self._stream(
-                    shell, command, stdin, store, name, task, passphrase, timeout, log
+                    shell, command, stdin, store, name, task, passphrase, form, timeout, log
                 )
             log(f"stored {name} ({size} bytes)")
             try:
@@ -348,6 +354,7 @@ class Runner:
         name: str,
         task: ResolvedTask,
         passphrase: str | None,
+        form: BackupFormat,
         timeout: timedelta,
         log: Callable[[str], None],
     ) -> int:
@@ -367,7 +374,7 @@ class Runner:
             if result.exit_status != 0:
                 last = result.stderr_tail[-1] if result.stderr_tail else "no error output"
                 raise RunFailed(f"the remote command exited with {result.exit_status}: {last}")
-            if sink.size < _SMALL_STREAM and _is_empty_zstd(sink.head):
+            if is_empty_backup(sink.head, sink.size, compressed=form.compressed):
                 raise RunFailed("the remote command produced no data: refusing an empty backup")
         except BaseException:
             writer.abort()

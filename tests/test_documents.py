@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.documents import Kind, kind_of, parse_file
-from reconciler.models import BackupTask, LocalDestination, User
+from reconciler.models import BackupTask, Compression, LocalDestination, User
 from tests import configset
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "tasks"
@@ -75,6 +75,25 @@ def test_an_unknown_key_is_an_error_not_ignored() -> None:
     (error,) = parse_file("tasks/7.yaml", text).errors
     assert error.field == "colour"
     assert "unknown field" in error.message
+
+
+def test_storage_compression_defaults_to_zstd_level_3() -> None:
+    (task,) = parse_file("tasks/7.yaml", configset.task(7).encode()).objects
+    assert isinstance(task, BackupTask)
+    assert (task.storage.compression, task.storage.compression_level) == (Compression.ZSTD, 3)
+
+
+def test_a_compression_level_without_zstd_is_reported() -> None:
+    text = configset.task(7) + "storage:\n  compression: none\n  compression_level: 9\n"
+    (error,) = parse_file("tasks/7.yaml", text.encode()).errors
+    assert error.field == "storage"
+    assert "compression_level applies only to compression: zstd" in error.message
+
+
+def test_a_compression_level_beyond_zstds_range_is_reported() -> None:
+    text = configset.task(7) + "storage:\n  compression_level: 22\n"
+    (error,) = parse_file("tasks/7.yaml", text.encode()).errors
+    assert (error.field, error.line) == ("storage.compression_level", 13)
 
 
 def test_a_yes_in_a_boolean_field_means_true() -> None:

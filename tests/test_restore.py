@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.models import DatabaseEngine, SecretRef, Source, SourceType
+from reconciler.commands import BackupFormat
+from reconciler.models import Compression, DatabaseEngine, SecretRef, Source, SourceType, Storage
 from reconciler.restore import RestoreError, restore
 from reconciler.types import RunStatus
 from tests.runs import Harness, database_connection, files_task, make_task
@@ -37,19 +38,24 @@ def same_tree(left: Path, right: Path) -> bool:
     return all(same_tree(left / sub, right / sub) for sub in comparison.common_dirs)
 
 
+@pytest.mark.parametrize("compression", list(Compression))
 @pytest.mark.parametrize("encrypted", [False, True])
 def test_a_files_backup_round_trips_byte_for_byte(
-    sshd: SshServer, tmp_path: Path, encrypted: bool
+    sshd: SshServer, tmp_path: Path, encrypted: bool, compression: Compression
 ) -> None:
     source = make_tree(tmp_path)
     extra = {"encryption_password": SecretRef(env="ENCRYPTION")} if encrypted else {}
-    task = files_task(sshd, tmp_path / "dest", source, **extra)
+    task = files_task(
+        sshd, tmp_path / "dest", source, storage=Storage(compression=compression), **extra
+    )
     harness = Harness(tmp_path)
     assert harness.run(task) is RunStatus.SUCCESSFUL
     record = harness.history.latest_run(task.id)
     assert record is not None
     assert record.backup_name is not None
-    assert record.backup_name.endswith(".tar.zst.gpg" if encrypted else ".tar.zst")
+    compressed = compression is Compression.ZSTD
+    form = BackupFormat(SourceType.FILES, compressed=compressed, encrypted=encrypted)
+    assert record.backup_name.endswith(f".{form.extension}")
     restored = restore(
         task, run=record, to=tmp_path / "restored", history=harness.history, secrets=harness.secrets
     )
@@ -82,14 +88,21 @@ INSERT INTO shop.sessions VALUES (1, 'secret-session');
 
 
 @pytest.mark.servers
+@pytest.mark.parametrize("compression", list(Compression))
 def test_a_mariadb_backup_restores_into_an_empty_database(
-    sshd: SshServer, mariadb: MariaDbServer, tmp_path: Path
+    sshd: SshServer, mariadb: MariaDbServer, tmp_path: Path, compression: Compression
 ) -> None:
     mariadb.sql("DROP DATABASE IF EXISTS shop; DROP DATABASE IF EXISTS shop_restored;")
     mariadb.sql(MARIADB_SCHEMA)
     connection = database_connection(DatabaseEngine.MYSQL, mariadb.port, mariadb.username)
     source = Source(type=SourceType.DATABASE, database_name="shop", excluded_tables=("sessions",))
-    task = make_task(sshd, tmp_path / "dest", source, database=connection)
+    task = make_task(
+        sshd,
+        tmp_path / "dest",
+        source,
+        database=connection,
+        storage=Storage(compression=compression),
+    )
     harness = Harness(tmp_path, {"DB_PASSWORD": mariadb.password})
     assert harness.run(task) is RunStatus.SUCCESSFUL
     dump = restore(

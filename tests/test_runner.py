@@ -15,7 +15,7 @@ from reconciler.destinations import partial_name
 from reconciler.history import History
 from reconciler.models import DatabaseEngine, ResolvedTask, Source, SourceType, Storage
 from reconciler.retention import backup_name
-from reconciler.runner import RunRequest, _is_empty_zstd
+from reconciler.runner import RunRequest, is_empty_backup
 from reconciler.types import RunStatus, TaskStatus
 from tests.runs import T0, Harness, database_connection, files_task, make_task
 from tests.servers import PostgresServer, SshServer
@@ -71,8 +71,14 @@ def test_only_an_empty_compressed_stream_counts_as_an_empty_dump() -> None:
     def zstd(data: bytes) -> bytes:
         return subprocess.run(["zstd", "-c"], input=data, capture_output=True, check=True).stdout
 
-    assert _is_empty_zstd(zstd(b""))
-    assert not _is_empty_zstd(zstd(b"x"))
+    empty, one_byte = zstd(b""), zstd(b"x")
+    assert is_empty_backup(empty, len(empty), compressed=True)
+    assert not is_empty_backup(one_byte, len(one_byte), compressed=True)
+
+
+def test_an_uncompressed_stream_is_empty_only_when_it_has_no_bytes() -> None:
+    assert is_empty_backup(b"", 0, compressed=False)
+    assert not is_empty_backup(b"\n", 1, compressed=False)
 
 
 def test_a_killed_run_is_recovered_with_its_partial_file_removed(
