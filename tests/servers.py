@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import subprocess
@@ -16,12 +17,13 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 HOST = "127.0.0.1"
 READY_TIMEOUT = 30.0
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
+SSHD_LOG = "sshd.log"  # in the server's directory
 
 
 class ServerStartError(RuntimeError):
@@ -76,6 +78,16 @@ def owned_directory(user: str, prefix: str) -> Iterator[Path]:
 
 
 @dataclass(frozen=True)
+class PasswordLogin:
+    """A Linux user that sshd lets in by password (and by a key only once one is written to
+    `home/.ssh/authorized_keys`, which sshd reads as that user)."""
+
+    username: str
+    password: str = field(repr=False)
+    home: Path
+
+
+@dataclass(frozen=True)
 class SshServer:
     host: str
     port: int
@@ -84,6 +96,12 @@ class SshServer:
     known_hosts: Path
     host_key_line: str  # "ssh-ed25519 AAAA..." of the server's host key
     directory: Path
+    password_login: PasswordLogin | None = None  # None: key login (as root) only
+
+    @property
+    def log(self) -> Path:
+        """sshd's own log: who authenticated, and how ("Accepted password for ...")."""
+        return self.directory / SSHD_LOG
 
     def ssh_argv(self) -> list[str]:
         """The OpenSSH client command that reaches this server with host key checking on."""
@@ -115,8 +133,34 @@ def _keygen(path: Path) -> str:
 
 
 @contextmanager
+def password_user() -> Iterator[PasswordLogin]:
+    """A fresh Linux user with a random password, deleted (with its home) on exit.
+
+    Its name is new on every start, so parallel test workers never share a user or overwrite each
+    other's password. A user left behind by a killed run is named `reconciler-t-*`.
+    """
+    name = f"reconciler-t-{secrets.token_hex(4)}"
+    password = secrets.token_urlsafe(24)
+    subprocess.run(["useradd", "-m", "-s", "/bin/sh", name], check=True, capture_output=True)
+    try:
+        subprocess.run(
+            ["chpasswd"], input=f"{name}:{password}\n", text=True, check=True, capture_output=True
+        )
+        yield PasswordLogin(name, password, Path(pwd.getpwnam(name).pw_dir))
+    finally:
+        subprocess.run(["userdel", "-f", "-r", name], check=True, capture_output=True)
+
+
+@contextmanager
 def start_sshd(directory: Path) -> Iterator[SshServer]:
-    """sshd allowing root login with a generated key; known_hosts holds its real host key."""
+    """sshd allowing root login with a generated key, and `password_login` by password.
+
+    Password authentication is on for that one user only (a `Match User` block); root stays
+    key-only. With `UsePAM no` sshd checks the password against /etc/shadow itself; paramiko uses
+    the "password" method, so keyboard-interactive stays off for everyone. The password user has
+    no authorized key unless a test writes one to its `home/.ssh/authorized_keys`.
+    known_hosts holds the server's real host key.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     host_key = directory / "host_ed25519"
@@ -128,35 +172,43 @@ def start_sshd(directory: Path) -> Iterator[SshServer]:
     known_hosts = directory / "known_hosts"
     known_hosts.write_text(f"[{HOST}]:{port} {host_key_line}\n")
     config = directory / "sshd_config"
-    config.write_text(
-        "\n".join(
-            [
-                f"Port {port}",
-                f"ListenAddress {HOST}",
-                f"HostKey {host_key}",
-                f"PidFile {directory / 'sshd.pid'}",
-                f"AuthorizedKeysFile {directory}/authorized_keys.%u",
-                "UsePAM no",
-                "PasswordAuthentication no",
-                "KbdInteractiveAuthentication no",
-                "PubkeyAuthentication yes",
-                "PermitRootLogin prohibit-password",
-                "StrictModes no",
-                "MaxSessions 50",
-                "MaxStartups 50:30:100",
-                "Subsystem sftp internal-sftp",
-                "",
-            ]
+    with password_user() as login:
+        config.write_text(
+            "\n".join(
+                [
+                    f"Port {port}",
+                    f"ListenAddress {HOST}",
+                    f"HostKey {host_key}",
+                    f"PidFile {directory / 'sshd.pid'}",
+                    f"AuthorizedKeysFile {directory}/authorized_keys.%u",
+                    "UsePAM no",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "PubkeyAuthentication yes",
+                    "PermitRootLogin prohibit-password",
+                    "StrictModes no",
+                    "MaxSessions 50",
+                    "MaxStartups 50:30:100",
+                    "Subsystem sftp internal-sftp",
+                    # Last: everything after a Match line applies to the matched user only. The
+                    # test directory is root-only, so this user's keys live in its own home.
+                    f"Match User {login.username}",
+                    "    PasswordAuthentication yes",
+                    "    AuthorizedKeysFile .ssh/authorized_keys",
+                    "",
+                ]
+            )
         )
-    )
-    subprocess.run(["/usr/sbin/sshd", "-t", "-f", str(config)], check=True, capture_output=True)
-    log = directory / "sshd.log"
-    process = subprocess.Popen(["/usr/sbin/sshd", "-f", str(config), "-D", "-E", str(log)])
-    try:
-        wait_until(lambda: _port_open(port), "sshd", log)
-        yield SshServer(HOST, port, "root", user_key, known_hosts, host_key_line, directory)
-    finally:
-        _stop(process)
+        subprocess.run(["/usr/sbin/sshd", "-t", "-f", str(config)], check=True, capture_output=True)
+        log = directory / SSHD_LOG
+        process = subprocess.Popen(["/usr/sbin/sshd", "-f", str(config), "-D", "-E", str(log)])
+        try:
+            wait_until(lambda: _port_open(port), "sshd", log)
+            yield SshServer(
+                HOST, port, "root", user_key, known_hosts, host_key_line, directory, login
+            )
+        finally:
+            _stop(process)
 
 
 @dataclass(frozen=True)
