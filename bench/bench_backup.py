@@ -1,18 +1,20 @@
 """Backup benchmark: a files backup of a generated tree over loopback SSH, against OpenSSH.
 
 For each tree size (default about 250 MB and 1 GB, mostly incompressible random files of mixed
-sizes plus some compressible text), in the same run and alternating, round after round:
-- baseline: `ssh -p P -i KEY root@127.0.0.1 'tar cf - -C DIR . | zstd -q -c -3' > file` (the same
-  compression our command uses);
-- ours: a real `Runner` run of a files task (Fabric/paramiko executor, the real `tar | zstd`
-  command from reconciler.commands, a local destination with its fsync and rename, history and
-  rotation), timed from `request_run` to the end of the run;
-- plain: `ssh ... 'tar cf - -C DIR .' > file` (no compression), for reference.
-The baseline's output file is then fsynced and that time reported apart ("ssh+zstd+fsync"): our
-local destination fsyncs every backup before renaming it, the shell redirect does not.
-Medians of every variant, throughput (tree bytes / s) and ratios (baseline time / our time) are
-printed, with the peak RSS of the process that ran the backups: one fresh process per tree size,
-which reports VmHWM from /proc/self/status and ru_maxrss, and its RSS before the first run.
+sizes plus some compressible text), in the same run and alternating, round after round, two pairs
+that do the same work:
+- **ssh tar** (the issue's baseline): `ssh -p P -i KEY root@127.0.0.1 'tar cf - -C DIR .' > file`,
+  against **ours, compression none**: a real `Runner` run of a files task with
+  `storage.compression: none` (Fabric/paramiko executor, the real command from reconciler.commands,
+  local destination with its fsync and rename, history and rotation), timed from `request_run` to
+  the end of the run;
+- **ssh tar|zstd**: `ssh ... 'tar cf - -C DIR . | zstd -q -c -3' > file`, against **ours, zstd**
+  (the default `compression: zstd`, level 3), timed the same way.
+Each OpenSSH output file is then fsynced and that time reported apart ("+fsync"): our local
+destination fsyncs every backup before renaming it, a shell redirect does not. Medians of every
+variant, throughput (tree bytes / s) and ratios (baseline time / our time) are printed, with the
+peak RSS of the process that ran our backups: one fresh process per tree size, which reports
+VmHWM from /proc/self/status and ru_maxrss, and its RSS before the first run.
 
 Trees are generated once under /var/tmp/reconciler-bench-backup-v2 and reused.
 
@@ -122,12 +124,14 @@ def _status_kb(field: str) -> int:
 
 
 def child(server: dict[str, Any], tree: Path, scratch: Path) -> None:
-    """Run one backup per `run` line on stdin; report timings, then peak RSS on `quit`."""
+    """Run one backup per `run <compression>` line on stdin; report timings, then peak RSS on
+    `quit`."""
     # Imported here, so the driver stays small and the RSS below is the backup process's own.
     from reconciler.history import History
+    from reconciler.models import Compression, Storage
     from reconciler.runner import Runner
     from reconciler.secrets import Secrets
-    from tests.runs import files_task, storage
+    from tests.runs import files_task
 
     sshd = SshServer(
         server["host"],
@@ -140,13 +144,19 @@ def child(server: dict[str, Any], tree: Path, scratch: Path) -> None:
     )
     history = History(scratch / "history.sqlite")
     runner = Runner(history=history, secrets=Secrets(scratch / "secrets.json", {}), clock=_Clock())
-    destination = scratch / "destination"
-    destination.mkdir()
-    task = files_task(sshd, destination, tree, storage=storage(max_backups=1))
+    tasks = {}
+    for task_id, compression in enumerate(Compression, start=1):
+        destination = scratch / f"destination-{compression.value}"
+        destination.mkdir()
+        storage = Storage(max_backups=1, compression=compression)
+        tasks[compression.value] = files_task(
+            sshd, destination, tree, task_id=task_id, storage=storage
+        )
     rss_before_kb = _status_kb("VmRSS")
     for line in sys.stdin:
         if line.strip() == "quit":
             break
+        task = tasks[line.split()[1]]
         started = time.perf_counter()
         if runner.request_run(task).value != "accepted":
             raise RuntimeError("the run was not accepted")
@@ -172,17 +182,23 @@ def child(server: dict[str, Any], tree: Path, scratch: Path) -> None:
 # --- the driver ---------------------------------------------------------------------------------
 
 
+# Each pair: (our variant: the task's compression, OpenSSH's remote command given the tree).
+PAIRS = {
+    "none": "tar cf - -C {tree} .",
+    "zstd": "tar cf - -C {tree} . | zstd -q -c -3",
+}
+LABELS = {"none": "ssh tar", "zstd": "ssh tar|zstd"}
+
+
 @dataclass
 class SizeResult:
     size_mb: int
     tree_bytes: int
     files: int
-    ours: list[float]
-    baseline: list[float]
-    durable: list[float]  # baseline plus an fsync of its output, as our local destination does
-    plain: list[float]
-    backup_bytes: int
-    baseline_bytes: int
+    ours: dict[str, list[float]]  # by compression
+    openssh: dict[str, list[float]]  # by the compression of the pair
+    durable: dict[str, list[float]]  # openssh plus an fsync of its output, as ours does
+    sizes: dict[str, tuple[int, int]]  # (ours, openssh) output bytes
     rss: dict[str, float]
 
 
@@ -227,9 +243,9 @@ def _ask(process: subprocess.Popen[str], line: str) -> dict[str, Any]:
 
 def measure(sshd: SshServer, size_mb: int, rounds: int) -> SizeResult:
     tree, tree_bytes, files = tree_for(size_mb)
-    quoted = shlex.quote(str(tree))
-    baseline_command = f"tar cf - -C {quoted} . | zstd -q -c -3"
-    plain_command = f"tar cf - -C {quoted} ."
+    commands = {
+        name: command.format(tree=shlex.quote(str(tree))) for name, command in PAIRS.items()
+    }
     with tempfile.TemporaryDirectory(prefix="bench-backup-", dir="/var/tmp") as scratch_name:
         scratch = Path(scratch_name)
         output = scratch / "baseline.out"
@@ -249,71 +265,60 @@ def measure(sshd: SshServer, size_mb: int, rounds: int) -> SizeResult:
             stdout=subprocess.PIPE,
             text=True,
         )  # fmt: skip
-        _openssh(sshd, plain_command, output)  # warm the page cache; not counted
-        ours, baseline, durable, plain = [], [], [], []
-        backup_bytes = baseline_bytes = 0
+        _openssh(sshd, commands["none"], output)  # warm the page cache; not counted
+        result = SizeResult(size_mb, tree_bytes, files, {}, {}, {}, {}, {})
         for round_number in range(1, rounds + 1):
-            seconds, fsync_seconds = _openssh(sshd, baseline_command, output)
-            baseline.append(seconds)
-            durable.append(seconds + fsync_seconds)
-            baseline_bytes = output.stat().st_size
-            output.unlink()
-            run = _ask(process, "run")
-            ours.append(run["seconds"])
-            backup_bytes = run["size"]
-            plain.append(_openssh(sshd, plain_command, output)[0])
-            output.unlink()
-            print(
-                f"  {size_mb} MB round {round_number}: baseline {baseline[-1]:.2f} s, "
-                f"(+fsync {durable[-1]:.2f} s), ours {ours[-1]:.2f} s, plain tar {plain[-1]:.2f} s",
-                file=sys.stderr,
-                flush=True,
-            )
-        rss = _ask(process, "quit")
+            line = []
+            for name, command in commands.items():
+                seconds, fsync_seconds = _openssh(sshd, command, output)
+                openssh_bytes = output.stat().st_size
+                output.unlink()
+                run = _ask(process, f"run {name}")
+                result.openssh.setdefault(name, []).append(seconds)
+                result.durable.setdefault(name, []).append(seconds + fsync_seconds)
+                result.ours.setdefault(name, []).append(run["seconds"])
+                result.sizes[name] = (run["size"], openssh_bytes)
+                line.append(
+                    f"{LABELS[name]} {seconds:.2f} s (+fsync {seconds + fsync_seconds:.2f} s), "
+                    f"ours {run['seconds']:.2f} s"
+                )
+            print(f"  {size_mb} MB round {round_number}: " + "; ".join(line), file=sys.stderr)
+        result.rss = _ask(process, "quit")
         process.wait(timeout=60)
-    return SizeResult(
-        size_mb,
-        tree_bytes,
-        files,
-        ours,
-        baseline,
-        durable,
-        plain,
-        backup_bytes,
-        baseline_bytes,
-        rss,
-    )
+    return result
 
 
 def report(result: SizeResult) -> None:
-    ours, baseline, durable, plain = (
-        statistics.median(result.ours),
-        statistics.median(result.baseline),
-        statistics.median(result.durable),
-        statistics.median(result.plain),
-    )
     rate = result.tree_bytes / MB
 
-    def runs(values: list[float]) -> str:
-        return ", ".join(f"{value:.2f}" for value in values)
+    def row(label: str, values: list[float], size: int | None = None) -> float:
+        median = statistics.median(values)
+        runs = ", ".join(f"{value:.2f}" for value in values)
+        written = f" -> {size:,} bytes" if size is not None else ""
+        print(f"  {label:<24} median {median:6.2f} s {rate / median:6.1f} MB/s ({runs}){written}")
+        return median
 
     print(f"tree ~{result.size_mb} MB: {result.tree_bytes:,} bytes in {result.files} files")
+    medians: dict[str, float] = {}
+    for name in PAIRS:
+        ours_bytes, openssh_bytes = result.sizes[name]
+        medians[f"ours {name}"] = row(f"ours, compression {name}", result.ours[name], ours_bytes)
+        medians[name] = row(LABELS[name], result.openssh[name], openssh_bytes)
+        medians[f"{name}+fsync"] = row(f"{LABELS[name]} then fsync", result.durable[name])
     print(
-        f"  ours      median {ours:6.2f} s  {rate / ours:6.1f} MB/s  "
-        f"({runs(result.ours)}) -> {result.backup_bytes:,} bytes"
+        "  ratio ours (none) vs ssh tar (target >= 0.9): "
+        f"{medians['none'] / medians['ours none']:.2f}  (vs ssh tar then fsync: "
+        f"{medians['none+fsync'] / medians['ours none']:.2f})"
     )
     print(
-        f"  ssh+zstd  median {baseline:6.2f} s  {rate / baseline:6.1f} MB/s  "
-        f"({runs(result.baseline)}) -> {result.baseline_bytes:,} bytes"
+        "  ratio ours (zstd) vs ssh tar|zstd:           "
+        f"{medians['zstd'] / medians['ours zstd']:.2f}  (vs ssh tar|zstd then fsync: "
+        f"{medians['zstd+fsync'] / medians['ours zstd']:.2f})"
     )
     print(
-        f"  ssh+zstd+fsync median {durable:6.2f} s  {rate / durable:6.1f} MB/s  "
-        f"({runs(result.durable)})"
+        "  ratio ours (zstd) vs ssh tar:                "
+        f"{medians['none'] / medians['ours zstd']:.2f}  (the cost of compressing on these 2 cores)"
     )
-    print(f"  ssh tar   median {plain:6.2f} s  {rate / plain:6.1f} MB/s  ({runs(result.plain)})")
-    print(f"  ratio vs ssh+zstd (target >= 0.9): {baseline / ours:.2f}")
-    print(f"  ratio vs ssh+zstd then fsync:      {durable / ours:.2f}")
-    print(f"  ratio vs plain ssh tar:            {plain / ours:.2f}")
     print(
         f"  backup process RSS: {result.rss['rss_before_mb']:.1f} MB before the first run, "
         f"peak VmHWM {result.rss['vmhwm_mb']:.1f} MB, ru_maxrss {result.rss['ru_maxrss_mb']:.1f} MB"
