@@ -56,6 +56,26 @@ def choose_backup(task: ResolvedTask, run: RunRecord | None, names: list[str]) -
     return max(own, key=lambda name: (own[name], name))
 
 
+# The last comment each dump tool writes, once the whole dump is out (mysqldump adds a date; pg_dump
+# may add a `\unrestrict` line after it).
+DUMP_TRAILERS = (b"-- Dump completed", b"-- PostgreSQL database dump complete")
+_TRAILER_WINDOW = 256
+
+
+def check_dump_complete(dump: Path) -> None:
+    """Refuse a dump cut short: zstd and gpg check their own framing, but a dump stored without
+    compression or encryption has nothing else to tell a truncated file from a whole one."""
+    with dump.open("rb") as file:
+        file.seek(max(0, file.seek(0, 2) - _TRAILER_WINDOW))
+        tail = file.read()
+    if not any(trailer in tail for trailer in DUMP_TRAILERS):
+        raise RestoreError(
+            "the backup is damaged or incomplete: the dump does not end with its tool's "
+            "closing comment (mysqldump: '-- Dump completed', pg_dump: '-- PostgreSQL database "
+            "dump complete')"
+        )
+
+
 def _sql_name(backup: str, form: BackupFormat) -> str:
     return f"{backup.removesuffix(f'.{form.extension}')}.{DUMP_EXTENSION}"
 
@@ -90,8 +110,11 @@ def restore(
             passphrase = secrets.resolve(task.task.encryption_password)
         staging = Path(tempfile.mkdtemp(prefix=".restore-", dir=to))
         try:
+            sql_name = _sql_name(name, form)
             with store.open_reader(directory, name) as reader:
-                _unpack(reader, passphrase, form, staging, _sql_name(name, form))
+                _unpack(reader, passphrase, form, staging, sql_name)
+            if form.source_type is SourceType.DATABASE:
+                check_dump_complete(staging / sql_name)
             return _move_into_place(staging, to)
         finally:
             shutil.rmtree(staging, ignore_errors=True)

@@ -11,7 +11,7 @@ import pytest
 
 from reconciler.commands import BackupFormat
 from reconciler.models import Compression, DatabaseEngine, SecretRef, Source, SourceType, Storage
-from reconciler.restore import RestoreError, restore
+from reconciler.restore import RestoreError, check_dump_complete, restore
 from reconciler.types import RunStatus
 from tests.runs import Harness, database_connection, files_task, make_task
 from tests.servers import MariaDbServer, PostgresServer, SshServer
@@ -64,10 +64,12 @@ def test_a_files_backup_round_trips_byte_for_byte(
     assert os.readlink(restored / "link") == "text.txt"
 
 
+@pytest.mark.parametrize("compression", list(Compression))
 def test_a_damaged_backup_fails_to_restore_and_leaves_nothing(
-    sshd: SshServer, tmp_path: Path
+    sshd: SshServer, tmp_path: Path, compression: Compression
 ) -> None:
-    task = files_task(sshd, tmp_path / "dest", make_tree(tmp_path))
+    storage = Storage(compression=compression)
+    task = files_task(sshd, tmp_path / "dest", make_tree(tmp_path), storage=storage)
     harness = Harness(tmp_path)
     assert harness.run(task) is RunStatus.SUCCESSFUL
     stored = next((tmp_path / "dest").iterdir())
@@ -119,6 +121,48 @@ def test_a_mariadb_backup_restores_into_an_empty_database(
     rows = "SELECT id, name FROM items ORDER BY id"
     assert mariadb.sql(rows, "shop_restored") == mariadb.sql(rows, "shop")
     assert mariadb.sql("SHOW TABLES", "shop_restored").split() == ["items"]
+
+
+@pytest.mark.servers
+def test_an_uncompressed_dump_cut_short_fails_to_restore(
+    sshd: SshServer, mariadb: MariaDbServer, tmp_path: Path
+) -> None:
+    mariadb.sql("DROP DATABASE IF EXISTS shop; DROP DATABASE IF EXISTS shop_restored;")
+    mariadb.sql(MARIADB_SCHEMA)
+    connection = database_connection(DatabaseEngine.MYSQL, mariadb.port, mariadb.username)
+    source = Source(type=SourceType.DATABASE, database_name="shop")
+    storage = Storage(compression=Compression.NONE)
+    task = make_task(sshd, tmp_path / "dest", source, database=connection, storage=storage)
+    harness = Harness(tmp_path, {"DB_PASSWORD": mariadb.password})
+    assert harness.run(task) is RunStatus.SUCCESSFUL
+    stored = next((tmp_path / "dest").iterdir())
+    stored.write_bytes(stored.read_bytes()[: stored.stat().st_size - 100])
+    target = tmp_path / "restored"
+    with pytest.raises(RestoreError, match="closing comment"):
+        restore(task, run=None, to=target, history=harness.history, secrets=harness.secrets)
+    assert list(target.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "ending",
+    [
+        b"-- Dump completed on 2026-11-26 15:00:00\n",
+        b"--\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict abc123\n\n",
+    ],
+)
+def test_a_dump_ending_with_its_tools_closing_comment_is_complete(
+    tmp_path: Path, ending: bytes
+) -> None:
+    dump = tmp_path / "dump.sql"
+    dump.write_bytes(b"INSERT INTO t VALUES (1);\n" * 1000 + ending)
+    check_dump_complete(dump)
+
+
+def test_a_dump_without_a_closing_comment_is_incomplete(tmp_path: Path) -> None:
+    dump = tmp_path / "dump.sql"
+    dump.write_bytes(b"-- MariaDB dump\nINSERT INTO t VALUES (1);\nINSERT INTO t VAL")
+    with pytest.raises(RestoreError, match="damaged or incomplete"):
+        check_dump_complete(dump)
 
 
 @pytest.mark.servers
