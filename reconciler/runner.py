@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = timedelta(hours=6)
 LOG_TAIL_LINES = 20
+PROGRESS_EVERY = timedelta(seconds=30)
 # A zstd frame of empty input is about a dozen bytes; anything this small is checked by decoding.
 _SMALL_STREAM = 64
 
@@ -87,10 +88,23 @@ def is_empty_backup(head: bytes, size: int, *, compressed: bool) -> bool:
 
 
 class _CountingSink:
-    """Counts the compressed bytes that flow to the writer and keeps the first few."""
+    """Counts the bytes that flow to the writer, keeps the first few, and logs how far the stream
+    has come every `progress_every`, so a long run shows progress in its log (`latest-log`)."""
 
-    def __init__(self, writer: BackupWriter) -> None:
+    def __init__(
+        self,
+        writer: BackupWriter,
+        *,
+        clock: Clock,
+        progress_every: timedelta,
+        log: Callable[[str], None],
+    ) -> None:
         self._writer = writer
+        self._clock = clock
+        self._every = progress_every
+        self._log = log
+        self._started = clock.now()
+        self._next_progress = self._started + progress_every
         self.size = 0
         self.head = b""
 
@@ -99,6 +113,14 @@ class _CountingSink:
             self.head += chunk[: _SMALL_STREAM - len(self.head)]
         self.size += len(chunk)
         self._writer.write(chunk)
+        now = self._clock.now()
+        if now >= self._next_progress:
+            self._next_progress = now + self._every
+            seconds = (now - self._started).total_seconds()
+            self._log(
+                f"streamed {self.size / 1e6:,.1f} MB so far "
+                f"({self.size / 1e6 / seconds:,.1f} MB/s over {seconds:,.0f} s)"
+            )
 
 
 class Runner:
@@ -112,15 +134,19 @@ class Runner:
         default_timeout: timedelta = DEFAULT_TIMEOUT,
         known_hosts: Path | None = None,
         connect_timeout: float = 15.0,
+        progress_every: timedelta = PROGRESS_EVERY,
     ) -> None:
         if max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, got {max_workers}")
+        if progress_every <= timedelta(0):
+            raise ValueError(f"progress_every must be positive, got {progress_every}")
         self._history = history
         self._secrets = secrets
         self._clock = clock
         self._default_timeout = default_timeout
         self._known_hosts = known_hosts
         self._connect_timeout = connect_timeout
+        self._progress_every = progress_every
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="backup")
         self._lock = threading.Lock()
         self._reserved: dict[int, _Reservation] = {}
@@ -361,7 +387,9 @@ class Runner:
         inner = store.open_writer(task.task.storage.path, name)
         encrypting = EncryptingWriter(inner, passphrase) if passphrase is not None else None
         writer: BackupWriter = encrypting if encrypting is not None else inner
-        sink = _CountingSink(writer)
+        sink = _CountingSink(
+            writer, clock=self._clock, progress_every=self._progress_every, log=log
+        )
         try:
             result = shell.stream(
                 command.command,

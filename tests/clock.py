@@ -18,3 +18,14 @@ class FakeClock:
         """Move time forward (or back, with a negative delta) and return the new now."""
         self._now += delta
         return self._now
+
+
+class TickingClock(FakeClock):
+    """A fake clock that moves `step` forward each time it is read: time passes as code runs."""
+
+    def __init__(self, start: datetime, step: timedelta) -> None:
+        super().__init__(start)
+        self._step = step
+
+    def now(self) -> datetime:
+        return self.advance(self._step)

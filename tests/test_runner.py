@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,8 +16,9 @@ from reconciler.destinations import partial_name
 from reconciler.history import History
 from reconciler.models import DatabaseEngine, ResolvedTask, Source, SourceType, Storage
 from reconciler.retention import backup_name
-from reconciler.runner import RunRequest, is_empty_backup
+from reconciler.runner import Runner, RunRequest, is_empty_backup
 from reconciler.types import RunStatus, TaskStatus
+from tests.clock import TickingClock
 from tests.runs import T0, Harness, database_connection, files_task, make_task
 from tests.servers import PostgresServer, SshServer
 
@@ -132,6 +134,26 @@ def test_log_lines_are_stored_while_the_run_happens(sshd: SshServer, tmp_path: P
     assert record is not None
     assert "connecting to root@127.0.0.1" in record.output
     assert "stored backup_1_" in record.output
+
+
+def test_a_long_stream_logs_its_progress(sshd: SshServer, tmp_path: Path) -> None:
+    source = tmp_path / "big"
+    source.mkdir()
+    (source / "random.bin").write_bytes(os.urandom(24 << 20))
+    task = files_task(sshd, tmp_path / "dest", source)
+    harness = Harness(tmp_path)
+    harness.runner = Runner(
+        history=harness.history,
+        secrets=harness.secrets,
+        clock=TickingClock(T0, timedelta(seconds=10)),
+        progress_every=timedelta(seconds=30),
+    )
+    assert harness.run(task) is RunStatus.SUCCESSFUL
+    record = harness.history.latest_run(task.id)
+    assert record is not None
+    progress = [line for line in record.output.splitlines() if "streamed" in line]
+    assert progress
+    assert all("MB so far" in line and "MB/s" in line for line in progress)
 
 
 class BlockedDump:
