@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from reconciler.api import create_app
 from reconciler.engine import Engine
 from reconciler.gitstore import GitStore
-from reconciler.history import History
+from reconciler.history import History, RunRecord
 from reconciler.metrics import install_operational_routes
 from reconciler.models import ResolvedTask
 from reconciler.restore import restore
@@ -29,6 +29,9 @@ from reconciler.types import ReconcilerError, RunStatus
 from reconciler.watcher import ref_changes
 
 log = logging.getLogger("reconciler.daemon")
+
+# How often `reconciler run` looks for new log lines of the run it follows.
+FOLLOW_SECONDS = 0.5
 
 
 class SystemClock:
@@ -178,15 +181,32 @@ async def run_once(settings: Settings, task_id: int) -> bool:
         outcome = daemon.runner.request_run(task, trigger="cli")
         if outcome is not RunRequest.ACCEPTED:
             raise DaemonError(f"task {task_id}: {outcome.message}")
-        await asyncio.to_thread(daemon.runner.wait, task_id)
-        run = daemon.history.latest_run(task_id)
-        assert run is not None
-        print(run.output, end="")
+        run = await _follow(daemon, task_id)
         print(f"run {run.id}: {run.status}" + (f" ({run.reason})" if run.reason else ""))
         return run.status is RunStatus.SUCCESSFUL
     finally:
         await daemon.runner.close()
         daemon.history.close()
+
+
+async def _follow(daemon: Daemon, task_id: int) -> RunRecord:
+    """Print the task's run's log lines as they are stored, until it ends; return the finished run.
+
+    `request_run` records the run before it accepts it, so the task's latest run is this one.
+    """
+    printed = 0
+    while True:
+        try:
+            await asyncio.to_thread(daemon.runner.wait, task_id, FOLLOW_SECONDS)
+            finished = True
+        except TimeoutError:
+            finished = False
+        run = daemon.history.latest_run(task_id)
+        assert run is not None
+        print(run.output[printed:], end="", flush=True)
+        printed = len(run.output)
+        if finished:
+            return run
 
 
 def restore_backup(settings: Settings, task_id: int, run_id: int | None, to: Path) -> Path:

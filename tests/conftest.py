@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.servers import (
+    BlockedDump,
     MariaDbServer,
     PostgresServer,
     SshServer,
@@ -45,3 +46,10 @@ def postgres() -> Iterator[PostgresServer]:
 def anyio_backend() -> str:
     """Async tests (`pytest.mark.anyio`) run on asyncio, the daemon's event loop."""
     return "asyncio"
+
+
+@pytest.fixture
+def blocked(postgres: PostgresServer) -> Iterator[BlockedDump]:
+    dump = BlockedDump(postgres)
+    yield dump
+    dump.release()

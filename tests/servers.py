@@ -220,11 +220,16 @@ class MariaDbServer:
     password: str
 
     def sql(self, statement: str, database: str | None = None) -> str:
-        """Run SQL as root over the socket; tab-separated rows without headers."""
-        argv = ["mariadb", f"--socket={self.socket}", "-uroot", "-N", "-B", "-e", statement]
+        """Run SQL as root over the socket; tab-separated rows without headers.
+
+        The SQL goes through stdin: on a command line, a password in it would be visible to every
+        process (and the tests that check no process list shows a password would see it)."""
+        argv = ["mariadb", f"--socket={self.socket}", "-uroot", "-N", "-B"]
         if database is not None:
             argv.append(database)
-        return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+        return subprocess.run(
+            argv, input=statement, check=True, capture_output=True, text=True
+        ).stdout
 
 
 @contextmanager
@@ -273,7 +278,7 @@ def start_mariadb() -> Iterator[MariaDbServer]:
                 "MariaDB",
                 log,
             )
-            server = MariaDbServer(HOST, port, sock, "backup", "maria-Secret-7f3a")
+            server = MariaDbServer(HOST, port, sock, "backup", f"maria-{secrets.token_urlsafe(12)}")
             server.sql(
                 f"CREATE USER 'backup'@'{HOST}' IDENTIFIED BY '{server.password}';"
                 f"GRANT ALL PRIVILEGES ON *.* TO 'backup'@'{HOST}';"
@@ -292,7 +297,9 @@ class PostgresServer:
     password: str
 
     def sql(self, statement: str, database: str = "postgres") -> str:
-        """Run SQL as postgres over the socket (trusted); unaligned rows without headers."""
+        """Run SQL as postgres over the socket (trusted); unaligned rows without headers.
+
+        The SQL goes through stdin, never the command line (see MariaDbServer.sql)."""
         argv = [
             "psql",
             "-h",
@@ -306,10 +313,10 @@ class PostgresServer:
             "-v",
             "ON_ERROR_STOP=1",
             "-At",
-            "-c",
-            statement,
         ]
-        return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+        return subprocess.run(
+            argv, input=statement, check=True, capture_output=True, text=True
+        ).stdout
 
 
 @contextmanager
@@ -342,7 +349,7 @@ def start_postgres() -> Iterator[PostgresServer]:
             "-w", "-t", "30", "start",
         )  # fmt: skip
         try:
-            server = PostgresServer(HOST, port, root, "backup", "pg-Secret-91c2")
+            server = PostgresServer(HOST, port, root, "backup", f"pg-{secrets.token_urlsafe(12)}")
             server.sql(f"CREATE ROLE backup LOGIN SUPERUSER PASSWORD '{server.password}'")
             yield server
         finally:
@@ -351,3 +358,36 @@ def start_postgres() -> Iterator[PostgresServer]:
                  "-m", "immediate", "-w", "-t", "30", "stop"],
                 capture_output=True,
             )  # fmt: skip
+
+
+class BlockedDump:
+    """A PostgreSQL dump that waits on a table lock until released: a run that stays running."""
+
+    def __init__(self, postgres: PostgresServer) -> None:
+        postgres.sql("DROP DATABASE IF EXISTS slow")
+        postgres.sql("CREATE DATABASE slow")
+        postgres.sql("CREATE TABLE t (id int); INSERT INTO t VALUES (1)", "slow")
+        self.locker = subprocess.Popen(
+            ["psql", "-h", str(postgres.socket_dir), "-p", str(postgres.port), "-U", "postgres",
+             "-d", "slow", "-q"],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        assert self.locker.stdin is not None
+        self.locker.stdin.write("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE;\n")
+        self.locker.stdin.flush()
+        deadline = time.monotonic() + 10
+        while (
+            "t"
+            not in postgres.sql(
+                "SELECT relname FROM pg_locks JOIN pg_class ON oid = relation WHERE mode = "
+                "'AccessExclusiveLock' AND granted",
+                "slow",
+            ).split()
+        ):
+            assert time.monotonic() < deadline, "the lock was never taken"
+            time.sleep(0.05)
+
+    def release(self) -> None:
+        assert self.locker.stdin is not None
+        self.locker.stdin.close()
+        self.locker.wait(timeout=10)

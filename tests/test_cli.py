@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import filecmp
+import os
+import queue
 import subprocess
 import sys
+import threading
 from pathlib import Path
+
+import pytest
 
 from tests import configset
 from tests.gitrepo import init_repo
-from tests.servers import SshServer
+from tests.servers import BlockedDump, PostgresServer, SshServer
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "tasks"
 
@@ -124,6 +129,64 @@ def test_run_backs_up_for_real_and_restore_brings_the_files_back(
     (top,) = restored.iterdir()
     comparison = filecmp.dircmp(source, top)
     assert comparison.left_only == comparison.right_only == comparison.diff_files == []
+
+
+@pytest.mark.servers
+def test_run_prints_the_log_while_the_backup_is_still_running(
+    tmp_path: Path, sshd: SshServer, postgres: PostgresServer, blocked: BlockedDump
+) -> None:
+    repo, state = tmp_path / "config", tmp_path / "state.db"
+    database = {
+        "engine": "postgresql",
+        "host": postgres.host,
+        "port": postgres.port,
+        "username": postgres.username,
+        "password": {"env": "PG_PASSWORD"},
+    }
+    server = configset.server(
+        1, 1, host=sshd.host, port=sshd.port, username=sshd.username,
+        private_key=str(sshd.private_key), known_hosts=str(sshd.known_hosts), database=database,
+    )  # fmt: skip
+    files = {**configset.base_files(), "servers/one.yaml": server}
+    files["destinations/one.yaml"] = configset.destination(1, 1, path=str(tmp_path / "backups"))
+    files["tasks/1.yaml"] = configset.task(1, source={"type": "database", "database_name": "slow"})
+    init_repo(repo, files)
+    lines: queue.Queue[str] = queue.Queue()
+    seen: list[str] = []
+    with (
+        (tmp_path / "stderr.txt").open("w") as stderr,
+        subprocess.Popen(
+            [sys.executable, "-m", "reconciler", "run", "1", "--repo", repo, "--state", state],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env={**os.environ, "PG_PASSWORD": postgres.password},
+        ) as process,
+    ):
+        stdout = process.stdout
+        assert stdout is not None
+
+        def read() -> None:
+            for line in stdout:
+                lines.put(line)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        try:
+            while not any("streaming database" in line for line in seen):
+                seen.append(lines.get(timeout=60))  # queue.Empty: nothing printed while running
+            assert process.poll() is None  # the dump waits on the lock: the run is still going
+            blocked.release()
+            process.wait(timeout=120)
+            reader.join(timeout=10)
+        finally:
+            process.kill()
+    while not lines.empty():
+        seen.append(lines.get_nowait())
+    output = "".join(seen)
+    assert process.returncode == 0, output
+    assert output.count("connecting to") == 1  # each line printed once, however often it polled
+    assert output.splitlines()[-1].endswith("successful")
 
 
 def test_run_of_an_unknown_task_is_one_clear_sentence(tmp_path: Path) -> None:

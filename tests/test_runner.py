@@ -6,7 +6,6 @@ import asyncio
 import os
 import subprocess
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from reconciler.runner import Runner, RunRequest, is_empty_backup
 from reconciler.types import RunStatus, TaskStatus
 from tests.clock import TickingClock
 from tests.runs import T0, Harness, database_connection, files_task, make_task
-from tests.servers import PostgresServer, SshServer
+from tests.servers import BlockedDump, PostgresServer, SshServer
 
 
 def stored(destination: Path) -> list[str]:
@@ -154,46 +153,6 @@ def test_a_long_stream_logs_its_progress(sshd: SshServer, tmp_path: Path) -> Non
     progress = [line for line in record.output.splitlines() if "streamed" in line]
     assert progress
     assert all("MB so far" in line and "MB/s" in line for line in progress)
-
-
-class BlockedDump:
-    """A PostgreSQL dump that waits on a table lock until released: a run that stays running."""
-
-    def __init__(self, postgres: PostgresServer) -> None:
-        postgres.sql("DROP DATABASE IF EXISTS slow")
-        postgres.sql("CREATE DATABASE slow")
-        postgres.sql("CREATE TABLE t (id int); INSERT INTO t VALUES (1)", "slow")
-        self.locker = subprocess.Popen(
-            ["psql", "-h", str(postgres.socket_dir), "-p", str(postgres.port), "-U", "postgres",
-             "-d", "slow", "-q"],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-        )  # fmt: skip
-        assert self.locker.stdin is not None
-        self.locker.stdin.write("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE;\n")
-        self.locker.stdin.flush()
-        deadline = time.monotonic() + 10
-        while (
-            "t"
-            not in postgres.sql(
-                "SELECT relname FROM pg_locks JOIN pg_class ON oid = relation WHERE mode = "
-                "'AccessExclusiveLock' AND granted",
-                "slow",
-            ).split()
-        ):
-            assert time.monotonic() < deadline, "the lock was never taken"
-            time.sleep(0.05)
-
-    def release(self) -> None:
-        assert self.locker.stdin is not None
-        self.locker.stdin.close()
-        self.locker.wait(timeout=10)
-
-
-@pytest.fixture
-def blocked(postgres: PostgresServer) -> Iterator[BlockedDump]:
-    dump = BlockedDump(postgres)
-    yield dump
-    dump.release()
 
 
 def slow_task(
