@@ -182,7 +182,8 @@ class GitStore:
 
     def _full_path(self, path: str) -> str:
         """The repository path of a config-set-relative `path`, refusing anything that escapes."""
-        parts = PurePosixPath(path).parts
+        # Plain string work: this runs for every task of every API list page.
+        parts = [part for part in path.split("/") if part]
         if (
             not path
             or path.startswith("/")
@@ -192,7 +193,7 @@ class GitStore:
             or path.endswith("/")
         ):
             raise GitError(f"{path!r} is not a relative file path inside the config set")
-        return f"{self.prefix}{PurePosixPath(*parts).as_posix()}"
+        return self.prefix + "/".join(parts)
 
     def _branch(self) -> str:
         if self._repo.head_is_detached:
@@ -386,20 +387,26 @@ class GitStore:
 
         None when `path` is not in the head commit (never committed, or deleted since).
         """
+        return self.files_times([path])[path]
+
+    def files_times(self, paths: Iterable[str]) -> dict[str, tuple[datetime, datetime] | None]:
+        """`file_times` of several paths against one reading of the head."""
         with self._lock:
-            full = self._full_path(path)
             head = self._head()
-            if head is None:
-                return None
-            key = (full, head)
-            if key in self._times:
-                self._times.move_to_end(key)
-                return self._times[key]
-            times = self._walk_times(full, head)
-            self._times[key] = times
-            if len(self._times) > _FILE_TIMES_CACHE:
-                self._times.popitem(last=False)
-            return times
+            return {path: self._times_at(self._full_path(path), head) for path in paths}
+
+    def _times_at(self, full: str, head: str | None) -> tuple[datetime, datetime] | None:
+        if head is None:
+            return None
+        key = (full, head)
+        if key in self._times:
+            self._times.move_to_end(key)
+            return self._times[key]
+        times = self._walk_times(full, head)
+        self._times[key] = times
+        if len(self._times) > _FILE_TIMES_CACHE:
+            self._times.popitem(last=False)
+        return times
 
     def _walk_times(self, full: str, head: str) -> tuple[datetime, datetime] | None:
         ids: dict[pygit2.Oid, pygit2.Oid | None] = {}

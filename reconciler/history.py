@@ -317,13 +317,22 @@ class History:
             return self._records(db, rows)
 
     def task_status(self, task_id: int) -> TaskStatus:
+        return self.task_statuses([task_id])[task_id]
+
+    def task_statuses(self, task_ids: Iterable[int]) -> dict[int, TaskStatus]:
         # Derived from the runs table, so it cannot drift from the runs themselves.
+        wanted = list(task_ids)
         with self._lock:
-            row = self._db.execute(
-                "SELECT 1 FROM runs WHERE task_id = ? AND status = ? LIMIT 1",
-                (task_id, RunStatus.RUNNING.value),
-            ).fetchone()
-        return TaskStatus.READY if row is None else TaskStatus.RUNNING
+            rows = self._db.execute(
+                "SELECT DISTINCT task_id FROM runs WHERE status = ?"
+                " AND task_id IN (SELECT value FROM json_each(?))",
+                (RunStatus.RUNNING.value, json.dumps(wanted)),
+            ).fetchall()
+        running = {row["task_id"] for row in rows}
+        return {
+            task_id: TaskStatus.RUNNING if task_id in running else TaskStatus.READY
+            for task_id in wanted
+        }
 
     def last_run_at(self, task_ids: Iterable[int] | None = None) -> dict[int, datetime]:
         with self._lock:

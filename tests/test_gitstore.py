@@ -416,6 +416,18 @@ def test_file_times_follow_new_commits(repo: Path) -> None:
     assert store.file_times("tasks/b.yaml") == (NOW, later)
 
 
+def test_times_of_several_files_match_each_files_own(repo: Path) -> None:
+    store = GitStore(repo)
+    store.commit({"tasks/x.yaml": b"id: 1\n"}, AUTHOR, "add x", NOW)
+    store.commit({"tasks/y.yaml": b"id: 2\n"}, AUTHOR, "add y", NOW + timedelta(hours=1))
+
+    assert store.files_times(["tasks/x.yaml", "tasks/y.yaml", "tasks/gone.yaml"]) == {
+        "tasks/x.yaml": (NOW, NOW),
+        "tasks/y.yaml": (NOW + timedelta(hours=1), NOW + timedelta(hours=1)),
+        "tasks/gone.yaml": None,
+    }
+
+
 def test_a_renamed_file_was_created_by_the_rename(repo: Path) -> None:
     store = GitStore(repo)
     store.commit({"tasks/b.yaml": b"id: 2\n"}, AUTHOR, "add", NOW)

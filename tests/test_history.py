@@ -49,6 +49,18 @@ def test_a_started_run_is_running_and_so_is_its_task(history: History) -> None:
     assert history.task_status(7) is TaskStatus.RUNNING
 
 
+def test_statuses_of_several_tasks_come_from_one_question(history: History) -> None:
+    history.start_run(7, "schedule", T0)
+    finished = history.start_run(8, "manual", T0)
+    history.finish_run(finished, RunStatus.SUCCESSFUL, T0, size=1, backup_name=None, reason=None)
+
+    assert history.task_statuses([7, 8, 9]) == {
+        7: TaskStatus.RUNNING,
+        8: TaskStatus.READY,
+        9: TaskStatus.READY,
+    }
+
+
 def test_a_task_with_a_run_in_progress_cannot_start_another(db_path: Path) -> None:
     daemon, cli = History(db_path), History(db_path)  # two processes sharing one state file
     daemon.start_run(7, "schedule", T0)

@@ -361,17 +361,18 @@ def _resources(
     ctx: ApiContext, caller: Caller, tasks: Sequence[ResolvedTask]
 ) -> list[schemas.Task]:
     now = ctx.clock.now()
-    last = ctx.history.last_run_at([task.id for task in tasks])
+    ids = [task.id for task in tasks]
+    last = ctx.history.last_run_at(ids)
+    statuses = ctx.history.task_statuses(ids)
     paths = ctx.engine.desired.task_paths
+    times = ctx.engine.store.files_times(paths[i] for i in ids if i in paths)
     return [
         present.task(
             resolved.task,
             caller.user,
-            status=ctx.history.task_status(resolved.id),
+            status=statuses[resolved.id],
             last_run=last.get(resolved.id),
-            file_times=ctx.engine.store.file_times(paths[resolved.id])
-            if resolved.id in paths
-            else None,
+            file_times=times[paths[resolved.id]] if resolved.id in paths else None,
             now=now,
         )
         for resolved in tasks
