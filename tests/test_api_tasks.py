@@ -448,6 +448,27 @@ async def test_an_update_sees_a_commit_made_by_a_person_just_before(rig: ApiRig)
     assert "label: renamed by hand\n" in rig.file("tasks/1-first.yaml")
 
 
+async def test_an_update_keeps_the_fields_only_yaml_knows(rig: ApiRig) -> None:
+    yaml_only = "storage:\n  compression: none\nrun_timeout_seconds: 600\n"
+    (rig.repo / "tasks/1-first.yaml").write_text(rig.file("tasks/1-first.yaml") + yaml_only)
+    git(
+        rig.repo,
+        "-c",
+        f"user.name={TEST_NAME}",
+        "-c",
+        "user.email=t@example.com",
+        "commit",
+        "-qam",
+        "store task 1 uncompressed",
+    )
+    response = await rig.put("/api/backup-tasks/1", {"maximum_backups_to_keep": 9})
+    assert response.status_code == 200
+    text = rig.file("tasks/1-first.yaml")
+    assert "storage:\n  max_backups: 9\n  compression: none\nrun_timeout_seconds: 600\n" in text
+    task = rig.engine.desired.tasks[1].task
+    assert (task.storage.compression.value, task.storage.max_backups) == ("none", 9)
+
+
 async def test_an_invalid_update_names_the_request_field_and_writes_nothing(rig: ApiRig) -> None:
     before = rig.commits()
     response = await rig.put("/api/backup-tasks/7", {"store_path": "../escape"})
