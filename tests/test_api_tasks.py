@@ -13,7 +13,7 @@ import pytest
 from reconciler.models import SecretRef
 from reconciler.types import RunStatus
 from tests.apirig import COMMENTED_TASK, START, ApiRig, api_rig
-from tests.gitrepo import TEST_NAME, git
+from tests.gitrepo import commit_files, git
 
 pytestmark = pytest.mark.anyio
 
@@ -432,17 +432,7 @@ async def test_an_uncommitted_local_edit_is_a_409_and_nothing_is_written(rig: Ap
 
 async def test_an_update_sees_a_commit_made_by_a_person_just_before(rig: ApiRig) -> None:
     text = rig.file("tasks/1-first.yaml").replace("task 1", "renamed by hand")
-    (rig.repo / "tasks/1-first.yaml").write_text(text)
-    git(
-        rig.repo,
-        "-c",
-        f"user.name={TEST_NAME}",
-        "-c",
-        "user.email=t@example.com",
-        "commit",
-        "-qam",
-        "by hand",
-    )
+    commit_files(rig.repo, {"tasks/1-first.yaml": text}, "by hand")
     response = await rig.put("/api/backup-tasks/1", {"description": "added by the API"})
     assert response.json()["data"]["label"] == "renamed by hand"
     assert "label: renamed by hand\n" in rig.file("tasks/1-first.yaml")
@@ -450,17 +440,8 @@ async def test_an_update_sees_a_commit_made_by_a_person_just_before(rig: ApiRig)
 
 async def test_an_update_keeps_the_fields_only_yaml_knows(rig: ApiRig) -> None:
     yaml_only = "storage:\n  compression: none\nrun_timeout_seconds: 600\n"
-    (rig.repo / "tasks/1-first.yaml").write_text(rig.file("tasks/1-first.yaml") + yaml_only)
-    git(
-        rig.repo,
-        "-c",
-        f"user.name={TEST_NAME}",
-        "-c",
-        "user.email=t@example.com",
-        "commit",
-        "-qam",
-        "store task 1 uncompressed",
-    )
+    text = rig.file("tasks/1-first.yaml") + yaml_only
+    commit_files(rig.repo, {"tasks/1-first.yaml": text}, "store task 1 uncompressed")
     response = await rig.put("/api/backup-tasks/1", {"maximum_backups_to_keep": 9})
     assert response.status_code == 200
     text = rig.file("tasks/1-first.yaml")
