@@ -7,7 +7,9 @@ that do the same work:
   against **ours, compression none**: a real `Runner` run of a files task with
   `storage.compression: none` (Fabric/paramiko executor, the real command from reconciler.commands,
   local destination with its fsync and rename, history and rotation), timed from `request_run` to
-  the end of the run;
+  the end of the run. Rotation keeps everything here: each stored backup is deleted after its run,
+  outside the timing, as OpenSSH's output is (the time that deletion takes, which rotation adds to
+  a real run, is printed apart);
 - **ssh tar|zstd**: `ssh ... 'tar cf - -C DIR . | zstd -q -c -3' > file`, against **ours, zstd**
   (the default `compression: zstd`, level 3), timed the same way.
 Each OpenSSH output file is then fsynced and that time reported apart ("+fsync"): our local
@@ -144,28 +146,38 @@ def child(server: dict[str, Any], tree: Path, scratch: Path) -> None:
     )
     history = History(scratch / "history.sqlite")
     runner = Runner(history=history, secrets=Secrets(scratch / "secrets.json", {}), clock=_Clock())
-    tasks = {}
+    tasks, destinations = {}, {}
     for task_id, compression in enumerate(Compression, start=1):
         destination = scratch / f"destination-{compression.value}"
         destination.mkdir()
-        storage = Storage(max_backups=1, compression=compression)
+        # Rotation runs (it lists the destination) but keeps everything: the old backup is deleted
+        # below, outside the timed run, as the driver deletes OpenSSH's output outside its timing.
+        storage = Storage(max_backups=0, compression=compression)
         tasks[compression.value] = files_task(
             sshd, destination, tree, task_id=task_id, storage=storage
         )
+        destinations[compression.value] = destination
     rss_before_kb = _status_kb("VmRSS")
     for line in sys.stdin:
         if line.strip() == "quit":
             break
-        task = tasks[line.split()[1]]
+        name = line.split()[1]
+        task = tasks[name]
         started = time.perf_counter()
         if runner.request_run(task).value != "accepted":
             raise RuntimeError("the run was not accepted")
         runner.wait(task.id)
         seconds = time.perf_counter() - started
         record = history.latest_run(task.id)
-        if record is None or record.status.value != "successful":
+        if record is None or record.status.value != "successful" or record.backup_name is None:
             raise RuntimeError(f"the backup run failed: {record}")
-        print(json.dumps({"seconds": seconds, "size": record.size}), flush=True)
+        deleting = time.perf_counter()
+        (destinations[name] / record.backup_name).unlink()
+        delete_seconds = time.perf_counter() - deleting
+        print(
+            json.dumps({"seconds": seconds, "size": record.size, "delete_seconds": delete_seconds}),
+            flush=True,
+        )
     asyncio.run(runner.close())
     print(
         json.dumps(
@@ -199,6 +211,7 @@ class SizeResult:
     openssh: dict[str, list[float]]  # by the compression of the pair
     durable: dict[str, list[float]]  # openssh plus an fsync of its output, as ours does
     sizes: dict[str, tuple[int, int]]  # (ours, openssh) output bytes
+    deletes: list[float]  # seconds to delete one of our stored backups (outside the timing)
     rss: dict[str, float]
 
 
@@ -266,7 +279,7 @@ def measure(sshd: SshServer, size_mb: int, rounds: int) -> SizeResult:
             text=True,
         )  # fmt: skip
         _openssh(sshd, commands["none"], output)  # warm the page cache; not counted
-        result = SizeResult(size_mb, tree_bytes, files, {}, {}, {}, {}, {})
+        result = SizeResult(size_mb, tree_bytes, files, {}, {}, {}, {}, [], {})
         for round_number in range(1, rounds + 1):
             line = []
             for name, command in commands.items():
@@ -278,6 +291,7 @@ def measure(sshd: SshServer, size_mb: int, rounds: int) -> SizeResult:
                 result.durable.setdefault(name, []).append(seconds + fsync_seconds)
                 result.ours.setdefault(name, []).append(run["seconds"])
                 result.sizes[name] = (run["size"], openssh_bytes)
+                result.deletes.append(run["delete_seconds"])
                 line.append(
                     f"{LABELS[name]} {seconds:.2f} s (+fsync {seconds + fsync_seconds:.2f} s), "
                     f"ours {run['seconds']:.2f} s"
@@ -318,6 +332,10 @@ def report(result: SizeResult) -> None:
     print(
         "  ratio ours (zstd) vs ssh tar:                "
         f"{medians['none'] / medians['ours zstd']:.2f}  (the cost of compressing on these 2 cores)"
+    )
+    print(
+        f"  deleting one stored backup (what rotation adds to a run; timed on neither side): "
+        f"median {statistics.median(result.deletes):.2f} s"
     )
     print(
         f"  backup process RSS: {result.rss['rss_before_mb']:.1f} MB before the first run, "
