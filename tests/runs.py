@@ -19,7 +19,6 @@ from reconciler.models import (
     SecretRef,
     Source,
     SourceType,
-    Storage,
     User,
 )
 from reconciler.runner import Runner
@@ -85,10 +84,6 @@ def database_connection(engine: DatabaseEngine, port: int, username: str) -> Dat
         username=username,
         password=SecretRef(env="DB_PASSWORD"),
     )
-
-
-def storage(max_backups: int = 5) -> Storage:
-    return Storage(max_backups=max_backups)
 
 
 class Harness:
