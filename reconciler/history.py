@@ -21,7 +21,6 @@ from pathlib import Path
 
 from reconciler.types import ReconcilerError, RunStatus, TaskStatus
 
-SCHEMA_VERSION = 1
 TOKEN_PREFIX = "rk_"  # noqa: S105 - a public marker that makes leaked tokens recognisable
 _TASK_ID_COUNTER = "task_id"
 
@@ -59,6 +58,11 @@ CREATE TABLE tokens (
 );
 CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+
+# Each entry takes the schema from its index to the next; a store is migrated step by step, so
+# a new step is appended here and never edits an earlier one.
+_MIGRATIONS: tuple[str, ...] = (_SCHEMA,)
+SCHEMA_VERSION = len(_MIGRATIONS)
 
 
 class RunInProgressError(ReconcilerError):
@@ -151,14 +155,16 @@ class History:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version == SCHEMA_VERSION:
                 return
-            if version != 0:
+            if not 0 <= version < SCHEMA_VERSION:
                 raise HistoryError(
-                    f"{path}: history schema version {version} is not {SCHEMA_VERSION}; it holds "
-                    "only observed state, so it can be moved aside and rebuilt"
+                    f"{path}: history schema version {version} is newer than this version of"
+                    f" reconciler knows ({SCHEMA_VERSION}); it holds only observed state, so it"
+                    " can be moved aside and rebuilt"
                 )
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
+            for migration in _MIGRATIONS[version:]:
+                for statement in migration.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager
