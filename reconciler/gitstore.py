@@ -47,6 +47,10 @@ class DirtyFileError(GitError):
     """A file to be written has uncommitted local modifications."""
 
 
+class BranchMovedError(GitError):
+    """The branch is no longer at the commit a write was prepared from; nothing was written."""
+
+
 class GitConflictError(GitError):
     """Our unpushed commits conflict with the upstream branch; they stay on our branch."""
 
@@ -228,9 +232,19 @@ class GitStore:
             )
 
     def commit(
-        self, writes: Mapping[str, bytes | None], author: Author, message: str, now: datetime
+        self,
+        writes: Mapping[str, bytes | None],
+        author: Author,
+        message: str,
+        now: datetime,
+        *,
+        parent: str | None,
     ) -> str:
-        """Write, stage and commit `writes` at once; on failure nothing is left behind.
+        """Write, stage and commit `writes` on top of `parent`; on failure nothing is left behind.
+
+        `parent` is the head the writes were prepared from (None: the branch has no commit yet).
+        If the branch has moved since, BranchMovedError: committing whole files on top of a newer
+        head would silently revert whatever that newer commit changed in them.
 
         Only these paths are committed: other staged or unstaged work is left as it was. When the
         writes change nothing, no commit is made and the current head is returned.
@@ -242,8 +256,13 @@ class GitStore:
             repo = self._repo
             branch = self._branch()
             ref = None if repo.head_is_unborn else repo.references[branch]
-            parent = None if ref is None else self._commit(str(ref.target))
-            head_tree = None if parent is None else parent.tree
+            current = None if ref is None else str(ref.target)
+            if current != parent:
+                raise BranchMovedError(
+                    f"{branch} moved from {parent or 'no commit'} to {current or 'no commit'}"
+                )
+            parent_commit = None if current is None else self._commit(current)
+            head_tree = None if parent_commit is None else parent_commit.tree
             repo.index.read(force=True)
             targets = {self._full_path(path): content for path, content in writes.items()}
             for full in targets:
@@ -266,15 +285,15 @@ class GitStore:
                     raise GitError(f"cannot write {full}: {exc}") from exc
             tree_id = staged.write_tree(repo)
             if head_tree is not None and tree_id == head_tree.id:
-                assert parent is not None
-                return str(parent.id)
+                assert parent_commit is not None
+                return str(parent_commit.id)
             commit_id = repo.create_commit(
                 None,
                 signature,
                 signature,
                 message if message.endswith("\n") else f"{message}\n",
                 tree_id,
-                [] if parent is None else [parent.id],
+                [] if parent_commit is None else [parent_commit.id],
             )
             self._apply(targets, blob_ids, head_tree, ref, branch, commit_id, message)
             return str(commit_id)
@@ -327,14 +346,21 @@ class GitStore:
             if ref is None:
                 repo.create_reference_direct(branch, commit_id, False, message=reflog)
             else:
-                # Compare-and-swap: fails if someone moved the branch since we read it.
+                # libgit2 compares and swaps: this fails if another process (a person's `git
+                # commit`) moved the branch since `ref` was read above.
                 ref.set_target(commit_id, reflog)
         except BaseException as exc:
             self._restore(originals, created_dirs, index_file, saved_index)
+            if isinstance(exc, pygit2.GitError) and self._branch_moved(branch, ref):
+                raise BranchMovedError(f"{branch} moved while committing") from exc
             if isinstance(exc, OSError | pygit2.GitError | ValueError):
                 raise GitError(f"commit failed, nothing was changed: {exc}") from exc
             raise
         self._times.clear()
+
+    def _branch_moved(self, branch: str, ref: pygit2.Reference | None) -> bool:
+        now = self._repo.references.get(branch)
+        return (None if now is None else now.target) != (None if ref is None else ref.target)
 
     def _make_dirs(self, directory: Path) -> list[Path]:
         """mkdir -p, returning the directories it created (deepest last)."""

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.gitstore import Author, DirtyFileError, GitConflictError, GitError, GitStore
+from reconciler.gitstore import (
+    Author,
+    BranchMovedError,
+    DirtyFileError,
+    GitConflictError,
+    GitError,
+    GitStore,
+)
 from tests.gitrepo import commit_files, git, head, init_repo, rename
 
 AUTHOR = Author("Ada Admin", "ada@example.com")
@@ -205,6 +212,7 @@ def test_a_commit_writes_stages_and_commits_the_files(repo: Path) -> None:
         AUTHOR,
         "Add task 2, pause task 1",
         NOW,
+        parent=store.head(),
     )
 
     assert sha == head(repo) == store.head()
@@ -215,7 +223,9 @@ def test_a_commit_writes_stages_and_commits_the_files(repo: Path) -> None:
 
 
 def test_a_commit_records_author_committer_time_and_message(repo: Path) -> None:
-    sha = GitStore(repo).commit({"users.yaml": b"users: [1]\n"}, AUTHOR, "Edit users", NOW)
+    sha = GitStore(repo).commit(
+        {"users.yaml": b"users: [1]\n"}, AUTHOR, "Edit users", NOW, parent=head(repo)
+    )
 
     shown = git(repo, "show", "-s", "--format=%an|%ae|%cn|%ce|%at|%ct|%s", sha).strip()
     stamp = str(int(NOW.timestamp()))
@@ -227,7 +237,7 @@ def test_a_commit_records_author_committer_time_and_message(repo: Path) -> None:
 def test_a_commit_in_a_nested_config_set_writes_under_its_folder(nested: Path) -> None:
     store = GitStore(nested / "deploy" / "backups")
 
-    sha = store.commit({"tasks/b.yaml": b"id: 2\n"}, AUTHOR, "add", NOW)
+    sha = store.commit({"tasks/b.yaml": b"id: 2\n"}, AUTHOR, "add", NOW, parent=store.head())
 
     assert git(nested, "show", f"{sha}:deploy/backups/tasks/b.yaml") == "id: 2\n"
     assert git(nested, "diff", "--name-only", f"{sha}^", sha).split() == [
@@ -237,7 +247,7 @@ def test_a_commit_in_a_nested_config_set_writes_under_its_folder(nested: Path) -
 
 
 def test_a_none_write_deletes_the_file_and_its_empty_folder(repo: Path) -> None:
-    GitStore(repo).commit({"tasks/a.yaml": None}, AUTHOR, "Delete task 1", NOW)
+    GitStore(repo).commit({"tasks/a.yaml": None}, AUTHOR, "Delete task 1", NOW, parent=head(repo))
 
     assert not (repo / "tasks").exists()
     assert git(repo, "ls-files").split() == ["README.md", "users.yaml"]
@@ -247,7 +257,9 @@ def test_a_none_write_deletes_the_file_and_its_empty_folder(repo: Path) -> None:
 def test_writes_that_change_nothing_make_no_commit(repo: Path) -> None:
     before = head(repo)
 
-    sha = GitStore(repo).commit({"tasks/a.yaml": b"id: 1\n"}, AUTHOR, "noop", NOW)
+    sha = GitStore(repo).commit(
+        {"tasks/a.yaml": b"id: 1\n"}, AUTHOR, "noop", NOW, parent=head(repo)
+    )
 
     assert sha == before == head(repo)
 
@@ -258,7 +270,7 @@ def test_a_commit_keeps_the_mode_of_an_executable_file(repo: Path) -> None:
     (repo / "hook.yaml").chmod(0o755)
     git(repo, "commit", "-q", "-m", "chmod")
 
-    sha = GitStore(repo).commit({"hook.yaml": b"x: 2\n"}, AUTHOR, "edit", NOW)
+    sha = GitStore(repo).commit({"hook.yaml": b"x: 2\n"}, AUTHOR, "edit", NOW, parent=head(repo))
 
     assert git(repo, "ls-tree", sha, "hook.yaml").split()[0] == "100755"
     assert status(repo) == ""
@@ -267,10 +279,32 @@ def test_a_commit_keeps_the_mode_of_an_executable_file(repo: Path) -> None:
 def test_the_first_commit_on_an_unborn_branch_has_no_parent(tmp_path: Path) -> None:
     git(tmp_path, "init", "-q", "-b", "main")
 
-    sha = GitStore(tmp_path).commit({"users.yaml": b"users: []\n"}, AUTHOR, "first", NOW)
+    sha = GitStore(tmp_path).commit(
+        {"users.yaml": b"users: []\n"}, AUTHOR, "first", NOW, parent=None
+    )
 
     assert git(tmp_path, "rev-list", "--parents", "main").split() == [sha]
     assert status(tmp_path) == ""
+
+
+def test_a_commit_prepared_from_an_older_head_is_refused_and_writes_nothing(repo: Path) -> None:
+    store = GitStore(repo)
+    prepared_from = store.head()
+    theirs = commit_files(repo, {"tasks/a.yaml": "id: 1\nlabel: theirs\n"}, "person")
+
+    with pytest.raises(BranchMovedError):
+        store.commit({"tasks/a.yaml": b"id: 1\n"}, AUTHOR, "stale", NOW, parent=prepared_from)
+
+    assert head(repo) == theirs
+    assert (repo / "tasks/a.yaml").read_text() == "id: 1\nlabel: theirs\n"
+    assert status(repo) == ""
+
+
+def test_a_first_commit_is_refused_once_the_branch_has_one(tmp_path: Path) -> None:
+    init_repo(tmp_path, {"users.yaml": "users: []\n"})
+
+    with pytest.raises(BranchMovedError):
+        GitStore(tmp_path).commit({"users.yaml": b"x: 1\n"}, AUTHOR, "first", NOW, parent=None)
 
 
 @pytest.mark.parametrize(
@@ -280,7 +314,7 @@ def test_paths_outside_the_config_set_are_refused(repo: Path, path: str) -> None
     before = head(repo)
 
     with pytest.raises(GitError, match="not a relative file path"):
-        GitStore(repo).commit({path: b"x"}, AUTHOR, "escape", NOW)
+        GitStore(repo).commit({path: b"x"}, AUTHOR, "escape", NOW, parent=head(repo))
     assert head(repo) == before
 
 
@@ -290,7 +324,11 @@ def test_a_file_modified_in_the_work_tree_is_not_overwritten(repo: Path) -> None
 
     with pytest.raises(DirtyFileError, match=r"tasks/a\.yaml"):
         GitStore(repo).commit(
-            {"users.yaml": b"users: [2]\n", "tasks/a.yaml": b"id: 1\n"}, AUTHOR, "edit", NOW
+            {"users.yaml": b"users: [2]\n", "tasks/a.yaml": b"id: 1\n"},
+            AUTHOR,
+            "edit",
+            NOW,
+            parent=head(repo),
         )
 
     assert head(repo) == before
@@ -305,14 +343,18 @@ def test_a_staged_change_to_a_target_file_is_refused(repo: Path) -> None:
     (repo / "users.yaml").write_text("users: []\n")
 
     with pytest.raises(DirtyFileError, match="staged"):
-        GitStore(repo).commit({"users.yaml": b"users: [1]\n"}, AUTHOR, "edit", NOW)
+        GitStore(repo).commit(
+            {"users.yaml": b"users: [1]\n"}, AUTHOR, "edit", NOW, parent=head(repo)
+        )
 
 
 def test_an_untracked_file_in_the_way_is_refused(repo: Path) -> None:
     (repo / "tasks" / "new.yaml").write_text("mine\n")
 
     with pytest.raises(DirtyFileError, match=r"tasks/new\.yaml"):
-        GitStore(repo).commit({"tasks/new.yaml": b"theirs\n"}, AUTHOR, "add", NOW)
+        GitStore(repo).commit(
+            {"tasks/new.yaml": b"theirs\n"}, AUTHOR, "add", NOW, parent=head(repo)
+        )
     assert (repo / "tasks" / "new.yaml").read_text() == "mine\n"
 
 
@@ -322,7 +364,7 @@ def test_a_file_cannot_replace_a_folder_or_become_one(repo: Path, path: str) -> 
     before = head(repo)
 
     with pytest.raises(GitError, match="a file and a folder"):
-        GitStore(repo).commit({path: b"x: 1\n"}, AUTHOR, "clash", NOW)
+        GitStore(repo).commit({path: b"x: 1\n"}, AUTHOR, "clash", NOW, parent=head(repo))
     assert head(repo) == before
 
 
@@ -331,7 +373,9 @@ def test_other_local_work_is_left_alone_and_not_committed(repo: Path) -> None:
     git(repo, "add", "README.md")
     (repo / "tasks" / "draft.yaml").write_text("draft\n")
 
-    sha = GitStore(repo).commit({"users.yaml": b"users: [1]\n"}, AUTHOR, "edit", NOW)
+    sha = GitStore(repo).commit(
+        {"users.yaml": b"users: [1]\n"}, AUTHOR, "edit", NOW, parent=head(repo)
+    )
 
     assert git(repo, "diff", "--name-only", f"{sha}^", sha).split() == ["users.yaml"]
     assert status(repo) == "M  README.md\n?? tasks/draft.yaml\n"
@@ -353,6 +397,7 @@ def test_a_failed_write_leaves_neither_files_nor_a_commit_behind(repo: Path) -> 
             AUTHOR,
             "doomed",
             NOW,
+            parent=head(repo),
         )
 
     assert head(repo) == before
@@ -376,6 +421,7 @@ def test_fifty_commits_serialised_by_the_caller_make_fifty_commits(repo: Path) -
                     AUTHOR,
                     f"task {number}",
                     NOW + timedelta(seconds=number),
+                    parent=store.head(),
                 )
         except BaseException as exc:  # collected so the main thread can fail the test
             errors.append(exc)
@@ -397,29 +443,49 @@ def test_fifty_commits_serialised_by_the_caller_make_fifty_commits(repo: Path) -
 
 def test_file_times_are_when_a_file_was_added_and_last_changed(repo: Path) -> None:
     store = GitStore(repo)
-    store.commit({"tasks/b.yaml": b"id: 2\n"}, AUTHOR, "add", NOW)
-    store.commit({"users.yaml": b"users: [1]\n"}, AUTHOR, "other", NOW + timedelta(hours=1))
-    store.commit({"tasks/b.yaml": b"id: 2\nx: 1\n"}, AUTHOR, "edit", NOW + timedelta(hours=2))
-    store.commit({"users.yaml": b"users: [2]\n"}, AUTHOR, "other", NOW + timedelta(hours=3))
+    store.commit({"tasks/b.yaml": b"id: 2\n"}, AUTHOR, "add", NOW, parent=store.head())
+    store.commit(
+        {"users.yaml": b"users: [1]\n"},
+        AUTHOR,
+        "other",
+        NOW + timedelta(hours=1),
+        parent=store.head(),
+    )
+    store.commit(
+        {"tasks/b.yaml": b"id: 2\nx: 1\n"},
+        AUTHOR,
+        "edit",
+        NOW + timedelta(hours=2),
+        parent=store.head(),
+    )
+    store.commit(
+        {"users.yaml": b"users: [2]\n"},
+        AUTHOR,
+        "other",
+        NOW + timedelta(hours=3),
+        parent=store.head(),
+    )
 
     assert store.file_times("tasks/b.yaml") == (NOW, NOW + timedelta(hours=2))
 
 
 def test_file_times_follow_new_commits(repo: Path) -> None:
     store = GitStore(repo)
-    store.commit({"tasks/b.yaml": b"id: 2\n"}, AUTHOR, "add", NOW)
+    store.commit({"tasks/b.yaml": b"id: 2\n"}, AUTHOR, "add", NOW, parent=store.head())
     assert store.file_times("tasks/b.yaml") == (NOW, NOW)
 
     later = NOW + timedelta(days=1)
-    store.commit({"tasks/b.yaml": b"id: 2\nx: 1\n"}, AUTHOR, "edit", later)
+    store.commit({"tasks/b.yaml": b"id: 2\nx: 1\n"}, AUTHOR, "edit", later, parent=store.head())
 
     assert store.file_times("tasks/b.yaml") == (NOW, later)
 
 
 def test_times_of_several_files_match_each_files_own(repo: Path) -> None:
     store = GitStore(repo)
-    store.commit({"tasks/x.yaml": b"id: 1\n"}, AUTHOR, "add x", NOW)
-    store.commit({"tasks/y.yaml": b"id: 2\n"}, AUTHOR, "add y", NOW + timedelta(hours=1))
+    store.commit({"tasks/x.yaml": b"id: 1\n"}, AUTHOR, "add x", NOW, parent=store.head())
+    store.commit(
+        {"tasks/y.yaml": b"id: 2\n"}, AUTHOR, "add y", NOW + timedelta(hours=1), parent=store.head()
+    )
 
     assert store.files_times(["tasks/x.yaml", "tasks/y.yaml", "tasks/gone.yaml"]) == {
         "tasks/x.yaml": (NOW, NOW),
@@ -430,9 +496,15 @@ def test_times_of_several_files_match_each_files_own(repo: Path) -> None:
 
 def test_a_renamed_file_was_created_by_the_rename(repo: Path) -> None:
     store = GitStore(repo)
-    store.commit({"tasks/b.yaml": b"id: 2\n"}, AUTHOR, "add", NOW)
+    store.commit({"tasks/b.yaml": b"id: 2\n"}, AUTHOR, "add", NOW, parent=store.head())
     moved = NOW + timedelta(hours=5)
-    store.commit({"tasks/b.yaml": None, "tasks/renamed.yaml": b"id: 2\n"}, AUTHOR, "rename", moved)
+    store.commit(
+        {"tasks/b.yaml": None, "tasks/renamed.yaml": b"id: 2\n"},
+        AUTHOR,
+        "rename",
+        moved,
+        parent=store.head(),
+    )
 
     assert store.file_times("tasks/renamed.yaml") == (moved, moved)
     assert store.file_times("tasks/b.yaml") is None
@@ -446,7 +518,7 @@ def test_file_times_of_a_file_never_committed_is_none(repo: Path) -> None:
 
 def test_file_times_in_a_nested_config_set(nested: Path) -> None:
     store = GitStore(nested / "deploy" / "backups")
-    store.commit({"tasks/a.yaml": b"id: 1\n#\n"}, AUTHOR, "edit", NOW)
+    store.commit({"tasks/a.yaml": b"id: 1\n#\n"}, AUTHOR, "edit", NOW, parent=store.head())
 
     times = store.file_times("tasks/a.yaml")
 
@@ -462,6 +534,7 @@ def test_file_times_for_a_list_page_are_cheap(repo: Path) -> None:
             AUTHOR,
             f"commit {number}",
             NOW + timedelta(minutes=number),
+            parent=store.head(),
         )
 
     started = time.perf_counter()
@@ -496,7 +569,7 @@ def someone_else_pushes(tmp_path: Path, upstream: Path, files: dict[str, str | N
 
 def test_push_sends_our_commits_upstream(repo: Path, upstream: Path) -> None:
     store = GitStore(repo)
-    sha = store.commit({"tasks/b.yaml": b"id: 2\n"}, AUTHOR, "add", NOW)
+    sha = store.commit({"tasks/b.yaml": b"id: 2\n"}, AUTHOR, "add", NOW, parent=store.head())
 
     store.push()
 
@@ -513,7 +586,7 @@ def test_a_rejected_push_is_rebased_onto_the_upstream_and_pushed(
 ) -> None:
     store = GitStore(repo)
     theirs = someone_else_pushes(tmp_path, upstream, {"tasks/theirs.yaml": "id: 9\n"})
-    store.commit({"tasks/ours.yaml": b"id: 8\n"}, AUTHOR, "ours", NOW)
+    store.commit({"tasks/ours.yaml": b"id: 8\n"}, AUTHOR, "ours", NOW, parent=store.head())
 
     store.push()
 
@@ -538,7 +611,9 @@ def test_a_real_conflict_raises_and_loses_nothing(
 ) -> None:
     store = GitStore(repo)
     theirs = someone_else_pushes(tmp_path, upstream, {"tasks/a.yaml": "id: 1\nlabel: theirs\n"})
-    ours = store.commit({"tasks/a.yaml": b"id: 1\nlabel: ours\n"}, AUTHOR, "ours", NOW)
+    ours = store.commit(
+        {"tasks/a.yaml": b"id: 1\nlabel: ours\n"}, AUTHOR, "ours", NOW, parent=store.head()
+    )
 
     with pytest.raises(GitConflictError, match=r"tasks/a\.yaml"):
         store.push()

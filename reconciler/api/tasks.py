@@ -16,7 +16,7 @@ from reconciler.api.auth import Ability, Caller, require
 from reconciler.api.context import ApiContext, context
 from reconciler.api.errors import ApiError, Invalid, NotFound, responses
 from reconciler.api.mapping import SECRET_FIELDS, request_field, task_edits
-from reconciler.api.writer import Prepared
+from reconciler.api.writer import Base, Prepared
 from reconciler.desired import DesiredState
 from reconciler.gitstore import Author
 from reconciler.models import BackupTask, ResolvedTask
@@ -221,10 +221,10 @@ async def create_task(
     given = body.model_fields_set
     nonce = secrets.token_hex(4)
 
-    def prepare(desired: DesiredState) -> Prepared[Any]:
+    def prepare(base: Base) -> Prepared[Any]:
+        desired = base.desired
         now = ctx.clock.now()
-        head = ctx.engine.store.head()
-        files = ctx.engine.store.list_files(head) if head is not None else {}
+        files = ctx.engine.store.list_files(base.revision) if base.revision is not None else {}
 
         def render(task_id: int) -> tuple[str, str, dict[str, str], BackupTask]:
             keys = _secret_keys(task_id, body, given, nonce)
@@ -270,10 +270,11 @@ async def update_task(
     given = body.model_fields_set
     nonce = secrets.token_hex(4)
 
-    def prepare(desired: DesiredState) -> Prepared[Any]:
+    def prepare(base: Base) -> Prepared[Any]:
+        desired = base.desired
         resolved = _find(desired, caller, task_id)
         path = desired.task_paths[resolved.id]
-        old_text = _read_head(ctx, path)
+        old_text = _read_at(ctx, base.revision, path)
         current = _parse_task(path, old_text) or resolved.task
         keys = _secret_keys(resolved.id, body, given, nonce)
         edits = task_edits(body, given, current, ctx.clock.now(), keys)
@@ -316,7 +317,8 @@ async def update_task(
 async def delete_task(
     ctx: Ctx, caller: Annotated[Caller, _caller(Ability.DELETE)], task_id: str
 ) -> Any:
-    def prepare(desired: DesiredState) -> Prepared[schemas.Message]:
+    def prepare(base: Base) -> Prepared[schemas.Message]:
+        desired = base.desired
         resolved = _find(desired, caller, task_id)
         task = resolved.task
         keys = [
@@ -427,10 +429,9 @@ def _author(caller: Caller) -> Author:
     return Author(name=caller.user.name, email=caller.user.email)
 
 
-def _read_head(ctx: ApiContext, path: str) -> str:
+def _read_at(ctx: ApiContext, revision: str | None, path: str) -> str:
     store = ctx.engine.store
-    head = store.head()
-    blob = store.list_files(head).get(path) if head is not None else None
+    blob = store.list_files(revision).get(path) if revision is not None else None
     if blob is None:
         raise NotFound()
     content = store.read_blobs([blob])[blob]

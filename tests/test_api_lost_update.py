@@ -1,0 +1,51 @@
+"""A person's commit made while an API write is being prepared is never reverted by it."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.apirig import ApiRig, api_rig
+from tests.gitrepo import commit_files, git
+
+pytestmark = pytest.mark.anyio
+
+TASK = "tasks/shop/7-shop-database.yaml"
+ROUNDS = 12
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[ApiRig]:
+    async with api_rig(tmp_path) as made:
+        yield made
+
+
+def _person_sets_max_backups(repo: Path, value: int) -> None:
+    """A person on the backup host: edit the file in the work tree, `git commit -a`."""
+    path = repo / TASK
+    text = re.sub(r"max_backups: \d+", f"max_backups: {value}", path.read_text())
+    path.write_text(text)
+    git(repo, "commit", "-q", "-am", f"person: keep {value}")
+
+
+async def test_a_persons_concurrent_commit_to_the_same_file_is_never_reverted(
+    rig: ApiRig,
+) -> None:
+    # A long comment makes the API's edit take long enough for the person to commit inside it.
+    commit_files(rig.repo, {TASK: rig.file(TASK) + "# note\n" * 40_000}, "person: notes")
+    for round_ in range(ROUNDS):
+        person = asyncio.create_task(
+            asyncio.to_thread(_person_sets_max_backups, rig.repo, 100 + round_)
+        )
+        response = await rig.put("/api/backup-tasks/7", {"label": f"api {round_}"})
+        await person
+        assert response.status_code in (200, 409), response.text
+        text = rig.file(TASK)
+        assert f"max_backups: {100 + round_}" in text, f"round {round_}: the person's edit was lost"
+        if response.status_code == 200:
+            assert f"label: api {round_}" in text or f"label: 'api {round_}'" in text
+        assert rig.work_tree_status() == ""
