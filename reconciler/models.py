@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from croniter import croniter
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -29,7 +30,19 @@ class Model(BaseModel):
 
 
 Id = Annotated[int, Field(strict=True, gt=0)]
-Label = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_one_line(value: str) -> str:
+    """A label names a thing in lists and commit subjects: one line, no control characters."""
+    if _CONTROL.search(value):
+        raise ValueError("must be one line of text, without control characters")
+    return value
+
+
+Label = Annotated[
+    str, StringConstraints(min_length=1, max_length=255), AfterValidator(check_one_line)
+]
 # A hostname or an IP literal; never something an SSH client could read as an option.
 HostName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:\[\]-]+$", max_length=253)]
 Port = Annotated[int, Field(strict=True, ge=1, le=65535)]

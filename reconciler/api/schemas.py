@@ -10,7 +10,14 @@ from typing import Annotated, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from reconciler.models import Frequency, SourceType, check_absolute_path, check_cron, check_hh_mm
+from reconciler.models import (
+    Frequency,
+    Label,
+    SourceType,
+    check_absolute_path,
+    check_cron,
+    check_hh_mm,
+)
 
 ApiId = Annotated[int, Field(strict=True, gt=0, le=2**53)]
 Secret = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
@@ -23,7 +30,7 @@ class TaskFields(BaseModel):
 
     remote_server_id: ApiId | None = None
     backup_destination_id: ApiId | None = None
-    label: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
+    label: Label | None = None
     description: Annotated[str, StringConstraints(max_length=65535)] | None = None
     source_path: Annotated[str, StringConstraints(max_length=4096)] | None = None
     type: SourceType | None = None
@@ -61,7 +68,7 @@ class TaskFields(BaseModel):
 class TaskCreate(TaskFields):
     remote_server_id: ApiId
     backup_destination_id: ApiId
-    label: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    label: Label
     type: SourceType
 
 

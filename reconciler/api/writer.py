@@ -22,7 +22,13 @@ from typing import Generic, TypeVar
 from reconciler.api.errors import ApiError
 from reconciler.desired import DesiredState
 from reconciler.engine import Engine
-from reconciler.gitstore import Author, BranchMovedError, GitConflictError, GitError
+from reconciler.gitstore import (
+    Author,
+    BranchMovedError,
+    DirtyFileError,
+    GitConflictError,
+    GitError,
+)
 from reconciler.types import Clock
 
 log = logging.getLogger("reconciler.api")
@@ -109,9 +115,22 @@ class Writer:
             prepared.rollback()
             log.info("the branch moved while %r was prepared; preparing it again", prepared.message)
             return None
-        except GitError as exc:  # DirtyFileError included: nothing was written
+        except DirtyFileError as exc:
             prepared.rollback()
-            raise ApiError(409, f"Nothing was written: {exc}.") from exc
+            log.warning("%s not committed: %s", prepared.message, exc)
+            raise ApiError(
+                409,
+                "Nothing was written: the file has uncommitted local changes in the daemon's"
+                " repository; commit or discard them there first.",
+            ) from exc
+        except GitError as exc:
+            prepared.rollback()
+            log.warning("%s not committed: %s", prepared.message, exc)
+            raise ApiError(
+                409,
+                "Nothing was written: the change could not be committed to the configuration"
+                " repository (the daemon's log says why).",
+            ) from exc
         except BaseException:
             prepared.rollback()
             raise
@@ -123,7 +142,16 @@ class Writer:
         try:
             await asyncio.to_thread(self._engine.store.push)
         except GitConflictError as exc:
-            return f"Committed locally as {sha[:12]} but not pushed: {exc}. Nothing was lost."
+            log.warning("commit %s not pushed: %s", sha[:12], exc)
+            return (
+                f"Committed locally as {sha[:12]} but not pushed: the upstream branch has"
+                " conflicting changes to the same lines. Nothing was lost; the commit waits on"
+                " the daemon's branch to be merged by hand."
+            )
         except GitError as exc:
-            return f"Committed locally as {sha[:12]} but not pushed: {exc}."
+            log.warning("commit %s not pushed: %s", sha[:12], exc)
+            return (
+                f"Committed locally as {sha[:12]} but not pushed: the push to the upstream"
+                " failed (the daemon's log has git's output)."
+            )
         return None
