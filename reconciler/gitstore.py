@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 import pygit2
-from pygit2.enums import CheckoutStrategy, FileMode, SortMode
+from pygit2.enums import CheckoutStrategy, DeltaStatus, FileMode, SortMode
 
 from reconciler.atomicfile import fsync_directory, write_atomically
 from reconciler.types import ReconcilerError
@@ -461,6 +461,44 @@ class GitStore:
         if updated is None:
             return None
         return (created or updated), updated
+
+    def files_added(self, rev: str, since: str | None) -> tuple[dict[str, set[str]], str]:
+        """Every YAML blob a commit reachable from `rev` added or changed, by path, skipping the
+        commits reachable from `since` (already seen); and `rev` as a full sha, the next `since`.
+
+        Cost is one tree diff per commit not seen before, so a caller that keeps `since` pays
+        for the whole history once and then only for new commits. `since` no longer in the
+        repository (history rewritten and collected) means every commit is walked again.
+        """
+        with self._lock:
+            head = self._commit(rev)
+            walker = self._repo.walk(head.id, SortMode.NONE)
+            if since is not None:
+                with contextlib.suppress(KeyError, ValueError, pygit2.GitError):
+                    walker.hide(self._commit(since).id)
+            added: dict[str, set[str]] = {}
+            for commit in walker:
+                tree = self._config_tree(commit)
+                if tree is None:
+                    continue
+                parents = [self._config_tree(parent) for parent in commit.parents] or [None]
+                for parent in parents:
+                    for name, blob in self._new_blobs(parent, tree):
+                        added.setdefault(name, set()).add(blob)
+            return added, str(head.id)
+
+    def _new_blobs(self, old: pygit2.Tree | None, new: pygit2.Tree) -> Iterator[tuple[str, str]]:
+        if old is None:
+            yield from self._walk(new, "")
+            return
+        for delta in old.diff_to_tree(new).deltas:
+            path = delta.new_file.path
+            if (
+                delta.status != DeltaStatus.DELETED
+                and delta.new_file.mode in _REGULAR_FILES
+                and _is_config_file(path)
+            ):
+                yield path, str(delta.new_file.id)
 
     # Pushing
 

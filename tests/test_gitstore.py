@@ -622,3 +622,15 @@ def test_a_real_conflict_raises_and_loses_nothing(
     assert (repo / "tasks" / "a.yaml").read_text() == "id: 1\nlabel: ours\n"
     assert git(upstream, "rev-parse", "main").strip() == theirs
     assert status(repo) == ""
+
+
+def test_files_added_walks_only_commits_not_seen_before(repo: Path) -> None:
+    store = GitStore(repo)
+    commit_files(repo, {"tasks/b.yaml": "id: 2\n"}, "add b")
+    seen, walked = store.files_added(store.head() or "", None)
+    commit_files(repo, {"tasks/b.yaml": None, "tasks/c.yaml": "id: 3\n"}, "swap b for c")
+
+    later, _ = store.files_added(store.head() or "", walked)
+
+    assert {"tasks/a.yaml", "tasks/b.yaml"} <= set(seen)
+    assert set(later) == {"tasks/c.yaml"}

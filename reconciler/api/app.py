@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from reconciler.api import errors, tasks
 from reconciler.api.context import ApiContext, RateLimiter
+from reconciler.api.ids import TaskIds
 from reconciler.api.writer import Writer
 from reconciler.engine import Engine
 from reconciler.history import History
@@ -38,6 +39,7 @@ def create_app(
         clock=clock,
         writer=Writer(engine, clock, push=push),
         run_limiter=RateLimiter(run_rate_limit),
+        task_ids=TaskIds(engine.store),
     )
     errors.install(app)
     app.include_router(tasks.router)

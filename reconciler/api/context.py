@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 from fastapi import Request
 
+from reconciler.api.ids import TaskIds
 from reconciler.api.writer import Writer
 from reconciler.engine import Engine
 from reconciler.history import History
@@ -44,6 +45,7 @@ class ApiContext:
     clock: Clock
     writer: Writer
     run_limiter: RateLimiter
+    task_ids: TaskIds
 
 
 def context(request: Request) -> ApiContext:

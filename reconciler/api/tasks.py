@@ -25,7 +25,6 @@ from reconciler.runner import RunRequest
 router = APIRouter(prefix="/api", tags=["backup tasks"])
 
 _ID = re.compile(r"^[0-9]{1,15}$")
-_FILE_ID = re.compile(r"^([0-9]{1,15})(?:\D|$)")
 DEFAULT_PER_PAGE = 15
 DELETED = "Backup task successfully deleted"
 INITIATED = "Backup task initiated successfully."
@@ -234,8 +233,9 @@ async def create_task(
             path = taskfile.task_file_path(task_id, body.label)
             return path, text, keys, _validate(path, text, desired, caller)
 
-        render(_next_free_id(desired, files))  # a 422 must not use up an id
-        task_id = ctx.history.allocate_task_id(at_least=_next_free_id(desired, files))
+        free = max([ctx.task_ids.highest_ever(base.revision), *desired.tasks]) + 1
+        render(free)  # a 422 must not use up an id
+        task_id = ctx.history.allocate_task_id(at_least=free)
         path, text, keys, task = render(task_id)
         if path in files:
             raise ApiError(409, f"Nothing was written: {path} already exists.")
@@ -480,17 +480,6 @@ def _changed(old_text: str, new_text: str) -> list[str]:
     new = taskfile.load_task_data(new_text)
     keys = list(dict.fromkeys([*new, *old]))
     return [key for key in keys if old.get(key) != new.get(key)]
-
-
-def _next_free_id(desired: DesiredState, files: Mapping[str, str]) -> int:
-    """Above every id in use: applied tasks, and the id prefix of every task file name."""
-    used = [0, *desired.tasks]
-    for path in files:
-        if documents.kind_of(path) is documents.Kind.TASK:
-            match = _FILE_ID.match(path.rsplit("/", 1)[-1])
-            if match:
-                used.append(int(match.group(1)))
-    return max(used) + 1
 
 
 def _nested(edits: Mapping[taskfile.Path, object]) -> dict[str, Any]:
