@@ -16,6 +16,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from reconciler.api import create_app
+from reconciler.api.secretkeys import forget_unreferenced
 from reconciler.engine import Engine
 from reconciler.gitstore import GitStore
 from reconciler.history import History, RunRecord
@@ -143,6 +144,13 @@ async def serve(settings: Settings) -> None:
         recovered = daemon.runner.recover(daemon.engine.desired.tasks.values())
         if recovered:
             log.warning("marked %d interrupted run(s) as failed", len(recovered))
+        # Before the API can write: a crash between storing a secret and committing its
+        # reference leaves it in the store for no task.
+        swept = await asyncio.to_thread(
+            forget_unreferenced, daemon.store, daemon.secrets, daemon.engine.revision
+        )
+        if swept:
+            log.warning("deleted %d secret(s) that no committed file refers to", len(swept))
         for task, slot in daemon.engine.catch_up(settings.catch_up_deadline):
             log.info(
                 "task %d missed its %s run while the daemon was down: running it now", task.id, slot

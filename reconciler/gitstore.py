@@ -500,6 +500,17 @@ class GitStore:
             ):
                 yield path, str(delta.new_file.id)
 
+    def recent_messages(self, rev: str, since: datetime, limit: int) -> list[tuple[str, str]]:
+        """(sha, message) of up to `limit` commits reachable from `rev` committed at `since` or
+        later, newest first."""
+        with self._lock:
+            found: list[tuple[str, str]] = []
+            for commit in self._repo.walk(self._commit(rev).id, SortMode.TIME):
+                if _commit_time(commit) < since or len(found) >= limit:
+                    break
+                found.append((str(commit.id), commit.message))
+            return found
+
     # Pushing
 
     def push(self, remote: str = "origin") -> None:

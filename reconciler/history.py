@@ -61,7 +61,21 @@ CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 
 # Each entry takes the schema from its index to the next; a store is migrated step by step, so
 # a new step is appended here and never edits an earlier one.
-_MIGRATIONS: tuple[str, ...] = (_SCHEMA,)
+_MIGRATIONS: tuple[str, ...] = (
+    _SCHEMA,
+    """
+    CREATE TABLE idempotency_keys (
+        user_id INTEGER NOT NULL,
+        key TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (user_id, key)
+    );
+    CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at);
+    """,
+)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
@@ -85,6 +99,16 @@ class RunRecord:
     reason: str | None
     size: int | None
     backup_name: str | None
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    """The first answer to a write sent with an Idempotency-Key."""
+
+    fingerprint: str
+    status: int
+    body: str
+    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -434,6 +458,49 @@ class History:
     def revoke_token(self, token_id: int) -> bool:
         with self._write() as db:
             return db.execute("DELETE FROM tokens WHERE id = ?", (token_id,)).rowcount > 0
+
+    # Idempotency keys
+
+    def stored_response(self, user_id: int, key: str, since: datetime) -> StoredResponse | None:
+        """The answer remembered for `key`, if it was given at `since` or later."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM idempotency_keys WHERE user_id = ? AND key = ? AND created_at >= ?",
+                (user_id, key, _to_text(since)),
+            ).fetchone()
+        if row is None:
+            return None
+        return StoredResponse(
+            row["fingerprint"], row["status"], row["body"], _from_text(row["created_at"])
+        )
+
+    def store_response(
+        self,
+        user_id: int,
+        key: str,
+        response: StoredResponse,
+        *,
+        forget_before: datetime,
+    ) -> None:
+        """Remember `response` for `key`, and forget every answer older than `forget_before`."""
+        with self._write() as db:
+            db.execute(
+                "DELETE FROM idempotency_keys WHERE created_at < ?", (_to_text(forget_before),)
+            )
+            db.execute(
+                "INSERT INTO idempotency_keys (user_id, key, fingerprint, status, body,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, key) DO UPDATE SET"
+                " fingerprint = excluded.fingerprint, status = excluded.status,"
+                " body = excluded.body, created_at = excluded.created_at",
+                (
+                    user_id,
+                    key,
+                    response.fingerprint,
+                    response.status,
+                    response.body,
+                    _to_text(response.created_at),
+                ),
+            )
 
     # Task ids
 

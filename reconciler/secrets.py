@@ -10,7 +10,7 @@ import json
 import os
 import stat
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from reconciler.atomicfile import write_atomically
@@ -75,11 +75,16 @@ class Secrets:
             self._save(store)
         return ref
 
-    def delete(self, key: str) -> None:
-        """Forget `key`; deleting a key that is not there is not an error (the goal is reached)."""
+    def keys(self) -> set[str]:
+        with self._lock:
+            return set(self._load())
+
+    def forget(self, keys: Iterable[str]) -> None:
+        """Delete `keys` in one rewrite; a key that is not there is not an error (goal reached)."""
         with self._lock:
             store = self._load()
-            if store.pop(key, None) is not None:
+            removed = [key for key in keys if store.pop(key, None) is not None]
+            if removed:
                 self._save(store)
 
     def _load(self) -> dict[str, str]:

@@ -7,7 +7,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,10 +62,14 @@ def reconciler(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[RunningDaemon]:
+@contextmanager
+def running_daemon(tmp_path: Path, files: Mapping[str, str]) -> Iterator[RunningDaemon]:
+    """`reconciler serve` on a new repository of `files`, with a token for user 1.
+
+    The state store is `tmp_path/state/state.db`; anything already there is kept.
+    """
     repo = tmp_path / "config"
-    init_repo(repo, {**configset.base_files(), "tasks/1-home.yaml": configset.task(1)})
+    init_repo(repo, files)
     state = tmp_path / "state" / "state.db"
     created = reconciler("token", "create", "--state", str(state), "--user-id", "1", "--name", "t")
     assert created.returncode == 0, created.stderr
@@ -106,6 +111,13 @@ def daemon(tmp_path: Path) -> Iterator[RunningDaemon]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[RunningDaemon]:
+    files = {**configset.base_files(), "tasks/1-home.yaml": configset.task(1)}
+    with running_daemon(tmp_path, files) as running:
+        yield running
 
 
 def test_the_daemon_serves_the_head_commit(daemon: RunningDaemon) -> None:

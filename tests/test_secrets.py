@@ -152,8 +152,7 @@ def test_a_deleted_key_no_longer_resolves(store_path: Path) -> None:
     secrets.put("k", VALUE)
     secrets.put("other", "x")
 
-    secrets.delete("k")
-    secrets.delete("never-there")
+    secrets.forget(["k", "never-there"])
 
     with pytest.raises(SecretError, match="no such key"):
         secrets.resolve(SecretRef(secret="k"))

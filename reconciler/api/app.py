@@ -37,7 +37,7 @@ def create_app(
         secrets=secrets,
         runner=runner,
         clock=clock,
-        writer=Writer(engine, clock, push=push),
+        writer=Writer(engine, history, clock, push=push),
         run_limiter=RateLimiter(run_rate_limit),
         task_ids=TaskIds(engine.store),
     )

@@ -5,17 +5,19 @@ from __future__ import annotations
 import math
 import re
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 
 from reconciler import documents, taskfile
 from reconciler.api import present, schemas
 from reconciler.api.auth import Ability, Caller, require
 from reconciler.api.context import ApiContext, context
 from reconciler.api.errors import ApiError, Invalid, NotFound, responses
+from reconciler.api.idempotency import HEADER, KeyedRequest, fingerprint
 from reconciler.api.mapping import SECRET_FIELDS, request_field, task_edits
+from reconciler.api.secretkeys import forget_unreferenced
 from reconciler.api.writer import Base, Prepared
 from reconciler.desired import DesiredState
 from reconciler.gitstore import Author
@@ -33,6 +35,18 @@ NO_LOGS = "No logs found for this backup task."
 Page = Annotated[int, Query(ge=1, le=1_000_000, description="Page number, from 1")]
 PerPage = Annotated[int, Query(ge=1, le=100, description="Items per page, at most 100")]
 Ctx = Annotated[ApiContext, Depends(context)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias=HEADER,
+        min_length=1,
+        max_length=255,
+        pattern=r"^[!-~]+$",
+        description="Any text (up to 255 visible ASCII characters) the client picks per change:"
+        " a retry with the same key and body within 24 hours returns the first answer and"
+        " writes nothing again.",
+    ),
+]
 
 
 def _caller(ability: Ability) -> Any:
@@ -215,7 +229,11 @@ async def run_task(
     summary="Create a backup task (commits a new task file)",
 )
 async def create_task(
-    ctx: Ctx, caller: Annotated[Caller, _caller(Ability.CREATE)], body: schemas.TaskCreate
+    request: Request,
+    ctx: Ctx,
+    caller: Annotated[Caller, _caller(Ability.CREATE)],
+    body: schemas.TaskCreate,
+    idempotency_key: IdempotencyKey = None,
 ) -> Any:
     given = body.model_fields_set
     nonce = secrets.token_hex(4)
@@ -249,10 +267,12 @@ async def create_task(
             writes={path: text.encode()},
             author=_author(caller),
             message=f"api: create backup task {task_id} ({task.label})",
-            rollback=lambda: _forget(ctx, stored),
+            task_id=task_id,
+            rollback=lambda: ctx.secrets.forget(stored),
         )
 
-    return await ctx.writer.write(prepare)
+    keyed = await _keyed(request, caller, idempotency_key, 201, _replay_task(ctx, caller))
+    return await ctx.writer.write(prepare, keyed)
 
 
 @router.put(
@@ -266,6 +286,8 @@ async def update_task(
     caller: Annotated[Caller, _caller(Ability.UPDATE)],
     task_id: str,
     body: schemas.TaskFields,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
 ) -> Any:
     given = body.model_fields_set
     nonce = secrets.token_hex(4)
@@ -301,11 +323,13 @@ async def update_task(
             writes={path: text.encode()},
             author=_author(caller),
             message=f"api: update backup task {resolved.id} ({', '.join(changed)})",
-            rollback=lambda: _forget(ctx, stored),
-            committed=lambda: _forget(ctx, _own_keys(resolved.id, replaced)),
+            task_id=resolved.id,
+            rollback=lambda: ctx.secrets.forget(stored),
+            committed=lambda sha: _forget_unused(ctx, sha, replaced),
         )
 
-    return await ctx.writer.write(prepare)
+    keyed = await _keyed(request, caller, idempotency_key, 200, _replay_task(ctx, caller))
+    return await ctx.writer.write(prepare, keyed)
 
 
 @router.delete(
@@ -315,7 +339,11 @@ async def update_task(
     summary="Delete a backup task (commits the removal of its file)",
 )
 async def delete_task(
-    ctx: Ctx, caller: Annotated[Caller, _caller(Ability.DELETE)], task_id: str
+    request: Request,
+    ctx: Ctx,
+    caller: Annotated[Caller, _caller(Ability.DELETE)],
+    task_id: str,
+    idempotency_key: IdempotencyKey = None,
 ) -> Any:
     def prepare(base: Base) -> Prepared[schemas.Message]:
         desired = base.desired
@@ -331,13 +359,50 @@ async def delete_task(
             writes={desired.task_paths[resolved.id]: None},
             author=_author(caller),
             message=f"api: delete backup task {resolved.id} ({task.label})",
-            committed=lambda: _forget(ctx, _own_keys(resolved.id, keys)),
+            task_id=resolved.id,
+            committed=lambda sha: _forget_unused(ctx, sha, keys),
         )
 
-    return await ctx.writer.write(prepare)
+    keyed = await _keyed(
+        request,
+        caller,
+        idempotency_key,
+        200,
+        lambda _desired, _id: schemas.Message(message=DELETED),
+    )
+    return await ctx.writer.write(prepare, keyed)
 
 
 # Helpers
+
+
+async def _keyed(
+    request: Request,
+    caller: Caller,
+    key: str | None,
+    status: int,
+    replay: Callable[[DesiredState, int | None], Any],
+) -> KeyedRequest | None:
+    if key is None:
+        return None
+    body = await request.body()  # already read and kept by FastAPI for the body model
+    print_ = fingerprint(request.method, request.url.path, body)
+    return KeyedRequest(caller.user.id, key, print_, status, replay)
+
+
+def _replay_task(ctx: ApiContext, caller: Caller) -> Callable[[DesiredState, int | None], Any]:
+    """The task as it is now, for a keyed write that an earlier attempt already committed."""
+
+    def replay(desired: DesiredState, task_id: int | None) -> Any:
+        resolved = None if task_id is None else desired.tasks.get(task_id)
+        if resolved is None or resolved.task.user_id != caller.user.id:
+            raise ApiError(
+                409,
+                f"This request was already carried out for task {task_id}, which no longer exists.",
+            )
+        return schemas.One[schemas.Task](data=_resources(ctx, caller, [resolved])[0])
+
+    return replay
 
 
 def _owned(desired: DesiredState, caller: Caller) -> list[ResolvedTask]:
@@ -511,11 +576,6 @@ def _store_secrets(ctx: ApiContext, body: schemas.TaskFields, keys: Mapping[str,
     return list(keys.values())
 
 
-def _own_keys(task_id: int, keys: Sequence[str]) -> list[str]:
-    """Only keys the API created for this task: a person's own store keys are left alone."""
-    return [key for key in keys if key.startswith(f"task-{task_id}-")]
-
-
-def _forget(ctx: ApiContext, keys: Sequence[str]) -> None:
-    for key in keys:
-        ctx.secrets.delete(key)
+def _forget_unused(ctx: ApiContext, revision: str, keys: Sequence[str]) -> None:
+    """Keys the written task no longer uses, unless another committed file still names them."""
+    forget_unreferenced(ctx.engine.store, ctx.secrets, revision, keys)

@@ -17,9 +17,12 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from reconciler.api.errors import ApiError
+from fastapi.responses import JSONResponse
+
+from reconciler.api.errors import ApiError, Invalid
+from reconciler.api.idempotency import KEY_LIFETIME, KeyedRequest, earlier_answer
 from reconciler.desired import DesiredState
 from reconciler.engine import Engine
 from reconciler.gitstore import (
@@ -29,6 +32,7 @@ from reconciler.gitstore import (
     GitConflictError,
     GitError,
 )
+from reconciler.history import History
 from reconciler.types import Clock
 
 log = logging.getLogger("reconciler.api")
@@ -42,21 +46,27 @@ def _nothing() -> None:
     return None
 
 
+def _nothing_after(_sha: str) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class Prepared(Generic[T]):
     """A change ready to commit, and how to answer once it is applied.
 
     `writes` maps config-set-relative paths to new contents (None deletes); empty means nothing
     to commit. `rollback` undoes side effects made while preparing (secrets stored) when the
-    commit fails; `committed` runs once it succeeded (secrets no longer referenced).
+    commit fails; `committed` runs (in a thread) with the new commit once it succeeded (secrets
+    no longer referenced). `task_id` is the task the change is about.
     """
 
     respond: Callable[[DesiredState], T]
     writes: Mapping[str, bytes | None] = field(default_factory=dict)
     author: Author | None = None
     message: str = ""
+    task_id: int | None = None
     rollback: Callable[[], None] = _nothing
-    committed: Callable[[], None] = _nothing
+    committed: Callable[[str], None] = _nothing_after
 
 
 @dataclass(frozen=True)
@@ -68,46 +78,104 @@ class Base:
 
 
 class Writer:
-    def __init__(self, engine: Engine, clock: Clock, *, push: bool) -> None:
+    def __init__(self, engine: Engine, history: History, clock: Clock, *, push: bool) -> None:
         self._engine = engine
+        self._history = history
         self._clock = clock
         self._push = push
         self._lock = asyncio.Lock()
+        self._in_flight: set[asyncio.Task[Any]] = set()
 
-    async def write(self, prepare: Callable[[Base], Prepared[T]]) -> T:
+    async def write(
+        self, prepare: Callable[[Base], Prepared[T]], keyed: KeyedRequest | None = None
+    ) -> T | JSONResponse:
+        """Carry out one change; a client that goes away does not interrupt it.
+
+        Once a write has started it runs to its end (commit, secrets, answer stored) even if the
+        request is cancelled: stopping half-way could leave a commit that refers to a secret its
+        rollback deleted.
+        """
+        serialised = self._serialised(prepare, keyed)
+        task = asyncio.create_task(serialised)
+        self._in_flight.add(task)
+        task.add_done_callback(self._finished)
+        return await asyncio.shield(task)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._in_flight.discard(task)
+        if task.cancelled():
+            return
+        error = task.exception()  # retrieved here too, for a write whose client went away
+        if error is not None and not isinstance(error, ApiError | Invalid):
+            log.error("API write failed", exc_info=error)
+
+    async def _serialised(
+        self, prepare: Callable[[Base], Prepared[T]], keyed: KeyedRequest | None
+    ) -> T | JSONResponse:
         async with self._lock:
-            for _ in range(_PREPARE_ATTEMPTS):
+            if keyed is not None:
                 await self._engine.sync()
-                base = Base(self._engine.desired, self._engine.revision)
-                prepared = await asyncio.to_thread(prepare, base)
-                if not prepared.writes:
-                    return prepared.respond(self._engine.desired)
-                sha = await self._commit(prepared, base)
-                if sha is not None:
-                    break
-            else:
-                raise ApiError(
-                    409,
-                    "Nothing was written: the branch kept moving while this change was prepared"
-                    f" ({_PREPARE_ATTEMPTS} attempts). Try again.",
+                earlier = await asyncio.to_thread(
+                    earlier_answer,
+                    keyed,
+                    self._history,
+                    self._engine.store,
+                    self._engine.desired,
+                    self._engine.revision,
+                    self._clock.now(),
                 )
-            prepared.committed()
-            log.info("committed %s: %s", sha[:12], prepared.message)
-            pushed = await self._push_commit(sha)
-            await self._engine.sync()
-            if pushed is not None:
-                raise ApiError(409, pushed)
-            return prepared.respond(self._engine.desired)
+                if earlier is not None:
+                    return earlier
+            answer = await self._write(prepare, keyed)
+            if keyed is not None:
+                now = self._clock.now()
+                await asyncio.to_thread(
+                    self._history.store_response,
+                    keyed.user_id,
+                    keyed.key,
+                    keyed.stored(answer, now),
+                    forget_before=now - KEY_LIFETIME,
+                )
+            return answer
 
-    async def _commit(self, prepared: Prepared[T], base: Base) -> str | None:
+    async def _write(self, prepare: Callable[[Base], Prepared[T]], keyed: KeyedRequest | None) -> T:
+        for _ in range(_PREPARE_ATTEMPTS):
+            await self._engine.sync()
+            base = Base(self._engine.desired, self._engine.revision)
+            prepared = await asyncio.to_thread(prepare, base)
+            if not prepared.writes:
+                return await asyncio.to_thread(prepared.respond, base.desired)
+            sha = await self._commit(prepared, base, keyed)
+            if sha is not None:
+                break
+        else:
+            raise ApiError(
+                409,
+                "Nothing was written: the branch kept moving while this change was prepared"
+                f" ({_PREPARE_ATTEMPTS} attempts). Try again.",
+            )
+        log.info("committed %s: %s", sha[:12], prepared.message)
+        await asyncio.to_thread(prepared.committed, sha)
+        pushed = await self._push_commit(sha)
+        await self._engine.sync()
+        if pushed is not None:
+            raise ApiError(409, pushed)
+        return await asyncio.to_thread(prepared.respond, self._engine.desired)
+
+    async def _commit(
+        self, prepared: Prepared[T], base: Base, keyed: KeyedRequest | None
+    ) -> str | None:
         """The new commit's sha; None if the branch moved since `base` (nothing was written)."""
         assert prepared.author is not None
+        message = prepared.message
+        if keyed is not None:
+            message = f"{message}\n\n{keyed.trailers(prepared.task_id)}"
         try:
             return await asyncio.to_thread(
                 self._engine.store.commit,
                 prepared.writes,
                 prepared.author,
-                prepared.message,
+                message,
                 self._clock.now(),
                 parent=base.revision,
             )
@@ -131,6 +199,10 @@ class Writer:
                 "Nothing was written: the change could not be committed to the configuration"
                 " repository (the daemon's log says why).",
             ) from exc
+        except asyncio.CancelledError:
+            # The commit thread may still land: its secrets stay; the start-up sweep removes them
+            # if it did not.
+            raise
         except BaseException:
             prepared.rollback()
             raise
