@@ -363,6 +363,11 @@ async def test_a_new_utc_time_sets_the_files_timezone_to_utc(rig: ApiRig) -> Non
     assert "# When: after the nightly import\n" in text
 
 
+async def test_the_commit_names_a_timezone_the_utc_time_replaced(rig: ApiRig) -> None:
+    await rig.put("/api/backup-tasks/7", {"time_to_run_at": "04:15"})
+    assert rig.commits()[0] == "api: update backup task 7 (schedule; timezone Europe/Paris -> UTC)"
+
+
 async def test_sending_back_the_shown_time_changes_nothing(rig: ApiRig) -> None:
     before = rig.commits()
     response = await rig.put(

@@ -322,7 +322,8 @@ async def update_task(
             respond=respond,
             writes={path: text.encode()},
             author=_author(caller),
-            message=f"api: update backup task {resolved.id} ({', '.join(changed)})",
+            message=f"api: update backup task {resolved.id}"
+            f" ({', '.join(changed)}{_zone_change(current, task)})",
             task_id=resolved.id,
             rollback=lambda: ctx.secrets.forget(stored),
             committed=lambda sha: _forget_unused(ctx, sha, replaced),
@@ -574,6 +575,12 @@ def _store_secrets(ctx: ApiContext, body: schemas.TaskFields, keys: Mapping[str,
     for name, key in keys.items():
         ctx.secrets.put(key, getattr(body, name))
     return list(keys.values())
+
+
+def _zone_change(old: BackupTask, new: BackupTask) -> str:
+    """The API's times are UTC: the commit says so when that moves a task off its own zone."""
+    before, after = old.schedule.timezone, new.schedule.timezone
+    return "" if before == after else f"; timezone {before} -> {after}"
 
 
 def _forget_unused(ctx: ApiContext, revision: str, keys: Sequence[str]) -> None:
