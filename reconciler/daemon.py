@@ -136,6 +136,9 @@ async def serve(settings: Settings) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, shut_down)
     try:
+        repaired = await asyncio.to_thread(daemon.store.repair_interrupted_commit)
+        if repaired:
+            log.warning("repaired a commit interrupted by a crash: %s", ", ".join(repaired))
         await daemon.engine.sync()
         # The config set's objects live as long as the daemon: keep the cyclic GC from scanning
         # them again on every collection (it made 10,000-task reconciles several times slower).

@@ -11,6 +11,7 @@ the daemon calls us from the event loop and from worker threads.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import threading
@@ -31,6 +32,7 @@ _REGULAR_FILES = (FileMode.BLOB, FileMode.BLOB_EXECUTABLE)
 _PUSH_ATTEMPTS = 3
 _GIT_TIMEOUT = 120.0
 _FILE_TIMES_CACHE = 4096
+_JOURNAL = "reconciler-commit.json"
 
 
 @dataclass(frozen=True)
@@ -308,13 +310,22 @@ class GitStore:
         commit_id: pygit2.Oid,
         message: str,
     ) -> None:
-        """Work tree, index, then branch; any failure undoes the steps already taken."""
+        """Work tree, index, then branch; any failure undoes the steps already taken.
+
+        A journal naming the paths and their blobs before and after is written first and
+        removed last, so a process killed half-way is repaired by `repair_interrupted_commit`.
+        """
         repo = self._repo
         index_file = self.git_dir / "index"
         saved_index = index_file.read_bytes() if index_file.exists() else None
         originals: dict[str, _Original] = {}
         created_dirs: list[Path] = []
         reflog = f"commit: {message.splitlines()[0]}"
+        journal = {
+            full: [_optional_id(_entry_id(head_tree, full)), _optional_id(blob_ids.get(full))]
+            for full in targets
+        }
+        write_atomically(self.git_dir / _JOURNAL, json.dumps(journal).encode(), 0o644)
         try:
             for full, content in targets.items():
                 target = self.root / full
@@ -351,12 +362,63 @@ class GitStore:
                 ref.set_target(commit_id, reflog)
         except BaseException as exc:
             self._restore(originals, created_dirs, index_file, saved_index)
+            (self.git_dir / _JOURNAL).unlink(missing_ok=True)
             if isinstance(exc, pygit2.GitError) and self._branch_moved(branch, ref):
                 raise BranchMovedError(f"{branch} moved while committing") from exc
             if isinstance(exc, OSError | pygit2.GitError | ValueError):
                 raise GitError(f"commit failed, nothing was changed: {exc}") from exc
             raise
+        (self.git_dir / _JOURNAL).unlink()
         self._times.clear()
+
+    def repair_interrupted_commit(self) -> list[str]:
+        """Put back what a process killed mid-commit left half-done; the paths repaired.
+
+        Each path the journal names is set, in the work tree and the index, to the branch
+        head's version, whether or not the commit landed (it was clean before the commit began),
+        unless its content is neither the old nor the new one (a person changed it since: it
+        is left alone). Our temporary files and the locks we held are removed. Call it at
+        start-up, before anything else writes to the repository.
+        """
+        with self._lock:
+            journal_file = self.git_dir / _JOURNAL
+            try:
+                journal: dict[str, list[str | None]] = json.loads(journal_file.read_bytes())
+            except FileNotFoundError:
+                return []
+            for lock in (self.git_dir / "index.lock", self.git_dir / f"{self._branch()}.lock"):
+                lock.unlink(missing_ok=True)
+            head = self._head()
+            head_tree = None if head is None else self._commit(head).tree
+            index = self._repo.index
+            index.read(force=True)
+            repaired = []
+            for full, states in journal.items():
+                target = self.root / full
+                for temporary in target.parent.glob(f".{target.name}.*.tmp"):
+                    temporary.unlink()
+                on_disk = str(pygit2.hashfile(str(target))) if target.is_file() else None
+                if on_disk not in states:
+                    continue
+                wanted = _entry_id(head_tree, full)
+                if wanted is None:
+                    target.unlink(missing_ok=True)
+                    if full in index:
+                        index.remove(full)
+                else:
+                    blob = self._repo[wanted]
+                    assert isinstance(blob, pygit2.Blob)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    mode = (
+                        0o755 if _entry_mode(head_tree, full) == FileMode.BLOB_EXECUTABLE else 0o644
+                    )
+                    write_atomically(target, blob.data, mode)
+                    index.add(pygit2.IndexEntry(full, wanted, _entry_mode(head_tree, full)))
+                repaired.append(full)
+            index.write()
+            journal_file.unlink()
+            self._times.clear()
+            return repaired
 
     def _branch_moved(self, branch: str, ref: pygit2.Reference | None) -> bool:
         now = self._repo.references.get(branch)
@@ -624,6 +686,10 @@ def _entry(tree: pygit2.Tree | None, path: str) -> pygit2.Object | None:
 def _entry_id(tree: pygit2.Tree | None, path: str) -> pygit2.Oid | None:
     entry = _entry(tree, path)
     return None if entry is None or entry.filemode not in _REGULAR_FILES else entry.id
+
+
+def _optional_id(oid: pygit2.Oid | None) -> str | None:
+    return None if oid is None else str(oid)
 
 
 def _entry_mode(tree: pygit2.Tree | None, path: str) -> FileMode:
