@@ -53,3 +53,12 @@ def blocked(postgres: PostgresServer) -> Iterator[BlockedDump]:
     dump = BlockedDump(postgres)
     yield dump
     dump.release()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--kill-trials",
+        type=int,
+        default=20,
+        help="kill -9 trials of the daemon during API writes (CI: 20; a soak: 100)",
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -17,8 +16,8 @@ import httpx
 import pytest
 
 from tests import configset
+from tests.daemonproc import start_daemon
 from tests.gitrepo import commit_files, git, head, init_repo
-from tests.servers import free_port, wait_until
 
 
 @dataclass
@@ -73,44 +72,11 @@ def running_daemon(tmp_path: Path, files: Mapping[str, str]) -> Iterator[Running
     state = tmp_path / "state" / "state.db"
     created = reconciler("token", "create", "--state", str(state), "--user-id", "1", "--name", "t")
     assert created.returncode == 0, created.stderr
-    port = free_port()
-    log = tmp_path / "daemon.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "reconciler",
-                "serve",
-                "--repo",
-                str(repo),
-                "--state",
-                str(state),
-                "--port",
-                str(port),
-            ],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    running = RunningDaemon(repo, f"http://127.0.0.1:{port}", created.stdout.strip(), process, log)
-
-    def healthy() -> bool:
-        try:
-            return httpx.get(running.url + "/healthz", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
+    process = start_daemon(repo, state, tmp_path / "daemon.log")
     try:
-        wait_until(healthy, "the daemon's /healthz", log)
-        yield running
+        yield RunningDaemon(repo, process.url, created.stdout.strip(), process.process, process.log)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        process.stop()
 
 
 @pytest.fixture
