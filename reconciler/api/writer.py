@@ -69,6 +69,17 @@ class Prepared(Generic[T]):
     committed: Callable[[str], None] = _nothing_after
 
 
+def _log_unseen_failure(task: asyncio.Task[Any]) -> None:
+    """The end of a write whose client went away: nobody else will see how it ended."""
+    if task.cancelled():
+        return
+    error = task.exception()
+    if isinstance(error, ApiError | Invalid):
+        log.info("API write for a client that went away was refused: %s", error)
+    elif error is not None:
+        log.error("API write for a client that went away failed", exc_info=error)
+
+
 @dataclass(frozen=True)
 class Base:
     """What a change is prepared from: the applied desired state and the head it came from."""
@@ -95,19 +106,15 @@ class Writer:
         request is cancelled: stopping half-way could leave a commit that refers to a secret its
         rollback deleted.
         """
-        serialised = self._serialised(prepare, keyed)
+        serialised = self._serialised(prepare, keyed)  # apart, so mypy infers T from `prepare`
         task = asyncio.create_task(serialised)
-        self._in_flight.add(task)
-        task.add_done_callback(self._finished)
-        return await asyncio.shield(task)
-
-    def _finished(self, task: asyncio.Task[Any]) -> None:
-        self._in_flight.discard(task)
-        if task.cancelled():
-            return
-        error = task.exception()  # retrieved here too, for a write whose client went away
-        if error is not None and not isinstance(error, ApiError | Invalid):
-            log.error("API write failed", exc_info=error)
+        self._in_flight.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self._in_flight.discard)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(_log_unseen_failure)
+            raise
 
     async def _serialised(
         self, prepare: Callable[[Base], Prepared[T]], keyed: KeyedRequest | None
