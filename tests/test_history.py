@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import os
+import pwd
 import sqlite3
+import stat
 import subprocess
 import sys
 import textwrap
@@ -12,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.history import History, HistoryError, RunInProgressError
+from reconciler.history import MIGRATIONS, History, HistoryError, LogTail, RunInProgressError
 from reconciler.types import RunStatus, TaskStatus
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
@@ -409,3 +412,147 @@ def test_writes_from_many_threads_are_all_kept(history: History) -> None:
             for i, run in zip(range(19, -1, -1), page, strict=True)
         )
     assert history.allocate_task_id(1) == 8 * 20 + 1
+
+
+def test_log_lines_are_written_in_one_batch_and_read_back_after_an_offset(
+    history: History,
+) -> None:
+    run_id = history.start_run(7, "schedule", T0)
+    history.append_logs(run_id, [(T0, "one"), (T0, "two")])
+    history.append_logs(run_id, [(T0, "three")])
+
+    assert history.log_after(run_id, 0) == (
+        ["2024-03-01T12:00:00Z one", "2024-03-01T12:00:00Z two", "2024-03-01T12:00:00Z three"],
+        3,
+    )
+    assert history.log_after(run_id, 1) == (
+        ["2024-03-01T12:00:00Z two", "2024-03-01T12:00:00Z three"],
+        3,
+    )
+    assert history.log_after(run_id, 3) == ([], 3)
+    assert history.log_after(run_id, 0, limit=1) == (["2024-03-01T12:00:00Z one"], 1)
+
+
+def test_a_log_line_holding_a_newline_stays_one_line(history: History) -> None:
+    run_id = history.start_run(7, "schedule", T0)
+    history.append_logs(run_id, [(T0, "failed: first\nsecond")])
+    assert history.log_after(run_id, 0) == (["2024-03-01T12:00:00Z failed: first\\nsecond"], 1)
+
+
+def test_a_run_is_read_with_only_the_tail_of_its_log(history: History) -> None:
+    run_id = history.start_run(7, "schedule", T0)
+    for batch in range(10):
+        history.append_logs(run_id, [(T0, f"{batch}.{i}") for i in range(100)])
+    run = history.run(run_id, LogTail(lines=150, chars=1 << 20))
+    assert run is not None
+    lines = run.output.splitlines()
+    assert lines[0] == "[850 earlier lines not shown]"
+    assert lines[1] == "2024-03-01T12:00:00Z 8.50"
+    assert lines[-1] == "2024-03-01T12:00:00Z 9.99"
+
+
+def test_a_version_1_store_keeps_its_runs_and_logs_when_upgraded(db_path: Path) -> None:
+    raw = sqlite3.connect(db_path)
+    raw.executescript(MIGRATIONS[0])
+    raw.execute("PRAGMA user_version = 1")
+    raw.execute(
+        "INSERT INTO runs (task_id, status, trigger, started_at) VALUES"
+        " (7, 'running', 'schedule', '2024-03-01T12:00:00.000000Z')"
+    )
+    raw.executemany(
+        "INSERT INTO run_logs (run_id, at, line) VALUES (1, ?, ?)",
+        [("2024-03-01T12:00:00.000000Z", "connecting"), ("2024-03-01T12:00:05.000000Z", "dumping")],
+    )
+    raw.commit()
+    raw.close()
+
+    upgraded = History(db_path)
+    try:
+        run_id = upgraded.start_run(8, "schedule", T0)
+        upgraded.append_logs(run_id, [(T0, "new")])
+        old = upgraded.run(1)
+        assert old is not None
+        assert old.output == "2024-03-01T12:00:00Z connecting\n2024-03-01T12:00:05Z dumping\n"
+        assert upgraded.log_after(1, 1) == (["2024-03-01T12:00:05Z dumping"], 2)
+        assert [run.id for run in upgraded.recover_interrupted(T0)] == [1, run_id]
+    finally:
+        upgraded.close()
+
+
+def test_pruning_keeps_the_newest_runs_of_a_task_and_drops_old_ones_with_their_logs(
+    history: History, db_path: Path
+) -> None:
+    ids = [completed_run(history, 7, T0 + timedelta(days=i), "line") for i in range(5)]
+    old_other = completed_run(history, 8, T0, "other")
+    running = history.start_run(9, "schedule", T0)
+
+    history.prune_runs(7, keep=2, started_before=T0 + timedelta(hours=1))
+
+    assert [run.id for run in history.runs(7, 0, 10)[0]] == [ids[4], ids[3]]
+    assert history.run(old_other) is None
+    assert history.run(running) is not None
+    with sqlite3.connect(db_path) as raw:
+        (count,) = raw.execute("SELECT COUNT(*) FROM run_logs").fetchone()
+    assert count == 2
+
+
+def test_alive_intervals_are_extended_by_the_heartbeat_and_old_ones_forgotten(
+    history: History,
+) -> None:
+    first = history.begin_alive(T0, forget_before=T0)
+    history.still_alive(first, T0 + timedelta(hours=1))
+    second = history.begin_alive(T0 + timedelta(hours=3), forget_before=T0 + timedelta(hours=2))
+    history.still_alive(second, T0 + timedelta(hours=4))
+
+    assert history.alive_since(T0) == [(T0 + timedelta(hours=3), T0 + timedelta(hours=4))]
+    third = history.begin_alive(T0 + timedelta(hours=5), forget_before=T0)
+    assert history.alive_since(T0 + timedelta(hours=4)) == [
+        (T0 + timedelta(hours=3), T0 + timedelta(hours=4)),
+        (T0 + timedelta(hours=5), T0 + timedelta(hours=5)),
+    ]
+    assert third != second
+
+
+def test_the_state_file_is_created_private_in_a_private_directory(tmp_path: Path) -> None:
+    state = tmp_path / "new" / "state.db"
+    history = History(state)
+    try:
+        history.start_run(7, "schedule", T0)  # the WAL file exists from the first write
+        assert history.created
+    finally:
+        history.close()
+    assert stat.S_IMODE(state.parent.stat().st_mode) == 0o700
+    for path in state.parent.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    assert not History(state).created
+
+
+def test_an_existing_state_file_readable_by_others_is_made_private(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    History(state).close()
+    state.chmod(0o644)
+    History(state).close()
+    assert stat.S_IMODE(state.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o770, 0o1777])
+def test_a_state_directory_others_can_write_to_is_refused(tmp_path: Path, mode: int) -> None:
+    directory = tmp_path / "shared"
+    directory.mkdir()
+    directory.chmod(mode)
+    with pytest.raises(HistoryError) as refused:
+        History(directory / "state.db")
+    assert str(refused.value) == (
+        f"state directory {directory}: other users can write to it (mode {mode:04o}), so they"
+        f" could replace the state store or the secrets beside it; run chmod go-w {directory}"
+    )
+    assert list(directory.iterdir()) == []
+
+
+def test_a_state_directory_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    directory = tmp_path / "theirs"
+    directory.mkdir(mode=0o700)
+    nobody = pwd.getpwnam("nobody")
+    os.chown(directory, nobody.pw_uid, nobody.pw_gid)
+    with pytest.raises(HistoryError, match=f"owned by uid {nobody.pw_uid}"):
+        History(directory / "state.db")
