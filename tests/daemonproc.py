@@ -49,7 +49,9 @@ class RunningDaemon:
         raise AssertionError(f"revision {revision} not applied within {within} s")
 
 
-def reconciler(*args: str | Path, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def reconciler(
+    *args: str | Path, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "reconciler", *map(str, args)],
         capture_output=True,

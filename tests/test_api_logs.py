@@ -61,5 +61,6 @@ async def test_a_log_of_huge_lines_is_bounded_in_size_too(rig: ApiRig) -> None:
     output = (await rig.get("/api/backup-tasks/1/latest-log")).json()["data"]["output"]
     assert len(output) <= 1 << 20
     lines = output.splitlines()
-    assert lines[0].startswith("[") and lines[0].endswith("earlier lines not shown]")
+    assert lines[0].startswith("[")
+    assert lines[0].endswith("earlier lines not shown]")
     assert lines[-1].startswith("2026-03-10T12:00:00Z 99 ")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.history import MIGRATIONS, History, HistoryError, LogTail, RunInProgressError
+from reconciler.history import _MIGRATIONS, History, HistoryError, LogTail, RunInProgressError
 from reconciler.types import RunStatus, TaskStatus
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
@@ -36,7 +36,7 @@ def history(db_path: Path) -> Iterator[History]:
 def completed_run(history: History, task_id: int, at: datetime, *lines: str) -> int:
     run_id = history.start_run(task_id, "schedule", at)
     for line in lines:
-        history.append_log(run_id, line, at)
+        history.append_logs(run_id, [(at, line)])
     history.finish_run(run_id, RunStatus.SUCCESSFUL, at)
     return run_id
 
@@ -135,7 +135,7 @@ def test_finishing_an_unknown_run_is_an_error(history: History) -> None:
 
 def test_logging_to_an_unknown_run_is_an_error(history: History) -> None:
     with pytest.raises(HistoryError, match="no such run"):
-        history.append_log(99, "lost", T0)
+        history.append_logs(99, [(T0, "lost")])
 
 
 def test_naive_datetimes_are_refused(history: History) -> None:
@@ -155,8 +155,8 @@ def test_datetimes_come_back_as_aware_utc(history: History) -> None:
 
 def test_log_lines_are_timestamped_in_order(history: History) -> None:
     run_id = history.start_run(7, "schedule", T0)
-    history.append_log(run_id, "connecting", T0)
-    history.append_log(run_id, "dumping", T0 + timedelta(seconds=5))
+    history.append_logs(run_id, [(T0, "connecting")])
+    history.append_logs(run_id, [(T0 + timedelta(seconds=5), "dumping")])
 
     run = history.run(run_id)
     assert run is not None
@@ -168,14 +168,14 @@ def test_a_running_log_is_visible_at_once_to_another_reader(db_path: Path) -> No
     reader = History(db_path)
     try:
         run_id = writer.start_run(7, "schedule", T0)
-        writer.append_log(run_id, "first line", T0)
+        writer.append_logs(run_id, [(T0, "first line")])
 
         latest = reader.latest_run(7)
         assert latest is not None
         assert latest.status is RunStatus.RUNNING
         assert "first line" in latest.output
 
-        writer.append_log(run_id, "second line", T0)
+        writer.append_logs(run_id, [(T0, "second line")])
         again = reader.latest_run(7)
         assert again is not None
         assert "second line" in again.output
@@ -235,7 +235,7 @@ def test_a_crash_mid_run_is_recovered_as_interrupted(db_path: Path) -> None:
         done = history.start_run(8, "schedule", t0)
         history.finish_run(done, RunStatus.SUCCESSFUL, t0)
         run_id = history.start_run(7, "schedule", t0)
-        history.append_log(run_id, "started", t0)
+        history.append_logs(run_id, [(t0, "started")])
         print(done, run_id, flush=True)
         os._exit(1)
         """
@@ -253,7 +253,7 @@ def test_a_crash_mid_run_is_recovered_as_interrupted(db_path: Path) -> None:
 
         assert [run.id for run in recovered] == [run_id]
         assert recovered[0].status is RunStatus.FAILED
-        assert recovered[0].reason == "interrupted"
+        assert recovered[0].reason == "interrupted by a daemon restart"
         assert recovered[0].finished_at == later
         assert "started" in recovered[0].output
         assert reopened.task_status(7) is TaskStatus.READY
@@ -389,7 +389,7 @@ def test_writes_from_many_threads_are_all_kept(history: History) -> None:
         try:
             for i in range(20):
                 run_id = history.start_run(task_id, "schedule", T0 + timedelta(seconds=i))
-                history.append_log(run_id, f"line {i}", T0)
+                history.append_logs(run_id, [(T0, f"line {i}")])
                 history.finish_run(run_id, RunStatus.SUCCESSFUL, T0)
                 history.allocate_task_id(1)
                 history.latest_run(task_id)
@@ -453,7 +453,7 @@ def test_a_run_is_read_with_only_the_tail_of_its_log(history: History) -> None:
 
 def test_a_version_1_store_keeps_its_runs_and_logs_when_upgraded(db_path: Path) -> None:
     raw = sqlite3.connect(db_path)
-    raw.executescript(MIGRATIONS[0])
+    raw.executescript(_MIGRATIONS[0])
     raw.execute("PRAGMA user_version = 1")
     raw.execute(
         "INSERT INTO runs (task_id, status, trigger, started_at) VALUES"

@@ -57,7 +57,7 @@ def wait_for(condition: Callable[[], bool], what: str, within: float = 30) -> No
     raise AssertionError(f"{what} within {within} s")
 
 
-EDITS = {
+EDITS: dict[str, dict[str, str | None]] = {
     "the task deleted": {"tasks/1-slow.yaml": None},
     "its storage path changed": {
         "tasks/1-slow.yaml": configset.task(
@@ -80,7 +80,17 @@ def test_a_run_killed_mid_stream_has_its_partial_removed_at_the_next_start(
     env = {**os.environ, "PG_PASSWORD": postgres.password}
     token = create_token(state)
     run = subprocess.Popen(
-        [sys.executable, "-m", "reconciler", "run", "1", "--repo", str(repo), "--state", str(state)],
+        [
+            sys.executable,
+            "-m",
+            "reconciler",
+            "run",
+            "1",
+            "--repo",
+            str(repo),
+            "--state",
+            str(state),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,

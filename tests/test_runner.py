@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.destinations import partial_name
-from reconciler.history import History
+from reconciler.history import History, RunTarget
 from reconciler.models import DatabaseEngine, ResolvedTask, Source, SourceType, Storage
 from reconciler.retention import backup_name
 from reconciler.runner import Runner, RunRequest, is_empty_backup
@@ -93,19 +93,22 @@ def test_a_killed_run_is_recovered_with_its_partial_file_removed(
     task = files_task(sshd, dest, source_dir(tmp_path))
     harness = Harness(tmp_path)
     run_id = harness.history.start_run(task.id, "schedule", T0)
+    name = backup_name(1, None, T0, "tar.zst")
+    harness.history.record_target(run_id, RunTarget(task.destination.model_dump_json(), "", name))
     dest.mkdir()
-    (dest / partial_name(backup_name(1, None, T0, "tar.zst"))).write_bytes(b"half a backup")
-    assert stored(dest) != []
+    (dest / partial_name(name)).write_bytes(b"half a backup")
+    (dest / partial_name(backup_name(2, None, T0, "tar.zst"))).write_bytes(b"not this run's")
     assert harness.history.task_status(task.id) is TaskStatus.RUNNING
 
-    recovered = harness.new_runner().recover([task])
+    recovered = harness.new_runner().recover()
 
     assert [record.id for record in recovered] == [run_id]
     record = harness.history.run(run_id)
     assert record is not None
     assert record.status is RunStatus.FAILED
-    assert record.reason == "interrupted"
-    assert stored(dest) == []
+    assert record.reason == "interrupted by a daemon restart"
+    assert f"removed the partial backup of ./{name}" in record.output
+    assert stored(dest) == [partial_name(backup_name(2, None, T0, "tar.zst"))]
     assert harness.history.task_status(task.id) is TaskStatus.READY
 
 
@@ -277,7 +280,9 @@ def test_a_run_writes_a_line_to_the_daemon_log_when_it_starts_and_when_it_ends(
     assert harness.run(good) is RunStatus.SUCCESSFUL
     assert harness.run(bad) is RunStatus.FAILED
     good_run, bad_run = harness.history.latest_run(1), harness.history.latest_run(2)
-    assert good_run is not None and bad_run is not None and bad_run.reason is not None
+    assert good_run is not None
+    assert bad_run is not None
+    assert bad_run.reason is not None
     lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "reconciler.runner"]
     assert lines[0] == ("INFO", f"task 1 run {good_run.id} started (manual)")
     assert re.fullmatch(
