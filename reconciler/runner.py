@@ -62,6 +62,7 @@ DEFAULT_KEEP_RUN_AGE = timedelta(days=90)
 LOG_BATCH_LINES = 500
 LOG_BATCH_CHARS = 256 << 10
 LOG_FLUSH_SECONDS = 0.5
+MAX_RUN_LOG_LINES = 100_000
 # A zstd frame of empty input is about a dozen bytes; anything this small is checked by decoding.
 _SMALL_STREAM = 64
 
@@ -102,21 +103,38 @@ class _Reservation:
 class _RunLog:
     """One run's log lines, written to the history in batches: when `LOG_BATCH_LINES` lines or
     `LOG_BATCH_CHARS` characters wait, `LOG_FLUSH_SECONDS` after the first waiting line (a short
-    timer), and on `flush`. Callable from any thread."""
+    timer), and on `flush`. Callable from any thread.
 
-    def __init__(self, history: History, run_id: int, clock: Clock) -> None:
+    A run stores at most `max_lines` lines as they come; past that only the last
+    `LOG_TAIL_LINES` are kept, and `flush(final=True)` stores them after a line saying how many
+    were left out, so a runaway remote cannot grow the history without bound and the end of the
+    run (its failure, say) is still there.
+    """
+
+    def __init__(self, history: History, run_id: int, clock: Clock, max_lines: int) -> None:
         self._history = history
         self._run_id = run_id
         self._clock = clock
+        self._max_lines = max_lines
         self._pending: list[tuple[datetime, str]] = []
         self._chars = 0
+        self._accepted = 0
+        self._overflow: deque[tuple[datetime, str]] = deque(maxlen=LOG_TAIL_LINES)
+        self._dropped = 0
         self._timer: threading.Timer | None = None
         self._lock = threading.Lock()  # guards the fields above
         self._writing = threading.Lock()  # one batch at a time, so batches stay in order
 
     def __call__(self, line: str) -> None:
         with self._lock:
-            self._pending.append((self._clock.now(), line))
+            entry = (self._clock.now(), line)
+            if self._accepted >= self._max_lines:
+                if len(self._overflow) == self._overflow.maxlen:
+                    self._dropped += 1
+                self._overflow.append(entry)
+                return
+            self._accepted += 1
+            self._pending.append(entry)
             self._chars += len(line)
             full = len(self._pending) >= LOG_BATCH_LINES or self._chars >= LOG_BATCH_CHARS
             if not full and self._timer is None:
@@ -126,13 +144,23 @@ class _RunLog:
         if full:
             self.flush()
 
-    def flush(self) -> None:
+    def flush(self, *, final: bool = False) -> None:
         with self._writing:
             with self._lock:
                 batch, self._pending, self._chars = self._pending, [], 0
                 if self._timer is not None:
                     self._timer.cancel()
                     self._timer = None
+                if final and self._overflow:
+                    if self._dropped:
+                        note = (
+                            f"[{self._dropped:,} log lines not stored: a run stores its first"
+                            f" {self._max_lines:,} lines and its last {LOG_TAIL_LINES}]"
+                        )
+                        batch.append((self._overflow[0][0], note))
+                    batch.extend(self._overflow)
+                    self._overflow.clear()
+                    self._dropped = 0
             self._history.append_logs(self._run_id, batch)
 
     def _flush_on_time(self) -> None:
@@ -202,16 +230,21 @@ class Runner:
         progress_every: timedelta = PROGRESS_EVERY,
         keep_runs: int = DEFAULT_KEEP_RUNS,
         keep_run_age: timedelta | None = DEFAULT_KEEP_RUN_AGE,
+        max_log_lines: int = MAX_RUN_LOG_LINES,
     ) -> None:
         """`keep_runs` (0: no limit) and `keep_run_age` (None: no limit) bound the run history:
         after each run, runs beyond its task's newest `keep_runs` and runs older than
-        `keep_run_age` are deleted with their logs."""
+        `keep_run_age` are deleted with their logs. One run stores at most `max_log_lines` log
+        lines as they come, and its last few (see `_RunLog`)."""
         if max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, got {max_workers}")
         if progress_every <= timedelta(0):
             raise ValueError(f"progress_every must be positive, got {progress_every}")
         if keep_runs < 0 or (keep_run_age is not None and keep_run_age <= timedelta(0)):
             raise ValueError(f"cannot keep {keep_runs} runs for {keep_run_age}")
+        if max_log_lines < 1:
+            raise ValueError(f"max_log_lines must be at least 1, got {max_log_lines}")
+        self._max_log_lines = max_log_lines
         self._keep_runs = keep_runs
         self._keep_run_age = keep_run_age
         self._history = history
@@ -352,7 +385,7 @@ class Runner:
         started = self._clock.now()
         logger.info("task %d run %d started (%s)", task.id, run_id, trigger)
         tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
-        run_log = _RunLog(self._history, run_id, self._clock)
+        run_log = _RunLog(self._history, run_id, self._clock, self._max_log_lines)
 
         def log(line: str) -> None:
             tail.append(line)
@@ -366,7 +399,7 @@ class Runner:
             reason = str(exc) or type(exc).__name__
             log(f"failed: {reason}")
         finally:
-            run_log.flush()  # before the run is seen finished, so its log is complete then
+            run_log.flush(final=True)  # before the run is seen finished: its log is complete
             finished = self._clock.now()
             self._history.finish_run(
                 run_id,
@@ -380,9 +413,9 @@ class Runner:
         ended = f"task {task.id} run {run_id} {status.value} in {seconds:.1f} s, {size or 0} bytes"
         level = logging.INFO if status is RunStatus.SUCCESSFUL else logging.WARNING
         logger.log(level, "%s", f"{ended}: {reason}" if reason else ended)
-        self._prune(task.id, finished)
         self._notify(task, run_log, status, size, finished - started, reason, tail)
-        run_log.flush()
+        run_log.flush(final=True)
+        self._prune(task.id, finished)
 
     def _prune(self, task_id: int, now: datetime) -> None:
         before = now - self._keep_run_age if self._keep_run_age is not None else None

@@ -336,3 +336,30 @@ def test_runs_beyond_the_newest_per_task_or_older_than_the_age_limit_are_pruned(
     harness.clock.advance(timedelta(days=90))
     assert harness.run(other) is RunStatus.SUCCESSFUL
     assert harness.history.runs(task.id, 0, 10) == ([], 0)
+
+
+def test_a_run_stores_its_first_lines_and_its_last_ones_when_it_logs_too_many(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    for i in range(300):
+        with socket.socket(socket.AF_UNIX) as unix:
+            unix.bind(str(source / f"s{i:03}"))
+    task = files_task(sshd, tmp_path / "dest", source, storage=Storage(max_backups=1))
+    harness = Harness(tmp_path)
+    harness.runner = Runner(
+        history=harness.history, secrets=harness.secrets, clock=harness.clock, max_log_lines=100
+    )
+    assert harness.run(task) is RunStatus.SUCCESSFUL
+    record = harness.history.latest_run(task.id)
+    assert record is not None
+    lines = [line.split(" ", 1)[1] for line in record.output.splitlines()]
+    assert len(lines) == 100 + 1 + 20
+    assert lines[0].startswith("connecting to")
+    note = lines[100]
+    assert re.fullmatch(
+        r"\[\d+ log lines not stored: a run stores its first 100 lines and its last 20\]", note
+    )
+    assert lines[-1].startswith("stored backup_1_")
+    assert int(note[1:].split()[0]) + 120 == 3 + 300  # connecting, streaming, stored; sockets
