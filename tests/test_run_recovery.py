@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.history import History
+from reconciler.types import RunStatus
 from tests import configset
 from tests.daemonproc import create_token, serving
 from tests.gitrepo import commit_files, init_repo
@@ -105,5 +107,19 @@ def test_a_run_killed_mid_stream_has_its_partial_removed_at_the_next_start(
 
     with serving(repo, state, token, tmp_path / "daemon.log", env=env):
         wait_for(lambda: partials(backups) == [], "the partial backup was removed")
-    assert written != []
-    assert "removed the partial backup" in (tmp_path / "daemon.log").read_text()
+    (partial,) = written
+    name = partial.removeprefix(".").removesuffix(".partial")
+    assert f"removed the partial backup nightly/{name}" in (tmp_path / "daemon.log").read_text()
+    history = History(state)
+    try:
+        record = history.latest_run(1)
+    finally:
+        history.close()
+    assert record is not None
+    assert record.status is RunStatus.FAILED
+    assert record.reason == "interrupted by a daemon restart"
+    assert [line.split(" ", 1)[1] for line in record.output.splitlines()[-2:]] == [
+        "interrupted by a daemon restart",
+        f"removed the partial backup of nightly/{name}",
+    ]
+    assert list(backups.rglob("*")) == [backups / "nightly"]  # nothing under a final name
