@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 TOKEN_PREFIX = "rk_"  # noqa: S105 - a public marker that makes leaked tokens recognisable
 _TASK_ID_COUNTER = "task_id"
 INTERRUPTED = "interrupted by a daemon restart"
+# A newline inside a log line is stored escaped, so one line is always one line of output.
+_NEWLINE, _ESCAPED_NEWLINE = "\n", "\\n"
 
 _SCHEMA = """
 CREATE TABLE runs (
@@ -188,7 +190,7 @@ def _token_hash(plaintext: str) -> str:
 
 
 def _log_line(at: datetime, line: str) -> str:
-    return f"{_to_text(at)[:19]}Z {line.replace(chr(10), chr(92) + 'n')}"
+    return f"{_to_text(at)[:19]}Z {line.replace(_NEWLINE, _ESCAPED_NEWLINE)}"
 
 
 def _bounded(lines: list[str], skipped: int, tail: LogTail) -> str:
@@ -223,14 +225,14 @@ def _check_directory(directory: Path) -> None:
         )
 
 
-def _prepare_state_file(path: Path) -> bool:
-    """Make `path` a private file (0600) in a directory only we can write; True if created."""
+def _prepare_state_file(path: Path) -> None:
+    """Make `path` a private file (0600) in a directory only we can write."""
     directory = path.parent
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     _check_directory(directory)
     try:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
-        return True
+        return
     except FileExistsError:
         pass
     for existing in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
@@ -243,7 +245,6 @@ def _prepare_state_file(path: Path) -> bool:
             logger.warning(
                 "%s was readable by other users (mode %04o): made it 0600", existing, mode
             )
-    return False
 
 
 def _token(row: sqlite3.Row) -> TokenRecord:
@@ -260,7 +261,8 @@ def _token(row: sqlite3.Row) -> TokenRecord:
 class History:
     def __init__(self, path: Path | str) -> None:
         # SQLite creates its -wal and -shm files with the main file's mode: 0600 for all three.
-        self.created = _prepare_state_file(Path(path))
+        _prepare_state_file(Path(path))
+        self.created = False
         """Whether this opened a new, empty store (none was there, or it was deleted)."""
         self._lock = threading.Lock()
         # isolation_level=None: we open transactions ourselves, so single statements commit at once.
@@ -281,6 +283,7 @@ class History:
     def _migrate(self, path: Path | str) -> None:
         with self._write() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
+            self.created = version == 0
             if version == SCHEMA_VERSION:
                 return
             if not 0 <= version < SCHEMA_VERSION:

@@ -524,7 +524,9 @@ def test_the_state_file_is_created_private_in_a_private_directory(tmp_path: Path
     assert stat.S_IMODE(state.parent.stat().st_mode) == 0o700
     for path in state.parent.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
-    assert not History(state).created
+    reopened = History(state)
+    assert not reopened.created
+    reopened.close()
 
 
 def test_an_existing_state_file_readable_by_others_is_made_private(tmp_path: Path) -> None:
