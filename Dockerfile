@@ -7,6 +7,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends git openssh-client zstd gnupg ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --create-home --uid 10001 --shell /usr/sbin/nologin reconciler \
+ && install -d -m 0700 -o reconciler -g reconciler /state \
  && git config --system --add safe.directory /config
 
 WORKDIR /opt/reconciler

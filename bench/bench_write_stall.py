@@ -1,6 +1,6 @@
 """Does a large write stall the daemon? /healthz latency while a 1 MiB task file is edited.
 
-Starts `reconciler serve` in its own process on a config set whose task 1 carries about 1 MiB of
+Starts `reconciler serve` in its own process on a config set whose task 2 carries about 1 MiB of
 comments, then measures, from this process, /healthz requests one after another (every 5 ms):
 first with nothing else going on (the baseline), then while PUTs relabel that task back to back.
 Each PUT parses, edits and renders the whole file and commits it; none of that may run on the
@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -23,17 +21,20 @@ from pathlib import Path
 import httpx
 
 from bench.bench_api import config_set
-from tests.daemonproc import start_daemon
+from tests.daemonproc import create_token, serving
 from tests.gitrepo import init_repo
 
-TASK = "tasks/1-task.yaml"
+TASK = "tasks/2-task.yaml"  # user 1 owns the even ids
 
 
-def health_latencies(url: str, seconds: float, stop: threading.Event | None = None) -> list[float]:
+def health_latencies(
+    url: str,
+    seconds: float,
+) -> list[float]:
     latencies = []
     with httpx.Client(base_url=url, timeout=30) as client:
         ends = time.perf_counter() + seconds
-        while time.perf_counter() < ends and not (stop is not None and stop.is_set()):
+        while time.perf_counter() < ends:
             started = time.perf_counter()
             client.get("/healthz").raise_for_status()
             latencies.append(time.perf_counter() - started)
@@ -59,13 +60,8 @@ def main(seconds: float, file_kb: int) -> None:
         repo = Path(tmp) / "config"
         init_repo(repo, files)
         state = Path(tmp) / "state" / "state.db"
-        token = subprocess.run(
-            [sys.executable, "-m", "reconciler", "token", "create", "--state", str(state),
-             "--user-id", "2", "--name", "bench"],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
-        daemon = start_daemon(repo, state, Path(tmp) / "daemon.log")
-        try:
+        token = create_token(state)
+        with serving(repo, state, token, Path(tmp) / "daemon.log") as daemon:
             size = (repo / TASK).stat().st_size
             print(f"task file {size / 1024:.0f} KiB; daemon pid {daemon.process.pid}")
             baseline = summary(
@@ -79,7 +75,7 @@ def main(seconds: float, file_kb: int) -> None:
                 with httpx.Client(base_url=daemon.url, headers=headers, timeout=120) as client:
                     while not stop.is_set():
                         started = time.perf_counter()
-                        client.put("/api/backup-tasks/1", json={"label": f"edit {len(puts)}"})
+                        client.put("/api/backup-tasks/2", json={"label": f"edit {len(puts)}"})
                         puts.append(time.perf_counter() - started)
 
             editor = threading.Thread(target=edit)
@@ -90,8 +86,6 @@ def main(seconds: float, file_kb: int) -> None:
             p99 = summary("GET /healthz, during 1 MiB PUTs", during)
             print(f"{len(puts)} PUTs, median {statistics.median(puts) * 1000:.0f} ms each")
             print(f"p99 during / p99 idle: {p99 / baseline:.2f}")
-        finally:
-            daemon.stop()
 
 
 if __name__ == "__main__":

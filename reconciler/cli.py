@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from reconciler.types import ReconcilerError
 
 _T = TypeVar("_T")
+_N = TypeVar("_N", int, float)
 DEFAULT_STATE = Path(os.environ.get("RECONCILER_STATE", "reconciler-state/state.db"))
 ABILITIES = (
     "view-backup-tasks",
@@ -90,6 +91,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--known-hosts", type=Path, help="known_hosts file for SSH host keys")
     serve.add_argument("--push", action="store_true", help="push API commits to the upstream")
+    serve.add_argument(
+        "--keep-runs",
+        type=_not_negative(int),
+        default=200,
+        metavar="N",
+        help="keep each task's N newest runs and their logs (default 200; 0: no limit)",
+    )
+    serve.add_argument(
+        "--keep-run-days",
+        type=_not_negative(float),
+        default=90.0,
+        metavar="DAYS",
+        help="delete runs and their logs older than DAYS (default 90; 0: no limit)",
+    )
     serve.set_defaults(command=_serve)
 
     validate = commands.add_parser("validate", help="check a config set; exit 1 on any problem")
@@ -142,6 +157,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _not_negative(kind: Callable[[str], _N]) -> Callable[[str], _N]:
+    def parse(text: str) -> _N:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value >= 0:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+        return value
+
+    return parse
+
+
 def _repo_option(parser: argparse.ArgumentParser) -> None:
     default = os.environ.get("RECONCILER_REPO")
     parser.add_argument(
@@ -176,6 +204,8 @@ def _serve(args: argparse.Namespace) -> int:
         run_timeout=timedelta(hours=args.run_timeout),
         known_hosts=args.known_hosts,
         push=args.push,
+        keep_runs=args.keep_runs,
+        keep_run_age=timedelta(days=args.keep_run_days) if args.keep_run_days else None,
     )
     _guarded(lambda: asyncio.run(serve(settings)))
     return 0
@@ -286,7 +316,6 @@ def _token_revoke(args: argparse.Namespace) -> int:
 def _history(state: Path) -> Any:
     from reconciler.history import History
 
-    state.parent.mkdir(parents=True, exist_ok=True)
     return _guarded(lambda: History(state))
 
 

@@ -23,7 +23,7 @@ from reconciler.history import History, RunRecord
 from reconciler.metrics import install_operational_routes
 from reconciler.models import ResolvedTask
 from reconciler.restore import restore
-from reconciler.runner import Runner, RunRequest
+from reconciler.runner import DEFAULT_KEEP_RUN_AGE, DEFAULT_KEEP_RUNS, Runner, RunRequest
 from reconciler.scheduler import Scheduler
 from reconciler.secrets import Secrets
 from reconciler.types import ReconcilerError, RunStatus
@@ -33,6 +33,9 @@ log = logging.getLogger("reconciler.daemon")
 
 # How often `reconciler run` looks for new log lines of the run it follows.
 FOLLOW_SECONDS = 0.5
+# How often a serving daemon records that it is still up (catch-up at the next start treats a
+# slot within this long of a crash as one the daemon was up for only if it fired it).
+HEARTBEAT_SECONDS = 30.0
 
 
 class SystemClock:
@@ -54,6 +57,8 @@ class Settings:
     run_timeout: timedelta = timedelta(hours=6)
     known_hosts: Path | None = None
     push: bool = False
+    keep_runs: int = DEFAULT_KEEP_RUNS
+    keep_run_age: timedelta | None = DEFAULT_KEEP_RUN_AGE
 
 
 def secrets_path(state: Path) -> Path:
@@ -76,7 +81,6 @@ class Daemon:
 
 
 def build(settings: Settings) -> Daemon:
-    settings.state.parent.mkdir(parents=True, exist_ok=True)
     clock = SystemClock()
     history = History(settings.state)
     secrets = Secrets(secrets_path(settings.state), os.environ)
@@ -88,6 +92,8 @@ def build(settings: Settings) -> Daemon:
         max_workers=settings.max_workers,
         default_timeout=settings.run_timeout,
         known_hosts=settings.known_hosts,
+        keep_runs=settings.keep_runs,
+        keep_run_age=settings.keep_run_age,
     )
     dispatch = scheduled_dispatch(history, runner.dispatch)
     scheduler = Scheduler(clock, dispatch)
@@ -127,6 +133,7 @@ async def serve(settings: Settings) -> None:
     )
     stop = asyncio.Event()
     workers: list[asyncio.Task[None]] = []
+    alive: int | None = None
 
     def shut_down(_signal: int, _frame: object) -> None:
         server.should_exit = True
@@ -135,6 +142,12 @@ async def serve(settings: Settings) -> None:
     # handler was there before: this one, so runs and the state store close before we exit.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, shut_down)
+    if daemon.history.created:
+        log.warning(
+            "the state store %s was created new: no run history, no API tokens (create one with"
+            " `reconciler token create`), and no missed runs to catch up from before now",
+            settings.state,
+        )
     try:
         repaired = await asyncio.to_thread(daemon.store.repair_interrupted_commit)
         if repaired:
@@ -144,7 +157,7 @@ async def serve(settings: Settings) -> None:
         # them again on every collection (it made 10,000-task reconciles several times slower).
         gc.freeze()
         # Before anything can start a run: runs a crash left behind end failed, partials removed.
-        recovered = daemon.runner.recover(daemon.engine.desired.tasks.values())
+        recovered = await asyncio.to_thread(daemon.runner.recover)
         if recovered:
             log.warning("marked %d interrupted run(s) as failed", len(recovered))
         # Before the API can write: a crash between storing a secret and committing its
@@ -159,7 +172,14 @@ async def serve(settings: Settings) -> None:
                 "task %d missed its %s run while the daemon was down: running it now", task.id, slot
             )
             daemon.dispatch(task, slot)
+        # From here on the scheduler fires every slot, so from here on we were up for it.
+        alive = await asyncio.to_thread(
+            daemon.history.begin_alive,
+            daemon.clock.now(),
+            daemon.clock.now() - settings.catch_up_deadline,
+        )
         workers = [
+            asyncio.create_task(_heartbeat(daemon, alive), name="heartbeat"),
             asyncio.create_task(daemon.scheduler.run(), name="scheduler"),
             asyncio.create_task(_on_commits(daemon, stop), name="watch"),
             asyncio.create_task(
@@ -180,7 +200,19 @@ async def serve(settings: Settings) -> None:
             worker.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
         await daemon.runner.close()
+        if alive is not None:
+            await asyncio.to_thread(daemon.history.still_alive, alive, daemon.clock.now())
         daemon.history.close()
+
+
+async def _heartbeat(daemon: Daemon, alive: int) -> None:
+    """Record every HEARTBEAT_SECONDS that this daemon is still up (see `Engine.catch_up`)."""
+    while True:
+        await asyncio.sleep(HEARTBEAT_SECONDS)
+        try:
+            await asyncio.to_thread(daemon.history.still_alive, alive, daemon.clock.now())
+        except Exception:
+            log.exception("cannot record that the daemon is up; catch-up may run a slot twice")
 
 
 async def run_once(settings: Settings, task_id: int) -> bool:
@@ -204,7 +236,10 @@ async def _follow(daemon: Daemon, task_id: int) -> RunRecord:
     """Print the task's run's log lines as they are stored, until it ends; return the finished run.
 
     `request_run` records the run before it accepts it, so the task's latest run is this one.
+    Each look reads only the lines after the last one printed.
     """
+    run = await asyncio.to_thread(daemon.history.latest_run, task_id)
+    assert run is not None
     printed = 0
     while True:
         try:
@@ -212,12 +247,15 @@ async def _follow(daemon: Daemon, task_id: int) -> RunRecord:
             finished = True
         except TimeoutError:
             finished = False
-        run = daemon.history.latest_run(task_id)
-        assert run is not None
-        print(run.output[printed:], end="", flush=True)
-        printed = len(run.output)
+        while True:
+            lines, printed = await asyncio.to_thread(daemon.history.log_after, run.id, printed)
+            print("".join(f"{line}\n" for line in lines), end="", flush=True)
+            if not lines:
+                break
         if finished:
-            return run
+            ended = await asyncio.to_thread(daemon.history.run, run.id)
+            assert ended is not None
+            return ended
 
 
 def restore_backup(settings: Settings, task_id: int, run_id: int | None, to: Path) -> Path:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import posixpath
-import re
 import stat
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
@@ -39,7 +38,6 @@ from reconciler.types import ReconcilerError
 
 # How much a local backup writes between two nudges to start writeback (see _start_writeback).
 WRITEBACK_EVERY = 32 << 20
-_PARTIAL_RE = re.compile(r"^\.(?P<name>[^/\x00]+)\.partial$")
 _MAX_NAME = 255
 
 
@@ -75,12 +73,9 @@ class DestinationStore(Protocol):
 
     def open_reader(self, directory: str, name: str) -> AbstractContextManager[BinaryIO]: ...
 
-    def remove_partials(self, directory: str) -> list[str]:
-        """Remove temporaries left by a crash; the final names they were for.
-
-        Only safe while no writer is active in `directory` (at startup, or for a task's own
-        directory before its run when no other task shares it).
-        """
+    def remove_partial(self, directory: str, name: str) -> bool:
+        """Remove what a crashed writer of `name` left (its temporary file, or its unfinished
+        upload); False if there was nothing. Only safe while no writer of `name` is active."""
 
     def close(self) -> None: ...
 
@@ -247,24 +242,15 @@ class LocalStore:
         with file:
             yield file
 
-    def remove_partials(self, directory: str) -> list[str]:
-        path = self._directory(directory, create=False)
+    def remove_partial(self, directory: str, name: str) -> bool:
+        partial = self._directory(directory, create=False) / partial_name(check_name(name))
         try:
-            names = os.listdir(path)
+            partial.unlink()
         except FileNotFoundError:
-            return []
+            return False
         except OSError as exc:
-            raise DestinationError(f"cannot list {path}: {exc.strerror}") from exc
-        removed = []
-        for name in sorted(names):
-            match = _PARTIAL_RE.match(name)
-            if match is not None:
-                try:
-                    (path / name).unlink(missing_ok=True)
-                except OSError as exc:
-                    raise DestinationError(f"cannot remove {path / name}: {exc.strerror}") from exc
-                removed.append(match["name"])
-        return removed
+            raise DestinationError(f"cannot remove {partial}: {exc.strerror}") from exc
+        return True
 
     def close(self) -> None:
         """Nothing is held open between calls."""
@@ -334,7 +320,7 @@ class _SftpWriter:
             self._remove_partial()
 
     def _remove_partial(self) -> None:
-        with suppress(OSError, paramiko.SSHException):  # remove_partials catches what this misses
+        with suppress(OSError, paramiko.SSHException):  # remove_partial catches what this misses
             self._sftp.remove(self._partial)
 
 
@@ -414,23 +400,16 @@ class SftpStore:
             file.prefetch()  # keeps many read requests in flight: streaming speed
             yield cast(BinaryIO, file)
 
-    def remove_partials(self, directory: str) -> list[str]:
-        path = self._directory(directory)
+    def remove_partial(self, directory: str, name: str) -> bool:
+        partial = posixpath.join(self._directory(directory), partial_name(check_name(name)))
         try:
-            with _sftp_errors(f"listing {self._where}{path}"):
-                names = self._sftp.listdir(path)
+            with _sftp_errors(f"removing {self._where}{partial}"):
+                self._sftp.remove(partial)
         except DestinationError as exc:
             if isinstance(exc.__cause__, FileNotFoundError):
-                return []
+                return False
             raise
-        removed = []
-        for name in sorted(names):
-            match = _PARTIAL_RE.match(name)
-            if match is not None:
-                with _sftp_errors(f"removing {self._where}{posixpath.join(path, name)}"):
-                    self._sftp.remove(posixpath.join(path, name))
-                removed.append(match["name"])
-        return removed
+        return True
 
     def close(self) -> None:
         self._sftp.close()
@@ -584,7 +563,7 @@ class _S3Writer:
     def _abort_upload(self) -> None:
         upload_id, self._upload_id = self._upload_id, None
         if upload_id is not None:
-            with suppress(ClientError, BotoCoreError):  # remove_partials catches what this misses
+            with suppress(ClientError, BotoCoreError):  # remove_partial catches what this misses
                 self._client.abort_multipart_upload(
                     Bucket=self._bucket, Key=self._key, UploadId=upload_id
                 )
@@ -669,15 +648,17 @@ class S3Store:
         finally:
             body.close()
 
-    def remove_partials(self, directory: str) -> list[str]:
-        removed = []
-        for name, upload in list(self._pages("list_multipart_uploads", directory)):
+    def remove_partial(self, directory: str, name: str) -> bool:
+        removed = False
+        for found, upload in list(self._pages("list_multipart_uploads", directory)):
+            if found != check_name(name):
+                continue
             with _s3_errors(f"aborting the upload of s3://{self._bucket}/{upload['Key']}"):
                 self._client.abort_multipart_upload(
                     Bucket=self._bucket, Key=upload["Key"], UploadId=upload["UploadId"]
                 )
-            removed.append(name)
-        return sorted(removed)
+            removed = True
+        return removed
 
     def close(self) -> None:
         self._client.close()

@@ -104,13 +104,15 @@ class Engine:
             return plan
 
     def catch_up(self, deadline: timedelta) -> list[tuple[ResolvedTask, datetime]]:
-        """Slots missed while the daemon was down, at most one per task, within `deadline`.
+        """Slots missed while no daemon was up, at most one per task, within `deadline`.
 
         A task that never fired counts from when the daemon first scheduled it, so adding a task
         never makes it run at once.
         """
+        now = self._clock.now()
         last = {**self._history.first_seen(), **self._history.last_fired()}
-        return self._scheduler.catch_up(last, self._clock.now(), deadline)
+        alive = self._history.alive_since(now - deadline)
+        return self._scheduler.catch_up(last, now, deadline, alive)
 
     def _compute(self, full: bool) -> _Snapshot:
         head = self.store.head()

@@ -50,6 +50,9 @@ PREFERRED_CIPHERS = (
     "aes192-ctr",
 )
 _POLL_SECONDS = 0.25
+# What paramiko reports when no exit-status message came: the connection closed, or the command
+# was killed by a signal (OpenSSH then sends exit-signal, which paramiko does not record).
+_NO_EXIT_STATUS = -1
 
 
 class ExecutorError(Exception):
@@ -347,7 +350,7 @@ class RemoteShell:
                 time.sleep(0.01)
             self._drain_stderr(channel, stderr)
             stderr.flush()
-            return CommandResult(channel.recv_exit_status(), received, tuple(stderr.tail))
+            return CommandResult(self._exit_status(channel), received, tuple(stderr.tail))
         except paramiko.SSHException as exc:
             raise ExecutorError(f"the SSH connection failed during the command: {exc}") from exc
         finally:
@@ -359,6 +362,18 @@ class RemoteShell:
             raise CommandCancelled("the run was cancelled")
         if time.monotonic() > deadline:
             raise CommandTimeout(f"the remote command ran longer than {timeout:.0f} s")
+
+    @staticmethod
+    def _exit_status(channel: paramiko.Channel) -> int:
+        """The command's exit status; an error when the server sent none (paramiko's -1)."""
+        status = channel.recv_exit_status()
+        if status != _NO_EXIT_STATUS:
+            return status
+        # A server that ends a session sends EOF first; a connection that dies just goes away.
+        transport = channel.get_transport()
+        if not channel.eof_received or not transport.is_active():
+            raise ExecutorError("the SSH connection closed before the remote command finished")
+        raise ExecutorError("the remote command was killed by a signal (no exit status)")
 
     @staticmethod
     def _drain_stderr(channel: paramiko.Channel, stderr: _StderrLines) -> None:

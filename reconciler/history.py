@@ -4,14 +4,24 @@ Nothing here is configuration (that lives in git), so the file can be deleted an
 lost is history, never intent. One connection shared by the asyncio thread and worker threads,
 serialised by a lock; WAL lets other connections (a second process, a CLI) read while we write,
 and every write commits at once so a reader sees a running backup's log as it grows.
+
+A run's log is stored in batches (one row holds the lines one write brought, numbered from 0 per
+run), so a chatty remote costs a row and a transaction per batch, not per line; readers get a
+run's tail (`LogTail`) or the lines after the last one they saw (`log_after`), never a whole log.
+
+The state file lives in a directory only the daemon's user can write to: the secrets store sits
+beside it, and anyone who can replace either file can redirect backups or steal credentials.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import secrets
 import sqlite3
+import stat
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -21,8 +31,13 @@ from pathlib import Path
 
 from reconciler.types import ReconcilerError, RunStatus, TaskStatus
 
+logger = logging.getLogger(__name__)
+
 TOKEN_PREFIX = "rk_"  # noqa: S105 - a public marker that makes leaked tokens recognisable
 _TASK_ID_COUNTER = "task_id"
+INTERRUPTED = "interrupted by a daemon restart"
+# A newline inside a log line is stored escaped, so one line is always one line of output.
+_NEWLINE, _ESCAPED_NEWLINE = "\n", "\\n"
 
 _SCHEMA = """
 CREATE TABLE runs (
@@ -59,22 +74,63 @@ CREATE TABLE tokens (
 CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
+# Where a run writes its backup, recorded before the first byte, so that recovery after a crash
+# removes the temporary file from where it really is, whatever the config says by then.
+_RUN_TARGETS = """
+ALTER TABLE runs ADD COLUMN target_destination TEXT;
+ALTER TABLE runs ADD COLUMN target_directory TEXT;
+ALTER TABLE runs ADD COLUMN target_name TEXT;
+CREATE INDEX runs_by_start ON runs (started_at)
+"""
+
+# Log lines in batches: `lines` is a JSON array of rendered lines, the run's lines
+# first_line .. first_line + line_count - 1. A newline inside a line is stored as the two
+# characters backslash and n, so a line is always one line of output.
+_RUN_LOG_BATCHES = """
+ALTER TABLE run_logs RENAME TO run_log_lines;
+CREATE TABLE run_logs (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    first_line INTEGER NOT NULL,
+    line_count INTEGER NOT NULL,
+    lines TEXT NOT NULL
+);
+INSERT INTO run_logs (run_id, first_line, line_count, lines)
+    SELECT run_id, ROW_NUMBER() OVER (PARTITION BY run_id ORDER BY id) - 1, 1,
+        json_array(substr(at, 1, 19) || 'Z ' || replace(line, char(10), '\\n'))
+    FROM run_log_lines ORDER BY id;
+DROP TABLE run_log_lines;
+CREATE UNIQUE INDEX run_logs_by_run ON run_logs (run_id, first_line)
+"""
+
+# When a daemon was up: one row per start, its `until` moved on by a heartbeat. Catch-up at start
+# counts a slot as missed only if no daemon was up at that time.
+_ALIVE = """
+CREATE TABLE alive (id INTEGER PRIMARY KEY, since TEXT NOT NULL, until TEXT NOT NULL);
+CREATE INDEX alive_by_end ON alive (until)
+"""
+
 # Each entry takes the schema from its index to the next; a store is migrated step by step, so
 # a new step is appended here and never edits an earlier one.
+_IDEMPOTENCY_KEYS = """
+CREATE TABLE idempotency_keys (
+    user_id INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (user_id, key)
+);
+CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at);
+"""
+
 _MIGRATIONS: tuple[str, ...] = (
     _SCHEMA,
-    """
-    CREATE TABLE idempotency_keys (
-        user_id INTEGER NOT NULL,
-        key TEXT NOT NULL,
-        fingerprint TEXT NOT NULL,
-        status INTEGER NOT NULL,
-        body TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        PRIMARY KEY (user_id, key)
-    );
-    CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at);
-    """,
+    _RUN_TARGETS,
+    _RUN_LOG_BATCHES,
+    _ALIVE,
+    _IDEMPOTENCY_KEYS,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -85,6 +141,26 @@ class RunInProgressError(ReconcilerError):
 
 class HistoryError(ReconcilerError):
     """The history database cannot be used as asked (unknown run, newer schema...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogTail:
+    """How much of a run's log a read returns: its last `lines` lines, at most `chars` long."""
+
+    lines: int = 1000
+    chars: int = 1 << 20
+
+
+DEFAULT_TAIL = LogTail()
+
+
+@dataclass(frozen=True, slots=True)
+class RunTarget:
+    """Where a run writes its backup: the destination (its JSON), the folder under it, the name."""
+
+    destination: str
+    directory: str
+    name: str
 
 
 @dataclass(frozen=True)
@@ -99,6 +175,7 @@ class RunRecord:
     reason: str | None
     size: int | None
     backup_name: str | None
+    target: RunTarget | None = None
 
 
 @dataclass(frozen=True)
@@ -141,8 +218,62 @@ def _token_hash(plaintext: str) -> str:
     return hashlib.sha256(plaintext.encode("utf-8")).hexdigest()
 
 
-def _log_line(at: str, line: str) -> str:
-    return f"{at[:19]}Z {line}"
+def _log_line(at: datetime, line: str) -> str:
+    return f"{_to_text(at)[:19]}Z {line.replace(_NEWLINE, _ESCAPED_NEWLINE)}"
+
+
+def _bounded(lines: list[str], skipped: int, tail: LogTail) -> str:
+    """`lines` as output, cut from the front to `tail`, saying how many lines it left out."""
+    kept: list[str] = []
+    size = 0
+    for line in reversed(lines[-tail.lines :] if tail.lines else []):
+        if size + len(line) + 1 > tail.chars:
+            if not kept:  # one huge line: its end is what matters
+                kept.append(line[len(line) - tail.chars + 1 :])
+            break
+        kept.append(line)
+        size += len(line) + 1
+    skipped += len(lines) - len(kept)
+    note = [f"[{skipped:,} earlier lines not shown]"] if skipped else []
+    return "".join(f"{line}\n" for line in note + kept[::-1])
+
+
+def _check_directory(directory: Path) -> None:
+    info = directory.stat()
+    if info.st_uid != os.geteuid():
+        raise HistoryError(
+            f"state directory {directory}: owned by uid {info.st_uid}, not by the daemon's user"
+            f" (uid {os.geteuid()}); give it to that user (chown) or choose another --state"
+        )
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o022:
+        raise HistoryError(
+            f"state directory {directory}: other users can write to it (mode {mode:04o}), so they"
+            " could replace the state store or the secrets beside it;"
+            f" run chmod go-w {directory}"
+        )
+
+
+def _prepare_state_file(path: Path) -> None:
+    """Make `path` a private file (0600) in a directory only we can write."""
+    directory = path.parent
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _check_directory(directory)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+        return
+    except FileExistsError:
+        pass
+    for existing in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            mode = stat.S_IMODE(existing.lstat().st_mode)
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            existing.chmod(0o600)
+            logger.warning(
+                "%s was readable by other users (mode %04o): made it 0600", existing, mode
+            )
 
 
 def _token(row: sqlite3.Row) -> TokenRecord:
@@ -158,6 +289,10 @@ def _token(row: sqlite3.Row) -> TokenRecord:
 
 class History:
     def __init__(self, path: Path | str) -> None:
+        # SQLite creates its -wal and -shm files with the main file's mode: 0600 for all three.
+        _prepare_state_file(Path(path))
+        self.created = False
+        """Whether this opened a new, empty store (none was there, or it was deleted)."""
         self._lock = threading.Lock()
         # isolation_level=None: we open transactions ourselves, so single statements commit at once.
         self._db = sqlite3.connect(
@@ -177,6 +312,7 @@ class History:
     def _migrate(self, path: Path | str) -> None:
         with self._write() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
+            self.created = version == 0
             if version == SCHEMA_VERSION:
                 return
             if not 0 <= version < SCHEMA_VERSION:
@@ -233,15 +369,69 @@ class History:
             assert cursor.lastrowid is not None
             return cursor.lastrowid
 
-    def append_log(self, run_id: int, line: str, now: datetime) -> None:
+    def record_target(self, run_id: int, target: RunTarget) -> None:
+        """Remember where the run is about to write; call before its temporary file exists."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE runs SET target_destination = ?, target_directory = ?, target_name = ?"
+                " WHERE id = ?",
+                (target.destination, target.directory, target.name, run_id),
+            )
+
+    def append_logs(self, run_id: int, entries: Sequence[tuple[datetime, str]]) -> None:
+        """Add (time, line) entries to the run's log as one batch: one row, one transaction."""
+        if not entries:
+            return
+        lines = json.dumps([_log_line(at, line) for at, line in entries])
         try:
             with self._write() as db:
                 db.execute(
-                    "INSERT INTO run_logs (run_id, at, line) VALUES (?, ?, ?)",
-                    (run_id, _to_text(now), line),
+                    "INSERT INTO run_logs (run_id, first_line, line_count, lines)"
+                    " VALUES (?, ?, ?, ?)",
+                    (run_id, self._line_count(db, run_id), len(entries), lines),
                 )
         except sqlite3.IntegrityError as exc:
             raise HistoryError(f"cannot log to run {run_id}: no such run") from exc
+
+    @staticmethod
+    def _line_count(db: sqlite3.Connection, run_id: int) -> int:
+        row = db.execute(
+            "SELECT first_line + line_count FROM run_logs WHERE run_id = ?"
+            " ORDER BY first_line DESC LIMIT 1",
+            (run_id,),
+        ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    @staticmethod
+    def _lines_from(
+        db: sqlite3.Connection, run_id: int, start: int, limit: int | None = None
+    ) -> list[str]:
+        """The run's lines from line `start` on (at most `limit`), reading only the batches that
+        hold them."""
+        first = db.execute(
+            "SELECT first_line FROM run_logs WHERE run_id = ? AND first_line <= ?"
+            " ORDER BY first_line DESC LIMIT 1",
+            (run_id, start),
+        ).fetchone()
+        lines: list[str] = []
+        for row in db.execute(
+            "SELECT first_line, lines FROM run_logs WHERE run_id = ? AND first_line >= ?"
+            " ORDER BY first_line",
+            (run_id, 0 if first is None else first[0]),
+        ):
+            batch = json.loads(row["lines"])
+            lines.extend(batch[max(start - row["first_line"], 0) :])
+            if limit is not None and len(lines) >= limit:
+                break
+        return lines if limit is None else lines[:limit]
+
+    def log_after(self, run_id: int, after: int, limit: int = 1000) -> tuple[list[str], int]:
+        """Up to `limit` of the run's log lines after the first `after`, and the new offset."""
+        if after < 0 or limit < 1:
+            raise ValueError(f"after must not be negative and limit positive: {after}, {limit}")
+        with self._read() as db:
+            lines = self._lines_from(db, run_id, after, limit)
+        return lines, after + len(lines)
 
     def finish_run(
         self,
@@ -274,17 +464,13 @@ class History:
                 state = "no such run" if row is None else f"it is already {row['status']}"
                 raise HistoryError(f"cannot finish run {run_id}: {state}")
 
-    def _records(self, db: sqlite3.Connection, rows: list[sqlite3.Row]) -> list[RunRecord]:
-        if not rows:
-            return []
-        ids = json.dumps([row["id"] for row in rows])
-        output: dict[int, list[str]] = {row["id"]: [] for row in rows}
-        for log in db.execute(
-            "SELECT run_id, at, line FROM run_logs"
-            " WHERE run_id IN (SELECT value FROM json_each(?)) ORDER BY id",
-            (ids,),
-        ):
-            output[log["run_id"]].append(_log_line(log["at"], log["line"]))
+    def _output(self, db: sqlite3.Connection, run_id: int, tail: LogTail) -> str:
+        start = max(self._line_count(db, run_id) - tail.lines, 0)
+        return _bounded(self._lines_from(db, run_id, start), start, tail)
+
+    def _records(
+        self, db: sqlite3.Connection, rows: list[sqlite3.Row], tail: LogTail
+    ) -> list[RunRecord]:
         return [
             RunRecord(
                 id=row["id"],
@@ -293,30 +479,37 @@ class History:
                 trigger=row["trigger"],
                 started_at=_from_text(row["started_at"]),
                 finished_at=_optional_time(row["finished_at"]),
-                output="".join(f"{line}\n" for line in output[row["id"]]),
+                output=self._output(db, row["id"], tail),
                 reason=row["reason"],
                 size=row["size"],
                 backup_name=row["backup_name"],
+                target=None
+                if row["target_name"] is None
+                else RunTarget(
+                    row["target_destination"], row["target_directory"], row["target_name"]
+                ),
             )
             for row in rows
         ]
 
-    def run(self, run_id: int) -> RunRecord | None:
+    def run(self, run_id: int, tail: LogTail = DEFAULT_TAIL) -> RunRecord | None:
         with self._read() as db:
             rows = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchall()
-            records = self._records(db, rows)
+            records = self._records(db, rows, tail)
         return records[0] if records else None
 
-    def latest_run(self, task_id: int) -> RunRecord | None:
+    def latest_run(self, task_id: int, tail: LogTail = DEFAULT_TAIL) -> RunRecord | None:
         with self._read() as db:
             rows = db.execute(
                 "SELECT * FROM runs WHERE task_id = ? ORDER BY id DESC LIMIT 1",
                 (task_id,),
             ).fetchall()
-            records = self._records(db, rows)
+            records = self._records(db, rows, tail)
         return records[0] if records else None
 
-    def runs(self, task_id: int, offset: int, limit: int) -> tuple[list[RunRecord], int]:
+    def runs(
+        self, task_id: int, offset: int, limit: int, tail: LogTail = DEFAULT_TAIL
+    ) -> tuple[list[RunRecord], int]:
         if offset < 0 or limit < 0:
             raise ValueError(f"offset and limit must not be negative, got {offset} and {limit}")
         with self._read() as db:
@@ -325,9 +518,10 @@ class History:
                 "SELECT * FROM runs WHERE task_id = ? ORDER BY id DESC LIMIT ? OFFSET ?",
                 (task_id, limit, offset),
             ).fetchall()
-            return self._records(db, rows), int(total[0])
+            return self._records(db, rows, tail), int(total[0])
 
     def recover_interrupted(self, now: datetime) -> list[RunRecord]:
+        """Runs left `running` by a crash end failed, their logs saying so; returns them."""
         with self._write() as db:
             ids = [
                 row["id"]
@@ -336,15 +530,42 @@ class History:
                 )
             ]
             db.execute(
-                "UPDATE runs SET status = ?, finished_at = ?, reason = 'interrupted'"
+                "UPDATE runs SET status = ?, finished_at = ?, reason = ?"
                 " WHERE id IN (SELECT value FROM json_each(?))",
-                (RunStatus.FAILED.value, _to_text(now), json.dumps(ids)),
+                (RunStatus.FAILED.value, _to_text(now), INTERRUPTED, json.dumps(ids)),
             )
+            line = json.dumps([_log_line(now, INTERRUPTED)])
+            for run_id in ids:
+                db.execute(
+                    "INSERT INTO run_logs (run_id, first_line, line_count, lines)"
+                    " VALUES (?, ?, 1, ?)",
+                    (run_id, self._line_count(db, run_id), line),
+                )
             rows = db.execute(
                 "SELECT * FROM runs WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
                 (json.dumps(ids),),
             ).fetchall()
-            return self._records(db, rows)
+            return self._records(db, rows, DEFAULT_TAIL)
+
+    def prune_runs(self, task_id: int, keep: int, started_before: datetime | None) -> int:
+        """Delete the task's finished runs beyond its `keep` newest (0: no such limit) and every
+        finished run started before `started_before` (None: no such limit), with their logs.
+        Returns how many runs were deleted."""
+        running = RunStatus.RUNNING.value
+        with self._write() as db:
+            deleted = 0
+            if keep > 0:
+                deleted += db.execute(
+                    "DELETE FROM runs WHERE task_id = ? AND status != ? AND id < (SELECT id FROM"
+                    " runs WHERE task_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                    (task_id, running, task_id, keep - 1),
+                ).rowcount
+            if started_before is not None:
+                deleted += db.execute(
+                    "DELETE FROM runs WHERE started_at < ? AND status != ?",
+                    (_to_text(started_before), running),
+                ).rowcount
+            return deleted
 
     def task_status(self, task_id: int) -> TaskStatus:
         return self.task_statuses([task_id])[task_id]
@@ -406,6 +627,31 @@ class History:
         with self._lock:
             rows = self._db.execute("SELECT task_id, at FROM seen").fetchall()
         return {row["task_id"]: _from_text(row["at"]) for row in rows}
+
+    # When a daemon was up
+
+    def begin_alive(self, now: datetime, forget_before: datetime) -> int:
+        """A daemon is up from `now` on; intervals that ended before `forget_before` are
+        dropped. Returns the interval to extend with `still_alive`."""
+        at = _to_text(now)
+        with self._write() as db:
+            db.execute("DELETE FROM alive WHERE until < ?", (_to_text(forget_before),))
+            cursor = db.execute("INSERT INTO alive (since, until) VALUES (?, ?)", (at, at))
+            assert cursor.lastrowid is not None
+            return cursor.lastrowid
+
+    def still_alive(self, interval: int, now: datetime) -> None:
+        with self._write() as db:
+            db.execute("UPDATE alive SET until = ? WHERE id = ?", (_to_text(now), interval))
+
+    def alive_since(self, since: datetime) -> list[tuple[datetime, datetime]]:
+        """(since, until) of every interval a daemon was up that ended at `since` or later."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT since, until FROM alive WHERE until >= ? ORDER BY since",
+                (_to_text(since),),
+            ).fetchall()
+        return [(_from_text(row["since"]), _from_text(row["until"])) for row in rows]
 
     # API tokens
 

@@ -3,7 +3,11 @@
 Runs execute on a bounded thread pool (paramiko is blocking); `request_run` and `dispatch` only
 record the run and queue it, so both are safe to call from the asyncio event loop. A task is
 reserved from the moment it is queued until its run ends, which is what keeps it from ever running
-twice at once.
+twice at once; the reservation is released however the run ends, and anything a run raises is
+logged (a pool's future would keep it unread).
+
+Each run writes one line to the daemon's log when it starts and one when it ends, and its own log
+lines to the history in batches (`_RunLog`).
 """
 
 from __future__ import annotations
@@ -13,12 +17,14 @@ import logging
 import subprocess
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
+
+from pydantic import TypeAdapter
 
 from reconciler.commands import (
     DETECT_ENGINE_COMMAND,
@@ -31,8 +37,14 @@ from reconciler.commands import (
 from reconciler.destinations import BackupWriter, DestinationStore, open_destination
 from reconciler.encryption import EncryptingWriter
 from reconciler.executor import RemoteShell, SshTarget
-from reconciler.history import History, RunInProgressError, RunRecord
-from reconciler.models import DatabaseConnection, DatabaseEngine, ResolvedTask, SourceType
+from reconciler.history import History, RunInProgressError, RunRecord, RunTarget
+from reconciler.models import (
+    BackupDestination,
+    DatabaseConnection,
+    DatabaseEngine,
+    ResolvedTask,
+    SourceType,
+)
 from reconciler.notify import RunOutcome, send_notifications
 from reconciler.retention import backup_name, backups_to_delete
 from reconciler.secrets import Secrets
@@ -43,6 +55,14 @@ logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = timedelta(hours=6)
 LOG_TAIL_LINES = 20
 PROGRESS_EVERY = timedelta(seconds=30)
+DEFAULT_KEEP_RUNS = 200
+DEFAULT_KEEP_RUN_AGE = timedelta(days=90)
+# A run's log lines reach the history when this many are waiting, or this long after the first
+# of them: a reader sees a running backup's log within about a second.
+LOG_BATCH_LINES = 500
+LOG_BATCH_CHARS = 256 << 10
+LOG_FLUSH_SECONDS = 0.5
+MAX_RUN_LOG_LINES = 100_000
 # A zstd frame of empty input is about a dozen bytes; anything this small is checked by decoding.
 _SMALL_STREAM = 64
 
@@ -70,11 +90,84 @@ class RunFailed(Exception):
     """A run failed for a reason worth showing as is."""
 
 
+_DESTINATION: TypeAdapter[BackupDestination] = TypeAdapter(BackupDestination)
+
+
 @dataclass(frozen=True, slots=True)
 class _Reservation:
     task_id: int
     server_id: int
     run_id: int
+
+
+class _RunLog:
+    """One run's log lines, written to the history in batches: when `LOG_BATCH_LINES` lines or
+    `LOG_BATCH_CHARS` characters wait, `LOG_FLUSH_SECONDS` after the first waiting line (a short
+    timer), and on `flush`. Callable from any thread.
+
+    A run stores at most `max_lines` lines as they come; past that only the last
+    `LOG_TAIL_LINES` are kept, and `flush(final=True)` stores them after a line saying how many
+    were left out, so a runaway remote cannot grow the history without bound and the end of the
+    run (its failure, say) is still there.
+    """
+
+    def __init__(self, history: History, run_id: int, clock: Clock, max_lines: int) -> None:
+        self._history = history
+        self._run_id = run_id
+        self._clock = clock
+        self._max_lines = max_lines
+        self._pending: list[tuple[datetime, str]] = []
+        self._chars = 0
+        self._accepted = 0
+        self._overflow: deque[tuple[datetime, str]] = deque(maxlen=LOG_TAIL_LINES)
+        self._dropped = 0
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()  # guards the fields above
+        self._writing = threading.Lock()  # one batch at a time, so batches stay in order
+
+    def __call__(self, line: str) -> None:
+        with self._lock:
+            entry = (self._clock.now(), line)
+            if self._accepted >= self._max_lines:
+                if len(self._overflow) == self._overflow.maxlen:
+                    self._dropped += 1
+                self._overflow.append(entry)
+                return
+            self._accepted += 1
+            self._pending.append(entry)
+            self._chars += len(line)
+            full = len(self._pending) >= LOG_BATCH_LINES or self._chars >= LOG_BATCH_CHARS
+            if not full and self._timer is None:
+                self._timer = threading.Timer(LOG_FLUSH_SECONDS, self._flush_on_time)
+                self._timer.daemon = True
+                self._timer.start()
+        if full:
+            self.flush()
+
+    def flush(self, *, final: bool = False) -> None:
+        with self._writing:
+            with self._lock:
+                batch, self._pending, self._chars = self._pending, [], 0
+                if self._timer is not None:
+                    self._timer.cancel()
+                    self._timer = None
+                if final and self._overflow:
+                    if self._dropped:
+                        note = (
+                            f"[{self._dropped:,} log lines not stored: a run stores its first"
+                            f" {self._max_lines:,} lines and its last {LOG_TAIL_LINES}]"
+                        )
+                        batch.append((self._overflow[0][0], note))
+                    batch.extend(self._overflow)
+                    self._overflow.clear()
+                    self._dropped = 0
+            self._history.append_logs(self._run_id, batch)
+
+    def _flush_on_time(self) -> None:
+        try:
+            self.flush()
+        except Exception:  # the next flush tries again with these lines lost; the run goes on
+            logger.exception("run %d: cannot store its log lines", self._run_id)
 
 
 def is_empty_backup(head: bytes, size: int, *, compressed: bool) -> bool:
@@ -135,11 +228,25 @@ class Runner:
         known_hosts: Path | None = None,
         connect_timeout: float = 15.0,
         progress_every: timedelta = PROGRESS_EVERY,
+        keep_runs: int = DEFAULT_KEEP_RUNS,
+        keep_run_age: timedelta | None = DEFAULT_KEEP_RUN_AGE,
+        max_log_lines: int = MAX_RUN_LOG_LINES,
     ) -> None:
+        """`keep_runs` (0: no limit) and `keep_run_age` (None: no limit) bound the run history:
+        after each run, runs beyond its task's newest `keep_runs` and runs older than
+        `keep_run_age` are deleted with their logs. One run stores at most `max_log_lines` log
+        lines as they come, and its last few (see `_RunLog`)."""
         if max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, got {max_workers}")
         if progress_every <= timedelta(0):
             raise ValueError(f"progress_every must be positive, got {progress_every}")
+        if keep_runs < 0 or (keep_run_age is not None and keep_run_age <= timedelta(0)):
+            raise ValueError(f"cannot keep {keep_runs} runs for {keep_run_age}")
+        if max_log_lines < 1:
+            raise ValueError(f"max_log_lines must be at least 1, got {max_log_lines}")
+        self._max_log_lines = max_log_lines
+        self._keep_runs = keep_runs
+        self._keep_run_age = keep_run_age
         self._history = history
         self._secrets = secrets
         self._clock = clock
@@ -195,7 +302,7 @@ class Runner:
         except RunInProgressError:
             return False
         self._reserved[task.id] = _Reservation(task.id, task.server.id, run_id)
-        self._futures[task.id] = self._pool.submit(self._run, task, run_id)
+        self._futures[task.id] = self._pool.submit(self._work, task, run_id, trigger)
         return True
 
     def is_running(self, task_id: int) -> bool:
@@ -211,30 +318,41 @@ class Runner:
 
     # Start and stop
 
-    def recover(self, tasks: Iterable[ResolvedTask] = ()) -> list[RunRecord]:
+    def recover(self) -> list[RunRecord]:
         """Mark runs a crash left `running` as failed and remove their partial files.
 
-        Call once at start, before any run is queued; `tasks` are the known tasks, whose
-        destinations are cleaned of temporary files.
+        Call once at start, before any run is queued. A run's temporary file is looked for where
+        the run recorded it was writing, so a task deleted or moved since is cleaned up too.
         """
         interrupted = self._history.recover_interrupted(self._clock.now())
-        by_id = {task.id: task for task in tasks}
         for record in interrupted:
-            task = by_id.get(record.task_id)
-            if task is None:
-                continue
-            try:
-                store = open_destination(task.destination, self._secrets.resolve)
-                try:
-                    removed = store.remove_partials(task.task.storage.path)
-                finally:
-                    store.close()
-            except Exception as exc:
-                logger.warning("task %d: cannot remove partial backups: %s", task.id, exc)
-                continue
-            for name in removed:
-                logger.info("task %d: removed the partial backup %s", task.id, name)
+            if record.target is not None:  # else it stopped before it wrote anything
+                self._remove_partial(record.id, record.task_id, record.target)
         return interrupted
+
+    def _remove_partial(self, run_id: int, task_id: int, target: RunTarget) -> None:
+        try:
+            destination = _DESTINATION.validate_json(target.destination)
+            store = open_destination(destination, self._secrets.resolve)
+            try:
+                removed = store.remove_partial(target.directory, target.name)
+            finally:
+                store.close()
+        except Exception as exc:
+            logger.warning(
+                "task %d run %d: cannot remove the partial backup of %s: %s",
+                task_id,
+                run_id,
+                target.name,
+                exc,
+            )
+            return
+        if removed:
+            where = f"{target.directory or '.'}/{target.name}"
+            logger.info("task %d run %d: removed the partial backup %s", task_id, run_id, where)
+            self._history.append_logs(
+                run_id, [(self._clock.now(), f"removed the partial backup of {where}")]
+            )
 
     async def close(self) -> None:
         """Stop queued runs, cancel running ones (their partial files are removed), and wait."""
@@ -253,22 +371,35 @@ class Runner:
 
     # One run
 
-    def _run(self, task: ResolvedTask, run_id: int) -> None:
+    def _work(self, task: ResolvedTask, run_id: int, trigger: str) -> None:
+        """A pool job: the run, then the task's release, whatever the run raised."""
+        try:
+            self._run(task, run_id, trigger)
+        except Exception:
+            logger.exception("task %d run %d: unexpected error", task.id, run_id)
+        finally:
+            with self._lock:
+                self._reserved.pop(task.id, None)
+
+    def _run(self, task: ResolvedTask, run_id: int, trigger: str) -> None:
         started = self._clock.now()
+        logger.info("task %d run %d started (%s)", task.id, run_id, trigger)
         tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+        run_log = _RunLog(self._history, run_id, self._clock, self._max_log_lines)
 
         def log(line: str) -> None:
             tail.append(line)
-            self._history.append_log(run_id, line, self._clock.now())
+            run_log(line)
 
         status, reason, size, name = RunStatus.FAILED, "", None, None
         try:
-            size, name = self._backup(task, started, log)
+            size, name = self._backup(task, run_id, started, log)
             status = RunStatus.SUCCESSFUL
         except Exception as exc:
             reason = str(exc) or type(exc).__name__
             log(f"failed: {reason}")
         finally:
+            run_log.flush(final=True)  # before the run is seen finished: its log is complete
             finished = self._clock.now()
             self._history.finish_run(
                 run_id,
@@ -278,14 +409,24 @@ class Runner:
                 size=size,
                 backup_name=name,
             )
-            with self._lock:
-                self._reserved.pop(task.id, None)
-        self._notify(task, run_id, status, size, finished - started, reason, tail)
+        seconds = (finished - started).total_seconds()
+        ended = f"task {task.id} run {run_id} {status.value} in {seconds:.1f} s, {size or 0} bytes"
+        level = logging.INFO if status is RunStatus.SUCCESSFUL else logging.WARNING
+        logger.log(level, "%s", f"{ended}: {reason}" if reason else ended)
+        self._notify(task, run_log, status, size, finished - started, reason, tail)
+        run_log.flush(final=True)
+        self._prune(task.id, finished)
+
+    def _prune(self, task_id: int, now: datetime) -> None:
+        before = now - self._keep_run_age if self._keep_run_age is not None else None
+        deleted = self._history.prune_runs(task_id, self._keep_runs, before)
+        if deleted:
+            logger.info("run history: deleted %d old run(s) and their logs", deleted)
 
     def _notify(
         self,
         task: ResolvedTask,
-        run_id: int,
+        log: Callable[[str], None],
         status: RunStatus,
         size: int | None,
         duration: timedelta,
@@ -304,7 +445,7 @@ class Runner:
             log_tail=tuple(tail),
         )
         for problem in send_notifications(task.notifications, outcome, self._secrets.resolve):
-            self._history.append_log(run_id, f"notification failed: {problem}", self._clock.now())
+            log(f"notification failed: {problem}")
 
     def _target(self, task: ResolvedTask) -> SshTarget:
         password = None
@@ -336,7 +477,7 @@ class Runner:
         return command, stdin
 
     def _backup(
-        self, task: ResolvedTask, started: datetime, log: Callable[[str], None]
+        self, task: ResolvedTask, run_id: int, started: datetime, log: Callable[[str], None]
     ) -> tuple[int, str]:
         spec = task.task
         timeout = (
@@ -359,6 +500,8 @@ class Runner:
                 name = backup_name(spec.id, spec.storage.appended_filename, started, form.extension)
                 where = f"{spec.storage.path or '.'}/{name}"
                 log(f"streaming {spec.source.type.value} to {task.destination.label}: {where}")
+                written = RunTarget(task.destination.model_dump_json(), spec.storage.path, name)
+                self._history.record_target(run_id, written)
                 size = self._stream(
                     shell, command, stdin, store, name, task, passphrase, form, timeout, log
                 )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import MappingProxyType
 
@@ -108,13 +108,19 @@ class Scheduler:
         return due
 
     def catch_up(
-        self, last_fired: Mapping[int, datetime], now: datetime, deadline: timedelta
+        self,
+        last_fired: Mapping[int, datetime],
+        now: datetime,
+        deadline: timedelta,
+        alive: Sequence[tuple[datetime, datetime]] = (),
     ) -> list[tuple[ResolvedTask, datetime]]:
         """One (task, slot) per unpaused task whose most recent slot was missed.
 
         A slot is missed when it is later than `last_fired[task_id]`, not already fired by this
-        scheduler, and no older than `deadline`. Tasks absent from `last_fired` are never caught
-        up (a brand-new task waits for its first slot). The caught-up slot counts as fired.
+        scheduler, no older than `deadline`, and outside every (since, until) interval of `alive`
+        (when a daemon was up: a slot it did not fire, say because the schedule changed after the
+        slot's time, was not missed). Tasks absent from `last_fired` are never caught up (a
+        brand-new task waits for its first slot). The caught-up slot counts as fired.
         """
         missed = []
         for task_id, task in self._tasks.items():
@@ -124,7 +130,7 @@ class Scheduler:
             if slot is None or now - slot > deadline:
                 continue
             already = max(last_fired[task_id], self._last_slot.get(task_id, last_fired[task_id]))
-            if slot > already:
+            if slot > already and not any(since <= slot <= until for since, until in alive):
                 missed.append((task, slot))
         for task, slot in missed:
             self._fired(task, slot, now)

@@ -177,7 +177,7 @@ async def test_latest_log_is_the_newest_run(rig: ApiRig) -> None:
     first = rig.history.start_run(1, "schedule", START)
     rig.history.finish_run(first, RunStatus.FAILED, START, reason="boom")
     second = rig.history.start_run(1, "manual", START)
-    rig.history.append_log(second, "dumped 3 files", START)
+    rig.history.append_logs(second, [(START, "dumped 3 files")])
     rig.history.finish_run(second, RunStatus.SUCCESSFUL, START)
     log = (await rig.get("/api/backup-tasks/1/latest-log")).json()["data"]
     assert log == {

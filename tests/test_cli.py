@@ -5,6 +5,7 @@ from __future__ import annotations
 import filecmp
 import os
 import queue
+import stat
 import subprocess
 import sys
 import threading
@@ -197,3 +198,24 @@ def test_run_of_an_unknown_task_is_one_clear_sentence(tmp_path: Path) -> None:
         f"reconciler: task 9 is not in the config set at {tmp_path / 'config'}"
     )
     assert "Traceback" not in result.stderr
+
+
+def test_a_state_directory_others_can_write_to_is_refused_in_one_sentence(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    result = reconciler("token", "create", "--state", shared / "state.db", "--user-id", "1",
+                        "--name", "ci")  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1].startswith(
+        f"reconciler: state directory {shared}: other users can write to it (mode 0777)"
+    )
+    assert list(shared.iterdir()) == []
+
+
+def test_a_new_state_store_is_private_from_its_first_byte(tmp_path: Path) -> None:
+    state = tmp_path / "fresh" / "state.db"
+    result = reconciler("token", "create", "--state", state, "--user-id", "1", "--name", "ci")
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(state.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(state.stat().st_mode) == 0o600

@@ -3,62 +3,18 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
+from reconciler.history import History
 from tests import configset
-from tests.daemonproc import start_daemon
+from tests.daemonproc import RunningDaemon, create_token, serving
 from tests.gitrepo import commit_files, git, head, init_repo
-
-
-@dataclass
-class RunningDaemon:
-    repo: Path
-    url: str
-    token: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def get(self, path: str) -> Any:
-        response = httpx.get(self.url + path, headers=self._auth, timeout=5)
-        response.raise_for_status()
-        return response.json()
-
-    def send(self, method: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:
-        response = httpx.request(method, self.url + path, json=body, headers=self._auth, timeout=10)
-        return response.status_code, response.json()
-
-    @property
-    def _auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-    def wait_for_revision(self, revision: str, within: float) -> float:
-        """Seconds until the daemon reports `revision` as applied; fails after `within`."""
-        started = time.monotonic()
-        while time.monotonic() - started < within:
-            if self.get("/api/sync")["data"]["revision"] == revision:
-                return time.monotonic() - started
-            time.sleep(0.01)
-        raise AssertionError(f"revision {revision} not applied within {within} s")
-
-
-def reconciler(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "reconciler", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
 
 
 @contextmanager
@@ -70,13 +26,8 @@ def running_daemon(tmp_path: Path, files: Mapping[str, str]) -> Iterator[Running
     repo = tmp_path / "config"
     init_repo(repo, files)
     state = tmp_path / "state" / "state.db"
-    created = reconciler("token", "create", "--state", str(state), "--user-id", "1", "--name", "t")
-    assert created.returncode == 0, created.stderr
-    process = start_daemon(repo, state, tmp_path / "daemon.log")
-    try:
-        yield RunningDaemon(repo, process.url, created.stdout.strip(), process.process, process.log)
-    finally:
-        process.stop()
+    with serving(repo, state, create_token(state), tmp_path / "daemon.log") as running:
+        yield running
 
 
 @pytest.fixture
@@ -129,3 +80,38 @@ def test_the_daemon_stops_cleanly_on_sigterm(daemon: RunningDaemon) -> None:
     daemon.process.send_signal(signal.SIGTERM)
     assert daemon.process.wait(timeout=15) == 0
     assert "Traceback" not in daemon.log.read_text()
+
+
+def test_a_state_store_deleted_while_stopped_is_created_new_and_its_tokens_are_gone(
+    tmp_path: Path,
+) -> None:
+    repo = tmp_path / "config"
+    init_repo(repo, {**configset.base_files(), "tasks/1-home.yaml": configset.task(1)})
+    state, log = tmp_path / "state" / "state.db", tmp_path / "daemon.log"
+    token = create_token(state)
+    with serving(repo, state, token, log) as first:
+        assert first.get("/api/backup-tasks/1")["data"]["id"] == 1
+    for leftover in state.parent.glob("state.db*"):
+        leftover.unlink()
+
+    with serving(repo, state, token, log) as second:  # serving: /healthz answers 200
+        with pytest.raises(httpx.HTTPStatusError) as refused:
+            second.get("/api/backup-tasks/1")
+        assert refused.value.response.status_code == 401
+    output = log.read_text()
+    assert output.count("was created new") == 1
+    assert "no API tokens" in output.split("was created new")[1].splitlines()[0]
+    assert "Traceback" not in output
+
+
+def test_the_daemon_records_when_it_was_alive(daemon: RunningDaemon, tmp_path: Path) -> None:
+    daemon.process.send_signal(signal.SIGTERM)
+    assert daemon.process.wait(timeout=15) == 0
+    history = History(tmp_path / "state" / "state.db")
+    try:
+        intervals = history.alive_since(datetime.now(UTC) - timedelta(minutes=5))
+    finally:
+        history.close()
+    assert len(intervals) == 1
+    since, until = intervals[0]
+    assert since <= until <= datetime.now(UTC)

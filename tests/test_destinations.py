@@ -169,7 +169,7 @@ def test_an_aborted_backup_leaves_nothing_behind(store: DestinationStore) -> Non
     writer.abort()
     writer.abort()
     assert store.list_backups("") == []
-    assert store.remove_partials("") == []
+    assert not store.remove_partial("", "backup_1_20240501030000.tar.zst")
 
 
 def test_abort_after_commit_keeps_the_backup(store: DestinationStore) -> None:
@@ -238,13 +238,20 @@ def test_reading_a_missing_backup_is_an_error(store: DestinationStore) -> None:
         read(store, "", "backup_1_20240501030000.tar.zst")
 
 
-def test_remove_partials_clears_what_a_crashed_run_left(store: DestinationStore) -> None:
+def test_remove_partial_clears_what_a_crashed_run_left(store: DestinationStore) -> None:
     crashed = store.open_writer("t", "backup_1_20240501030000.tar.zst")
     crashed.write(b"x" * (5 * 1024 * 1024))  # more than one S3 part: the upload has begun
+    running = store.open_writer("t", "backup_2_20240501030000.tar.zst")
+    running.write(b"y" * (5 * 1024 * 1024))
     put(store, "t", "backup_1_20240430030000.tar.zst", b"complete")
-    assert store.remove_partials("t") == ["backup_1_20240501030000.tar.zst"]
-    assert store.remove_partials("t") == []
-    assert names(store, "t") == ["backup_1_20240430030000.tar.zst"]
+    assert store.remove_partial("t", "backup_1_20240501030000.tar.zst")
+    assert not store.remove_partial("t", "backup_1_20240501030000.tar.zst")
+    assert not store.remove_partial("missing", "backup_1_20240501030000.tar.zst")
+    running.commit()  # another run's temporary was left alone
+    assert names(store, "t") == [
+        "backup_1_20240430030000.tar.zst",
+        "backup_2_20240501030000.tar.zst",
+    ]
     crashed.abort()  # releases the handle a dead process would have lost; must not fail
 
 

@@ -180,3 +180,46 @@ async def test_a_slot_missed_longer_ago_than_the_deadline_is_not_caught_up(rig: 
     await rig.engine.sync()
     rig.clock.current = datetime(2026, 3, 11, 20, 0, tzinfo=UTC)
     assert rig.engine.catch_up(timedelta(hours=12)) == []
+
+
+async def test_a_slot_that_passed_while_a_daemon_was_up_is_not_caught_up_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    repo = tmp_path / "config"
+    init_repo(repo, {**configset.base_files(), "tasks/1.yaml": configset.task(1)})
+    state = tmp_path / "state.db"
+    first = make_rig(repo, state)
+    await first.engine.sync()
+    alive = first.history.begin_alive(START, forget_before=START - timedelta(days=1))
+    # At 12:10 the cron moves to 12:05 today, a slot that has just passed: the scheduler rightly
+    # waits for tomorrow's, and a restart must not take today's for a missed one.
+    first.clock.current = START + timedelta(minutes=10)
+    await first.commit({"tasks/1.yaml": configset.task(1, schedule={"custom_cron": "5 12 * * *"})})
+    first.history.still_alive(alive, first.clock.current)
+    first.history.close()
+
+    restarted = make_rig(repo, state)
+    restarted.clock.current = START + timedelta(minutes=15)
+    await restarted.engine.sync()
+    assert restarted.engine.catch_up(timedelta(hours=12)) == []
+    restarted.history.close()
+
+
+async def test_a_slot_that_passed_while_no_daemon_was_up_is_caught_up(tmp_path: Path) -> None:
+    repo = tmp_path / "config"
+    init_repo(repo, {**configset.base_files(), "tasks/1.yaml": configset.task(1)})
+    state = tmp_path / "state.db"
+    first = make_rig(repo, state)
+    await first.engine.sync()
+    alive = first.history.begin_alive(START, forget_before=START - timedelta(days=1))
+    first.history.still_alive(alive, START + timedelta(hours=10))  # down from 22:00 on
+    first.history.close()
+
+    restarted = make_rig(repo, state)
+    restarted.clock.current = datetime(2026, 3, 11, 8, 0, tzinfo=UTC)
+    await restarted.engine.sync()
+    due = restarted.engine.catch_up(timedelta(hours=12))
+    assert [(task.id, slot) for task, slot in due] == [
+        (1, datetime(2026, 3, 11, 2, 30, tzinfo=UTC))
+    ]
+    restarted.history.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shlex
+import signal
 import subprocess
 import threading
 from pathlib import Path
@@ -16,6 +17,7 @@ from reconciler.executor import (
     CHUNK_SIZE,
     CommandCancelled,
     CommandTimeout,
+    ExecutorError,
     HostKeyError,
     RemoteShell,
     SshTarget,
@@ -147,3 +149,27 @@ def test_the_transport_prefers_aes_gcm(sshd: SshServer) -> None:
 
 def test_a_target_never_shows_its_password() -> None:
     assert "hunter2" not in repr(SshTarget("127.0.0.1", 22, "u", password="hunter2"))
+
+
+def test_a_session_killed_mid_stream_is_reported_as_a_closed_connection(sshd: SshServer) -> None:
+    killed: list[int] = []
+
+    def kill_the_session_on_first_output(chunk: bytes) -> None:
+        if not killed:  # the command's first line is its parent: the session's sshd process
+            killed.append(int(chunk.split()[0]))
+            os.kill(killed[0], signal.SIGKILL)
+
+    with RemoteShell(target(sshd)) as shell, pytest.raises(ExecutorError) as failed:
+        shell.stream(
+            "echo $PPID; while :; do echo more; sleep 0.05; done",
+            kill_the_session_on_first_output,
+            timeout=30,
+        )
+    assert killed
+    assert str(failed.value) == "the SSH connection closed before the remote command finished"
+
+
+def test_a_remote_command_killed_by_a_signal_is_reported_as_such(sshd: SshServer) -> None:
+    with RemoteShell(target(sshd)) as shell, pytest.raises(ExecutorError) as failed:
+        shell.stream("echo started; kill -9 $$", lambda chunk: None, timeout=30)
+    assert str(failed.value) == "the remote command was killed by a signal (no exit status)"

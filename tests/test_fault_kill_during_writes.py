@@ -21,9 +21,8 @@ import httpx
 import pytest
 
 from tests import configset
-from tests.daemonproc import DaemonProcess, start_daemon
+from tests.daemonproc import RunningDaemon, create_token, reconciler, serving
 from tests.gitrepo import git, init_repo
-from tests.test_daemon import reconciler
 
 NEW_TASK = {
     "remote_server_id": 1,
@@ -110,28 +109,25 @@ def test_kill_9_during_api_writes_loses_nothing_and_doubles_nothing(
     repo = tmp_path / "config"
     init_repo(repo, {**configset.base_files(), "tasks/1-home.yaml": configset.task(1)})
     state = tmp_path / "state" / "state.db"
-    token = reconciler("token", "create", "--state", str(state), "--user-id", "1", "--name", "t")
-    assert token.returncode == 0, token.stderr
+    token = create_token(state)
     chance = random.Random(20261201)
     sent: list[Request] = []
     created: list[int] = []
     log = tmp_path / "daemon.log"
     for _ in range(trials):
-        daemon = start_daemon(repo, state, log)
-        client = Client(daemon.url, token.stdout.strip(), chance, sent, created)
-        worker = threading.Thread(target=client.run)
-        worker.start()
-        time.sleep(chance.uniform(0.05, 0.5))
-        daemon.kill()
-        worker.join(timeout=30)
-        assert not worker.is_alive()
+        with serving(repo, state, token, log) as daemon:
+            client = Client(daemon.url, token, chance, sent, created)
+            worker = threading.Thread(target=client.run)
+            worker.start()
+            time.sleep(chance.uniform(0.05, 0.5))
+            daemon.process.kill()
+            daemon.process.wait()
+            worker.join(timeout=30)
+            assert not worker.is_alive()
 
-    daemon = start_daemon(repo, state, log)
-    try:
+    with serving(repo, state, token, log) as daemon:
         _assert_consistent(repo, sent)
-        _assert_retries_write_nothing_new(daemon, token.stdout.strip(), repo, sent)
-    finally:
-        daemon.stop()
+        _assert_retries_write_nothing_new(daemon, repo, sent)
 
 
 def _assert_consistent(repo: Path, sent: list[Request]) -> None:
@@ -163,7 +159,7 @@ def _assert_consistent(repo: Path, sent: list[Request]) -> None:
 
 
 def _assert_retries_write_nothing_new(
-    daemon: DaemonProcess, token: str, repo: Path, sent: list[Request]
+    daemon: RunningDaemon, repo: Path, sent: list[Request]
 ) -> None:
     before = git(repo, "rev-parse", "HEAD")
     committed_keys = {
@@ -177,7 +173,7 @@ def _assert_retries_write_nothing_new(
                 request.method,
                 request.path,
                 json=request.body,
-                headers={"Authorization": f"Bearer {token}", "Idempotency-Key": request.key},
+                headers={"Authorization": f"Bearer {daemon.token}", "Idempotency-Key": request.key},
             )
             if request.answer is not None:
                 assert (response.status_code, response.json()) == request.answer, request.key

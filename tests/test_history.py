@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import os
+import pwd
 import sqlite3
+import stat
 import subprocess
 import sys
 import textwrap
@@ -12,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.history import History, HistoryError, RunInProgressError
+from reconciler.history import _MIGRATIONS, History, HistoryError, LogTail, RunInProgressError
 from reconciler.types import RunStatus, TaskStatus
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
@@ -33,7 +36,7 @@ def history(db_path: Path) -> Iterator[History]:
 def completed_run(history: History, task_id: int, at: datetime, *lines: str) -> int:
     run_id = history.start_run(task_id, "schedule", at)
     for line in lines:
-        history.append_log(run_id, line, at)
+        history.append_logs(run_id, [(at, line)])
     history.finish_run(run_id, RunStatus.SUCCESSFUL, at)
     return run_id
 
@@ -132,7 +135,7 @@ def test_finishing_an_unknown_run_is_an_error(history: History) -> None:
 
 def test_logging_to_an_unknown_run_is_an_error(history: History) -> None:
     with pytest.raises(HistoryError, match="no such run"):
-        history.append_log(99, "lost", T0)
+        history.append_logs(99, [(T0, "lost")])
 
 
 def test_naive_datetimes_are_refused(history: History) -> None:
@@ -152,8 +155,8 @@ def test_datetimes_come_back_as_aware_utc(history: History) -> None:
 
 def test_log_lines_are_timestamped_in_order(history: History) -> None:
     run_id = history.start_run(7, "schedule", T0)
-    history.append_log(run_id, "connecting", T0)
-    history.append_log(run_id, "dumping", T0 + timedelta(seconds=5))
+    history.append_logs(run_id, [(T0, "connecting")])
+    history.append_logs(run_id, [(T0 + timedelta(seconds=5), "dumping")])
 
     run = history.run(run_id)
     assert run is not None
@@ -165,14 +168,14 @@ def test_a_running_log_is_visible_at_once_to_another_reader(db_path: Path) -> No
     reader = History(db_path)
     try:
         run_id = writer.start_run(7, "schedule", T0)
-        writer.append_log(run_id, "first line", T0)
+        writer.append_logs(run_id, [(T0, "first line")])
 
         latest = reader.latest_run(7)
         assert latest is not None
         assert latest.status is RunStatus.RUNNING
         assert "first line" in latest.output
 
-        writer.append_log(run_id, "second line", T0)
+        writer.append_logs(run_id, [(T0, "second line")])
         again = reader.latest_run(7)
         assert again is not None
         assert "second line" in again.output
@@ -232,7 +235,7 @@ def test_a_crash_mid_run_is_recovered_as_interrupted(db_path: Path) -> None:
         done = history.start_run(8, "schedule", t0)
         history.finish_run(done, RunStatus.SUCCESSFUL, t0)
         run_id = history.start_run(7, "schedule", t0)
-        history.append_log(run_id, "started", t0)
+        history.append_logs(run_id, [(t0, "started")])
         print(done, run_id, flush=True)
         os._exit(1)
         """
@@ -250,7 +253,7 @@ def test_a_crash_mid_run_is_recovered_as_interrupted(db_path: Path) -> None:
 
         assert [run.id for run in recovered] == [run_id]
         assert recovered[0].status is RunStatus.FAILED
-        assert recovered[0].reason == "interrupted"
+        assert recovered[0].reason == "interrupted by a daemon restart"
         assert recovered[0].finished_at == later
         assert "started" in recovered[0].output
         assert reopened.task_status(7) is TaskStatus.READY
@@ -386,7 +389,7 @@ def test_writes_from_many_threads_are_all_kept(history: History) -> None:
         try:
             for i in range(20):
                 run_id = history.start_run(task_id, "schedule", T0 + timedelta(seconds=i))
-                history.append_log(run_id, f"line {i}", T0)
+                history.append_logs(run_id, [(T0, f"line {i}")])
                 history.finish_run(run_id, RunStatus.SUCCESSFUL, T0)
                 history.allocate_task_id(1)
                 history.latest_run(task_id)
@@ -409,3 +412,149 @@ def test_writes_from_many_threads_are_all_kept(history: History) -> None:
             for i, run in zip(range(19, -1, -1), page, strict=True)
         )
     assert history.allocate_task_id(1) == 8 * 20 + 1
+
+
+def test_log_lines_are_written_in_one_batch_and_read_back_after_an_offset(
+    history: History,
+) -> None:
+    run_id = history.start_run(7, "schedule", T0)
+    history.append_logs(run_id, [(T0, "one"), (T0, "two")])
+    history.append_logs(run_id, [(T0, "three")])
+
+    assert history.log_after(run_id, 0) == (
+        ["2024-03-01T12:00:00Z one", "2024-03-01T12:00:00Z two", "2024-03-01T12:00:00Z three"],
+        3,
+    )
+    assert history.log_after(run_id, 1) == (
+        ["2024-03-01T12:00:00Z two", "2024-03-01T12:00:00Z three"],
+        3,
+    )
+    assert history.log_after(run_id, 3) == ([], 3)
+    assert history.log_after(run_id, 0, limit=1) == (["2024-03-01T12:00:00Z one"], 1)
+
+
+def test_a_log_line_holding_a_newline_stays_one_line(history: History) -> None:
+    run_id = history.start_run(7, "schedule", T0)
+    history.append_logs(run_id, [(T0, "failed: first\nsecond")])
+    assert history.log_after(run_id, 0) == (["2024-03-01T12:00:00Z failed: first\\nsecond"], 1)
+
+
+def test_a_run_is_read_with_only_the_tail_of_its_log(history: History) -> None:
+    run_id = history.start_run(7, "schedule", T0)
+    for batch in range(10):
+        history.append_logs(run_id, [(T0, f"{batch}.{i}") for i in range(100)])
+    run = history.run(run_id, LogTail(lines=150, chars=1 << 20))
+    assert run is not None
+    lines = run.output.splitlines()
+    assert lines[0] == "[850 earlier lines not shown]"
+    assert lines[1] == "2024-03-01T12:00:00Z 8.50"
+    assert lines[-1] == "2024-03-01T12:00:00Z 9.99"
+
+
+def test_a_version_1_store_keeps_its_runs_and_logs_when_upgraded(db_path: Path) -> None:
+    raw = sqlite3.connect(db_path)
+    raw.executescript(_MIGRATIONS[0])
+    raw.execute("PRAGMA user_version = 1")
+    raw.execute(
+        "INSERT INTO runs (task_id, status, trigger, started_at) VALUES"
+        " (7, 'running', 'schedule', '2024-03-01T12:00:00.000000Z')"
+    )
+    raw.executemany(
+        "INSERT INTO run_logs (run_id, at, line) VALUES (1, ?, ?)",
+        [("2024-03-01T12:00:00.000000Z", "connecting"), ("2024-03-01T12:00:05.000000Z", "dumping")],
+    )
+    raw.commit()
+    raw.close()
+
+    upgraded = History(db_path)
+    try:
+        run_id = upgraded.start_run(8, "schedule", T0)
+        upgraded.append_logs(run_id, [(T0, "new")])
+        old = upgraded.run(1)
+        assert old is not None
+        assert old.output == "2024-03-01T12:00:00Z connecting\n2024-03-01T12:00:05Z dumping\n"
+        assert upgraded.log_after(1, 1) == (["2024-03-01T12:00:05Z dumping"], 2)
+        assert [run.id for run in upgraded.recover_interrupted(T0)] == [1, run_id]
+    finally:
+        upgraded.close()
+
+
+def test_pruning_keeps_the_newest_runs_of_a_task_and_drops_old_ones_with_their_logs(
+    history: History, db_path: Path
+) -> None:
+    ids = [completed_run(history, 7, T0 + timedelta(days=i), "line") for i in range(5)]
+    old_other = completed_run(history, 8, T0, "other")
+    running = history.start_run(9, "schedule", T0)
+
+    history.prune_runs(7, keep=2, started_before=T0 + timedelta(hours=1))
+
+    assert [run.id for run in history.runs(7, 0, 10)[0]] == [ids[4], ids[3]]
+    assert history.run(old_other) is None
+    assert history.run(running) is not None
+    with sqlite3.connect(db_path) as raw:
+        (count,) = raw.execute("SELECT COUNT(*) FROM run_logs").fetchone()
+    assert count == 2
+
+
+def test_alive_intervals_are_extended_by_the_heartbeat_and_old_ones_forgotten(
+    history: History,
+) -> None:
+    first = history.begin_alive(T0, forget_before=T0)
+    history.still_alive(first, T0 + timedelta(hours=1))
+    second = history.begin_alive(T0 + timedelta(hours=3), forget_before=T0 + timedelta(hours=2))
+    history.still_alive(second, T0 + timedelta(hours=4))
+
+    assert history.alive_since(T0) == [(T0 + timedelta(hours=3), T0 + timedelta(hours=4))]
+    third = history.begin_alive(T0 + timedelta(hours=5), forget_before=T0)
+    assert history.alive_since(T0 + timedelta(hours=4)) == [
+        (T0 + timedelta(hours=3), T0 + timedelta(hours=4)),
+        (T0 + timedelta(hours=5), T0 + timedelta(hours=5)),
+    ]
+    assert third != second
+
+
+def test_the_state_file_is_created_private_in_a_private_directory(tmp_path: Path) -> None:
+    state = tmp_path / "new" / "state.db"
+    history = History(state)
+    try:
+        history.start_run(7, "schedule", T0)  # the WAL file exists from the first write
+        assert history.created
+    finally:
+        history.close()
+    assert stat.S_IMODE(state.parent.stat().st_mode) == 0o700
+    for path in state.parent.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    reopened = History(state)
+    assert not reopened.created
+    reopened.close()
+
+
+def test_an_existing_state_file_readable_by_others_is_made_private(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    History(state).close()
+    state.chmod(0o644)
+    History(state).close()
+    assert stat.S_IMODE(state.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o770, 0o1777])
+def test_a_state_directory_others_can_write_to_is_refused(tmp_path: Path, mode: int) -> None:
+    directory = tmp_path / "shared"
+    directory.mkdir()
+    directory.chmod(mode)
+    with pytest.raises(HistoryError) as refused:
+        History(directory / "state.db")
+    assert str(refused.value) == (
+        f"state directory {directory}: other users can write to it (mode {mode:04o}), so they"
+        f" could replace the state store or the secrets beside it; run chmod go-w {directory}"
+    )
+    assert list(directory.iterdir()) == []
+
+
+def test_a_state_directory_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    directory = tmp_path / "theirs"
+    directory.mkdir(mode=0o700)
+    nobody = pwd.getpwnam("nobody")
+    os.chown(directory, nobody.pw_uid, nobody.pw_gid)
+    with pytest.raises(HistoryError, match=f"owned by uid {nobody.pw_uid}"):
+        History(directory / "state.db")

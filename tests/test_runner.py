@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import re
+import socket
+import sqlite3
 import subprocess
 import time
 from datetime import timedelta
@@ -12,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.destinations import partial_name
-from reconciler.history import History
+from reconciler.history import History, RunTarget
 from reconciler.models import DatabaseEngine, ResolvedTask, Source, SourceType, Storage
 from reconciler.retention import backup_name
 from reconciler.runner import Runner, RunRequest, is_empty_backup
@@ -89,19 +93,22 @@ def test_a_killed_run_is_recovered_with_its_partial_file_removed(
     task = files_task(sshd, dest, source_dir(tmp_path))
     harness = Harness(tmp_path)
     run_id = harness.history.start_run(task.id, "schedule", T0)
+    name = backup_name(1, None, T0, "tar.zst")
+    harness.history.record_target(run_id, RunTarget(task.destination.model_dump_json(), "", name))
     dest.mkdir()
-    (dest / partial_name(backup_name(1, None, T0, "tar.zst"))).write_bytes(b"half a backup")
-    assert stored(dest) != []
+    (dest / partial_name(name)).write_bytes(b"half a backup")
+    (dest / partial_name(backup_name(2, None, T0, "tar.zst"))).write_bytes(b"not this run's")
     assert harness.history.task_status(task.id) is TaskStatus.RUNNING
 
-    recovered = harness.new_runner().recover([task])
+    recovered = harness.new_runner().recover()
 
     assert [record.id for record in recovered] == [run_id]
     record = harness.history.run(run_id)
     assert record is not None
     assert record.status is RunStatus.FAILED
-    assert record.reason == "interrupted"
-    assert stored(dest) == []
+    assert record.reason == "interrupted by a daemon restart"
+    assert f"removed the partial backup of ./{name}" in record.output
+    assert stored(dest) == [partial_name(backup_name(2, None, T0, "tar.zst"))]
     assert harness.history.task_status(task.id) is TaskStatus.READY
 
 
@@ -234,3 +241,125 @@ def test_closing_the_runner_cancels_a_running_backup_and_keeps_no_partial(
     assert record.status is RunStatus.FAILED
     assert record.reason == "the run was cancelled"
     assert stored(tmp_path / "dest") == []
+
+
+@pytest.mark.servers
+def test_a_run_whose_record_cannot_be_finished_releases_its_task_and_logs_why(
+    sshd: SshServer,
+    postgres: PostgresServer,
+    blocked: BlockedDump,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    task = slow_task(sshd, postgres, tmp_path)
+    harness = Harness(tmp_path, {"DB_PASSWORD": postgres.password})
+    assert harness.runner.request_run(task) is RunRequest.ACCEPTED
+    wait_for_process(b"pg_dump\x00")
+    record = harness.history.latest_run(task.id)
+    assert record is not None
+    other_process = History(tmp_path / "history.sqlite")  # finishes the run under our feet
+    other_process.finish_run(record.id, RunStatus.FAILED, T0, reason="finished elsewhere")
+    other_process.close()
+    blocked.release()
+    harness.runner.wait(task.id, timeout=60)
+    assert not harness.runner.is_running(task.id)
+    assert harness.runner.request_run(task) is RunRequest.ACCEPTED
+    harness.runner.wait(task.id, timeout=60)
+    failures = [r for r in caplog.records if r.levelno >= logging.ERROR and r.exc_info]
+    assert [r.getMessage() for r in failures] == [f"task 1 run {record.id}: unexpected error"]
+    assert f"cannot finish run {record.id}" in str(failures[0].exc_info[1])  # type: ignore[index]
+
+
+def test_a_run_writes_a_line_to_the_daemon_log_when_it_starts_and_when_it_ends(
+    sshd: SshServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="reconciler.runner")
+    good = files_task(sshd, tmp_path / "dest", source_dir(tmp_path))
+    bad = files_task(sshd, tmp_path / "dest2", tmp_path / "missing", task_id=2, server_id=2)
+    harness = Harness(tmp_path)
+    assert harness.run(good) is RunStatus.SUCCESSFUL
+    assert harness.run(bad) is RunStatus.FAILED
+    good_run, bad_run = harness.history.latest_run(1), harness.history.latest_run(2)
+    assert good_run is not None
+    assert bad_run is not None
+    assert bad_run.reason is not None
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "reconciler.runner"]
+    assert lines[0] == ("INFO", f"task 1 run {good_run.id} started (manual)")
+    assert re.fullmatch(
+        rf"task 1 run {good_run.id} successful in \d+\.\d s, {good_run.size} bytes", lines[1][1]
+    )
+    assert lines[2] == ("INFO", f"task 2 run {bad_run.id} started (manual)")
+    assert lines[3][0] == "WARNING"
+    assert re.fullmatch(
+        rf"task 2 run {bad_run.id} failed in \d+\.\d s, 0 bytes: {re.escape(bad_run.reason)}",
+        lines[3][1],
+    )
+
+
+def test_remote_error_lines_are_stored_in_batches_not_one_row_each(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    source = source_dir(tmp_path)
+    for i in range(600):  # tar warns once per socket it skips
+        with socket.socket(socket.AF_UNIX) as unix:
+            unix.bind(str(source / f"s{i}"))
+    task = files_task(sshd, tmp_path / "dest", source)
+    harness = Harness(tmp_path)
+    assert harness.run(task) is RunStatus.SUCCESSFUL
+    record = harness.history.latest_run(task.id)
+    assert record is not None
+    assert record.output.count("socket ignored") == 600
+    with sqlite3.connect(tmp_path / "history.sqlite") as db:
+        (rows,) = db.execute("SELECT COUNT(*) FROM run_logs WHERE run_id = ?", (record.id,))
+    assert rows[0] <= 20
+
+
+def test_runs_beyond_the_newest_per_task_or_older_than_the_age_limit_are_pruned(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    task = files_task(sshd, tmp_path / "dest", source_dir(tmp_path), storage=Storage(max_backups=0))
+    harness = Harness(tmp_path)
+    harness.runner = Runner(
+        history=harness.history,
+        secrets=harness.secrets,
+        clock=harness.clock,
+        keep_runs=3,
+        keep_run_age=timedelta(days=90),
+    )
+    ids = []
+    for _ in range(5):
+        assert harness.run(task) is RunStatus.SUCCESSFUL
+        ids.append(harness.history.latest_run(task.id).id)  # type: ignore[union-attr]
+        harness.clock.advance(timedelta(days=1))
+    assert [run.id for run in harness.history.runs(task.id, 0, 10)[0]] == ids[:1:-1]
+    other = files_task(sshd, tmp_path / "dest2", tmp_path / "src", task_id=2, server_id=2)
+    harness.clock.advance(timedelta(days=90))
+    assert harness.run(other) is RunStatus.SUCCESSFUL
+    assert harness.history.runs(task.id, 0, 10) == ([], 0)
+
+
+def test_a_run_stores_its_first_lines_and_its_last_ones_when_it_logs_too_many(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    for i in range(300):
+        with socket.socket(socket.AF_UNIX) as unix:
+            unix.bind(str(source / f"s{i:03}"))
+    task = files_task(sshd, tmp_path / "dest", source, storage=Storage(max_backups=1))
+    harness = Harness(tmp_path)
+    harness.runner = Runner(
+        history=harness.history, secrets=harness.secrets, clock=harness.clock, max_log_lines=100
+    )
+    assert harness.run(task) is RunStatus.SUCCESSFUL
+    record = harness.history.latest_run(task.id)
+    assert record is not None
+    lines = [line.split(" ", 1)[1] for line in record.output.splitlines()]
+    assert len(lines) == 100 + 1 + 20
+    assert lines[0].startswith("connecting to")
+    note = lines[100]
+    assert re.fullmatch(
+        r"\[\d+ log lines not stored: a run stores its first 100 lines and its last 20\]", note
+    )
+    assert lines[-1].startswith("stored backup_1_")
+    assert int(note[1:].split()[0]) + 120 == 3 + 300  # connecting, streaming, stored; sockets

@@ -267,6 +267,19 @@ def test_catch_up_lists_missed_slots_oldest_first() -> None:
     ]
 
 
+def test_catch_up_skips_a_slot_a_daemon_was_alive_for() -> None:
+    scheduler = scheduler_with(make_task(), now=at(10, 30))
+    alive = [(at(9, 50), at(10, 5))]
+    assert scheduler.catch_up({1: at(9)}, at(10, 30), timedelta(hours=1), alive) == []
+
+
+def test_catch_up_runs_a_slot_that_fell_between_two_daemons() -> None:
+    scheduler = scheduler_with(make_task(), now=at(10, 30))
+    alive = [(at(9), at(9, 59)), (at(10, 1), at(10, 29))]
+    caught = scheduler.catch_up({1: at(9)}, at(10, 30), timedelta(hours=1), alive)
+    assert fired(caught) == [(1, at(10))]
+
+
 # --- upcoming -------------------------------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ from reconciler.api.secretkeys import forget_unreferenced
 from reconciler.api.writer import Base, Prepared
 from reconciler.desired import DesiredState
 from reconciler.gitstore import Author
+from reconciler.history import LogTail
 from reconciler.models import BackupTask, ResolvedTask
 from reconciler.runner import RunRequest
 
@@ -31,6 +32,9 @@ DEFAULT_PER_PAGE = 15
 DELETED = "Backup task successfully deleted"
 INITIATED = "Backup task initiated successfully."
 NO_LOGS = "No logs found for this backup task."
+# How much of a run's log one response carries: the tail, with a line saying what was left out.
+LATEST_LOG_TAIL = LogTail(lines=1000, chars=1 << 20)
+PAGE_LOG_TAIL = LogTail(lines=100, chars=64 << 10)  # per run, so a page of 100 stays bounded
 
 Page = Annotated[int, Query(ge=1, le=1_000_000, description="Page number, from 1")]
 PerPage = Annotated[int, Query(ge=1, le=100, description="Items per page, at most 100")]
@@ -136,7 +140,7 @@ def task_status(ctx: Ctx, caller: Annotated[Caller, _caller(Ability.VIEW)], task
 )
 def latest_log(ctx: Ctx, caller: Annotated[Caller, _caller(Ability.VIEW)], task_id: str) -> Any:
     resolved = _find(ctx.engine.desired, caller, task_id)
-    run = ctx.history.latest_run(resolved.id)
+    run = ctx.history.latest_run(resolved.id, LATEST_LOG_TAIL)
     if run is None:
         raise NotFound(NO_LOGS)
     return schemas.One[schemas.Log](data=present.log(run))
@@ -157,7 +161,7 @@ def logs(
     per_page: PerPage = DEFAULT_PER_PAGE,
 ) -> Any:
     resolved = _find(ctx.engine.desired, caller, task_id)
-    runs, total = ctx.history.runs(resolved.id, (page - 1) * per_page, per_page)
+    runs, total = ctx.history.runs(resolved.id, (page - 1) * per_page, per_page, PAGE_LOG_TAIL)
     path = str(request.url_for("logs", task_id=str(resolved.id)))
     return schemas.Page[schemas.Log](
         data=[present.log(run) for run in runs],
