@@ -129,6 +129,12 @@ def _parser() -> argparse.ArgumentParser:
         dest="abilities",
         help="repeat for several (default *)",
     )
+    create.add_argument(
+        "--operator",
+        action="store_true",
+        help="GET /api/sync shows this token every user's config errors and tasks, and files "
+        "that belong to no user (users.yaml, files that do not parse)",
+    )
     _state_option(create)
     create.set_defaults(command=_token_create)
     listing = tokens.add_parser("list", help="list tokens (never their values)")
@@ -256,10 +262,13 @@ def _restore(args: argparse.Namespace) -> int:
 def _token_create(args: argparse.Namespace) -> int:
     history = _history(args.state)
     abilities = tuple(args.abilities or ["*"])
-    record, plaintext = history.create_token(args.user_id, args.name, abilities, datetime.now(UTC))
+    record, plaintext = history.create_token(
+        args.user_id, args.name, abilities, datetime.now(UTC), operator=args.operator
+    )
     print(plaintext)
+    role = "operator token" if record.operator else "token"
     print(
-        f"token {record.id} for user {record.user_id} ({', '.join(abilities)}): "
+        f"{role} {record.id} for user {record.user_id} ({', '.join(abilities)}): "
         "shown once, store it now",
         file=sys.stderr,
     )
@@ -269,9 +278,10 @@ def _token_create(args: argparse.Namespace) -> int:
 def _token_list(args: argparse.Namespace) -> int:
     for record in _history(args.state).tokens(args.user_id):
         used = record.last_used_at.isoformat() if record.last_used_at else "never used"
+        role = "operator" if record.operator else "user"
         print(
             f"{record.id}\tuser {record.user_id}\t{record.name}\t{','.join(record.abilities)}\t"
-            f"created {record.created_at.isoformat()}\t{used}"
+            f"{role}\tcreated {record.created_at.isoformat()}\t{used}"
         )
     return 0
 

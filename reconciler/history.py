@@ -61,7 +61,11 @@ CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 
 # Each entry takes the schema from its index to the next; a store is migrated step by step, so
 # a new step is appended here and never edits an earlier one.
-_MIGRATIONS: tuple[str, ...] = (_SCHEMA,)
+_MIGRATIONS: tuple[str, ...] = (
+    _SCHEMA,
+    # Operator tokens see the whole config set's state, files that belong to no user included.
+    "ALTER TABLE tokens ADD COLUMN operator INTEGER NOT NULL DEFAULT 0",
+)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
@@ -95,6 +99,7 @@ class TokenRecord:
     abilities: tuple[str, ...]
     created_at: datetime
     last_used_at: datetime | None
+    operator: bool = False
 
 
 def _to_text(moment: datetime) -> str:
@@ -129,6 +134,7 @@ def _token(row: sqlite3.Row) -> TokenRecord:
         abilities=tuple(json.loads(row["abilities"])),
         created_at=_from_text(row["created_at"]),
         last_used_at=_optional_time(row["last_used_at"]),
+        operator=bool(row["operator"]),
     )
 
 
@@ -386,16 +392,29 @@ class History:
     # API tokens
 
     def create_token(
-        self, user_id: int, name: str, abilities: Sequence[str], now: datetime
+        self,
+        user_id: int,
+        name: str,
+        abilities: Sequence[str],
+        now: datetime,
+        *,
+        operator: bool = False,
     ) -> tuple[TokenRecord, str]:
         """A new token and its plaintext, which is returned this once and never stored."""
         plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
         created = _to_text(now)
         with self._write() as db:
             cursor = db.execute(
-                "INSERT INTO tokens (user_id, name, abilities, hash, created_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (user_id, name, json.dumps(list(abilities)), _token_hash(plaintext), created),
+                "INSERT INTO tokens (user_id, name, abilities, hash, created_at, operator)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    user_id,
+                    name,
+                    json.dumps(list(abilities)),
+                    _token_hash(plaintext),
+                    created,
+                    int(operator),
+                ),
             )
             assert cursor.lastrowid is not None
             token_id = cursor.lastrowid
@@ -406,6 +425,7 @@ class History:
             abilities=tuple(abilities),
             created_at=_from_text(created),
             last_used_at=None,
+            operator=operator,
         )
         return record, plaintext
 

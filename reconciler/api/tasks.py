@@ -17,7 +17,7 @@ from reconciler.api.context import ApiContext, context
 from reconciler.api.errors import ApiError, Invalid, NotFound, responses
 from reconciler.api.mapping import SECRET_FIELDS, request_field, task_edits
 from reconciler.api.writer import Prepared
-from reconciler.desired import DesiredState
+from reconciler.desired import DesiredState, errors_for_user
 from reconciler.gitstore import Author
 from reconciler.models import BackupTask, ResolvedTask
 from reconciler.runner import RunRequest
@@ -158,19 +158,24 @@ def logs(
     responses=responses(401),
     summary="The applied revision and the config set's errors",
 )
-def sync_state(ctx: Ctx, _caller: Annotated[Caller, Depends(require(None))]) -> Any:
+def sync_state(ctx: Ctx, caller: Annotated[Caller, Depends(require(None))]) -> Any:
+    """A user's token sees its own files' errors and tasks; an operator's token sees all."""
     engine = ctx.engine
     desired = engine.desired
+    if caller.token.operator:
+        errors, tasks = desired.errors, len(desired.tasks)
+    else:
+        errors, tasks = errors_for_user(desired, caller.user.id), len(_owned(desired, caller))
     return schemas.One[schemas.SyncData](
         data=schemas.SyncData(
             revision=engine.revision,
             reconciled_at=present.utc_text(engine.reconciled_at) if engine.reconciled_at else None,
-            tasks=len(desired.tasks),
+            tasks=tasks,
             errors=[
                 schemas.ErrorLocation(
                     path=error.path, line=error.line, field=error.field, message=error.message
                 )
-                for error in desired.errors
+                for error in errors
             ],
         )
     )
