@@ -90,6 +90,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--known-hosts", type=Path, help="known_hosts file for SSH host keys")
     serve.add_argument("--push", action="store_true", help="push API commits to the upstream")
+    serve.add_argument(
+        "--max-body-bytes",
+        type=_positive_int,
+        metavar="BYTES",
+        help="refuse (413) a request body larger than BYTES before reading it (default 1 MiB)",
+    )
     serve.set_defaults(command=_serve)
 
     validate = commands.add_parser("validate", help="check a config set; exit 1 on any problem")
@@ -148,6 +154,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _repo_option(parser: argparse.ArgumentParser) -> None:
     default = os.environ.get("RECONCILER_REPO")
     parser.add_argument(
@@ -169,6 +185,7 @@ def _state_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from reconciler.api import DEFAULT_MAX_BODY_BYTES
     from reconciler.daemon import Settings, serve
 
     settings = Settings(
@@ -182,6 +199,7 @@ def _serve(args: argparse.Namespace) -> int:
         run_timeout=timedelta(hours=args.run_timeout),
         known_hosts=args.known_hosts,
         push=args.push,
+        max_body_bytes=args.max_body_bytes or DEFAULT_MAX_BODY_BYTES,
     )
     _guarded(lambda: asyncio.run(serve(settings)))
     return 0

@@ -15,7 +15,7 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 
-from reconciler.api import create_app
+from reconciler.api import DEFAULT_MAX_BODY_BYTES, create_app
 from reconciler.engine import Engine
 from reconciler.gitstore import GitStore
 from reconciler.history import History, RunRecord
@@ -53,6 +53,7 @@ class Settings:
     run_timeout: timedelta = timedelta(hours=6)
     known_hosts: Path | None = None
     push: bool = False
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 
 
 def secrets_path(state: Path) -> Path:
@@ -98,6 +99,7 @@ def build(settings: Settings) -> Daemon:
         runner=runner,
         clock=clock,
         push=settings.push,
+        max_body_bytes=settings.max_body_bytes,
     )
     install_operational_routes(app, engine=engine, runner=runner)
     return Daemon(
