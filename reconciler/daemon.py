@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -73,6 +74,7 @@ class Daemon:
     engine: Engine
     app: FastAPI
     dispatch: Callable[[ResolvedTask, datetime], None]
+    fires: ThreadPoolExecutor
 
 
 def build(settings: Settings) -> Daemon:
@@ -89,7 +91,8 @@ def build(settings: Settings) -> Daemon:
         default_timeout=settings.run_timeout,
         known_hosts=settings.known_hosts,
     )
-    dispatch = scheduled_dispatch(history, runner.dispatch)
+    fires = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fire")
+    dispatch = scheduled_dispatch(history, runner.dispatch, fires)
     scheduler = Scheduler(clock, dispatch)
     engine = Engine(store=store, scheduler=scheduler, history=history, clock=clock)
     app = create_app(
@@ -103,18 +106,29 @@ def build(settings: Settings) -> Daemon:
     )
     install_operational_routes(app, engine=engine, runner=runner)
     return Daemon(
-        settings, clock, history, secrets, store, runner, scheduler, engine, app, dispatch
+        settings, clock, history, secrets, store, runner, scheduler, engine, app, dispatch, fires
     )
 
 
 def scheduled_dispatch(
-    history: History, dispatch: Callable[[ResolvedTask, datetime], None]
+    history: History, dispatch: Callable[[ResolvedTask, datetime], None], fires: Executor
 ) -> Callable[[ResolvedTask, datetime], None]:
-    """Remember each fired slot before handing it on, so a restart never fires it again."""
+    """Remember each fired slot before handing it on, so a restart never fires it again.
 
-    def fire(task: ResolvedTask, slot: datetime) -> None:
+    Both write to the state store, which can wait for SQLite's lock, so they run on `fires` (one
+    thread: in firing order) and the scheduler's loop, on the event loop, never waits for them.
+    """
+
+    def record_and_dispatch(task: ResolvedTask, slot: datetime) -> None:
         history.record_fire(task.id, slot)
         dispatch(task, slot)
+
+    def fire(task: ResolvedTask, slot: datetime) -> None:
+        def log_failure(done: Future[None]) -> None:
+            if (error := done.exception()) is not None:
+                log.error("task %d: firing its %s slot failed", task.id, slot, exc_info=error)
+
+        fires.submit(record_and_dispatch, task, slot).add_done_callback(log_failure)
 
     return fire
 
@@ -142,7 +156,9 @@ async def serve(settings: Settings) -> None:
         # them again on every collection (it made 10,000-task reconciles several times slower).
         gc.freeze()
         # Before anything can start a run: runs a crash left behind end failed, partials removed.
-        recovered = daemon.runner.recover(daemon.engine.desired.tasks.values())
+        recovered = await asyncio.to_thread(
+            daemon.runner.recover, daemon.engine.desired.tasks.values()
+        )
         if recovered:
             log.warning("marked %d interrupted run(s) as failed", len(recovered))
         for task, slot in daemon.engine.catch_up(settings.catch_up_deadline):
@@ -170,8 +186,14 @@ async def serve(settings: Settings) -> None:
         for worker in workers:
             worker.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
-        await daemon.runner.close()
-        daemon.history.close()
+        await close(daemon)
+
+
+async def close(daemon: Daemon) -> None:
+    """Stop the parts that run on their own (fires, then runs), then close the state store."""
+    await asyncio.to_thread(daemon.fires.shutdown, wait=True)
+    await daemon.runner.close()
+    daemon.history.close()
 
 
 async def run_once(settings: Settings, task_id: int) -> bool:
@@ -187,8 +209,7 @@ async def run_once(settings: Settings, task_id: int) -> bool:
         print(f"run {run.id}: {run.status}" + (f" ({run.reason})" if run.reason else ""))
         return run.status is RunStatus.SUCCESSFUL
     finally:
-        await daemon.runner.close()
-        daemon.history.close()
+        await close(daemon)
 
 
 async def _follow(daemon: Daemon, task_id: int) -> RunRecord:

@@ -86,6 +86,10 @@ class Engine:
             started = time.perf_counter()
             snapshot = await asyncio.to_thread(self._compute, full)
             plan = make_plan(snapshot.desired.tasks, self._scheduler.tasks)
+            if plan.added:
+                # A state store write, which can wait for SQLite's lock: never on the event loop.
+                added = [task.id for task in plan.added]
+                await asyncio.to_thread(self._history.mark_seen, added, self._clock.now())
             self._apply(snapshot, plan)
             self.last_duration = time.perf_counter() - started
             self.reconciles += 1
@@ -156,8 +160,6 @@ class Engine:
             self._scheduler.upsert(task, now)
         for change in plan.changed:
             self._scheduler.upsert(change.task, now)
-        if plan.added:
-            self._history.mark_seen((task.id for task in plan.added), now)
         for error in set(snapshot.desired.errors) - set(self._desired.errors):
             log.warning("config error: %s", error.render())
         self._blobs, self._files, self._desired = snapshot.blobs, snapshot.files, snapshot.desired

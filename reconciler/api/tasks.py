@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from starlette.concurrency import run_in_threadpool
 
 from reconciler import documents, taskfile
 from reconciler.api import present, schemas
@@ -204,7 +205,8 @@ async def run_task(
             f" Try again in {seconds} seconds.",
             {"Retry-After": str(seconds)},
         )
-    outcome = ctx.runner.request_run(resolved, "api")
+    # It records the run in the state store, which can wait for SQLite's write lock.
+    outcome = await run_in_threadpool(ctx.runner.request_run, resolved, "api")
     if outcome is not RunRequest.ACCEPTED:
         raise ApiError(409, f"{outcome.message[:1].upper()}{outcome.message[1:]}.")
     return schemas.Message(message=INITIATED)
