@@ -193,6 +193,7 @@ async def close(daemon: Daemon) -> None:
     """Stop the parts that run on their own (fires, then runs), then close the state store."""
     await asyncio.to_thread(daemon.fires.shutdown, wait=True)
     await daemon.runner.close()
+    await asyncio.to_thread(daemon.engine.close)
     daemon.history.close()
 
 
@@ -245,6 +246,7 @@ def restore_backup(settings: Settings, task_id: int, run_id: int | None, to: Pat
                 raise DaemonError(f"task {task_id} has no run {run_id}")
         return restore(task, run=run, to=to, history=daemon.history, secrets=daemon.secrets)
     finally:
+        daemon.engine.close()
         daemon.history.close()
 
 

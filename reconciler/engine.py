@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from reconciler.desired import DesiredState, build_desired
 from reconciler.documents import ParsedFile, is_ignored
+from reconciler.filetimes import FileTimesIndex
 from reconciler.gitstore import GitStore
 from reconciler.history import History
 from reconciler.loader import parse_files
@@ -56,6 +57,7 @@ class Engine:
         self._clock = clock
         self._parse_workers = parse_workers
         self._lock = asyncio.Lock()
+        self._file_times = FileTimesIndex(store, history)
         self._blobs: Mapping[str, str] = {}
         self._files: Mapping[str, ParsedFile] = {}
         self._desired = DesiredState()
@@ -75,6 +77,14 @@ class Engine:
 
     def next_fire(self, task_id: int) -> datetime | None:
         return self._scheduler.next_fire(task_id)
+
+    def file_times(self, paths: Sequence[str]) -> dict[str, tuple[datetime, datetime] | None]:
+        """(created, last changed) of config files, from the file-time index. Blocking."""
+        return self._file_times.times(paths)
+
+    def close(self) -> None:
+        """Stop a file-time index rebuild in progress. Blocking."""
+        self._file_times.close()
 
     async def sync(self, *, full: bool = False) -> Plan:
         """Reconcile the branch head now; returns once the scheduler runs it.
@@ -132,6 +142,8 @@ class Engine:
                 parse_files({path: contents[blobs[path]] for path in changed}, self._parse_workers)
             )
         desired = build_desired(files, self._desired)
+        # Per applied commit, so a task list never walks git history for its file times.
+        self._file_times.follow(head)
         return _Snapshot(head, blobs, files, desired, len(updates))
 
     def _changed_blobs(self, head: str | None, full: bool) -> dict[str, str | None]:

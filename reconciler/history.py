@@ -13,7 +13,7 @@ import json
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -66,6 +66,20 @@ _MIGRATIONS: tuple[str, ...] = (
     _SCHEMA,
     # Operator tokens see the whole config set's state, files that belong to no user included.
     "ALTER TABLE tokens ADD COLUMN operator INTEGER NOT NULL DEFAULT 0",
+    # The file-time index (observed from git, rebuilt from it when missing); `present`: the path
+    # is in the indexed revision (rows of deleted paths keep their creation time, as git log does).
+    """
+    CREATE TABLE file_times (
+        path TEXT PRIMARY KEY,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        present INTEGER NOT NULL
+    );
+    CREATE TABLE file_times_revision (
+        only INTEGER PRIMARY KEY CHECK (only = 1),
+        revision TEXT NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -101,6 +115,15 @@ class TokenRecord:
     created_at: datetime
     last_used_at: datetime | None
     operator: bool = False
+
+
+@dataclass(frozen=True)
+class IndexedFileTimes:
+    """One file's row in the file-time index."""
+
+    created: datetime
+    updated: datetime
+    present: bool
 
 
 def _to_text(moment: datetime) -> str:
@@ -466,6 +489,68 @@ class History:
     def revoke_token(self, token_id: int) -> bool:
         with self._write() as db:
             return db.execute("DELETE FROM tokens WHERE id = ?", (token_id,)).rowcount > 0
+
+    # The file-time index
+
+    def file_times_revision(self) -> str | None:
+        """The commit the file-time index describes; None while there is no index."""
+        with self._lock:
+            row = self._db.execute("SELECT revision FROM file_times_revision").fetchone()
+        return None if row is None else str(row["revision"])
+
+    def indexed_file_times(
+        self, paths: Iterable[str]
+    ) -> tuple[str | None, dict[str, IndexedFileTimes]]:
+        """The index's revision and its rows for `paths`, from one snapshot."""
+        with self._read() as db:
+            row = db.execute("SELECT revision FROM file_times_revision").fetchone()
+            rows = db.execute(
+                "SELECT * FROM file_times WHERE path IN (SELECT value FROM json_each(?))",
+                (json.dumps(list(paths)),),
+            ).fetchall()
+        revision = None if row is None else str(row["revision"])
+        return revision, {
+            row["path"]: IndexedFileTimes(
+                _from_text(row["created_at"]), _from_text(row["updated_at"]), bool(row["present"])
+            )
+            for row in rows
+        }
+
+    def rebuild_file_times(self, revision: str, rows: Mapping[str, IndexedFileTimes]) -> None:
+        """Replace the whole index with `rows`, describing `revision`."""
+        with self._write() as db:
+            db.execute("DELETE FROM file_times")
+            self._put_file_times(db, revision, rows)
+
+    def advance_file_times(
+        self, since: str, revision: str, rows: Mapping[str, IndexedFileTimes]
+    ) -> bool:
+        """Move the index from `since` to `revision`, upserting `rows`; False (and nothing
+        written) when the index no longer describes `since` (another process moved it)."""
+        with self._write() as db:
+            row = db.execute("SELECT revision FROM file_times_revision").fetchone()
+            if row is None or row["revision"] != since:
+                return False
+            self._put_file_times(db, revision, rows)
+            return True
+
+    def _put_file_times(
+        self, db: sqlite3.Connection, revision: str, rows: Mapping[str, IndexedFileTimes]
+    ) -> None:
+        db.executemany(
+            "INSERT INTO file_times (path, created_at, updated_at, present) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (path) DO UPDATE SET created_at = excluded.created_at,"
+            " updated_at = excluded.updated_at, present = excluded.present",
+            (
+                (path, _to_text(row.created), _to_text(row.updated), int(row.present))
+                for path, row in rows.items()
+            ),
+        )
+        db.execute(
+            "INSERT INTO file_times_revision (only, revision) VALUES (1, ?)"
+            " ON CONFLICT (only) DO UPDATE SET revision = excluded.revision",
+            (revision,),
+        )
 
     # Task ids
 

@@ -372,7 +372,7 @@ def _resources(
     last = ctx.history.last_run_at(ids)
     statuses = ctx.history.task_statuses(ids)
     paths = ctx.engine.desired.task_paths
-    times = ctx.engine.store.files_times(paths[i] for i in ids if i in paths)
+    times = ctx.engine.file_times([paths[i] for i in ids if i in paths])
     return [
         present.task(
             resolved.task,
