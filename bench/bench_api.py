@@ -8,6 +8,11 @@ request count and a time limit:
 - PUT /api/backup-tasks/{id} (one git commit + reconcile per request, serialized by the writer).
 
 Run: .venv/bin/python -m bench.bench_api [--tasks 1000] [--requests 2000] [--concurrency 8]
+
+With `--history 10,2000` it measures instead, in one process, the task list at each history
+length with the same tasks (each file's created_at/updated_at must not cost the history's
+length): the first list page after a commit and a steady list page (medians), how long the
+file-time index took to build, and the ratio of the longest history's figures to the shortest's.
 """
 
 from __future__ import annotations
@@ -26,8 +31,8 @@ import httpx
 import uvicorn
 import yaml
 
-from reconciler.daemon import Settings, build
-from tests.gitrepo import init_repo
+from reconciler.daemon import Settings, build, close
+from tests.gitrepo import append_commits, commit_files, init_repo
 
 USERS = [
     {"id": 1, "name": "Ada", "email": "ada@example.com", "timezone": "Europe/London"},
@@ -162,8 +167,77 @@ async def main(tasks: int, requests: int, concurrency: int, seconds: float) -> N
             )
         server.should_exit = True
         await serving
-        await daemon.runner.close()
-        daemon.history.close()
+        await close(daemon)
+
+
+async def list_by_history(tasks: int, lengths: list[int], rounds: int) -> None:
+    """Task-list latency at each history length (commits), same config set; medians."""
+    figures: dict[int, tuple[float, float]] = {}
+    for length in lengths:
+        with tempfile.TemporaryDirectory() as tmp:
+            figures[length] = await _list_at_history_length(Path(tmp), tasks, length, rounds)
+    shortest, longest = min(lengths), max(lengths)
+    first = figures[longest][0] / figures[shortest][0]
+    steady = figures[longest][1] / figures[shortest][1]
+    print(
+        f"ratio {longest} / {shortest} commits: first list after a commit {first:.2f}, "
+        f"steady list {steady:.2f}"
+    )
+
+
+async def _list_at_history_length(
+    tmp: Path, tasks: int, length: int, rounds: int
+) -> tuple[float, float]:
+    repo = tmp / "config"
+    files = config_set(tasks)
+    init_repo(repo, files)
+    own = [task_id for task_id in range(1, tasks + 1) if task_id % 2 == 0]
+    edits = [{f"tasks/{own[n % len(own)]}-task.yaml": f"# edit {n}\n"} for n in range(length - 1)]
+    # Comment-only edits: the history grows, the tasks stay the same.
+    edits = [{path: files[path] + content for path, content in edit.items()} for edit in edits]
+    append_commits(repo, edits, int(time.time()) - length)
+    port = free_port()
+    daemon = build(Settings(repo=repo, state=tmp / "state.db", port=port))
+    started = time.perf_counter()
+    await daemon.engine.sync()
+    while daemon.history.file_times_revision() != daemon.engine.revision:
+        await asyncio.sleep(0.01)
+    indexed = time.perf_counter() - started
+    _, token = daemon.history.create_token(2, "bench", ["*"], datetime.now(UTC))
+    server = uvicorn.Server(
+        uvicorn.Config(daemon.app, host="127.0.0.1", port=port, log_level="warning")
+    )
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    firsts: list[float] = []
+    steadies: list[float] = []
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers) as client:
+
+        async def timed_list() -> float:
+            begin = time.perf_counter()
+            response = await client.get("/api/backup-tasks")
+            assert response.status_code == 200, response.text
+            return time.perf_counter() - begin
+
+        await timed_list()  # the connection and the first request's one-off costs
+        for round_number in range(rounds):
+            path = f"tasks/{own[round_number]}-task.yaml"
+            commit_files(repo, {path: files[path] + f"# round {round_number}\n"}, "bench edit")
+            await daemon.engine.sync()
+            firsts.append(await timed_list())
+            steadies.extend([await timed_list() for _ in range(5)])
+    server.should_exit = True
+    await serving
+    await close(daemon)
+    first, steady = statistics.median(firsts), statistics.median(steadies)
+    print(
+        f"{length:>6} commits, {tasks} tasks: first list after a commit p50 {first * 1000:7.1f} ms,"
+        f" steady list p50 {steady * 1000:6.1f} ms, file-time index built in {indexed:.2f} s"
+        f" ({rounds} commits, {len(steadies)} steady lists)"
+    )
+    return first, steady
 
 
 if __name__ == "__main__":
@@ -172,5 +246,17 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=20.0, help="time limit per phase")
+    parser.add_argument(
+        "--history",
+        metavar="N,M",
+        help="instead: the task list at these history lengths (commits), e.g. 10,2000",
+    )
+    parser.add_argument("--rounds", type=int, default=15, help="commits per history length")
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.tasks, arguments.requests, arguments.concurrency, arguments.seconds))
+    if arguments.history:
+        lengths = [int(length) for length in arguments.history.split(",")]
+        asyncio.run(list_by_history(arguments.tasks, lengths, arguments.rounds))
+    else:
+        asyncio.run(
+            main(arguments.tasks, arguments.requests, arguments.concurrency, arguments.seconds)
+        )

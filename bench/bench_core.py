@@ -106,6 +106,7 @@ async def measure(repo: Path, state: Path, edits: int, process_start: float) -> 
         await asyncio.sleep(0.05)
     stop.set()
     watcher.cancel()
+    engine.close()
     history.close()
     latencies.sort()
     return {

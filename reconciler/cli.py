@@ -105,6 +105,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DAYS",
         help="delete runs and their logs older than DAYS (default 90; 0: no limit)",
     )
+    serve.add_argument(
+        "--max-body-bytes",
+        type=_positive_int,
+        metavar="BYTES",
+        help="refuse (413) a request body larger than BYTES before reading it (default 1 MiB)",
+    )
     serve.set_defaults(command=_serve)
 
     validate = commands.add_parser("validate", help="check a config set; exit 1 on any problem")
@@ -144,6 +150,12 @@ def _parser() -> argparse.ArgumentParser:
         dest="abilities",
         help="repeat for several (default *)",
     )
+    create.add_argument(
+        "--operator",
+        action="store_true",
+        help="GET /api/sync shows this token every user's config errors and tasks, and files "
+        "that belong to no user (users.yaml, files that do not parse)",
+    )
     _state_option(create)
     create.set_defaults(command=_token_create)
     listing = tokens.add_parser("list", help="list tokens (never their values)")
@@ -170,6 +182,16 @@ def _not_negative(kind: Callable[[str], _N]) -> Callable[[str], _N]:
     return parse
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _repo_option(parser: argparse.ArgumentParser) -> None:
     default = os.environ.get("RECONCILER_REPO")
     parser.add_argument(
@@ -191,6 +213,7 @@ def _state_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from reconciler.api import DEFAULT_MAX_BODY_BYTES
     from reconciler.daemon import Settings, serve
 
     settings = Settings(
@@ -206,6 +229,7 @@ def _serve(args: argparse.Namespace) -> int:
         push=args.push,
         keep_runs=args.keep_runs,
         keep_run_age=timedelta(days=args.keep_run_days) if args.keep_run_days else None,
+        max_body_bytes=args.max_body_bytes or DEFAULT_MAX_BODY_BYTES,
     )
     _guarded(lambda: asyncio.run(serve(settings)))
     return 0
@@ -286,10 +310,13 @@ def _restore(args: argparse.Namespace) -> int:
 def _token_create(args: argparse.Namespace) -> int:
     history = _history(args.state)
     abilities = tuple(args.abilities or ["*"])
-    record, plaintext = history.create_token(args.user_id, args.name, abilities, datetime.now(UTC))
+    record, plaintext = history.create_token(
+        args.user_id, args.name, abilities, datetime.now(UTC), operator=args.operator
+    )
     print(plaintext)
+    role = "operator token" if record.operator else "token"
     print(
-        f"token {record.id} for user {record.user_id} ({', '.join(abilities)}): "
+        f"{role} {record.id} for user {record.user_id} ({', '.join(abilities)}): "
         "shown once, store it now",
         file=sys.stderr,
     )
@@ -299,9 +326,10 @@ def _token_create(args: argparse.Namespace) -> int:
 def _token_list(args: argparse.Namespace) -> int:
     for record in _history(args.state).tokens(args.user_id):
         used = record.last_used_at.isoformat() if record.last_used_at else "never used"
+        role = "operator" if record.operator else "user"
         print(
             f"{record.id}\tuser {record.user_id}\t{record.name}\t{','.join(record.abilities)}\t"
-            f"created {record.created_at.isoformat()}\t{used}"
+            f"{role}\tcreated {record.created_at.isoformat()}\t{used}"
         )
     return 0
 

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 
-from reconciler.api import create_app
+from reconciler.api import DEFAULT_MAX_BODY_BYTES, create_app
 from reconciler.api.secretkeys import forget_unreferenced
 from reconciler.engine import Engine
 from reconciler.gitstore import GitStore
@@ -59,6 +60,7 @@ class Settings:
     push: bool = False
     keep_runs: int = DEFAULT_KEEP_RUNS
     keep_run_age: timedelta | None = DEFAULT_KEEP_RUN_AGE
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 
 
 def secrets_path(state: Path) -> Path:
@@ -78,6 +80,7 @@ class Daemon:
     engine: Engine
     app: FastAPI
     dispatch: Callable[[ResolvedTask, datetime], None]
+    fires: ThreadPoolExecutor
 
 
 def build(settings: Settings) -> Daemon:
@@ -95,7 +98,8 @@ def build(settings: Settings) -> Daemon:
         keep_runs=settings.keep_runs,
         keep_run_age=settings.keep_run_age,
     )
-    dispatch = scheduled_dispatch(history, runner.dispatch)
+    fires = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fire")
+    dispatch = scheduled_dispatch(history, runner.dispatch, fires)
     scheduler = Scheduler(clock, dispatch)
     engine = Engine(store=store, scheduler=scheduler, history=history, clock=clock)
     app = create_app(
@@ -105,21 +109,33 @@ def build(settings: Settings) -> Daemon:
         runner=runner,
         clock=clock,
         push=settings.push,
+        max_body_bytes=settings.max_body_bytes,
     )
     install_operational_routes(app, engine=engine, runner=runner)
     return Daemon(
-        settings, clock, history, secrets, store, runner, scheduler, engine, app, dispatch
+        settings, clock, history, secrets, store, runner, scheduler, engine, app, dispatch, fires
     )
 
 
 def scheduled_dispatch(
-    history: History, dispatch: Callable[[ResolvedTask, datetime], None]
+    history: History, dispatch: Callable[[ResolvedTask, datetime], None], fires: Executor
 ) -> Callable[[ResolvedTask, datetime], None]:
-    """Remember each fired slot before handing it on, so a restart never fires it again."""
+    """Remember each fired slot before handing it on, so a restart never fires it again.
 
-    def fire(task: ResolvedTask, slot: datetime) -> None:
+    Both write to the state store, which can wait for SQLite's lock, so they run on `fires` (one
+    thread: in firing order) and the scheduler's loop, on the event loop, never waits for them.
+    """
+
+    def record_and_dispatch(task: ResolvedTask, slot: datetime) -> None:
         history.record_fire(task.id, slot)
         dispatch(task, slot)
+
+    def fire(task: ResolvedTask, slot: datetime) -> None:
+        def log_failure(done: Future[None]) -> None:
+            if (error := done.exception()) is not None:
+                log.error("task %d: firing its %s slot failed", task.id, slot, exc_info=error)
+
+        fires.submit(record_and_dispatch, task, slot).add_done_callback(log_failure)
 
     return fire
 
@@ -199,10 +215,18 @@ async def serve(settings: Settings) -> None:
         for worker in workers:
             worker.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
-        await daemon.runner.close()
-        if alive is not None:
-            await asyncio.to_thread(daemon.history.still_alive, alive, daemon.clock.now())
-        daemon.history.close()
+        await close(daemon, alive)
+
+
+async def close(daemon: Daemon, alive: int | None = None) -> None:
+    """Stop the parts that run on their own (fires, then runs), then close the state store;
+    `alive`: this daemon's up-interval, to record it as lasting until now."""
+    await asyncio.to_thread(daemon.fires.shutdown, wait=True)
+    await daemon.runner.close()
+    if alive is not None:
+        await asyncio.to_thread(daemon.history.still_alive, alive, daemon.clock.now())
+    await asyncio.to_thread(daemon.engine.close)
+    daemon.history.close()
 
 
 async def _heartbeat(daemon: Daemon, alive: int) -> None:
@@ -228,8 +252,7 @@ async def run_once(settings: Settings, task_id: int) -> bool:
         print(f"run {run.id}: {run.status}" + (f" ({run.reason})" if run.reason else ""))
         return run.status is RunStatus.SUCCESSFUL
     finally:
-        await daemon.runner.close()
-        daemon.history.close()
+        await close(daemon)
 
 
 async def _follow(daemon: Daemon, task_id: int) -> RunRecord:
@@ -271,6 +294,7 @@ def restore_backup(settings: Settings, task_id: int, run_id: int | None, to: Pat
                 raise DaemonError(f"task {task_id} has no run {run_id}")
         return restore(task, run=run, to=to, history=daemon.history, secrets=daemon.secrets)
     finally:
+        daemon.engine.close()
         daemon.history.close()
 
 

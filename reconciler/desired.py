@@ -60,6 +60,8 @@ class DesiredState:
     owners: Mapping[Kind, Mapping[int, str]] = field(default_factory=dict)
     good_files: Mapping[str, ParsedFile] = field(default_factory=dict, repr=False)
     errors: tuple[ConfigError, ...] = ()
+    # The users each file with an error belongs to (see `file_users`); empty: operators only.
+    error_users: Mapping[str, frozenset[int]] = field(default_factory=dict)
     resolutions: Mapping[int, _Resolution] = field(default_factory=dict, repr=False)
 
 
@@ -101,6 +103,7 @@ def build_desired(files: Mapping[str, ParsedFile], previous: DesiredState) -> De
         if last.task is not None:
             tasks[task_id] = last.task
 
+    error_paths = {error.path for error in errors}
     return DesiredState(
         users=users,
         servers=servers,
@@ -111,7 +114,33 @@ def build_desired(files: Mapping[str, ParsedFile], previous: DesiredState) -> De
         owners=owners,
         good_files=good_files,
         errors=tuple(sorted(errors, key=lambda e: (e.path, e.line or 0, e.field))),
+        error_users={
+            path: file_users(files.get(path), previous.good_files.get(path)) for path in error_paths
+        },
         resolutions=resolutions,
+    )
+
+
+def file_users(current: ParsedFile | None, last_good: ParsedFile | None) -> frozenset[int]:
+    """The users a file belongs to: the `user_id` it declares, and its last good version's.
+
+    `users.yaml` belongs to no user, nor does a file no user can be read from (one that does not
+    parse, or outside the layout): only operators see those.
+    """
+    users: set[int] = set()
+    for version in (current, last_good):
+        if version is None or version.kind is Kind.USER:
+            continue
+        if version.declared_user_id is not None:
+            users.add(version.declared_user_id)
+        users.update(doc.user_id for doc in version.objects if not isinstance(doc, User))
+    return frozenset(users)
+
+
+def errors_for_user(desired: DesiredState, user_id: int) -> tuple[ConfigError, ...]:
+    """The config errors a user's token is shown: those of the files that belong to the user."""
+    return tuple(
+        error for error in desired.errors if user_id in desired.error_users.get(error.path, ())
     )
 
 

@@ -82,6 +82,8 @@ class ParsedFile:
     objects: tuple[Document, ...]
     errors: tuple[ConfigError, ...]
     text: bytes
+    # The `user_id` a file that failed validation still declares, so its errors reach that user.
+    declared_user_id: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -129,8 +131,15 @@ def to_documents(path: str, text: bytes, raw: RawYaml) -> ParsedFile:
     try:
         document = _validate(kind, data)
     except ValidationError as exc:
-        return failed(*validation_errors(path, text, exc, kind))
+        errors = tuple(validation_errors(path, text, exc, kind))
+        return ParsedFile(path, kind, (), errors, text, _declared_user_id(data))
     return ParsedFile(path, kind, (document,), (), text)
+
+
+def _declared_user_id(data: dict[str, Any]) -> int | None:
+    user_id = data.get("user_id")
+    is_id = isinstance(user_id, int) and not isinstance(user_id, bool) and user_id > 0
+    return user_id if is_id else None
 
 
 def _users(path: str, text: bytes, data: Any) -> ParsedFile:

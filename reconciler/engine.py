@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from reconciler.desired import DesiredState, build_desired
 from reconciler.documents import ParsedFile, is_ignored
+from reconciler.filetimes import FileTimesIndex
 from reconciler.gitstore import GitStore
 from reconciler.history import History
 from reconciler.loader import parse_files
@@ -56,6 +57,7 @@ class Engine:
         self._clock = clock
         self._parse_workers = parse_workers
         self._lock = asyncio.Lock()
+        self._file_times = FileTimesIndex(store, history)
         self._blobs: Mapping[str, str] = {}
         self._files: Mapping[str, ParsedFile] = {}
         self._desired = DesiredState()
@@ -76,6 +78,14 @@ class Engine:
     def next_fire(self, task_id: int) -> datetime | None:
         return self._scheduler.next_fire(task_id)
 
+    def file_times(self, paths: Sequence[str]) -> dict[str, tuple[datetime, datetime] | None]:
+        """(created, last changed) of config files, from the file-time index. Blocking."""
+        return self._file_times.times(paths)
+
+    def close(self) -> None:
+        """Stop a file-time index rebuild in progress. Blocking."""
+        self._file_times.close()
+
     async def sync(self, *, full: bool = False) -> Plan:
         """Reconcile the branch head now; returns once the scheduler runs it.
 
@@ -86,6 +96,10 @@ class Engine:
             started = time.perf_counter()
             snapshot = await asyncio.to_thread(self._compute, full)
             plan = make_plan(snapshot.desired.tasks, self._scheduler.tasks)
+            if plan.added:
+                # A state store write, which can wait for SQLite's lock: never on the event loop.
+                added = [task.id for task in plan.added]
+                await asyncio.to_thread(self._history.mark_seen, added, self._clock.now())
             self._apply(snapshot, plan)
             self.last_duration = time.perf_counter() - started
             self.reconciles += 1
@@ -130,6 +144,8 @@ class Engine:
                 parse_files({path: contents[blobs[path]] for path in changed}, self._parse_workers)
             )
         desired = build_desired(files, self._desired)
+        # Per applied commit, so a task list never walks git history for its file times.
+        self._file_times.follow(head)
         return _Snapshot(head, blobs, files, desired, len(updates))
 
     def _changed_blobs(self, head: str | None, full: bool) -> dict[str, str | None]:
@@ -158,8 +174,6 @@ class Engine:
             self._scheduler.upsert(task, now)
         for change in plan.changed:
             self._scheduler.upsert(change.task, now)
-        if plan.added:
-            self._history.mark_seen((task.id for task in plan.added), now)
         for error in set(snapshot.desired.errors) - set(self._desired.errors):
             log.warning("config error: %s", error.render())
         self._blobs, self._files, self._desired = snapshot.blobs, snapshot.files, snapshot.desired

@@ -41,6 +41,18 @@ class Author:
     email: str
 
 
+@dataclass(frozen=True, slots=True)
+class FileChanges:
+    """What one commit did to the config set's YAML files, counted as `git log -- path` does: a
+    path changed when its version differs from every parent's (a merge that kept one parent's
+    version changed nothing), and was added when no parent has it (a rename adds a new path)."""
+
+    time: datetime
+    changed: tuple[str, ...]
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+
+
 class GitError(ReconcilerError):
     """A git operation failed; the message says which and why."""
 
@@ -157,19 +169,18 @@ class GitStore:
         with self._lock:
             old_tree = self._config_tree(self._commit(old))
             new_tree = self._config_tree(self._commit(new))
-            if old_tree is None or new_tree is None:
-                present = old_tree or new_tree
-                paths = set() if present is None else {name for name, _ in self._walk(present, "")}
-            else:
-                paths = set()
-                for delta in old_tree.diff_to_tree(new_tree).deltas:
-                    paths.update((delta.old_file.path, delta.new_file.path))
             changes: dict[str, str | None] = {}
-            for path in paths:
+            for path in self._differing(old_tree, new_tree):
                 if _is_config_file(path):
                     blob = _entry_id(new_tree, path)
                     changes[path] = None if blob is None else str(blob)
             return changes
+
+    def existing(self, rev: str, paths: Iterable[str]) -> set[str]:
+        """Which of `paths` are files at `rev` (one lookup each, not a listing)."""
+        with self._lock:
+            tree = self._config_tree(self._commit(rev))
+            return {path for path in paths if _entry_id(tree, path) is not None}
 
     def read_blobs(self, blob_ids: Iterable[str]) -> dict[str, bytes]:
         with self._lock:
@@ -572,6 +583,61 @@ class GitStore:
                     break
                 found.append((str(commit.id), commit.message))
             return found
+
+    def commits_since(self, old: str | None, new: str) -> list[str] | None:
+        """Commits reachable from `new` but not from `old` (all of them for None), in the order
+        `file_times` walks them, newest first; None when `old` is not an ancestor of `new` (the
+        branch was reset or rewritten)."""
+        with self._lock:
+            head = self._commit(new)
+            walker = self._repo.walk(head.id, SortMode.TOPOLOGICAL | SortMode.TIME)
+            if old is not None:
+                try:
+                    base = self._commit(old)
+                except GitError:
+                    return None
+                if base.id != head.id and not self._repo.descendant_of(head.id, base.id):
+                    return None
+                walker.hide(base.id)
+            return [str(commit.id) for commit in walker]
+
+    def file_changes(self, commit_id: str) -> FileChanges:
+        """The YAML paths one commit changed, added and removed (see FileChanges)."""
+        with self._lock:
+            commit = self._commit(commit_id)
+            tree = self._config_tree(commit)
+            parents = [self._config_tree(parent) for parent in commit.parents]
+            # Tree diffs find the candidates (cost: the files that differ); blob ids decide.
+            differing = [self._differing(parent, tree) for parent in parents]
+            if not parents:
+                touched = {name for name, _ in self._walk(tree, "")} if tree is not None else set()
+                in_every_diff = touched
+            else:
+                touched = set().union(*differing)
+                in_every_diff = set.intersection(*differing)
+            changed, added, removed = [], [], []
+            for path in sorted(touched):
+                if not _is_config_file(path):
+                    continue
+                here = _entry_id(tree, path)
+                before = [_entry_id(parent, path) for parent in parents]
+                if here is None:
+                    if any(before):
+                        removed.append(path)
+                elif path in in_every_diff and here not in before:
+                    changed.append(path)
+                    if not any(before):
+                        added.append(path)
+            return FileChanges(_commit_time(commit), tuple(changed), tuple(added), tuple(removed))
+
+    def _differing(self, old: pygit2.Tree | None, new: pygit2.Tree | None) -> set[str]:
+        if old is None or new is None:
+            present = old or new
+            return set() if present is None else {name for name, _ in self._walk(present, "")}
+        paths: set[str] = set()
+        for delta in old.diff_to_tree(new).deltas:
+            paths.update((delta.old_file.path, delta.new_file.path))
+        return paths
 
     # Pushing
 

@@ -23,10 +23,10 @@ import secrets
 import sqlite3
 import stat
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from reconciler.types import ReconcilerError, RunStatus, TaskStatus
@@ -38,6 +38,7 @@ _TASK_ID_COUNTER = "task_id"
 INTERRUPTED = "interrupted by a daemon restart"
 # A newline inside a log line is stored escaped, so one line is always one line of output.
 _NEWLINE, _ESCAPED_NEWLINE = "\n", "\\n"
+TOKEN_USE_RESOLUTION = timedelta(minutes=1)
 
 _SCHEMA = """
 CREATE TABLE runs (
@@ -110,8 +111,6 @@ CREATE TABLE alive (id INTEGER PRIMARY KEY, since TEXT NOT NULL, until TEXT NOT 
 CREATE INDEX alive_by_end ON alive (until)
 """
 
-# Each entry takes the schema from its index to the next; a store is migrated step by step, so
-# a new step is appended here and never edits an earlier one.
 _IDEMPOTENCY_KEYS = """
 CREATE TABLE idempotency_keys (
     user_id INTEGER NOT NULL,
@@ -125,12 +124,30 @@ CREATE TABLE idempotency_keys (
 CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at);
 """
 
+# Each entry takes the schema from its index to the next; a store is migrated step by step, so
+# a new step is appended here and never edits an earlier one.
 _MIGRATIONS: tuple[str, ...] = (
     _SCHEMA,
     _RUN_TARGETS,
     _RUN_LOG_BATCHES,
     _ALIVE,
     _IDEMPOTENCY_KEYS,
+    # Operator tokens see the whole config set's state, files that belong to no user included.
+    "ALTER TABLE tokens ADD COLUMN operator INTEGER NOT NULL DEFAULT 0",
+    # The file-time index (observed from git, rebuilt from it when missing); `present`: the path
+    # is in the indexed revision (rows of deleted paths keep their creation time, as git log does).
+    """
+    CREATE TABLE file_times (
+        path TEXT PRIMARY KEY,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        present INTEGER NOT NULL
+    );
+    CREATE TABLE file_times_revision (
+        only INTEGER PRIMARY KEY CHECK (only = 1),
+        revision TEXT NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -196,6 +213,16 @@ class TokenRecord:
     abilities: tuple[str, ...]
     created_at: datetime
     last_used_at: datetime | None
+    operator: bool = False
+
+
+@dataclass(frozen=True)
+class IndexedFileTimes:
+    """One file's row in the file-time index."""
+
+    created: datetime
+    updated: datetime
+    present: bool
 
 
 def _to_text(moment: datetime) -> str:
@@ -284,6 +311,7 @@ def _token(row: sqlite3.Row) -> TokenRecord:
         abilities=tuple(json.loads(row["abilities"])),
         created_at=_from_text(row["created_at"]),
         last_used_at=_optional_time(row["last_used_at"]),
+        operator=bool(row["operator"]),
     )
 
 
@@ -656,16 +684,29 @@ class History:
     # API tokens
 
     def create_token(
-        self, user_id: int, name: str, abilities: Sequence[str], now: datetime
+        self,
+        user_id: int,
+        name: str,
+        abilities: Sequence[str],
+        now: datetime,
+        *,
+        operator: bool = False,
     ) -> tuple[TokenRecord, str]:
         """A new token and its plaintext, which is returned this once and never stored."""
         plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
         created = _to_text(now)
         with self._write() as db:
             cursor = db.execute(
-                "INSERT INTO tokens (user_id, name, abilities, hash, created_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (user_id, name, json.dumps(list(abilities)), _token_hash(plaintext), created),
+                "INSERT INTO tokens (user_id, name, abilities, hash, created_at, operator)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    user_id,
+                    name,
+                    json.dumps(list(abilities)),
+                    _token_hash(plaintext),
+                    created,
+                    int(operator),
+                ),
             )
             assert cursor.lastrowid is not None
             token_id = cursor.lastrowid
@@ -676,17 +717,29 @@ class History:
             abilities=tuple(abilities),
             created_at=_from_text(created),
             last_used_at=None,
+            operator=operator,
         )
         return record, plaintext
 
     def authenticate(self, plaintext: str, now: datetime) -> TokenRecord | None:
+        """The token, its use recorded to the minute: a token used again within a minute of its
+        recorded use is checked with a read alone, so requests do not queue for SQLite's write
+        lock."""
         # Looking up by hash keeps the comparison independent of how much of a guess is right.
         if not plaintext.startswith(TOKEN_PREFIX):
             return None
+        digest = _token_hash(plaintext)
+        with self._lock:
+            row = self._db.execute("SELECT * FROM tokens WHERE hash = ?", (digest,)).fetchone()
+        if row is None:
+            return None
+        token = _token(row)
+        if token.last_used_at is not None and now - token.last_used_at < TOKEN_USE_RESOLUTION:
+            return token
         with self._write() as db:
             row = db.execute(
                 "UPDATE tokens SET last_used_at = ? WHERE hash = ? RETURNING *",
-                (_to_text(now), _token_hash(plaintext)),
+                (_to_text(now), digest),
             ).fetchone()
         return None if row is None else _token(row)
 
@@ -747,6 +800,68 @@ class History:
                     _to_text(response.created_at),
                 ),
             )
+
+    # The file-time index
+
+    def file_times_revision(self) -> str | None:
+        """The commit the file-time index describes; None while there is no index."""
+        with self._lock:
+            row = self._db.execute("SELECT revision FROM file_times_revision").fetchone()
+        return None if row is None else str(row["revision"])
+
+    def indexed_file_times(
+        self, paths: Iterable[str]
+    ) -> tuple[str | None, dict[str, IndexedFileTimes]]:
+        """The index's revision and its rows for `paths`, from one snapshot."""
+        with self._read() as db:
+            row = db.execute("SELECT revision FROM file_times_revision").fetchone()
+            rows = db.execute(
+                "SELECT * FROM file_times WHERE path IN (SELECT value FROM json_each(?))",
+                (json.dumps(list(paths)),),
+            ).fetchall()
+        revision = None if row is None else str(row["revision"])
+        return revision, {
+            row["path"]: IndexedFileTimes(
+                _from_text(row["created_at"]), _from_text(row["updated_at"]), bool(row["present"])
+            )
+            for row in rows
+        }
+
+    def rebuild_file_times(self, revision: str, rows: Mapping[str, IndexedFileTimes]) -> None:
+        """Replace the whole index with `rows`, describing `revision`."""
+        with self._write() as db:
+            db.execute("DELETE FROM file_times")
+            self._put_file_times(db, revision, rows)
+
+    def advance_file_times(
+        self, since: str, revision: str, rows: Mapping[str, IndexedFileTimes]
+    ) -> bool:
+        """Move the index from `since` to `revision`, upserting `rows`; False (and nothing
+        written) when the index no longer describes `since` (another process moved it)."""
+        with self._write() as db:
+            row = db.execute("SELECT revision FROM file_times_revision").fetchone()
+            if row is None or row["revision"] != since:
+                return False
+            self._put_file_times(db, revision, rows)
+            return True
+
+    def _put_file_times(
+        self, db: sqlite3.Connection, revision: str, rows: Mapping[str, IndexedFileTimes]
+    ) -> None:
+        db.executemany(
+            "INSERT INTO file_times (path, created_at, updated_at, present) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (path) DO UPDATE SET created_at = excluded.created_at,"
+            " updated_at = excluded.updated_at, present = excluded.present",
+            (
+                (path, _to_text(row.created), _to_text(row.updated), int(row.present))
+                for path, row in rows.items()
+            ),
+        )
+        db.execute(
+            "INSERT INTO file_times_revision (only, revision) VALUES (1, ?)"
+            " ON CONFLICT (only) DO UPDATE SET revision = excluded.revision",
+            (revision,),
+        )
 
     # Task ids
 

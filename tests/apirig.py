@@ -154,6 +154,7 @@ def build(
 async def close(rig: ApiRig) -> None:
     await rig.client.aclose()
     await rig.runner.close()
+    rig.engine.close()
     rig.history.close()
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 TEST_NAME = "Test Author"
@@ -28,9 +28,10 @@ _CONFIG = (
 )
 
 
-def git(repo: Path | str, *args: str) -> str:
+def git(repo: Path | str, *args: str, extra_env: Mapping[str, str] | None = None) -> str:
     """Run `git ARGS` in `repo` and return its stdout; a failure raises with git's stderr."""
     env = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
+    env.update(extra_env or {})
     result = subprocess.run(
         ["git", *_CONFIG, *args],
         cwd=repo,
@@ -87,3 +88,28 @@ def rename(repo: Path | str, old: str, new: str, message: str) -> str:
 
 def head(repo: Path | str) -> str:
     return git(repo, "rev-parse", "HEAD").strip()
+
+
+def append_commits(repo: Path | str, edits: Sequence[Mapping[str, str]], start: int) -> str:
+    """One commit per mapping of `edits` (path -> new content) on `main`, committed at `start`,
+    `start + 1`, ... (unix seconds), with git fast-import: thousands of commits in a second.
+    The work tree is then checked out at the new head; its sha."""
+    root = Path(repo)
+    stream = bytearray()
+    for number, files in enumerate(edits):
+        message = f"edit {number}".encode()
+        stream += b"commit refs/heads/main\n"
+        stream += f"committer {TEST_NAME} <{TEST_EMAIL}> {start + number} +0000\n".encode()
+        stream += b"data %d\n%s\n" % (len(message), message)
+        if number == 0:
+            stream += b"from refs/heads/main^0\n"
+        for path, content in files.items():
+            data = content.encode()
+            stream += f"M 100644 inline {path}\n".encode() + b"data %d\n%s\n" % (len(data), data)
+    env = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
+    subprocess.run(
+        ["git", *_CONFIG, "fast-import", "--quiet"],
+        cwd=root, input=bytes(stream), env=env, check=True, capture_output=True,
+    )  # fmt: skip
+    git(root, "reset", "-q", "--hard", "main")
+    return head(root)

@@ -224,7 +224,7 @@ async def test_upcoming_lists_the_callers_next_runs_soonest_first(rig: ApiRig) -
 async def test_sync_reports_the_applied_revision_and_config_errors(rig: ApiRig) -> None:
     body = (await rig.get("/api/sync")).json()["data"]
     assert body["revision"] == git(rig.repo, "rev-parse", "HEAD").strip()
-    assert body["tasks"] == 3
+    assert body["tasks"] == 2  # the caller's own: tasks 1 and 7
     assert body["errors"] == []
     assert body["reconciled_at"] == "2026-03-10T12:00:00Z"
 

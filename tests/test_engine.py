@@ -68,6 +68,7 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
     init_repo(repo, {**configset.base_files(), "tasks/1.yaml": configset.task(1)})
     made = make_rig(repo, tmp_path / "state.db")
     yield made
+    made.engine.close()
     made.history.close()
 
 
@@ -158,6 +159,7 @@ async def test_a_folder_inside_a_larger_repository_is_the_config_set(tmp_path: P
     await rig.engine.sync()
     assert sorted(rig.running) == [1]
     assert rig.engine.errors == ()
+    rig.engine.close()
     rig.history.close()
 
 

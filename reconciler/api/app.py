@@ -5,7 +5,9 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from reconciler.api import errors, tasks
+from reconciler.api.auth import identify
 from reconciler.api.context import ApiContext, RateLimiter
+from reconciler.api.guard import DEFAULT_MAX_BODY_BYTES, RequestGuard
 from reconciler.api.ids import TaskIds
 from reconciler.api.writer import Writer
 from reconciler.engine import Engine
@@ -24,14 +26,19 @@ def create_app(
     *,
     push: bool = False,
     run_rate_limit: int = 5,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
-    """The `/api` routes. `push`: push every API commit to the branch's upstream."""
+    """The `/api` routes. `push`: push every API commit to the branch's upstream.
+
+    `max_body_bytes` bounds every request body; `/api` requests need a valid token before any
+    of their body is read.
+    """
     app = FastAPI(
         title="reconciler",
         summary="Backup tasks kept in a git repository of YAML files",
         version="1",
     )
-    app.state.reconciler = ApiContext(
+    ctx = ApiContext(
         engine=engine,
         history=history,
         secrets=secrets,
@@ -40,6 +47,12 @@ def create_app(
         writer=Writer(engine, history, clock, push=push),
         run_limiter=RateLimiter(run_rate_limit),
         task_ids=TaskIds(engine.store),
+    )
+    app.state.reconciler = ctx
+    app.add_middleware(
+        RequestGuard,
+        identify=lambda authorization: identify(ctx, authorization),
+        max_body_bytes=max_body_bytes,
     )
     errors.install(app)
     app.include_router(tasks.router)

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
-from reconciler.api.context import context
+from reconciler.api.context import ApiContext
 from reconciler.api.errors import ApiError
 from reconciler.history import TokenRecord
 from reconciler.models import User
@@ -31,35 +32,45 @@ class Caller:
     token: TokenRecord
 
 
+# Declares the scheme in the OpenAPI schema; the token itself is checked by `identify`, which
+# the request guard calls before anything reads the request's body.
 _bearer = HTTPBearer(
     auto_error=False,
     description="An API token from `reconciler token create`, as `Authorization: Bearer <token>`.",
 )
 
+# Where the request guard leaves the authenticated caller in the ASGI scope.
+CALLER_SCOPE_KEY = "reconciler.caller"
+UNAUTHENTICATED = "Unauthenticated."
 
-def _unauthenticated() -> ApiError:
-    return ApiError(401, "Unauthenticated.", {"WWW-Authenticate": "Bearer"})
+
+def identify(ctx: ApiContext, authorization: str | None) -> Caller | None:
+    """The caller an `Authorization: Bearer` header names; None when it is missing, malformed,
+    unknown or revoked, or names a user no longer in users.yaml. Blocking: it reads the state store.
+    """
+    scheme, credentials = get_authorization_scheme_param(authorization)
+    if scheme.lower() != "bearer" or not credentials:
+        return None
+    token = ctx.history.authenticate(credentials, ctx.clock.now())
+    if token is None:
+        return None
+    # A token outlives its user in users.yaml only as a dead token.
+    user = ctx.engine.desired.users.get(token.user_id)
+    return None if user is None else Caller(user, token)
 
 
-def require(ability: Ability | None) -> Callable[..., Caller]:
+def require(ability: Ability | None) -> Callable[..., Awaitable[Caller]]:
     """A dependency: the authenticated caller, whose token grants `ability` (None: any token)."""
 
-    def dependency(
+    async def dependency(
         request: Request,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> Caller:
-        ctx = context(request)
-        if credentials is None:
-            raise _unauthenticated()
-        token = ctx.history.authenticate(credentials.credentials, ctx.clock.now())
-        if token is None:
-            raise _unauthenticated()
-        # A token outlives its user in users.yaml only as a dead token.
-        user = ctx.engine.desired.users.get(token.user_id)
-        if user is None:
-            raise _unauthenticated()
-        if ability is not None and not {Ability.ALL, ability} & set(token.abilities):
+        caller = request.scope.get(CALLER_SCOPE_KEY)
+        if not isinstance(caller, Caller):  # only a route outside the guarded prefix gets here
+            raise ApiError(401, UNAUTHENTICATED, {"WWW-Authenticate": "Bearer"})
+        if ability is not None and not {Ability.ALL, ability} & set(caller.token.abilities):
             raise ApiError(403, f"This token does not have the {ability.value!r} ability.")
-        return Caller(user, token)
+        return caller
 
     return dependency

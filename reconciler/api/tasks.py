@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
+from starlette.concurrency import run_in_threadpool
 
 from reconciler import documents, taskfile
 from reconciler.api import present, schemas
@@ -19,7 +20,7 @@ from reconciler.api.idempotency import HEADER, KeyedRequest, fingerprint
 from reconciler.api.mapping import SECRET_FIELDS, request_field, task_edits
 from reconciler.api.secretkeys import forget_unreferenced
 from reconciler.api.writer import Base, Prepared
-from reconciler.desired import DesiredState
+from reconciler.desired import DesiredState, errors_for_user
 from reconciler.gitstore import Author
 from reconciler.history import LogTail
 from reconciler.models import BackupTask, ResolvedTask
@@ -175,19 +176,24 @@ def logs(
     responses=responses(401),
     summary="The applied revision and the config set's errors",
 )
-def sync_state(ctx: Ctx, _caller: Annotated[Caller, Depends(require(None))]) -> Any:
+def sync_state(ctx: Ctx, caller: Annotated[Caller, Depends(require(None))]) -> Any:
+    """A user's token sees its own files' errors and tasks; an operator's token sees all."""
     engine = ctx.engine
     desired = engine.desired
+    if caller.token.operator:
+        errors, tasks = desired.errors, len(desired.tasks)
+    else:
+        errors, tasks = errors_for_user(desired, caller.user.id), len(_owned(desired, caller))
     return schemas.One[schemas.SyncData](
         data=schemas.SyncData(
             revision=engine.revision,
             reconciled_at=present.utc_text(engine.reconciled_at) if engine.reconciled_at else None,
-            tasks=len(desired.tasks),
+            tasks=tasks,
             errors=[
                 schemas.ErrorLocation(
                     path=error.path, line=error.line, field=error.field, message=error.message
                 )
-                for error in desired.errors
+                for error in errors
             ],
         )
     )
@@ -216,7 +222,8 @@ async def run_task(
             f" Try again in {seconds} seconds.",
             {"Retry-After": str(seconds)},
         )
-    outcome = ctx.runner.request_run(resolved, "api")
+    # It records the run in the state store, which can wait for SQLite's write lock.
+    outcome = await run_in_threadpool(ctx.runner.request_run, resolved, "api")
     if outcome is not RunRequest.ACCEPTED:
         raise ApiError(409, f"{outcome.message[:1].upper()}{outcome.message[1:]}.")
     return schemas.Message(message=INITIATED)
@@ -437,7 +444,7 @@ def _resources(
     last = ctx.history.last_run_at(ids)
     statuses = ctx.history.task_statuses(ids)
     paths = ctx.engine.desired.task_paths
-    times = ctx.engine.store.files_times(paths[i] for i in ids if i in paths)
+    times = ctx.engine.file_times([paths[i] for i in ids if i in paths])
     return [
         present.task(
             resolved.task,
