@@ -470,7 +470,7 @@ def _written(
         caller.user,
         status=ctx.history.task_status(task.id),
         last_run=ctx.history.last_run_at([task.id]).get(task.id),
-        file_times=ctx.engine.store.file_times(path),
+        file_times=ctx.engine.file_times([path])[path],
         now=ctx.clock.now(),
     )
 
