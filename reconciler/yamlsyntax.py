@@ -5,12 +5,19 @@ PyYAML resolves plain scalars with YAML 1.1 rules: `10:30` becomes the sexagesim
 means none of those, so this loader resolves only what YAML 1.2's core schema does (true/false,
 null, decimal and hex integers without leading zeros, floats) and leaves everything else a
 string, which the models then validate or reject with a message that names the field.
+
+A config file is hostile until parsed, so `load` also refuses, with the line: text that is not
+UTF-8 (the offending byte is named), control characters, duplicate keys (PyYAML silently keeps the
+last one), tags outside the core schema (`!!binary`, `!!set`, `!local`: no config field needs
+them) or that do not fit their value (`!!int x`), nesting deeper than MAX_DEPTH, and documents
+whose aliases expand to more than MAX_VALUES values (a "billion laughs" file is a few hundred
+bytes). The node graph is checked before anything is constructed, so none of this costs memory.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,8 +29,37 @@ except ImportError:  # pragma: no cover - libyaml is part of PyYAML's wheels
     from yaml import SafeLoader as _BaseLoader  # type: ignore[assignment]
 
 
+MAX_DEPTH = 32
+"""Lists and mappings nested deeper than this are refused (a config file needs about 4)."""
+MAX_VALUES = 200_000
+"""A document may hold at most this many values (scalars, lists, mappings), aliases expanded."""
+
+_STR = "tag:yaml.org,2002:str"
+_SEQ = "tag:yaml.org,2002:seq"
+_MAP = "tag:yaml.org,2002:map"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
 class CoreSchemaLoader(_BaseLoader):
-    """libyaml's parser with YAML 1.2 core schema scalar resolution."""
+    """libyaml's parser with YAML 1.2 core schema scalar resolution, refusing duplicate keys."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if not isinstance(node, yaml.MappingNode):
+            raise YamlSyntaxError(_line(node), "the tag !!map needs a mapping")
+        mapping: dict[Any, Any] = {}
+        lines: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = _line(key_node)
+            if not isinstance(key, Hashable):
+                raise YamlSyntaxError(line, "a list or a mapping cannot be a mapping key")
+            if key in lines:
+                raise YamlSyntaxError(
+                    line, f"duplicate key {_short(key)} (first given on line {lines[key]})"
+                )
+            lines[key] = line
+            mapping[key] = self.construct_object(value_node, deep=deep)
+        return mapping
 
 
 CoreSchemaLoader.yaml_implicit_resolvers = {}
@@ -46,6 +82,8 @@ CoreSchemaLoader.add_implicit_resolver(
     re.compile(r"^$"),
     [None],
 )
+# What an explicitly tagged scalar must look like: `!!int x` would make PyYAML raise ValueError.
+_SCALAR_FORMS = {tag: re.compile(pattern) for tag, pattern, _ in _CORE_RESOLVERS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,16 +93,132 @@ class YamlSyntaxError(Exception):
 
 
 def load(text: bytes | str) -> Any:
-    """Parse one YAML document; a syntax problem becomes a YamlSyntaxError with its line."""
+    """Parse one YAML document; any problem becomes a YamlSyntaxError with its line."""
+    data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    _check_utf8(data)
+    loader = CoreSchemaLoader(data)
     try:
-        return yaml.load(text, Loader=CoreSchemaLoader)  # noqa: S506 - a SafeLoader subclass
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_graph(node)
+        return loader.construct_document(node)
+    except yaml.reader.ReaderError as exc:
+        # libyaml's position is a byte offset; the text is known to be UTF-8 by now.
+        code = ord(exc.character) if isinstance(exc.character, str) else int(exc.character)
+        raise YamlSyntaxError(
+            data.count(b"\n", 0, exc.position) + 1,
+            f"the control character U+{code:04X} is not allowed in YAML",
+        ) from exc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
+        mark_line = mark.line + 1 if mark is not None else None
         problem = exc.problem or exc.context or "invalid YAML"
-        raise YamlSyntaxError(line, f"YAML syntax error: {problem}") from exc
+        raise YamlSyntaxError(mark_line, f"YAML syntax error: {problem}") from exc
     except yaml.YAMLError as exc:
-        raise YamlSyntaxError(None, f"YAML error: {exc}") from exc
+        raise YamlSyntaxError(None, f"YAML error: {' '.join(str(exc).split())}") from exc
+    finally:
+        loader.dispose()
+
+
+def _check_utf8(data: bytes) -> None:
+    if data.startswith(_UTF16_BOMS):
+        raise YamlSyntaxError(
+            1,
+            f"not UTF-8 text: the file starts with the UTF-16 byte order mark "
+            f"0x{data[0]:02x} 0x{data[1]:02x}; save it as UTF-8",
+        )
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise YamlSyntaxError(
+            line,
+            f"not UTF-8 text: byte 0x{data[exc.start]:02x} cannot start or continue a character",
+        ) from exc
+
+
+def _check_graph(root: yaml.Node) -> None:
+    """Tags, depth and expanded size of the node graph, walked once without recursion.
+
+    An alias is the very node object of its anchor, so each node is measured once and its
+    expanded size memoised: a billion laughs costs as many steps as it has lines.
+    """
+    measured: dict[int, tuple[int, int]] = {}  # id(node) -> (values, height), aliases expanded
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
+    while stack:
+        node, depth, closing = stack.pop()
+        key = id(node)
+        if closing:
+            open_nodes.discard(key)
+            sizes = [measured[id(child)] for child in _children(node)]
+            values = 1 + sum(size for size, _ in sizes)
+            if values > MAX_VALUES:
+                raise YamlSyntaxError(
+                    _line(node),
+                    f"this holds more than {MAX_VALUES:,} values once aliases are expanded",
+                )
+            measured[key] = (values, 1 + max((height for _, height in sizes), default=0))
+            continue
+        if key in open_nodes:
+            raise YamlSyntaxError(
+                _line(node), "an alias refers to a collection that contains itself"
+            )
+        if key in measured:
+            if depth + measured[key][1] - 1 > MAX_DEPTH:
+                raise _too_deep(node)
+            continue
+        if depth > MAX_DEPTH:
+            raise _too_deep(node)
+        _check_tag(node)
+        children = _children(node)
+        if not children:
+            measured[key] = (1, 1)
+            continue
+        open_nodes.add(key)
+        stack.append((node, depth, True))
+        stack.extend((child, depth + 1, False) for child in reversed(children))
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def _check_tag(node: yaml.Node) -> None:
+    tag = node.tag
+    if isinstance(node, yaml.ScalarNode):
+        form = _SCALAR_FORMS.get(tag)
+        if form is not None and not form.match(node.value):
+            kind = tag.rsplit(":", 1)[-1]
+            raise YamlSyntaxError(_line(node), f"{_short(node.value)} is not a valid {kind}")
+        if form is not None or tag == _STR:
+            return
+    elif tag in (_SEQ, _MAP):
+        return
+    raise YamlSyntaxError(
+        _line(node), f"the tag {_short(tag)} is not supported: config files use plain YAML values"
+    )
+
+
+def _too_deep(node: yaml.Node) -> YamlSyntaxError:
+    return YamlSyntaxError(
+        _line(node), f"lists and mappings are nested more than {MAX_DEPTH} levels deep"
+    )
+
+
+def _line(node: yaml.Node) -> int:
+    return int(node.start_mark.line) + 1
+
+
+def _short(value: object) -> str:
+    """A value's repr for a message, cut so a huge key cannot make a huge error."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
 
 
 def line_of(text: bytes | str, location: Sequence[str | int]) -> int | None:

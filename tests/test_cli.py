@@ -55,6 +55,25 @@ def test_validate_prints_one_located_line_per_problem_and_fails(tmp_path: Path) 
     ]
 
 
+def test_validate_reports_a_duplicate_key_with_the_line_of_the_duplicate(tmp_path: Path) -> None:
+    write(tmp_path, configset.base_files())
+    write(tmp_path, {"tasks/1.yaml": configset.task(1) + "label: last wins?\n"})
+    result = reconciler("validate", tmp_path)
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        "tasks/1.yaml:12: (file): duplicate key 'label' (first given on line 3)"
+    ]
+
+
+def test_plan_does_not_apply_a_file_with_a_duplicate_key(tmp_path: Path) -> None:
+    init_repo(tmp_path, {**configset.base_files(), "tasks/1.yaml": configset.task(1)})
+    write(tmp_path, {"tasks/1.yaml": configset.task(1) + "label: last wins?\n"})
+    result = reconciler("plan", tmp_path)
+    assert result.returncode == 1
+    assert "tasks/1.yaml:12: (file): duplicate key 'label'" in result.stderr
+    assert "will change" not in result.stdout
+
+
 def test_validate_of_a_missing_directory_is_one_sentence_not_a_traceback(tmp_path: Path) -> None:
     result = reconciler("validate", tmp_path / "nowhere")
     assert result.returncode == 2

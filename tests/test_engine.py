@@ -141,6 +141,17 @@ async def test_a_duplicate_id_in_a_new_file_is_rejected_and_reported(rig: Rig) -
     assert "already defined in tasks/1.yaml" in error.message
 
 
+async def test_a_duplicate_key_is_reported_and_the_last_good_version_keeps_running(
+    rig: Rig,
+) -> None:
+    await rig.engine.sync()
+    await rig.commit({"tasks/1.yaml": configset.task(1) + "label: last wins?\n"})
+    assert rig.running[1].task.label == "task 1"
+    (error,) = rig.engine.errors
+    assert (error.path, error.line) == ("tasks/1.yaml", 12)
+    assert error.message == "duplicate key 'label' (first given on line 3)"
+
+
 async def test_only_changed_files_are_parsed_again(rig: Rig) -> None:
     await rig.engine.sync()
     assert rig.engine.last_parsed == 6
