@@ -55,7 +55,7 @@ class CoreSchemaLoader(_BaseLoader):
                 raise YamlSyntaxError(line, "a list or a mapping cannot be a mapping key")
             if key in lines:
                 raise YamlSyntaxError(
-                    line, f"duplicate key {_short(key)} (first given on line {lines[key]})"
+                    line, f"duplicate key {short_repr(key)} (first given on line {lines[key]})"
                 )
             lines[key] = line
             mapping[key] = self.construct_object(value_node, deep=deep)
@@ -195,13 +195,14 @@ def _check_tag(node: yaml.Node) -> None:
         form = _SCALAR_FORMS.get(tag)
         if form is not None and not form.match(node.value):
             kind = tag.rsplit(":", 1)[-1]
-            raise YamlSyntaxError(_line(node), f"{_short(node.value)} is not a valid {kind}")
+            raise YamlSyntaxError(_line(node), f"{short_repr(node.value)} is not a valid {kind}")
         if form is not None or tag == _STR:
             return
     elif tag in (_SEQ, _MAP):
         return
     raise YamlSyntaxError(
-        _line(node), f"the tag {_short(tag)} is not supported: config files use plain YAML values"
+        _line(node),
+        f"the tag {short_repr(tag)} is not supported: config files use plain YAML values",
     )
 
 
@@ -215,30 +216,41 @@ def _line(node: yaml.Node) -> int:
     return int(node.start_mark.line) + 1
 
 
-def _short(value: object) -> str:
+def short_repr(value: object) -> str:
     """A value's repr for a message, cut so a huge key cannot make a huge error."""
     text = repr(value)
     return text if len(text) <= 60 else f"{text[:57]}..."
 
 
 def line_of(text: bytes | str, location: Sequence[str | int]) -> int | None:
-    """1-based line of the deepest key or item of `location` that exists in the document.
+    """1-based line of the deepest key or item of `location` that exists in the document."""
+    return lines_of(text, [location])[0]
+
+
+def lines_of(text: bytes | str, locations: Sequence[Sequence[str | int]]) -> list[int | None]:
+    """`line_of` for many locations, composing the document once.
 
     Used only when something is wrong, so composing the node tree again is fine.
     """
+    if not locations:
+        return []
     try:
         node = yaml.compose(text, Loader=CoreSchemaLoader)
     except yaml.YAMLError:
-        return None
+        node = None
     if node is None:
-        return None
-    line: int = node.start_mark.line + 1
+        return [None] * len(locations)
+    return [_line_in(node, location) for location in locations]
+
+
+def _line_in(root: yaml.Node, location: Sequence[str | int]) -> int:
+    node = root
+    line = _line(root)
     for step in location:
         child = _child(node, step)
         if child is None:
             break
-        key_line, node = child
-        line = key_line
+        line, node = child
     return line
 
 

@@ -87,3 +87,13 @@ def rename(repo: Path | str, old: str, new: str, message: str) -> str:
 
 def head(repo: Path | str) -> str:
     return git(repo, "rev-parse", "HEAD").strip()
+
+
+def commit_symlink(repo: Path | str, link: str, target: str, message: str) -> str:
+    """Create the symbolic link `link` -> `target` and commit it (git stores it, mode 120000)."""
+    root = Path(repo)
+    (root / link).parent.mkdir(parents=True, exist_ok=True)
+    (root / link).symlink_to(target)
+    git(root, "add", "--", link)
+    git(root, "commit", "-q", "-m", message)
+    return head(root)
