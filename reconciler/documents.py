@@ -248,16 +248,18 @@ def located(path: str, text: bytes, problems: Sequence[Problem]) -> list[ConfigE
     At most MAX_ERRORS_PER_FILE are reported: a list of 100,000 bad items is one mistake, and
     reporting it must not cost more than the file.
     """
-    shown = problems[:MAX_ERRORS_PER_FILE]
-    lines = yamlsyntax.lines_of(text, [location for location, _ in shown])
+    # One location past the shown ones: where the problems left out begin.
+    lines = yamlsyntax.lines_of(
+        text, [location for location, _ in problems[: MAX_ERRORS_PER_FILE + 1]]
+    )
     errors = [
         ConfigError(path, line, ".".join(str(part) for part in location), message)
-        for (location, message), line in zip(shown, lines, strict=True)
+        for (location, message), line in zip(problems, lines[:MAX_ERRORS_PER_FILE], strict=False)
     ]
-    if len(problems) > len(shown):
-        left_out = len(problems) - len(shown)
-        message = f"{left_out:,} more problems in this file are not listed"
-        errors.append(ConfigError(path, None, "", message))
+    if len(problems) > MAX_ERRORS_PER_FILE:
+        left_out = len(problems) - MAX_ERRORS_PER_FILE
+        message = f"{left_out:,} more problems in this file, from this line on, are not listed"
+        errors.append(ConfigError(path, lines[-1], "", message))
     return errors
 
 

@@ -162,6 +162,8 @@ def _parse_in_workers(
         for child in children:
             child.kill()
             child.wait()
+            if child.stdout is not None:
+                child.stdout.close()
 
 
 def _package_parent() -> str:

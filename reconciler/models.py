@@ -28,7 +28,12 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
 
-Id = Annotated[int, Field(strict=True, gt=0)]
+# At most 15 digits: what the API accepts in a URL, exact in JSON clients, and far inside SQLite's
+# 64-bit integers (a larger id used to make every reconcile fail on storing it).
+MAX_ID = 999_999_999_999_999
+Id = Annotated[int, Field(strict=True, gt=0, le=MAX_ID)]
+# A year and a day: longer is a typo, and timedelta and the event loop overflow far beyond it.
+MAX_RUN_TIMEOUT_SECONDS = 366 * 24 * 3600
 Label = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 # A hostname or an IP literal; never something an SSH client could read as an option.
 HostName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:\[\]-]+$", max_length=253)]
@@ -393,7 +398,9 @@ class BackupTask(Model):
     encryption_password: SecretRef | None = None
     isolated_username: UserName | None = None
     isolated_password: SecretRef | None = None
-    run_timeout_seconds: Annotated[int, Field(strict=True, gt=0)] | None = None
+    run_timeout_seconds: (
+        Annotated[int, Field(strict=True, gt=0, le=MAX_RUN_TIMEOUT_SECONDS)] | None
+    ) = None
 
     @model_validator(mode="after")
     def _isolated_pair(self) -> BackupTask:

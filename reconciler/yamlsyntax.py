@@ -11,7 +11,8 @@ UTF-8 (the offending byte is named), control characters, duplicate keys (PyYAML 
 last one), tags outside the core schema (`!!binary`, `!!set`, `!local`: no config field needs
 them) or that do not fit their value (`!!int x`), nesting deeper than MAX_DEPTH, and documents
 whose aliases expand to more than MAX_VALUES values (a "billion laughs" file is a few hundred
-bytes). The node graph is checked before anything is constructed, so none of this costs memory.
+bytes). Those bounds are checked on libyaml's event stream, before any node is built, so a
+hostile file is refused after the few lines that make it hostile.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ _STR = "tag:yaml.org,2002:str"
 _SEQ = "tag:yaml.org,2002:seq"
 _MAP = "tag:yaml.org,2002:map"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+_LINE_BREAKS = re.compile("\r\n|[\n\r\x85\u2028\u2029]")
 
 
 class CoreSchemaLoader(_BaseLoader):
@@ -98,21 +100,19 @@ def load(text: bytes | str) -> Any:
     _check_utf8(data)
     loader = CoreSchemaLoader(data)
     try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        _check_graph(node)
-        return loader.construct_document(node)
+        _check_events(data)
+        return loader.get_single_data()
     except yaml.reader.ReaderError as exc:
         # libyaml's position is a byte offset; the text is known to be UTF-8 by now.
         code = ord(exc.character) if isinstance(exc.character, str) else int(exc.character)
         raise YamlSyntaxError(
-            data.count(b"\n", 0, exc.position) + 1,
+            _line_at(data, exc.position),
             f"the control character U+{code:04X} is not allowed in YAML",
         ) from exc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        mark_line = mark.line + 1 if mark is not None else None
+        # At the end of the stream libyaml counts one line more than the file has.
+        mark_line = None if mark is None else min(mark.line + 1, _line_at(data, len(data)))
         problem = exc.problem or exc.context or "invalid YAML"
         raise YamlSyntaxError(mark_line, f"YAML syntax error: {problem}") from exc
     except yaml.YAMLError as exc:
@@ -131,84 +131,113 @@ def _check_utf8(data: bytes) -> None:
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
         raise YamlSyntaxError(
-            line,
+            _line_at(data, exc.start),
             f"not UTF-8 text: byte 0x{data[exc.start]:02x} cannot start or continue a character",
         ) from exc
 
 
-def _check_graph(root: yaml.Node) -> None:
-    """Tags, depth and expanded size of the node graph, walked once without recursion.
+def _line_at(data: bytes, offset: int) -> int:
+    """The 1-based line of a byte offset, counting line breaks as YAML (and libyaml) does."""
+    return len(_LINE_BREAKS.findall(data[:offset].decode("utf-8", "replace"))) + 1
 
-    An alias is the very node object of its anchor, so each node is measured once and its
-    expanded size memoised: a billion laughs costs as many steps as it has lines.
+
+@dataclass(slots=True)
+class _Open:
+    """A list or mapping whose end has not been parsed yet."""
+
+    anchor: str | None
+    values: int = 1
+    height: int = 1
+
+
+def _check_events(data: bytes) -> None:
+    """Tags, depth and alias-expanded size, from libyaml's event stream before any node exists.
+
+    An alias adds the expanded size of its anchor, remembered when the anchor's value ended, so a
+    billion laughs is refused after reading a few lines, at the first value that grows too big.
+    Scalars are most events: they take the shortest path.
     """
-    measured: dict[int, tuple[int, int]] = {}  # id(node) -> (values, height), aliases expanded
-    open_nodes: set[int] = set()
-    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
-    while stack:
-        node, depth, closing = stack.pop()
-        key = id(node)
-        if closing:
-            open_nodes.discard(key)
-            sizes = [measured[id(child)] for child in _children(node)]
-            values = 1 + sum(size for size, _ in sizes)
-            if values > MAX_VALUES:
-                raise YamlSyntaxError(
-                    _line(node),
-                    f"this holds more than {MAX_VALUES:,} values once aliases are expanded",
-                )
-            measured[key] = (values, 1 + max((height for _, height in sizes), default=0))
-            continue
-        if key in open_nodes:
-            raise YamlSyntaxError(
-                _line(node), "an alias refers to a collection that contains itself"
-            )
-        if key in measured:
-            if depth + measured[key][1] - 1 > MAX_DEPTH:
-                raise _too_deep(node)
-            continue
-        if depth > MAX_DEPTH:
-            raise _too_deep(node)
-        _check_tag(node)
-        children = _children(node)
-        if not children:
-            measured[key] = (1, 1)
-            continue
-        open_nodes.add(key)
-        stack.append((node, depth, True))
-        stack.extend((child, depth + 1, False) for child in reversed(children))
+    loader = CoreSchemaLoader(data)
+    try:
+        finished: dict[str, tuple[int, int]] = {}  # anchor -> (values, height), aliases expanded
+        stack: list[_Open] = []
+        while (event := loader.get_event()) is not None:
+            if isinstance(event, yaml.ScalarEvent):
+                if event.tag is not None:
+                    _check_tag(event)
+                if event.anchor is not None:
+                    finished[event.anchor] = (1, 1)
+                if stack:
+                    _add(stack, event, 1, 1)
+            elif isinstance(event, yaml.CollectionStartEvent):
+                if event.tag is not None:
+                    _check_tag(event)
+                if len(stack) >= MAX_DEPTH:
+                    raise _too_deep(event)
+                stack.append(_Open(event.anchor))
+            elif isinstance(event, yaml.CollectionEndEvent):
+                closed = stack.pop()
+                if closed.anchor is not None:
+                    finished[closed.anchor] = (closed.values, closed.height)
+                if stack:
+                    _add(stack, event, closed.values, closed.height)
+            elif isinstance(event, yaml.AliasEvent):
+                if any(open_.anchor == event.anchor for open_ in stack):
+                    raise YamlSyntaxError(
+                        _event_line(event),
+                        "an alias refers to a list or mapping that contains itself",
+                    )
+                # An undefined alias is the composer's error to report, with its own message.
+                values, height = finished.get(event.anchor or "", (1, 1))
+                if stack:
+                    _add(stack, event, values, height)
+    finally:
+        loader.dispose()
 
 
-def _children(node: yaml.Node) -> list[yaml.Node]:
-    if isinstance(node, yaml.SequenceNode):
-        return list(node.value)
-    if isinstance(node, yaml.MappingNode):
-        return [part for pair in node.value for part in pair]
-    return []
+def _add(stack: list[_Open], event: yaml.Event, values: int, height: int) -> None:
+    parent = stack[-1]
+    parent.values += values
+    if parent.values > MAX_VALUES:
+        raise YamlSyntaxError(
+            _event_line(event), f"more than {MAX_VALUES:,} values once aliases are expanded"
+        )
+    if height >= parent.height:
+        parent.height = height + 1
+        if len(stack) - 1 + parent.height > MAX_DEPTH:
+            raise _too_deep(event)
 
 
-def _check_tag(node: yaml.Node) -> None:
-    tag = node.tag
-    if isinstance(node, yaml.ScalarNode):
+def _event_line(event: yaml.Event) -> int:
+    return 1 if event.start_mark is None else int(event.start_mark.line) + 1
+
+
+def _check_tag(event: yaml.ScalarEvent | yaml.CollectionStartEvent) -> None:
+    """Only the core schema's tags, on values that fit them; untagged values always do."""
+    tag = event.tag
+    if tag is None or tag == "!":
+        return
+    if isinstance(event, yaml.ScalarEvent):
         form = _SCALAR_FORMS.get(tag)
-        if form is not None and not form.match(node.value):
+        if form is not None and not form.match(event.value):
             kind = tag.rsplit(":", 1)[-1]
-            raise YamlSyntaxError(_line(node), f"{short_repr(node.value)} is not a valid {kind}")
+            raise YamlSyntaxError(
+                _event_line(event), f"{short_repr(event.value)} is not a valid {kind}"
+            )
         if form is not None or tag == _STR:
             return
-    elif tag in (_SEQ, _MAP):
+    elif tag == (_SEQ if isinstance(event, yaml.SequenceStartEvent) else _MAP):
         return
     raise YamlSyntaxError(
-        _line(node),
-        f"the tag {short_repr(tag)} is not supported: config files use plain YAML values",
+        _event_line(event),
+        f"the tag {short_repr(tag)} is not supported here: config files use plain YAML values",
     )
 
 
-def _too_deep(node: yaml.Node) -> YamlSyntaxError:
+def _too_deep(event: yaml.Event) -> YamlSyntaxError:
     return YamlSyntaxError(
-        _line(node), f"lists and mappings are nested more than {MAX_DEPTH} levels deep"
+        _event_line(event), f"lists and mappings are nested more than {MAX_DEPTH} levels deep"
     )
 
 

@@ -229,7 +229,10 @@ def test_a_huge_list_of_bad_users_reports_the_first_problems_and_a_count() -> No
     errors = parse_file("users.yaml", text).errors
     assert len(errors) == MAX_ERRORS_PER_FILE + 1
     assert errors[MAX_ERRORS_PER_FILE - 1].line == MAX_ERRORS_PER_FILE
-    assert errors[-1].message == "2,900 more problems in this file are not listed"
+    assert (
+        errors[-1].message == "2,900 more problems in this file, from this line on, are not listed"
+    )
+    assert errors[-1].line == MAX_ERRORS_PER_FILE + 1
 
 
 def test_a_huge_value_is_not_repeated_whole_in_its_error() -> None:

@@ -209,6 +209,15 @@ async def test_a_committed_file_name_with_a_backslash_is_reported_and_not_applie
     assert "backslash" in error.message
 
 
+async def test_an_id_too_large_to_store_is_a_field_error_not_a_failed_reconcile(
+    rig: Rig,
+) -> None:
+    await rig.commit({"tasks/2.yaml": configset.task(10**20)})
+    assert sorted(rig.running) == [1]
+    (error,) = rig.engine.errors
+    assert (error.path, error.line, error.field) == ("tasks/2.yaml", 1, "id")
+
+
 async def test_only_changed_files_are_parsed_again(rig: Rig) -> None:
     await rig.engine.sync()
     assert rig.engine.last_parsed == 6
