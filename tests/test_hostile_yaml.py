@@ -142,6 +142,8 @@ FIELDS = ["id", "user_id", "label", "source", "schedule", "storage", "notificati
 
 @settings(max_examples=200, deadline=None)
 @given(st.dictionaries(st.sampled_from(FIELDS), JSON_LIKE, max_size=4))
+@example({"id": 10**20})
+@example({"schedule": {"time": 10**30}, "storage": [None]})
 def test_fields_of_the_wrong_type_are_field_errors(fields: dict[str, Any]) -> None:
     data = {**yaml.safe_load(TASK), **fields}
     text = yaml.safe_dump(data, allow_unicode=True).encode()
