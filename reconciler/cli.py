@@ -237,9 +237,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from reconciler.desired import DesiredState, build_desired
-    from reconciler.loader import parse_files, read_directory
+    from reconciler.loader import parse_directory
 
-    files = parse_files(_guarded(lambda: read_directory(args.directory)))
+    files = _guarded(lambda: parse_directory(args.directory))
     desired = build_desired(files, DesiredState())
     for error in desired.errors:
         print(error.render())
@@ -257,13 +257,11 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _plan(args: argparse.Namespace) -> int:
     from reconciler.desired import build_desired
-    from reconciler.loader import parse_files, read_directory
+    from reconciler.loader import parse_directory
     from reconciler.plan import make_plan, render_plan
 
     committed = _committed_state(args.directory)
-    working = build_desired(
-        parse_files(_guarded(lambda: read_directory(args.directory))), committed
-    )
+    working = build_desired(_guarded(lambda: parse_directory(args.directory)), committed)
     for error in working.errors:
         print(error.render(), file=sys.stderr)
     for line in render_plan(make_plan(working.tasks, committed.tasks)):
@@ -274,8 +272,9 @@ def _plan(args: argparse.Namespace) -> int:
 def _committed_state(directory: Path) -> Any:
     """What the daemon runs: the desired state of the branch head (empty before any commit)."""
     from reconciler.desired import DesiredState, build_desired
+    from reconciler.documents import is_ignored
+    from reconciler.engine import parse_entries
     from reconciler.gitstore import GitError, GitStore
-    from reconciler.loader import parse_files
 
     try:
         store = GitStore(directory)
@@ -284,10 +283,8 @@ def _committed_state(directory: Path) -> Any:
     head = store.head()
     if head is None:
         return DesiredState()
-    blobs = store.list_files(head)
-    contents = store.read_blobs(blobs.values())
-    files = parse_files({path: contents[blob] for path, blob in blobs.items()})
-    return build_desired(files, DesiredState())
+    entries = {p: e for p, e in store.list_entries(head).items() if not is_ignored(p)}
+    return build_desired(parse_entries(store, entries), DesiredState())
 
 
 def _run(args: argparse.Namespace) -> int:

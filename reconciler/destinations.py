@@ -33,6 +33,7 @@ from reconciler.models import (
     S3Destination,
     SecretRef,
     SftpDestination,
+    path_problem,
 )
 from reconciler.types import ReconcilerError
 
@@ -86,14 +87,12 @@ def partial_name(name: str) -> str:
 
 def directory_parts(directory: str, what: str = "storage path") -> list[str]:
     """`task.storage.path` as path components, refusing anything that could leave the root."""
-    if "\x00" in directory or "\n" in directory or "\\" in directory:
-        raise DestinationError(f"{what} {directory!r} contains NUL, newline or backslash")
+    problem = path_problem(directory)
+    if problem is not None:
+        raise DestinationError(f"{what} {directory!r} {problem}")
     if directory.startswith("/"):
         raise DestinationError(f"{what} {directory!r} must be relative to the destination")
-    parts = [part for part in directory.split("/") if part not in ("", ".")]
-    if ".." in parts:
-        raise DestinationError(f"{what} {directory!r} must not contain '..'")
-    return parts
+    return [part for part in directory.split("/") if part not in ("", ".")]
 
 
 def check_name(name: str) -> str:

@@ -4,6 +4,10 @@ The layout of a config set decides what a file holds: `users.yaml` lists the use
 under `tasks/`, `servers/`, `destinations/` and `notifications/` declares one object of that kind.
 Parsing is split in two steps so the slow one (YAML) can run in worker processes: `read_yaml`
 turns bytes into plain data, `to_documents` validates that data with the models.
+
+Before any of that, `file_problem` refuses a file whose name breaks the path rule or whose size
+is over MAX_FILE_BYTES: it is reported, never parsed and never applied. The readers check the
+size before they read, so an oversized file is never held in memory.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from reconciler.models import (
     NotificationStream,
     RemoteServer,
     User,
+    path_problem,
 )
 from reconciler.types import ConfigError
 
@@ -56,6 +61,16 @@ _ADAPTERS: dict[Kind, type[BaseModel] | TypeAdapter[Any]] = {
     Kind.TASK: BackupTask,
 }
 _DESTINATION_TAGS = frozenset({"local", "sftp", "s3"})
+
+MAX_FILE_BYTES = 1024 * 1024
+"""A config file larger than this (1 MiB) is reported and not read: no task file comes close."""
+MAX_ERRORS_PER_FILE = 100
+"""Problems reported per file; past this, one more error says how many were left out."""
+_MAX_MESSAGE = 300
+SYMLINK_REASON = (
+    "a symbolic link: links are never followed, in the work tree or in a commit, so nothing it"
+    " points to is applied; commit the file itself"
+)
 
 
 def is_yaml_path(path: str) -> bool:
@@ -106,7 +121,45 @@ def read_yaml(text: bytes) -> RawYaml:
 
 
 def parse_file(path: str, text: bytes) -> ParsedFile:
+    """The one entry point from a file to its objects or its errors (the daemon, validate, plan
+    and the API all parse through it)."""
+    problem = file_problem(path, len(text))
+    if problem is not None:
+        return refused(path, problem)
     return to_documents(path, text, read_yaml(text))
+
+
+def file_problem(path: str, size: int) -> str | None:
+    """Why a file is not parsed at all (its name, its size), or None. Cheap: no content read."""
+    problem = path_problem(path)
+    if problem is not None:
+        return f"the file name {problem}; the file is not applied"
+    if size > MAX_FILE_BYTES:
+        return (
+            f"the file is {size:,} bytes, over the limit of {MAX_FILE_BYTES:,} bytes (1 MiB) for a"
+            " config file; it is not read"
+        )
+    return None
+
+
+def refused(path: str, reason: str) -> ParsedFile:
+    """A file that is reported and not parsed: a bad name or size, a symbolic link, not a file."""
+    error = ConfigError(printable_path(path), None, "", reason)
+    return ParsedFile(path, kind_of(path), (), (error,), b"")
+
+
+def printable_path(path: str) -> str:
+    """`path` as safe text for a report: unprintable characters and non-UTF-8 bytes escaped."""
+    if path.isprintable():
+        return path
+    return "".join(char if char.isprintable() else _escaped(char) for char in path)
+
+
+def _escaped(char: str) -> str:
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8, as os and pygit2 decode it
+        return f"\\x{code - 0xDC00:02x}"
+    return repr(char)[1:-1] if code < 0x10000 else f"\\U{code:08x}"
 
 
 def to_documents(path: str, text: bytes, raw: RawYaml) -> ParsedFile:
@@ -147,22 +200,21 @@ def _users(path: str, text: bytes, data: Any) -> ParsedFile:
         error = ConfigError(path, 1, "", f"expected a list of users, got {_yaml_type(data)}")
         return ParsedFile(path, Kind.USER, (), (error,), text)
     users: list[User] = []
-    errors: list[ConfigError] = []
+    problems: list[Problem] = []
     seen: dict[int, int] = {}
     for index, item in enumerate(data):
         try:
             user = User.model_validate(item)
         except ValidationError as exc:
-            errors.extend(validation_errors(path, text, exc, Kind.USER, prefix=(index,)))
+            problems.extend(_problems(exc, Kind.USER, prefix=(index,)))
             continue
         if user.id in seen:
-            line = yamlsyntax.line_of(text, (index, "id"))
             message = f"user id {user.id} is already used by item {seen[user.id]} of this list"
-            errors.append(ConfigError(path, line, f"{index}.id", message))
+            problems.append(((index, "id"), message))
             continue
         seen[user.id] = index
         users.append(user)
-    return ParsedFile(path, Kind.USER, tuple(users), tuple(errors), text)
+    return ParsedFile(path, Kind.USER, tuple(users), tuple(located(path, text, problems)), text)
 
 
 def _validate(kind: Kind, data: dict[str, Any]) -> Document:
@@ -173,6 +225,10 @@ def _validate(kind: Kind, data: dict[str, Any]) -> Document:
     return adapter.model_validate(data)  # type: ignore[return-value]
 
 
+Problem = tuple[Sequence[str | int], str]
+"""A problem found in a file's data: where (keys and list indexes), and why."""
+
+
 def validation_errors(
     path: str,
     text: bytes,
@@ -181,16 +237,38 @@ def validation_errors(
     prefix: Sequence[str | int] = (),
 ) -> list[ConfigError]:
     """One ConfigError per pydantic error, with the YAML line of the offending key."""
-    errors = []
+    return located(path, text, _problems(exc, kind, prefix))
+
+
+def _problems(exc: ValidationError, kind: Kind, prefix: Sequence[str | int]) -> list[Problem]:
+    problems: list[Problem] = []
     for error in exc.errors(include_url=False):
         location = list(error["loc"])
         # A discriminated union puts the chosen tag in the location: it is not a YAML key.
         if kind is Kind.DESTINATION and location and location[0] in _DESTINATION_TAGS:
             location = location[1:]
-        full = [*prefix, *location]
-        field = ".".join(str(part) for part in full)
-        line = yamlsyntax.line_of(text, full)
-        errors.append(ConfigError(path, line, field, _message(error)))
+        problems.append(([*prefix, *location], _message(error)))
+    return problems
+
+
+def located(path: str, text: bytes, problems: Sequence[Problem]) -> list[ConfigError]:
+    """ConfigErrors with their lines, the document composed once however many there are.
+
+    At most MAX_ERRORS_PER_FILE are reported: a list of 100,000 bad items is one mistake, and
+    reporting it must not cost more than the file.
+    """
+    # One location past the shown ones: where the problems left out begin.
+    lines = yamlsyntax.lines_of(
+        text, [location for location, _ in problems[: MAX_ERRORS_PER_FILE + 1]]
+    )
+    errors = [
+        ConfigError(path, line, ".".join(str(part) for part in location), message)
+        for (location, message), line in zip(problems, lines[:MAX_ERRORS_PER_FILE], strict=False)
+    ]
+    if len(problems) > MAX_ERRORS_PER_FILE:
+        left_out = len(problems) - MAX_ERRORS_PER_FILE
+        message = f"{left_out:,} more problems in this file, from this line on, are not listed"
+        errors.append(ConfigError(path, lines[-1], "", message))
     return errors
 
 
@@ -201,7 +279,9 @@ def _message(error: Any) -> str:
     if kind == "missing":
         return "required field is missing"
     message: str = error["msg"]
-    return message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    # Validators quote the value they refuse, and a value can be most of a 1 MiB file.
+    return message if len(message) <= _MAX_MESSAGE else f"{message[: _MAX_MESSAGE - 3]}..."
 
 
 def _yaml_type(value: Any) -> str:
@@ -209,4 +289,4 @@ def _yaml_type(value: Any) -> str:
         return "a list"
     if isinstance(value, dict):
         return "a mapping"
-    return f"the scalar {value!r}"
+    return f"the scalar {yamlsyntax.short_repr(value)}"

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from reconciler.desired import DesiredState, build_desired
-from reconciler.documents import ParsedFile, is_ignored
+from reconciler.documents import SYMLINK_REASON, ParsedFile, file_problem, is_ignored, refused
 from reconciler.filetimes import FileTimesIndex
-from reconciler.gitstore import GitStore
+from reconciler.gitstore import GitStore, TreeEntry
 from reconciler.history import History
 from reconciler.loader import parse_files
 from reconciler.models import ResolvedTask
@@ -35,7 +35,7 @@ class _Snapshot:
     """Everything one reconcile computed off the event loop, ready to apply."""
 
     revision: str | None
-    blobs: Mapping[str, str]
+    blobs: Mapping[str, TreeEntry]
     files: Mapping[str, ParsedFile]
     desired: DesiredState
     parsed: int
@@ -58,7 +58,7 @@ class Engine:
         self._parse_workers = parse_workers
         self._lock = asyncio.Lock()
         self._file_times = FileTimesIndex(store, history)
-        self._blobs: Mapping[str, str] = {}
+        self._blobs: Mapping[str, TreeEntry] = {}
         self._files: Mapping[str, ParsedFile] = {}
         self._desired = DesiredState()
         self.revision: str | None = None
@@ -137,23 +137,19 @@ class Engine:
                 del blobs[path], files[path]
             else:
                 blobs[path] = blob
-        if updates:
-            changed = [path for path, blob in updates.items() if blob is not None]
-            contents = self.store.read_blobs(blobs[path] for path in changed)
-            files.update(
-                parse_files({path: contents[blobs[path]] for path in changed}, self._parse_workers)
-            )
+        changed = {path: blob for path, blob in updates.items() if blob is not None}
+        files.update(parse_entries(self.store, changed, self._parse_workers))
         desired = build_desired(files, self._desired)
         # Per applied commit, so a task list never walks git history for its file times.
         self._file_times.follow(head)
         return _Snapshot(head, blobs, files, desired, len(updates))
 
-    def _changed_blobs(self, head: str | None, full: bool) -> dict[str, str | None]:
-        """Config paths whose blob differs from the applied one: new blob id, None if gone."""
+    def _changed_blobs(self, head: str | None, full: bool) -> dict[str, TreeEntry | None]:
+        """Config paths whose entry differs from the applied one: the new entry, None if gone."""
         if head is None:
             return dict.fromkeys(self._blobs)
         if full or self.revision is None:
-            listing = {p: b for p, b in self.store.list_files(head).items() if not is_ignored(p)}
+            listing = {p: b for p, b in self.store.list_entries(head).items() if not is_ignored(p)}
             gone = dict.fromkeys(path for path in self._blobs if path not in listing)
             return {p: b for p, b in listing.items() if self._blobs.get(p) != b} | gone
         # A tree diff from the applied commit: one edit costs the same with 10 or 10,000 files.
@@ -179,3 +175,25 @@ class Engine:
         self._blobs, self._files, self._desired = snapshot.blobs, snapshot.files, snapshot.desired
         self.revision = snapshot.revision
         self.reconciled_at = now
+
+
+def parse_entries(
+    store: GitStore, entries: Mapping[str, TreeEntry], workers: int | None = None
+) -> dict[str, ParsedFile]:
+    """Parse committed files. A symbolic link, a bad name or an oversized blob is refused unread:
+    sizes come from the object headers, so no blob over the limit is ever loaded."""
+    files: dict[str, ParsedFile] = {}
+    sizes = store.blob_sizes(entry.blob for entry in entries.values() if not entry.symlink)
+    readable: dict[str, str] = {}
+    for path, entry in entries.items():
+        problem = SYMLINK_REASON if entry.symlink else file_problem(path, sizes[entry.blob])
+        if problem is None:
+            readable[path] = entry.blob
+        else:
+            files[path] = refused(path, problem)
+    if readable:
+        contents = store.read_blobs(readable.values())
+        files.update(
+            parse_files({path: contents[blob] for path, blob in readable.items()}, workers)
+        )
+    return files

@@ -25,6 +25,7 @@ import pygit2
 from pygit2.enums import CheckoutStrategy, DeltaStatus, FileMode, SortMode
 
 from reconciler.atomicfile import fsync_directory, write_atomically
+from reconciler.models import path_problem
 from reconciler.types import ReconcilerError
 
 _CONFIG_SUFFIXES = (".yaml", ".yml")
@@ -71,6 +72,17 @@ class GitConflictError(GitError):
 
 def _is_config_file(path: str) -> bool:
     return path.endswith(_CONFIG_SUFFIXES)
+
+
+@dataclass(frozen=True, slots=True)
+class TreeEntry:
+    """A config path in a commit: its blob, and whether git stores it as a symbolic link.
+
+    A link's blob holds the path it points to; it is reported, never read or followed.
+    """
+
+    blob: str
+    symlink: bool = False
 
 
 def _signature(author: Author, now: datetime) -> pygit2.Signature:
@@ -146,34 +158,42 @@ class GitStore:
         return subtree if isinstance(subtree, pygit2.Tree) else None
 
     def list_files(self, rev: str) -> dict[str, str]:
+        """The YAML files of the config set at `rev` (symbolic links left out), with blob ids."""
+        return {
+            path: entry.blob for path, entry in self.list_entries(rev).items() if not entry.symlink
+        }
+
+    def list_entries(self, rev: str) -> dict[str, TreeEntry]:
+        """Every YAML file and every symbolic link (whatever its name) of the config set."""
         with self._lock:
             tree = self._config_tree(self._commit(rev))
             return {} if tree is None else dict(self._walk(tree, ""))
 
-    def _walk(self, tree: pygit2.Tree, base: str) -> Iterator[tuple[str, str]]:
+    def _walk(self, tree: pygit2.Tree, base: str) -> Iterator[tuple[str, TreeEntry]]:
         for entry in tree:
             name = f"{base}{entry.name}"
             if entry.filemode == FileMode.TREE:
                 subtree = self._repo[entry.id]
                 assert isinstance(subtree, pygit2.Tree)
                 yield from self._walk(subtree, f"{name}/")
-            elif entry.filemode in _REGULAR_FILES and _is_config_file(name):
-                yield name, str(entry.id)
+            elif (found := _config_entry(entry, name)) is not None:
+                yield name, found
 
-    def changed_files(self, old: str, new: str) -> dict[str, str | None]:
-        """YAML paths that differ between two commits, each with its blob id at `new`.
+    def changed_files(self, old: str, new: str) -> dict[str, TreeEntry | None]:
+        """Config paths (YAML files, symbolic links) that differ between two commits.
 
-        None marks a path absent at `new` (deleted, or renamed away). A tree diff, so a commit
-        touching one file of 10,000 costs about as much as one touching one file of ten.
+        Each maps to its entry at `new`, or None where the path is absent at `new` (deleted, or
+        renamed away). A tree diff, so a commit touching one file of 10,000 costs about as much
+        as one touching one file of ten.
         """
         with self._lock:
             old_tree = self._config_tree(self._commit(old))
             new_tree = self._config_tree(self._commit(new))
-            changes: dict[str, str | None] = {}
+            changes: dict[str, TreeEntry | None] = {}
             for path in self._differing(old_tree, new_tree):
-                if _is_config_file(path):
-                    blob = _entry_id(new_tree, path)
-                    changes[path] = None if blob is None else str(blob)
+                now = _config_entry(_entry(new_tree, path), path)
+                if now is not None or _config_entry(_entry(old_tree, path), path) is not None:
+                    changes[path] = now
             return changes
 
     def existing(self, rev: str, paths: Iterable[str]) -> set[str]:
@@ -181,6 +201,18 @@ class GitStore:
         with self._lock:
             tree = self._config_tree(self._commit(rev))
             return {path for path in paths if _entry_id(tree, path) is not None}
+
+    def blob_sizes(self, blob_ids: Iterable[str]) -> dict[str, int]:
+        """The size of each blob, from its object header: nothing is read into memory."""
+        with self._lock:
+            sizes: dict[str, int] = {}
+            for blob_id in blob_ids:
+                try:
+                    _, size = self._repo.odb.read_header(blob_id)
+                except (KeyError, ValueError, pygit2.GitError) as exc:
+                    raise GitError(f"blob {blob_id} is not in {self.git_dir}") from exc
+                sizes[blob_id] = size
+            return sizes
 
     def read_blobs(self, blob_ids: Iterable[str]) -> dict[str, bytes]:
         with self._lock:
@@ -204,8 +236,7 @@ class GitStore:
         if (
             not path
             or path.startswith("/")
-            or "\\" in path
-            or "\x00" in path
+            or path_problem(path) is not None
             or any(part in ("..", ".") or part.lower() == ".git" for part in parts)
             or path.endswith("/")
         ):
@@ -562,7 +593,9 @@ class GitStore:
 
     def _new_blobs(self, old: pygit2.Tree | None, new: pygit2.Tree) -> Iterator[tuple[str, str]]:
         if old is None:
-            yield from self._walk(new, "")
+            yield from (
+                (name, entry.blob) for name, entry in self._walk(new, "") if not entry.symlink
+            )
             return
         for delta in old.diff_to_tree(new).deltas:
             path = delta.new_file.path
@@ -747,6 +780,17 @@ def _entry(tree: pygit2.Tree | None, path: str) -> pygit2.Object | None:
         return tree[path]
     except KeyError:
         return None
+
+
+def _config_entry(entry: pygit2.Object | None, path: str) -> TreeEntry | None:
+    """The TreeEntry of a config path: a regular YAML file, or a symbolic link of any name."""
+    if entry is None:
+        return None
+    if entry.filemode == FileMode.LINK:
+        return TreeEntry(str(entry.id), symlink=True)
+    if entry.filemode in _REGULAR_FILES and _is_config_file(path):
+        return TreeEntry(str(entry.id))
+    return None
 
 
 def _entry_id(tree: pygit2.Tree | None, path: str) -> pygit2.Oid | None:

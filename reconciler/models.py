@@ -29,7 +29,12 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
 
-Id = Annotated[int, Field(strict=True, gt=0)]
+# At most 15 digits: what the API accepts in a URL, exact in JSON clients, and far inside SQLite's
+# 64-bit integers (a larger id used to make every reconcile fail on storing it).
+MAX_ID = 999_999_999_999_999
+Id = Annotated[int, Field(strict=True, gt=0, le=MAX_ID)]
+# A year and a day: longer is a typo, and timedelta and the event loop overflow far beyond it.
+MAX_RUN_TIMEOUT_SECONDS = 366 * 24 * 3600
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -53,6 +58,27 @@ UserName = Annotated[
 _HH_MM = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 # A file name part we write on destinations: no separators, no leading dot or dash.
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
+
+
+def path_problem(path: str) -> str | None:
+    """Why `path` breaks the one rule for relative paths, or None when it keeps it.
+
+    The rule, for config file names and `storage.path` alike: `/` separates folders, a backslash
+    is refused (a separator on Windows and in some stores; the git store refuses it too), every
+    character is printable text (no NUL, newline or other control or format character, no byte
+    that is not UTF-8) and no component is `..`. Checked when the config set is validated, so a
+    path that would fail later, on every run or every API request, is never applied.
+    """
+    if "\\" in path:
+        return "contains a backslash (separate folders with '/')"
+    if not path.isprintable():
+        odd = next(char for char in path if not char.isprintable())
+        if 0xDC80 <= ord(odd) <= 0xDCFF:  # how Python spells a byte that is not UTF-8
+            return f"contains the byte 0x{ord(odd) - 0xDC00:02x}, which is not UTF-8"
+        return f"contains the unprintable character U+{ord(odd):04X}"
+    if ".." in path.split("/"):
+        return "contains a '..' component"
+    return None
 
 
 class SourceType(StrEnum):
@@ -364,12 +390,10 @@ class Storage(Model):
     @field_validator("path")
     @classmethod
     def _relative(cls, value: str) -> str:
-        parts = [part for part in value.split("/") if part not in ("", ".")]
-        if ".." in parts:
-            raise ValueError(f"storage path must not contain '..', got {value!r}")
-        if "\x00" in value or "\n" in value:
-            raise ValueError("storage path must not contain NUL or newline characters")
-        return "/".join(parts)
+        problem = path_problem(value)
+        if problem is not None:
+            raise ValueError(f"storage path {value[:100]!r} {problem}")
+        return "/".join(part for part in value.split("/") if part not in ("", "."))
 
 
 class BackupTask(Model):
@@ -387,7 +411,9 @@ class BackupTask(Model):
     encryption_password: SecretRef | None = None
     isolated_username: UserName | None = None
     isolated_password: SecretRef | None = None
-    run_timeout_seconds: Annotated[int, Field(strict=True, gt=0)] | None = None
+    run_timeout_seconds: (
+        Annotated[int, Field(strict=True, gt=0, le=MAX_RUN_TIMEOUT_SECONDS)] | None
+    ) = None
 
     @model_validator(mode="after")
     def _isolated_pair(self) -> BackupTask:

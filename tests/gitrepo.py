@@ -113,3 +113,13 @@ def append_commits(repo: Path | str, edits: Sequence[Mapping[str, str]], start: 
     )  # fmt: skip
     git(root, "reset", "-q", "--hard", "main")
     return head(root)
+
+
+def commit_symlink(repo: Path | str, link: str, target: str, message: str) -> str:
+    """Create the symbolic link `link` -> `target` and commit it (git stores it, mode 120000)."""
+    root = Path(repo)
+    (root / link).parent.mkdir(parents=True, exist_ok=True)
+    (root / link).symlink_to(target)
+    git(root, "add", "--", link)
+    git(root, "commit", "-q", "-m", message)
+    return head(root)

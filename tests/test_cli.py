@@ -56,6 +56,73 @@ def test_validate_prints_one_located_line_per_problem_and_fails(tmp_path: Path) 
     ]
 
 
+def test_validate_reports_a_duplicate_key_with_the_line_of_the_duplicate(tmp_path: Path) -> None:
+    write(tmp_path, configset.base_files())
+    write(tmp_path, {"tasks/1.yaml": configset.task(1) + "label: last wins?\n"})
+    result = reconciler("validate", tmp_path)
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        "tasks/1.yaml:12: (file): duplicate key 'label' (first given on line 3)"
+    ]
+
+
+def test_plan_does_not_apply_a_file_with_a_duplicate_key(tmp_path: Path) -> None:
+    init_repo(tmp_path, {**configset.base_files(), "tasks/1.yaml": configset.task(1)})
+    write(tmp_path, {"tasks/1.yaml": configset.task(1) + "label: last wins?\n"})
+    result = reconciler("plan", tmp_path)
+    assert result.returncode == 1
+    assert "tasks/1.yaml:12: (file): duplicate key 'label'" in result.stderr
+    assert "will change" not in result.stdout
+
+
+def test_validate_reports_a_linked_file_and_never_reads_it(tmp_path: Path) -> None:
+    root = tmp_path / "config"
+    write(root, {**configset.base_files(), "tasks/1.yaml": configset.task(1)})
+    secret = tmp_path / "shadow"
+    secret.write_text("root:$6$saltsalt$hash:19000:0:99999:7:::\n")
+    (root / "tasks/shadow.yaml").symlink_to(secret)
+    result = reconciler("validate", root)
+    assert result.returncode == 1
+    assert "saltsalt" not in result.stdout + result.stderr
+    assert result.stdout.splitlines() == [
+        "tasks/shadow.yaml: (file): a symbolic link: links are never followed, in the work tree"
+        " or in a commit, so nothing it points to is applied; commit the file itself"
+    ]
+
+
+def test_validate_reports_a_linked_folder_and_reads_nothing_in_it(tmp_path: Path) -> None:
+    root = tmp_path / "config"
+    write(root, configset.base_files())
+    write(tmp_path / "elsewhere", {"9.yaml": "not: a task\n"})
+    (root / "tasks").symlink_to(tmp_path / "elsewhere")
+    result = reconciler("validate", root)
+    assert result.returncode == 1
+    (line,) = result.stdout.splitlines()
+    assert line.startswith("tasks: (file): a symbolic link")
+
+
+def test_plan_never_plans_a_task_behind_a_link(tmp_path: Path) -> None:
+    init_repo(tmp_path / "config", {**configset.base_files(), "tasks/1.yaml": configset.task(1)})
+    (tmp_path / "outside.yaml").write_text(configset.task(9))
+    (tmp_path / "config/tasks/9.yaml").symlink_to(tmp_path / "outside.yaml")
+    result = reconciler("plan", tmp_path / "config")
+    assert result.returncode == 1
+    assert "task 9" not in result.stdout
+    assert result.stderr.startswith("tasks/9.yaml: (file): a symbolic link")
+
+
+def test_validate_reports_a_file_over_the_size_limit(tmp_path: Path) -> None:
+    write(tmp_path, {**configset.base_files(), "tasks/1.yaml": configset.task(1)})
+    with (tmp_path / "tasks/1.yaml").open("ab") as file:
+        file.truncate(1024 * 1024 + 1)
+    result = reconciler("validate", tmp_path)
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        "tasks/1.yaml: (file): the file is 1,048,577 bytes, over the limit of 1,048,576 bytes"
+        " (1 MiB) for a config file; it is not read"
+    ]
+
+
 def test_validate_of_a_missing_directory_is_one_sentence_not_a_traceback(tmp_path: Path) -> None:
     result = reconciler("validate", tmp_path / "nowhere")
     assert result.returncode == 2

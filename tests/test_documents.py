@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.documents import Kind, kind_of, parse_file
+from reconciler.documents import MAX_ERRORS_PER_FILE, MAX_FILE_BYTES, Kind, kind_of, parse_file
 from reconciler.models import BackupTask, Compression, LocalDestination, User
 from tests import configset
 
@@ -166,3 +166,78 @@ def test_a_secret_value_in_place_of_a_reference_is_rejected() -> None:
     text = (configset.task(7) + "encryption_password: hunter2\n").encode()
     (error,) = parse_file("tasks/7.yaml", text).errors
     assert error.field == "encryption_password"
+
+
+def test_a_storage_path_with_a_backslash_is_a_field_error() -> None:
+    text = (configset.task(7) + "storage:\n  path: 'shop\\\\daily'\n").encode()
+    (error,) = parse_file("tasks/7.yaml", text).errors
+    assert (error.field, error.line) == ("storage.path", 13)
+    assert "backslash" in error.message
+
+
+def test_a_storage_path_keeps_being_normalised() -> None:
+    text = (configset.task(7) + "storage:\n  path: /shop//daily/./\n").encode()
+    (task,) = parse_file("tasks/7.yaml", text).objects
+    assert isinstance(task, BackupTask)
+    assert task.storage.path == "shop/daily"
+
+
+@pytest.mark.parametrize(
+    ("path", "shown", "reason"),
+    [
+        ("tasks/106-a\\b.yaml", "tasks/106-a\\b.yaml", "contains a backslash"),
+        ("tasks/a\nb.yaml", "tasks/a\\nb.yaml", "unprintable character U+000A"),
+        ("tasks/\udcff.yaml", "tasks/\\xff.yaml", "the byte 0xff, which is not UTF-8"),
+        ("tasks/\u202egpj.yaml", "tasks/\\u202egpj.yaml", "unprintable character U+202E"),
+        ("tasks/../7.yaml", "tasks/../7.yaml", "'..' component"),
+    ],
+)
+def test_a_file_whose_name_breaks_the_path_rule_is_reported_and_not_parsed(
+    path: str, shown: str, reason: str
+) -> None:
+    parsed = parse_file(path, configset.task(7).encode())
+    (error,) = parsed.errors
+    assert parsed.objects == ()
+    assert (error.path, error.line) == (shown, None)
+    assert reason in error.message
+
+
+def test_a_file_over_the_size_limit_is_reported_and_not_parsed() -> None:
+    text = configset.task(7).encode() + b"# " + b"x" * MAX_FILE_BYTES + b"\n"
+    parsed = parse_file("tasks/7.yaml", text)
+    (error,) = parsed.errors
+    assert parsed.objects == ()
+    assert error.message.startswith(f"the file is {len(text):,} bytes, over the limit")
+
+
+def test_a_file_of_exactly_the_size_limit_is_parsed() -> None:
+    text = configset.task(7).encode()
+    text += b"#" * (MAX_FILE_BYTES - len(text) - 1) + b"\n"
+    assert parse_file("tasks/7.yaml", text).ok
+
+
+def test_a_non_utf8_file_names_the_byte_and_its_line() -> None:
+    text = configset.task(7).replace("label: task 7", "label: caf\xe9").encode("latin-1")
+    (error,) = parse_file("tasks/7.yaml", text).errors
+    assert error.render() == (
+        "tasks/7.yaml:3: (file): not UTF-8 text: byte 0xe9 cannot start or continue a character"
+    )
+
+
+def test_a_huge_list_of_bad_users_reports_the_first_problems_and_a_count() -> None:
+    text = b"- x\n" * 3000
+    errors = parse_file("users.yaml", text).errors
+    assert len(errors) == MAX_ERRORS_PER_FILE + 1
+    assert errors[MAX_ERRORS_PER_FILE - 1].line == MAX_ERRORS_PER_FILE
+    assert (
+        errors[-1].message == "2,900 more problems in this file, from this line on, are not listed"
+    )
+    assert errors[-1].line == MAX_ERRORS_PER_FILE + 1
+
+
+def test_a_huge_value_is_not_repeated_whole_in_its_error() -> None:
+    zone = "X" * 100_000
+    text = configset.task(7).replace("time: 02:30", f"time: 02:30\n  timezone: {zone}").encode()
+    (error,) = parse_file("tasks/7.yaml", text).errors
+    assert error.field == "schedule.timezone"
+    assert len(error.message) <= 300

@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.documents import MAX_FILE_BYTES
 from reconciler.engine import Engine
 from reconciler.gitstore import GitStore
 from reconciler.history import History
 from reconciler.models import ResolvedTask
 from reconciler.scheduler import Scheduler
 from tests import configset
-from tests.gitrepo import commit_files, init_repo, rename
+from tests.gitrepo import commit_files, commit_symlink, git, init_repo, rename
 
 pytestmark = pytest.mark.anyio
 START = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
@@ -140,6 +141,82 @@ async def test_a_duplicate_id_in_a_new_file_is_rejected_and_reported(rig: Rig) -
     (error,) = rig.engine.errors
     assert error.path == "tasks/0-copy.yaml"
     assert "already defined in tasks/1.yaml" in error.message
+
+
+async def test_a_duplicate_key_is_reported_and_the_last_good_version_keeps_running(
+    rig: Rig,
+) -> None:
+    await rig.engine.sync()
+    await rig.commit({"tasks/1.yaml": configset.task(1) + "label: last wins?\n"})
+    assert rig.running[1].task.label == "task 1"
+    (error,) = rig.engine.errors
+    assert (error.path, error.line) == ("tasks/1.yaml", 12)
+    assert error.message == "duplicate key 'label' (first given on line 3)"
+
+
+async def test_a_committed_symbolic_link_is_reported_and_not_followed(
+    rig: Rig, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside.yaml"
+    outside.write_text(configset.task(9))
+    commit_symlink(rig.repo, "tasks/9.yaml", str(outside), "link a task from outside")
+    commit_symlink(rig.repo, "tasks/shared", str(tmp_path), "link a folder")
+    await rig.engine.sync()
+    assert sorted(rig.running) == [1]
+    assert [(error.path, error.line) for error in rig.engine.errors] == [
+        ("tasks/9.yaml", None),
+        ("tasks/shared", None),
+    ]
+    assert all("symbolic link" in error.message for error in rig.engine.errors)
+
+
+async def test_a_file_replaced_by_a_link_keeps_its_last_good_version_and_is_reported(
+    rig: Rig,
+) -> None:
+    await rig.engine.sync()
+    git(rig.repo, "rm", "-q", "tasks/1.yaml")
+    commit_symlink(rig.repo, "tasks/1.yaml", "/etc/passwd", "swap the task for a link")
+    await rig.engine.sync()
+    assert rig.running[1].task.label == "task 1"
+    (error,) = rig.engine.errors
+    assert (error.path, "symbolic link" in error.message) == ("tasks/1.yaml", True)
+
+
+async def test_a_removed_link_takes_its_error_with_it(rig: Rig) -> None:
+    commit_symlink(rig.repo, "tasks/shared", "/etc", "link a folder")
+    await rig.engine.sync()
+    await rig.commit({"tasks/shared": None})
+    assert rig.engine.errors == ()
+
+
+async def test_a_committed_file_over_the_size_limit_is_reported_and_not_applied(
+    rig: Rig,
+) -> None:
+    padding = "# " + "x" * MAX_FILE_BYTES + "\n"
+    await rig.commit({"tasks/2.yaml": configset.task(2) + padding})
+    assert sorted(rig.running) == [1]
+    (error,) = rig.engine.errors
+    assert (error.path, error.line) == ("tasks/2.yaml", None)
+    assert "over the limit of 1,048,576 bytes (1 MiB)" in error.message
+
+
+async def test_a_committed_file_name_with_a_backslash_is_reported_and_not_applied(
+    rig: Rig,
+) -> None:
+    await rig.commit({"tasks/106-a\\b.yaml": configset.task(106)})
+    assert sorted(rig.running) == [1]
+    (error,) = rig.engine.errors
+    assert error.path == "tasks/106-a\\b.yaml"
+    assert "backslash" in error.message
+
+
+async def test_an_id_too_large_to_store_is_a_field_error_not_a_failed_reconcile(
+    rig: Rig,
+) -> None:
+    await rig.commit({"tasks/2.yaml": configset.task(10**20)})
+    assert sorted(rig.running) == [1]
+    (error,) = rig.engine.errors
+    assert (error.path, error.line, error.field) == ("tasks/2.yaml", 1, "id")
 
 
 async def test_only_changed_files_are_parsed_again(rig: Rig) -> None:

@@ -14,8 +14,9 @@ from reconciler.gitstore import (
     GitConflictError,
     GitError,
     GitStore,
+    TreeEntry,
 )
-from tests.gitrepo import commit_files, git, head, init_repo, rename
+from tests.gitrepo import commit_files, commit_symlink, git, head, init_repo, rename
 
 AUTHOR = Author("Ada Admin", "ada@example.com")
 NOW = datetime(2024, 5, 1, 9, 30, tzinfo=UTC)
@@ -106,6 +107,43 @@ def test_list_files_reads_the_commit_not_the_work_tree(repo: Path) -> None:
     assert set(store.list_files("HEAD")) == {"tasks/a.yaml", "tasks/b.yaml", "users.yaml"}
 
 
+def test_list_entries_gives_symbolic_links_of_any_name_as_links(repo: Path) -> None:
+    commit_symlink(repo, "tasks/shadow.yaml", "/etc/shadow", "link a file")
+    commit_symlink(repo, "shared", "../elsewhere", "link a folder")
+    entries = GitStore(repo).list_entries("HEAD")
+    assert entries["tasks/shadow.yaml"].symlink
+    assert entries["shared"].symlink
+    assert not entries["tasks/a.yaml"].symlink
+
+
+def test_list_files_leaves_symbolic_links_out(repo: Path) -> None:
+    commit_symlink(repo, "tasks/shadow.yaml", "/etc/shadow", "link a file")
+    assert "tasks/shadow.yaml" not in GitStore(repo).list_files("HEAD")
+
+
+def test_changed_files_gives_a_file_that_became_a_link_as_a_link(repo: Path) -> None:
+    old = head(repo)
+    git(repo, "rm", "-q", "tasks/a.yaml")
+    new = commit_symlink(repo, "tasks/a.yaml", "/etc/passwd", "a becomes a link")
+    (entry,) = GitStore(repo).changed_files(old, new).values()
+    assert entry is not None
+    assert entry.symlink
+
+
+def test_changed_files_gives_a_removed_link_as_none(repo: Path) -> None:
+    old = commit_symlink(repo, "shared", "../elsewhere", "link a folder")
+    git(repo, "rm", "-q", "shared")
+    git(repo, "commit", "-q", "-m", "unlink")
+    assert GitStore(repo).changed_files(old, head(repo)) == {"shared": None}
+
+
+def test_blob_sizes_are_read_from_the_object_headers(repo: Path) -> None:
+    store = GitStore(repo)
+    files = store.list_files("HEAD")
+    sizes = store.blob_sizes(files.values())
+    assert sizes[files["users.yaml"]] == len((repo / "users.yaml").read_bytes())
+
+
 def test_an_unknown_revision_is_a_git_error(repo: Path) -> None:
     with pytest.raises(GitError, match="not a commit"):
         GitStore(repo).list_files("0" * 40)
@@ -157,7 +195,7 @@ def test_changed_files_lists_added_modified_deleted_and_renamed_yaml(repo: Path)
     }
 
 
-def test_changed_files_gives_each_new_blob_id_and_none_for_a_deleted_file(repo: Path) -> None:
+def test_changed_files_gives_each_new_entry_and_none_for_a_deleted_file(repo: Path) -> None:
     commit_files(repo, {"tasks/b.yaml": "id: 2\n"}, "add b")
     old = head(repo)
     new = commit_files(repo, {"tasks/a.yaml": "id: 1\nlabel: y\n", "tasks/b.yaml": None}, "edit")
@@ -165,7 +203,8 @@ def test_changed_files_gives_each_new_blob_id_and_none_for_a_deleted_file(repo: 
 
     changes = store.changed_files(old, new)
 
-    assert changes == {"tasks/a.yaml": store.list_files(new)["tasks/a.yaml"], "tasks/b.yaml": None}
+    blob = store.list_files(new)["tasks/a.yaml"]
+    assert changes == {"tasks/a.yaml": TreeEntry(blob), "tasks/b.yaml": None}
 
 
 def test_changed_files_ignores_changes_outside_the_config_set(nested: Path) -> None:
