@@ -259,6 +259,10 @@ class GitStore:
             for parent in parents
         ):
             raise GitError(f"{full}: a file and a folder of that name cannot both exist")
+        for part in [*reversed(parents), full]:
+            if (self.root / part).is_symlink():
+                # Writing through it would put files, or read them back on failure, outside.
+                raise GitError(f"{part} is a symbolic link in the work tree; it is never followed")
         head_id = _entry_id(head_tree, full)
         index = self._repo.index
         index_id = index[full].id if full in index else None

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.gitstore import Author, GitError, GitStore
 from tests.apirig import ApiRig, api_rig, config_files
-from tests.gitrepo import git, init_repo
+from tests.gitrepo import commit_files, git, init_repo
 from tests.test_api_tasks import NEW_TASK
 
 pytestmark = pytest.mark.anyio
@@ -55,3 +56,50 @@ async def test_a_failed_push_answers_without_gits_output(tmp_path: Path) -> None
     assert "but not pushed" in message
     assert str(tmp_path) not in message
     assert "fatal" not in message
+
+
+async def test_a_task_file_linked_in_the_work_tree_is_never_written_through(
+    rig: ApiRig, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside.yaml"
+    path = rig.repo / "tasks/1-first.yaml"
+    outside.write_text(path.read_text())
+    path.unlink()
+    path.symlink_to(outside)  # same content as committed: the file looks clean through the link
+    before = outside.read_text()
+
+    response = await rig.put("/api/backup-tasks/1", {"label": "through the link"})
+
+    assert response.status_code == 409
+    assert outside.read_text() == before
+    assert path.is_symlink()
+
+
+async def test_a_folder_linked_in_the_work_tree_is_never_written_into(
+    rig: ApiRig, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (rig.repo / "tasks/new").symlink_to(elsewhere)
+
+    commit = GitStore(rig.repo)
+    with pytest.raises(GitError, match="symbolic link"):
+        commit.commit(
+            {"tasks/new/9.yaml": b"id: 9\n"},
+            Author("a", "a@example.com"),
+            "through a link",
+            rig.clock.now(),
+            parent=commit.head(),
+        )
+    assert list(elsewhere.iterdir()) == []
+
+
+async def test_an_oversized_task_file_is_not_read_for_an_edit(rig: ApiRig) -> None:
+    path = "tasks/1-first.yaml"
+    commit_files(rig.repo, {path: rig.file(path) + "#" * (1024 * 1024)}, "a person's huge file")
+    await rig.engine.sync()  # task 1 keeps running from its last good version
+
+    response = await rig.put("/api/backup-tasks/1", {"label": "edited"})
+
+    assert response.status_code == 409
+    assert "limit" in response.json()["message"]

@@ -511,6 +511,12 @@ def _read_at(ctx: ApiContext, revision: str | None, path: str) -> str:
     blob = store.list_files(revision).get(path) if revision is not None else None
     if blob is None:
         raise NotFound()
+    if store.blob_sizes([blob])[blob] > documents.MAX_FILE_BYTES:
+        raise ApiError(
+            409,
+            f"Nothing was written: {path} is over the {documents.MAX_FILE_BYTES:,}-byte limit for"
+            " a config file; its last good version runs until it is fixed in git.",
+        )
     content = store.read_blobs([blob])[blob]
     try:
         return content.decode("utf-8")
