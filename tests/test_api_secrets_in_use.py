@@ -41,13 +41,19 @@ def _dangling(rig: ApiRig) -> list[str]:
     return missing
 
 
-async def test_a_replaced_secret_another_file_names_is_kept(rig: ApiRig) -> None:
+async def _secret_shared_with_a_persons_file(rig: ApiRig) -> SecretRef:
+    """Task 1 gets a secret from the API, and a person's task 3 names the same key."""
     await rig.put("/api/backup-tasks/1", {"encryption_password": "first"})
     ref = rig.engine.desired.tasks[1].task.encryption_password
     assert ref is not None
     assert ref.secret is not None
     copied = configset.task(3, 1, encryption_password={"secret": ref.secret})
     commit_files(rig.repo, {"tasks/3-copy.yaml": copied}, "a person reuses the secret")
+    return ref
+
+
+async def test_a_replaced_secret_another_file_names_is_kept(rig: ApiRig) -> None:
+    ref = await _secret_shared_with_a_persons_file(rig)
 
     await rig.put("/api/backup-tasks/1", {"encryption_password": "second"})
 
@@ -55,12 +61,7 @@ async def test_a_replaced_secret_another_file_names_is_kept(rig: ApiRig) -> None
 
 
 async def test_a_deleted_tasks_secret_another_file_names_is_kept(rig: ApiRig) -> None:
-    await rig.put("/api/backup-tasks/1", {"encryption_password": "first"})
-    ref = rig.engine.desired.tasks[1].task.encryption_password
-    assert ref is not None
-    assert ref.secret is not None
-    copied = configset.task(3, 1, encryption_password={"secret": ref.secret})
-    commit_files(rig.repo, {"tasks/3-copy.yaml": copied}, "a person reuses the secret")
+    ref = await _secret_shared_with_a_persons_file(rig)
 
     await rig.delete("/api/backup-tasks/1")
 

@@ -40,6 +40,14 @@ log = logging.getLogger("reconciler.api")
 T = TypeVar("T")
 
 _PREPARE_ATTEMPTS = 5
+# What a client is told when a commit fails, by whether the file had local changes; the detail
+# (paths on this host, git's own words) goes to the log only.
+_NOT_COMMITTED = {
+    True: "Nothing was written: the file has uncommitted local changes in the daemon's"
+    " repository; commit or discard them there first.",
+    False: "Nothing was written: the change could not be committed to the configuration"
+    " repository (the daemon's log says why).",
+}
 
 
 def _nothing() -> None:
@@ -190,22 +198,10 @@ class Writer:
             prepared.rollback()
             log.info("the branch moved while %r was prepared; preparing it again", prepared.message)
             return None
-        except DirtyFileError as exc:
-            prepared.rollback()
-            log.warning("%s not committed: %s", prepared.message, exc)
-            raise ApiError(
-                409,
-                "Nothing was written: the file has uncommitted local changes in the daemon's"
-                " repository; commit or discard them there first.",
-            ) from exc
         except GitError as exc:
             prepared.rollback()
             log.warning("%s not committed: %s", prepared.message, exc)
-            raise ApiError(
-                409,
-                "Nothing was written: the change could not be committed to the configuration"
-                " repository (the daemon's log says why).",
-            ) from exc
+            raise ApiError(409, _NOT_COMMITTED[isinstance(exc, DirtyFileError)]) from exc
         except asyncio.CancelledError:
             # The commit thread may still land: its secrets stay; the start-up sweep removes them
             # if it did not.
