@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import subprocess
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from reconciler.commands import (
     DETECT_ENGINE_COMMAND,
+    EXIT_PRODUCER_WARNING,
     BackupFormat,
     RemoteCommand,
     backup_format,
@@ -37,14 +37,13 @@ from reconciler.notify import RunOutcome, send_notifications
 from reconciler.retention import backup_name, backups_to_delete
 from reconciler.secrets import Secrets
 from reconciler.types import Clock, RunStatus
+from reconciler.verifier import StreamVerifier
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = timedelta(hours=6)
 LOG_TAIL_LINES = 20
 PROGRESS_EVERY = timedelta(seconds=30)
-# A zstd frame of empty input is about a dozen bytes; anything this small is checked by decoding.
-_SMALL_STREAM = 64
 
 
 class RunRequest(StrEnum):
@@ -77,19 +76,9 @@ class _Reservation:
     run_id: int
 
 
-def is_empty_backup(head: bytes, size: int, *, compressed: bool) -> bool:
-    """Whether a stream of `size` bytes starting with `head` holds no data at all."""
-    if size >= _SMALL_STREAM:
-        return False
-    if not compressed:
-        return size == 0
-    decoded = subprocess.run(["zstd", "-dc"], input=head, capture_output=True, check=False)
-    return decoded.returncode == 0 and decoded.stdout == b""
-
-
 class _CountingSink:
-    """Counts the bytes that flow to the writer, keeps the first few, and logs how far the stream
-    has come every `progress_every`, so a long run shows progress in its log (`latest-log`)."""
+    """Counts the bytes that flow to the writer, and logs how far the stream has come every
+    `progress_every`, so a long run shows progress in its log (`latest-log`)."""
 
     def __init__(
         self,
@@ -106,11 +95,8 @@ class _CountingSink:
         self._started = clock.now()
         self._next_progress = self._started + progress_every
         self.size = 0
-        self.head = b""
 
     def __call__(self, chunk: bytes) -> None:
-        if len(self.head) < _SMALL_STREAM:
-            self.head += chunk[: _SMALL_STREAM - len(self.head)]
         self.size += len(chunk)
         self._writer.write(chunk)
         now = self._clock.now()
@@ -390,23 +376,35 @@ class Runner:
         sink = _CountingSink(
             writer, clock=self._clock, progress_every=self._progress_every, log=log
         )
+        verifier = StreamVerifier(form)
+
+        def store_and_verify(chunk: bytes) -> None:
+            sink(chunk)
+            verifier.feed(chunk)
+
         try:
             result = shell.stream(
                 command.command,
-                sink,
+                store_and_verify,
                 stdin=stdin,
                 timeout=timeout.total_seconds(),
                 on_stderr_line=lambda line: log(f"remote: {line}"),
                 cancel=self._stop,
             )
-            if result.exit_status != 0:
+            if result.exit_status == EXIT_PRODUCER_WARNING and command.producer_warning:
+                log(f"warning: {command.producer_warning}")
+            elif result.exit_status != 0:
                 last = result.stderr_tail[-1] if result.stderr_tail else "no error output"
                 raise RunFailed(f"the remote command exited with {result.exit_status}: {last}")
-            if is_empty_backup(sink.head, sink.size, compressed=form.compressed):
-                raise RunFailed("the remote command produced no data: refusing an empty backup")
+            # An exit status is not proof: only a stream that reached its end is stored.
+            problem = verifier.finish()
+            if problem is not None:
+                raise RunFailed(f"the backup is incomplete, so it was not stored: {problem}")
         except BaseException:
             writer.abort()
             raise
+        finally:
+            verifier.close()
         writer.commit()
         return encrypting.size if encrypting is not None else sink.size
 
