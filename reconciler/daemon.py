@@ -17,6 +17,7 @@ from fastapi import FastAPI
 
 from reconciler.api import create_app
 from reconciler.engine import Engine
+from reconciler.executor import CONNECT_TIMEOUT, STALL_TIMEOUT
 from reconciler.gitstore import GitStore
 from reconciler.history import History, RunRecord
 from reconciler.metrics import install_operational_routes
@@ -51,6 +52,8 @@ class Settings:
     catch_up_deadline: timedelta = timedelta(hours=12)
     max_workers: int = 4
     run_timeout: timedelta = timedelta(hours=6)
+    connect_timeout: float = CONNECT_TIMEOUT
+    stall_timeout: float = STALL_TIMEOUT
     known_hosts: Path | None = None
     push: bool = False
 
@@ -87,6 +90,8 @@ def build(settings: Settings) -> Daemon:
         max_workers=settings.max_workers,
         default_timeout=settings.run_timeout,
         known_hosts=settings.known_hosts,
+        connect_timeout=settings.connect_timeout,
+        stall_timeout=settings.stall_timeout,
     )
     dispatch = scheduled_dispatch(history, runner.dispatch)
     scheduler = Scheduler(clock, dispatch)

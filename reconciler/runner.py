@@ -30,7 +30,7 @@ from reconciler.commands import (
 )
 from reconciler.destinations import BackupWriter, DestinationStore, open_destination
 from reconciler.encryption import EncryptingWriter
-from reconciler.executor import RemoteShell, SshTarget
+from reconciler.executor import CONNECT_TIMEOUT, STALL_TIMEOUT, RemoteShell, SshTarget
 from reconciler.history import History, RunInProgressError, RunRecord
 from reconciler.models import DatabaseConnection, DatabaseEngine, ResolvedTask, SourceType
 from reconciler.notify import RunOutcome, send_notifications
@@ -119,7 +119,8 @@ class Runner:
         max_workers: int = 4,
         default_timeout: timedelta = DEFAULT_TIMEOUT,
         known_hosts: Path | None = None,
-        connect_timeout: float = 15.0,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        stall_timeout: float = STALL_TIMEOUT,
         progress_every: timedelta = PROGRESS_EVERY,
     ) -> None:
         if max_workers < 1:
@@ -132,6 +133,7 @@ class Runner:
         self._default_timeout = default_timeout
         self._known_hosts = known_hosts
         self._connect_timeout = connect_timeout
+        self._stall_timeout = stall_timeout
         self._progress_every = progress_every
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="backup")
         self._lock = threading.Lock()
@@ -339,7 +341,9 @@ class Runner:
         log(f"connecting to {target.username}@{target.host}:{target.port}")
         store: DestinationStore = open_destination(task.destination, self._secrets.resolve)
         try:
-            with RemoteShell(target, connect_timeout=self._connect_timeout) as shell:
+            with RemoteShell(
+                target, connect_timeout=self._connect_timeout, stall_timeout=self._stall_timeout
+            ) as shell:
                 command, stdin = self._command(task, shell)
                 form = backup_format(spec.source, spec.storage, encrypted=passphrase is not None)
                 name = backup_name(spec.id, spec.storage.appended_filename, started, form.extension)
