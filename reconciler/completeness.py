@@ -42,6 +42,13 @@ _SPARSE_EXTENSION_IS_EXTENDED = 504
 class CompletenessCheck(Protocol):
     def feed(self, chunk: bytes) -> None: ...
 
+    def unread(self) -> int:
+        """How many of the next bytes the check passes without looking at them (member data):
+        a caller may skip them with `skip` instead of feeding them."""
+
+    def skip(self, size: int) -> None:
+        """Account for `size` bytes (at most `unread()`) passed without being fed."""
+
     def problem(self) -> str | None:
         """At the end of the stream: None when it is complete, else why it is not."""
 
@@ -148,6 +155,15 @@ class TarCheck:
                 self._read_header(header)
                 self._offset += BLOCK
 
+    def unread(self) -> int:
+        return 0 if self._pax is not None or self._problem is not None else self._skip
+
+    def skip(self, size: int) -> None:
+        if not 0 <= size <= self.unread():
+            raise ValueError(f"cannot skip {size} bytes: only {self.unread()} are unread")
+        self._skip -= size
+        self._offset += size
+
     def _read_header(self, header: bytes) -> None:
         if self._sparse_data is not None:  # a GNU sparse extension block, not a member header
             if not header[_SPARSE_EXTENSION_IS_EXTENDED]:
@@ -222,6 +238,13 @@ class DumpCheck:
     def feed(self, chunk: bytes) -> None:
         self._size += len(chunk)
         self._tail = (self._tail + chunk[-DUMP_TAIL_WINDOW:])[-DUMP_TAIL_WINDOW:]
+
+    def unread(self) -> int:
+        return 0  # every byte may be the last: the tail is kept
+
+    def skip(self, size: int) -> None:
+        if size:
+            raise ValueError("a dump's bytes cannot be skipped")
 
     def problem(self) -> str | None:
         if self._size == 0:

@@ -79,6 +79,32 @@ def test_a_whole_archive_is_complete_however_it_is_chunked(
     assert tar_problem(stream, sorted(cut % (len(stream) + 1) for cut in cuts)) is None
 
 
+@given(archives(), st.integers(1, 4 * BLOCK))
+def test_skipping_what_the_check_leaves_unread_gives_the_same_verdict(
+    archive: tuple[bytes, int], step: int
+) -> None:
+    """As the verifier does: splice away member data the check would not look at."""
+    stream, _ = archive
+    for whole in (stream, stream[: len(stream) // 2]):
+        check, position = TarCheck(), 0
+        while position < len(whole):
+            if unread := min(check.unread(), len(whole) - position):
+                check.skip(unread)
+                position += unread
+            else:
+                check.feed(whole[position : position + step])
+                position += step
+        assert check.problem() == tar_problem(whole)
+
+
+def test_a_dump_check_leaves_nothing_unread() -> None:
+    check = DumpCheck()
+    check.feed(b"-- dump\n" + DUMP_BODY)
+    assert check.unread() == 0
+    with pytest.raises(ValueError, match="cannot be skipped"):
+        check.skip(1)
+
+
 @given(archives(), st.data())
 def test_an_archive_cut_before_its_end_marker_is_refused(
     archive: tuple[bytes, int], data: st.DataObject
