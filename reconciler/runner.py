@@ -380,35 +380,33 @@ class Runner:
         sink = _CountingSink(
             writer, clock=self._clock, progress_every=self._progress_every, log=log
         )
-        verifier = StreamVerifier(form)
-
-        def store_and_verify(chunk: bytes) -> None:
-            sink(chunk)
-            verifier.feed(chunk)
-
         try:
-            result = shell.stream(
-                command.command,
-                store_and_verify,
-                stdin=stdin,
-                timeout=timeout.total_seconds(),
-                on_stderr_line=lambda line: log(f"remote: {line}"),
-                cancel=self._stop,
-            )
-            if result.exit_status == EXIT_PRODUCER_WARNING and command.producer_warning:
-                log(f"warning: {command.producer_warning}")
-            elif result.exit_status != 0:
-                last = result.stderr_tail[-1] if result.stderr_tail else "no error output"
-                raise RunFailed(f"the remote command exited with {result.exit_status}: {last}")
-            # An exit status is not proof: only a stream that reached its end is stored.
-            problem = verifier.finish()
-            if problem is not None:
-                raise RunFailed(f"the backup is incomplete, so it was not stored: {problem}")
+            with StreamVerifier(form) as verifier:
+
+                def store_and_verify(chunk: bytes) -> None:
+                    sink(chunk)
+                    verifier.feed(chunk)
+
+                result = shell.stream(
+                    command.command,
+                    store_and_verify,
+                    stdin=stdin,
+                    timeout=timeout.total_seconds(),
+                    on_stderr_line=lambda line: log(f"remote: {line}"),
+                    cancel=self._stop,
+                )
+                if result.exit_status == EXIT_PRODUCER_WARNING and command.producer_warning:
+                    log(f"warning: {command.producer_warning}")
+                elif result.exit_status != 0:
+                    last = result.stderr_tail[-1] if result.stderr_tail else "no error output"
+                    raise RunFailed(f"the remote command exited with {result.exit_status}: {last}")
+                # An exit status is not proof: only a stream that reached its end is stored.
+                problem = verifier.finish()
+                if problem is not None:
+                    raise RunFailed(f"the backup is incomplete, so it was not stored: {problem}")
         except BaseException:
             writer.abort()
             raise
-        finally:
-            verifier.close()
         writer.commit()
         return encrypting.size if encrypting is not None else sink.size
 
