@@ -182,3 +182,38 @@ def test_an_empty_or_cut_stream_fails_the_run_stores_nothing_and_rotates_nothing
     assert name is None
     assert sorted(path.name for path in dest.iterdir()) == sorted(older)
     assert all((dest / old).read_bytes() == b"an older backup" for old in older)
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("compression", list(Compression))
+def test_a_dump_cut_short_fails_the_run_under_every_login_shell(
+    sshd: SshServer,
+    restricted: ShellLogin,
+    postgres: PostgresServer,
+    tmp_path: Path,
+    compression: Compression,
+) -> None:
+    postgres.sql("DROP DATABASE IF EXISTS cut_short")
+    postgres.sql("CREATE DATABASE cut_short")
+    postgres.sql("CREATE TABLE t AS SELECT generate_series(1, 20000) AS n", "cut_short")
+    restricted.authorize(sshd, forced_command=CUT_SHORT)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    extension = "sql.zst" if compression is Compression.ZSTD else "sql"
+    older = backup_name(1, None, T0 - timedelta(days=1), extension)
+    (dest / older).write_bytes(b"an older dump")
+    connection = database_connection(DatabaseEngine.POSTGRESQL, postgres.port, postgres.username)
+    task = make_task(
+        as_login(sshd, restricted),
+        dest,
+        Source(type=SourceType.DATABASE, database_name="cut_short"),
+        database=connection,
+        storage=Storage(compression=compression, max_backups=1),
+    )
+    harness = Harness(tmp_path, {"DB_PASSWORD": postgres.password})
+
+    status, reason, name = run_record(harness, task)
+
+    assert status is RunStatus.FAILED, f"{restricted.shell}: stored {name}"
+    assert reason.startswith("the backup is incomplete, so it was not stored: "), reason
+    assert [path.name for path in dest.iterdir()] == [older]
