@@ -341,9 +341,17 @@ class RemoteShell:
         if transport is None or not transport.is_active():
             raise ExecutorError("the SSH connection was lost")
         deadline = time.monotonic() + timeout
-        channel = transport.open_session(
-            window_size=WINDOW_SIZE, max_packet_size=MAX_PACKET_SIZE, timeout=self._connect_timeout
-        )
+        try:
+            channel = transport.open_session(
+                window_size=WINDOW_SIZE,
+                max_packet_size=MAX_PACKET_SIZE,
+                timeout=self._connect_timeout,
+            )
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise CommandStalled(
+                f"could not open a session on the server (connect timeout "
+                f"{self._connect_timeout:g} s): {exc}"
+            ) from exc
         stderr = _StderrLines(on_stderr_line)
         received = 0
         try:
@@ -395,7 +403,7 @@ class RemoteShell:
         timer.start()
         try:
             channel.exec_command(command)
-        except paramiko.SSHException as exc:
+        except (paramiko.SSHException, EOFError, OSError) as exc:
             if expired.is_set():
                 raise CommandStalled(
                     f"the server did not start the command within {self._connect_timeout:.0f} s"

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.executor import CommandStalled, RemoteShell, SshTarget
 from reconciler.models import Compression, ResolvedTask, SecretRef, Storage
 from reconciler.retention import backup_name
 from reconciler.runner import Runner, RunRequest
@@ -167,11 +168,11 @@ def test_a_remote_tar_stopped_mid_stream_fails_within_the_stall_timeout(
 
 
 class StallingProxy:
-    """A TCP proxy to `upstream` that passes `limit` bytes from the server, then stops carrying
-    anything in either direction while keeping both connections open: a network that goes
-    silent mid-stream."""
+    """A TCP proxy to `upstream` that passes `limit` bytes from the server (None: until `stalled`
+    is set), then stops carrying anything in either direction while keeping both connections
+    open: a network that goes silent mid-stream."""
 
-    def __init__(self, upstream: int, limit: int) -> None:
+    def __init__(self, upstream: int, limit: int | None) -> None:
         self._upstream = upstream
         self._limit = limit
         self._listener = socket.socket()
@@ -193,7 +194,9 @@ class StallingProxy:
     def _pump(self, source: socket.socket, target: socket.socket, limit: int | None) -> None:
         passed = 0
         with contextlib.suppress(OSError):
-            while not self.stalled.is_set() and (data := source.recv(65536)):
+            while data := source.recv(65536):
+                if self.stalled.is_set():
+                    return
                 if limit is not None and passed + len(data) >= limit:
                     target.sendall(data[: limit - passed])
                     self.stalled.set()
@@ -230,6 +233,30 @@ def test_a_connection_that_stops_carrying_data_mid_stream_fails_within_the_stall
     assert proxy.stalled.is_set()
     assert f"sent nothing for {STALL_TIMEOUT:g} s" in reason
     assert_only(dest, older)
+
+
+def test_a_connection_that_goes_silent_before_the_command_starts_fails_within_the_connect_timeout(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    proxy = StallingProxy(sshd.port, limit=None)
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(f"[{HOST}]:{proxy.port} {sshd.host_key_line}\n")
+    target = SshTarget(
+        HOST,
+        proxy.port,
+        sshd.username,
+        private_key=str(sshd.private_key),
+        known_hosts=str(known_hosts),
+    )
+    try:
+        with RemoteShell(target, connect_timeout=CONNECT_TIMEOUT, stall_timeout=60) as shell:
+            proxy.stalled.set()
+            started = time.monotonic()
+            with pytest.raises(CommandStalled, match="could not open a session on the server"):
+                shell.stream("echo never", lambda chunk: None, timeout=60)
+            assert time.monotonic() - started < CONNECT_TIMEOUT + SLACK
+    finally:
+        proxy.close()
 
 
 def test_a_changed_host_key_is_refused_before_anything_runs(
