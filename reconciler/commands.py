@@ -6,7 +6,7 @@ read quotes differently: fish, for one, treats a backslash inside single quotes 
 goes over the wire never depends on the login shell: the real script is base64-encoded, and the
 line is `sh -c 'reconciler_script=$(echo <base64> | base64 -d) && eval "$reconciler_script"'`,
 whose only quoted text is letters, digits, `+/=`, spaces and `$()|&;"` -- no backslash and no
-single quote, which dash, bash, zsh, fish and csh all read the same way. The script itself then
+single quote, which dash, bash, zsh and fish (tested) and csh (by its rules) read the same way. The script itself then
 always runs under POSIX sh, where every value from the config is `shlex.quote`d. (The same idea
 as Mitogen's base64 bootstrap; Ansible instead asks the operator to declare each host's shell.)
 
