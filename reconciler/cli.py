@@ -89,6 +89,22 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HOURS",
         help="a run still going after HOURS fails (default 6; per task: run_timeout_seconds)",
     )
+    serve.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="limit for each step of reaching a remote over SSH: TCP connect, SSH banner, key "
+        "exchange, authentication, starting the command (default 15)",
+    )
+    serve.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="a backup whose remote command sends nothing for SECONDS fails (default 600; "
+        "0 disables)",
+    )
     serve.add_argument("--known-hosts", type=Path, help="known_hosts file for SSH host keys")
     serve.add_argument("--push", action="store_true", help="push API commits to the upstream")
     serve.add_argument(
@@ -225,6 +241,8 @@ def _serve(args: argparse.Namespace) -> int:
         catch_up_deadline=timedelta(hours=args.catch_up_deadline),
         max_workers=args.max_workers,
         run_timeout=timedelta(hours=args.run_timeout),
+        connect_timeout=args.connect_timeout,
+        stall_timeout=args.stall_timeout,
         known_hosts=args.known_hosts,
         push=args.push,
         keep_runs=args.keep_runs,

@@ -1,14 +1,23 @@
-"""The remote commands a backup runs, built as quoted POSIX shell strings. Pure: no I/O.
+"""The remote commands a backup runs, built as POSIX shell scripts. Pure: no I/O.
 
-Each backup is one `sh -c '<script>'` line, so that the remote login shell (bash, zsh, even fish)
-only ever sees a single quoted word, and the script always runs under a POSIX shell. Every value
-from the config is `shlex.quote`d before it reaches the script.
+sshd hands the command line to the SSH user's login shell (`$SHELL -c <line>`), and login shells
+read quotes differently: fish, for one, treats a backslash inside single quotes as an escape, so a
+`shlex.quote`d path ending in a backslash is a parse error there (and fish then exits 0). So what
+goes over the wire never depends on the login shell: the real script is base64-encoded, and the
+line is `sh -c 'reconciler_script=$(echo <base64> | base64 -d) && eval "$reconciler_script"'`,
+whose only quoted text is letters, digits, `+/=`, spaces and `$()|&;"` -- no backslash and no
+single quote, which dash, bash, zsh and fish (tested) and csh (by its rules) read the same way.
+The script itself then always runs under POSIX sh, where every value from the config is
+`shlex.quote`d. (The same idea as Mitogen's base64 bootstrap; Ansible instead asks the operator
+to declare each host's shell.)
 
 The producer (tar, mysqldump, pg_dump) is piped through zstd on the remote (unless the task's
 storage says `compression: none`): compression runs on the machine that holds the data, and fewer
 bytes cross the SSH channel. POSIX sh has no `pipefail`, so the script carries the producer's exit
 status out of the pipeline through a spare descriptor and exits with it; a failing dump is never
-mistaken for a short, successful one.
+mistaken for a short, successful one. A producer's tolerated warning (tar's 1, "file changed as we
+read it") leaves the script with its own status `EXIT_PRODUCER_WARNING`, never 0 and never a bare
+1 that anything else could have produced, so the warning counts only when the producer reported it.
 
 Database passwords never appear in an argument list: the script reads the password as the first
 line of its standard input (`IFS= read -r`) into `MYSQL_PWD` / `PGPASSWORD`, exports it for the
@@ -17,6 +26,7 @@ dump, and the caller writes that line into the channel. `ps` shows only the scri
 
 from __future__ import annotations
 
+import base64
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,8 +48,13 @@ ENCRYPTED_SUFFIX = "gpg"
 
 # GNU tar exits 1 when a file changed while it was read: on a live server that is a warning.
 TAR_CHANGED_FILES = 1
+TAR_CHANGED_FILES_WARNING = (
+    "tar exited with 1: some files changed while they were read (the archive holds them as tar "
+    "read them)"
+)
 # Exit statuses the script itself uses, distinct from the tools' own.
 EXIT_NO_PASSWORD_LINE = 97
+EXIT_PRODUCER_WARNING = 98
 
 _ENGINE_TOOLS = {DatabaseEngine.MYSQL: "mysqldump", DatabaseEngine.POSTGRESQL: "pg_dump"}
 _DEFAULT_PORTS = {3306: DatabaseEngine.MYSQL, 5432: DatabaseEngine.POSTGRESQL}
@@ -55,6 +70,9 @@ class RemoteCommand:
 
     command: str
     reads_password: bool  # the first stdin line must be the database password
+    # What the producer's tolerated warning means, when it has one (the script then exits with
+    # EXIT_PRODUCER_WARNING); None: any status but 0 is a failure.
+    producer_warning: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,28 +121,41 @@ def backup_format(source: Source, storage: Storage, *, encrypted: bool) -> Backu
     return BackupFormat(source.type, make_compressor(storage) is not None, encrypted)
 
 
-def _posix(script: str) -> str:
-    return "sh -c " + shlex.quote(script)
+def login_shell_line(script: str) -> str:
+    """The exec line that runs the POSIX `script` under `sh`, read the same by every login shell.
+
+    If `base64` is missing on the remote, the assignment fails and sh exits with its status (127)
+    and message, rather than evaluating an empty script.
+    """
+    try:
+        encoded = script.encode()
+    except UnicodeEncodeError as exc:  # a lone surrogate, which YAML's "\\ud800" can produce
+        raise CommandError(f"a name in the command is not valid UTF-8 text: {exc.reason}") from exc
+    payload = base64.b64encode(encoded).decode("ascii")
+    return f"sh -c 'reconciler_script=$(echo {payload} | base64 -d) && eval \"$reconciler_script\"'"
 
 
 def _pipeline(
     producer: str, compressor: Sequence[str] | None, *, warning_status: int | None = None
 ) -> str:
     """`producer | compressor` (or the producer alone), exiting with the producer's status if it
-    failed (a tolerated warning status counts as success), else the compressor's.
+    failed, else the compressor's if that failed, else EXIT_PRODUCER_WARNING if the producer ended
+    with its tolerated `warning_status`, else 0.
 
     fd 4 is the real stdout; fd 3 carries the producer's status into `$(...)`.
     """
-    tolerated = "0" if warning_status is None else f"0|{warning_status}"
+    warning = "" if warning_status is None else f"{warning_status}) warned=1 ;; "
+    verdict = (
+        f'warned=0; case "$status" in 0) ;; {warning}*) exit "$status" ;; esac; '
+        'case "$compressor_status" in 0) ;; *) exit "$compressor_status" ;; esac; '
+        f'case "$warned" in 1) exit {EXIT_PRODUCER_WARNING} ;; esac; exit 0'
+    )
     if compressor is None:
-        return (
-            f'{producer}; status=$?; case "$status" in {tolerated}) exit 0 ;; esac; exit "$status"'
-        )
+        return f"{producer}; status=$?; compressor_status=0; {verdict}"
     return (
         f"{{ status=$( {{ {{ {producer}; echo $? >&3; }} | {shlex.join(compressor)} >&4; }} "
         "3>&1 ); compressor_status=$?; } 4>&1; "
-        f'case "$status" in {tolerated}) ;; *) exit "$status" ;; esac; '
-        'exit "$compressor_status"'
+        f"{verdict}"
     )
 
 
@@ -135,9 +166,8 @@ def make_files_backup(path: str, compressor: Sequence[str] | None) -> RemoteComm
         raise CommandError(f"source path must be absolute, got {path!r}")
     parent, name = (str(target.parent), target.name) if target.name else ("/", ".")
     tar = f"tar -C {shlex.quote(parent)} -cf - -- {shlex.quote(name)}"
-    return RemoteCommand(
-        _posix(_pipeline(tar, compressor, warning_status=TAR_CHANGED_FILES)), False
-    )
+    script = _pipeline(tar, compressor, warning_status=TAR_CHANGED_FILES)
+    return RemoteCommand(login_shell_line(script), False, TAR_CHANGED_FILES_WARNING)
 
 
 def _password_prologue(variable: str) -> str:
@@ -168,7 +198,7 @@ def make_mysql_dump(
     argv += ["--", database]
     prologue = _password_prologue("MYSQL_PWD") if connection.password is not None else ""
     script = prologue + _pipeline(shlex.join(argv), compressor)
-    return RemoteCommand(_posix(script), connection.password is not None)
+    return RemoteCommand(login_shell_line(script), connection.password is not None)
 
 
 def _pg_literal(name: str) -> str:
@@ -189,11 +219,11 @@ def make_postgres_dump(
     prologue = _password_prologue("PGPASSWORD") if connection.password is not None else ""
     dump = f"PGDATABASE={shlex.quote(database)} {shlex.join(argv)}"
     script = prologue + _pipeline(dump, compressor)
-    return RemoteCommand(_posix(script), connection.password is not None)
+    return RemoteCommand(login_shell_line(script), connection.password is not None)
 
 
 # Prints one line per dump tool found on the remote.
-DETECT_ENGINE_COMMAND = _posix(
+DETECT_ENGINE_COMMAND = login_shell_line(
     'for tool in mysqldump pg_dump; do command -v "$tool" >/dev/null 2>&1 && echo "$tool"; '
     "done; exit 0"
 )

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from reconciler.api import DEFAULT_MAX_BODY_BYTES, create_app
 from reconciler.api.secretkeys import forget_unreferenced
 from reconciler.engine import Engine
+from reconciler.executor import CONNECT_TIMEOUT, STALL_TIMEOUT
 from reconciler.gitstore import GitStore
 from reconciler.history import History, RunRecord
 from reconciler.metrics import install_operational_routes
@@ -56,6 +57,8 @@ class Settings:
     catch_up_deadline: timedelta = timedelta(hours=12)
     max_workers: int = 4
     run_timeout: timedelta = timedelta(hours=6)
+    connect_timeout: float = CONNECT_TIMEOUT
+    stall_timeout: float = STALL_TIMEOUT
     known_hosts: Path | None = None
     push: bool = False
     keep_runs: int = DEFAULT_KEEP_RUNS
@@ -97,6 +100,8 @@ def build(settings: Settings) -> Daemon:
         known_hosts=settings.known_hosts,
         keep_runs=settings.keep_runs,
         keep_run_age=settings.keep_run_age,
+        connect_timeout=settings.connect_timeout,
+        stall_timeout=settings.stall_timeout,
     )
     fires = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fire")
     dispatch = scheduled_dispatch(history, runner.dispatch, fires)

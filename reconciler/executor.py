@@ -38,7 +38,13 @@ from reconciler.models import RemoteServer
 CHUNK_SIZE = 4 << 20
 WINDOW_SIZE = 16 << 20
 MAX_PACKET_SIZE = 256 << 10
+# Each of: the TCP connect, the server's SSH banner, the key exchange, authentication, opening the
+# session and the server's answer to the command (a server that accepts TCP and never speaks SSH
+# fails after this long).
 CONNECT_TIMEOUT = 15.0
+# A command that sends nothing (stdout or stderr) for this long has stalled, or its connection has:
+# it fails then rather than at the end of its run timeout. 0 disables.
+STALL_TIMEOUT = 600.0
 KEEPALIVE_SECONDS = 15
 STDERR_KEEP_LINES = 200
 # Weak CBC/3DES modes are never offered; AES-GCM is preferred for speed.
@@ -53,6 +59,9 @@ _POLL_SECONDS = 0.25
 # What paramiko reports when no exit-status message came: the connection closed, or the command
 # was killed by a signal (OpenSSH then sends exit-signal, which paramiko does not record).
 _NO_EXIT_STATUS = -1
+# What paramiko says when the server never sent its banner, or the key exchange outlasted the
+# timeout (paramiko then goes on to authenticate a session that never started).
+_HANDSHAKE_UNFINISHED = ("Error reading SSH protocol banner", "No existing session")
 
 
 class ExecutorError(Exception):
@@ -69,6 +78,10 @@ class CommandTimeout(ExecutorError):
 
 class CommandCancelled(ExecutorError):
     """The caller asked the command to stop (the daemon is shutting down)."""
+
+
+class CommandStalled(ExecutorError):
+    """Nothing arrived from the remote command for longer than the stall timeout."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,10 +187,12 @@ class RemoteShell:
         target: SshTarget,
         *,
         connect_timeout: float = CONNECT_TIMEOUT,
+        stall_timeout: float = STALL_TIMEOUT,
         keepalive_seconds: int = KEEPALIVE_SECONDS,
     ) -> None:
         self._target = target
         self._connect_timeout = connect_timeout
+        self._stall_timeout = stall_timeout
         self._keepalive = keepalive_seconds
         self._connection: fabric.Connection | None = None
 
@@ -213,6 +228,12 @@ class RemoteShell:
                 raise HostKeyError(
                     f"host key of {where} is not in {known_hosts}: add it (ssh-keyscan) "
                     "or set accept_new_host_keys on the server"
+                ) from exc
+            if any(text in str(exc) for text in _HANDSHAKE_UNFINISHED):
+                raise ExecutorError(
+                    f"cannot connect to {where}: the server accepted the connection but did not "
+                    f"complete the SSH handshake within {self._connect_timeout:g} s (is it an SSH "
+                    f"server?): {exc}"
                 ) from exc
             raise ExecutorError(f"cannot connect to {where}: {exc}") from exc
         except OSError as exc:
@@ -313,8 +334,9 @@ class RemoteShell:
         """Run `command`, handing its stdout to `sink` in chunks as it arrives.
 
         `stdin` is written first and then closed (so secrets reach the command through a pipe).
-        Raises CommandTimeout when the command runs longer than `timeout` seconds, and
-        CommandCancelled soon after `cancel` is set; closing the channel stops the remote command.
+        Raises CommandTimeout when the command runs longer than `timeout` seconds, CommandStalled
+        when nothing arrives for the stall timeout, and CommandCancelled soon after `cancel` is
+        set; closing the channel stops the remote command.
         """
         if self._connection is None:
             raise ExecutorError("not connected")
@@ -322,31 +344,44 @@ class RemoteShell:
         if transport is None or not transport.is_active():
             raise ExecutorError("the SSH connection was lost")
         deadline = time.monotonic() + timeout
-        channel = transport.open_session(
-            window_size=WINDOW_SIZE, max_packet_size=MAX_PACKET_SIZE, timeout=self._connect_timeout
-        )
+        try:
+            channel = transport.open_session(
+                window_size=WINDOW_SIZE,
+                max_packet_size=MAX_PACKET_SIZE,
+                timeout=self._connect_timeout,
+            )
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise CommandStalled(
+                f"could not open a session on the server (connect timeout "
+                f"{self._connect_timeout:g} s): {exc}"
+            ) from exc
         stderr = _StderrLines(on_stderr_line)
         received = 0
         try:
             channel.settimeout(_POLL_SECONDS)
-            channel.exec_command(command)
+            self._exec(transport, channel, command)
             if stdin:
                 channel.sendall(stdin)
             channel.shutdown_write()
+            heard = time.monotonic()  # when the command last sent anything
             while True:
                 while channel.recv_stderr_ready():
                     stderr.feed(channel.recv_stderr(CHUNK_SIZE))
+                    heard = time.monotonic()
                 self._check(deadline, timeout, cancel)
+                self._check_stall(heard)
                 try:
                     data = channel.recv(CHUNK_SIZE)
                 except TimeoutError:
                     continue
                 if not data:
                     break
+                heard = time.monotonic()
                 received += len(data)
                 sink(data)
             while not channel.exit_status_ready():
                 self._check(deadline, timeout, cancel)
+                self._check_stall(heard)
                 time.sleep(0.01)
             self._drain_stderr(channel, stderr)
             stderr.flush()
@@ -355,6 +390,37 @@ class RemoteShell:
             raise ExecutorError(f"the SSH connection failed during the command: {exc}") from exc
         finally:
             channel.close()
+
+    def _exec(self, transport: paramiko.Transport, channel: paramiko.Channel, command: str) -> None:
+        """Start `command`, bounded by the connect timeout: paramiko waits for the server's answer
+        without one, so a server that stalls just then would hold the run forever. The transport
+        is closed to end that wait."""
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            transport.close()
+
+        timer = threading.Timer(self._connect_timeout, expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            channel.exec_command(command)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            if expired.is_set():
+                raise CommandStalled(
+                    f"the server did not start the command within {self._connect_timeout:.0f} s"
+                ) from exc
+            raise
+        finally:
+            timer.cancel()
+
+    def _check_stall(self, heard: float) -> None:
+        if self._stall_timeout and time.monotonic() - heard > self._stall_timeout:
+            raise CommandStalled(
+                f"the remote command sent nothing for {self._stall_timeout:g} s: it, or its "
+                "connection, stalled"
+            )
 
     @staticmethod
     def _check(deadline: float, timeout: float, cancel: threading.Event | None) -> None:

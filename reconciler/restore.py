@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO
 
 from reconciler.commands import DUMP_EXTENSION, BackupFormat
+from reconciler.completeness import DUMP_TAIL_WINDOW, dump_tail_complete
 from reconciler.destinations import open_destination
 from reconciler.encryption import CHUNK_SIZE, decrypt_stream
 from reconciler.history import History, RunRecord
@@ -56,19 +57,15 @@ def choose_backup(task: ResolvedTask, run: RunRecord | None, names: list[str]) -
     return max(own, key=lambda name: (own[name], name))
 
 
-# The last comment each dump tool writes, once the whole dump is out (mysqldump adds a date; pg_dump
-# may add a `\unrestrict` line after it).
-DUMP_TRAILERS = (b"-- Dump completed", b"-- PostgreSQL database dump complete")
-_TRAILER_WINDOW = 256
-
-
 def check_dump_complete(dump: Path) -> None:
     """Refuse a dump cut short: zstd and gpg check their own framing, but a dump stored without
-    compression or encryption has nothing else to tell a truncated file from a whole one."""
+    compression or encryption has nothing else to tell a truncated file from a whole one (the same
+    rule a run applies before storing it: reconciler.completeness)."""
     with dump.open("rb") as file:
-        file.seek(max(0, file.seek(0, 2) - _TRAILER_WINDOW))
+        size = file.seek(0, 2)
+        file.seek(max(0, size - DUMP_TAIL_WINDOW))
         tail = file.read()
-    if not any(trailer in tail for trailer in DUMP_TRAILERS):
+    if not dump_tail_complete(tail, whole=size <= DUMP_TAIL_WINDOW):
         raise RestoreError(
             "the backup is damaged or incomplete: the dump does not end with its tool's "
             "closing comment (mysqldump: '-- Dump completed', pg_dump: '-- PostgreSQL database "

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import subprocess
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from pydantic import TypeAdapter
 
 from reconciler.commands import (
     DETECT_ENGINE_COMMAND,
+    EXIT_PRODUCER_WARNING,
     BackupFormat,
     RemoteCommand,
     backup_format,
@@ -36,7 +36,7 @@ from reconciler.commands import (
 )
 from reconciler.destinations import BackupWriter, DestinationStore, open_destination
 from reconciler.encryption import EncryptingWriter
-from reconciler.executor import RemoteShell, SshTarget
+from reconciler.executor import CONNECT_TIMEOUT, STALL_TIMEOUT, RemoteShell, SshTarget
 from reconciler.history import History, RunInProgressError, RunRecord, RunTarget
 from reconciler.models import (
     BackupDestination,
@@ -49,6 +49,7 @@ from reconciler.notify import RunOutcome, send_notifications
 from reconciler.retention import backup_name, backups_to_delete
 from reconciler.secrets import Secrets
 from reconciler.types import Clock, RunStatus
+from reconciler.verifier import StreamVerifier
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +64,6 @@ LOG_BATCH_LINES = 500
 LOG_BATCH_CHARS = 256 << 10
 LOG_FLUSH_SECONDS = 0.5
 MAX_RUN_LOG_LINES = 100_000
-# A zstd frame of empty input is about a dozen bytes; anything this small is checked by decoding.
-_SMALL_STREAM = 64
 
 
 class RunRequest(StrEnum):
@@ -170,19 +169,9 @@ class _RunLog:
             logger.exception("run %d: cannot store its log lines", self._run_id)
 
 
-def is_empty_backup(head: bytes, size: int, *, compressed: bool) -> bool:
-    """Whether a stream of `size` bytes starting with `head` holds no data at all."""
-    if size >= _SMALL_STREAM:
-        return False
-    if not compressed:
-        return size == 0
-    decoded = subprocess.run(["zstd", "-dc"], input=head, capture_output=True, check=False)
-    return decoded.returncode == 0 and decoded.stdout == b""
-
-
 class _CountingSink:
-    """Counts the bytes that flow to the writer, keeps the first few, and logs how far the stream
-    has come every `progress_every`, so a long run shows progress in its log (`latest-log`)."""
+    """Counts the bytes that flow to the writer, and logs how far the stream has come every
+    `progress_every`, so a long run shows progress in its log (`latest-log`)."""
 
     def __init__(
         self,
@@ -199,11 +188,8 @@ class _CountingSink:
         self._started = clock.now()
         self._next_progress = self._started + progress_every
         self.size = 0
-        self.head = b""
 
     def __call__(self, chunk: bytes) -> None:
-        if len(self.head) < _SMALL_STREAM:
-            self.head += chunk[: _SMALL_STREAM - len(self.head)]
         self.size += len(chunk)
         self._writer.write(chunk)
         now = self._clock.now()
@@ -226,7 +212,8 @@ class Runner:
         max_workers: int = 4,
         default_timeout: timedelta = DEFAULT_TIMEOUT,
         known_hosts: Path | None = None,
-        connect_timeout: float = 15.0,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        stall_timeout: float = STALL_TIMEOUT,
         progress_every: timedelta = PROGRESS_EVERY,
         keep_runs: int = DEFAULT_KEEP_RUNS,
         keep_run_age: timedelta | None = DEFAULT_KEEP_RUN_AGE,
@@ -253,6 +240,7 @@ class Runner:
         self._default_timeout = default_timeout
         self._known_hosts = known_hosts
         self._connect_timeout = connect_timeout
+        self._stall_timeout = stall_timeout
         self._progress_every = progress_every
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="backup")
         self._lock = threading.Lock()
@@ -494,7 +482,9 @@ class Runner:
         log(f"connecting to {target.username}@{target.host}:{target.port}")
         store: DestinationStore = open_destination(task.destination, self._secrets.resolve)
         try:
-            with RemoteShell(target, connect_timeout=self._connect_timeout) as shell:
+            with RemoteShell(
+                target, connect_timeout=self._connect_timeout, stall_timeout=self._stall_timeout
+            ) as shell:
                 command, stdin = self._command(task, shell)
                 form = backup_format(spec.source, spec.storage, encrypted=passphrase is not None)
                 name = backup_name(spec.id, spec.storage.appended_filename, started, form.extension)
@@ -534,19 +524,29 @@ class Runner:
             writer, clock=self._clock, progress_every=self._progress_every, log=log
         )
         try:
-            result = shell.stream(
-                command.command,
-                sink,
-                stdin=stdin,
-                timeout=timeout.total_seconds(),
-                on_stderr_line=lambda line: log(f"remote: {line}"),
-                cancel=self._stop,
-            )
-            if result.exit_status != 0:
-                last = result.stderr_tail[-1] if result.stderr_tail else "no error output"
-                raise RunFailed(f"the remote command exited with {result.exit_status}: {last}")
-            if is_empty_backup(sink.head, sink.size, compressed=form.compressed):
-                raise RunFailed("the remote command produced no data: refusing an empty backup")
+            with StreamVerifier(form) as verifier:
+
+                def store_and_verify(chunk: bytes) -> None:
+                    sink(chunk)
+                    verifier.feed(chunk)
+
+                result = shell.stream(
+                    command.command,
+                    store_and_verify,
+                    stdin=stdin,
+                    timeout=timeout.total_seconds(),
+                    on_stderr_line=lambda line: log(f"remote: {line}"),
+                    cancel=self._stop,
+                )
+                if result.exit_status == EXIT_PRODUCER_WARNING and command.producer_warning:
+                    log(f"warning: {command.producer_warning}")
+                elif result.exit_status != 0:
+                    last = result.stderr_tail[-1] if result.stderr_tail else "no error output"
+                    raise RunFailed(f"the remote command exited with {result.exit_status}: {last}")
+                # An exit status is not proof: only a stream that reached its end is stored.
+                problem = verifier.finish()
+                if problem is not None:
+                    raise RunFailed(f"the backup is incomplete, so it was not stored: {problem}")
         except BaseException:
             writer.abort()
             raise

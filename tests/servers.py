@@ -151,6 +151,55 @@ def password_user() -> Iterator[PasswordLogin]:
         subprocess.run(["userdel", "-f", "-r", name], check=True, capture_output=True)
 
 
+SHELL_USER_PREFIX = "reconciler-s-"
+
+
+@dataclass(frozen=True)
+class ShellLogin:
+    """A Linux user with its own login shell that sshd lets in with the server's user key."""
+
+    username: str
+    shell: str  # absolute path of the login shell
+    home: Path
+
+    @property
+    def authorized_keys(self) -> Path:
+        return self.home / ".ssh" / "authorized_keys"
+
+    def authorize(self, server: SshServer, *, forced_command: str | None = None) -> None:
+        """Let `server.private_key` in; with `forced_command`, sshd runs that instead of what the
+        client asks (an authorized_keys `command=` option; the client's command is then in
+        $SSH_ORIGINAL_COMMAND)."""
+        key = server.private_key.with_suffix(".pub").read_text().strip()
+        if forced_command is not None:
+            escaped = forced_command.replace('"', '\\"')  # sshd unescapes only \"
+            key = f'command="{escaped}" {key}'
+        self.authorized_keys.write_text(key + "\n")
+
+
+@contextmanager
+def shell_user(shell: str) -> Iterator[ShellLogin]:
+    """A fresh Linux user whose login shell is `shell` (which must be installed), deleted with its
+    home on exit; named `reconciler-s-*`, which the test sshd lets in by key from its home."""
+    path = shutil.which(shell)
+    if path is None:
+        raise ServerStartError(f"{shell} is not installed (scripts/setup installs it)")
+    name = f"{SHELL_USER_PREFIX}{secrets.token_hex(4)}"
+    # No password ("*"), but not locked ("!"): sshd refuses a locked account even a key login.
+    subprocess.run(["useradd", "-m", "-s", path, "-p", "*", name], check=True, capture_output=True)
+    try:
+        entry = pwd.getpwnam(name)
+        home = Path(entry.pw_dir)
+        ssh_dir = home / ".ssh"
+        ssh_dir.mkdir(mode=0o700)
+        (ssh_dir / "authorized_keys").touch(mode=0o600)
+        for owned in (ssh_dir, ssh_dir / "authorized_keys"):
+            os.chown(owned, entry.pw_uid, entry.pw_gid)
+        yield ShellLogin(name, path, home)
+    finally:
+        subprocess.run(["userdel", "-f", "-r", name], check=True, capture_output=True)
+
+
 @contextmanager
 def start_sshd(directory: Path) -> Iterator[SshServer]:
     """sshd allowing root login with a generated key, and `password_login` by password.
@@ -191,7 +240,9 @@ def start_sshd(directory: Path) -> Iterator[SshServer]:
                     "MaxStartups 50:30:100",
                     "Subsystem sftp internal-sftp",
                     # Last: everything after a Match line applies to the matched user only. The
-                    # test directory is root-only, so this user's keys live in its own home.
+                    # test directory is root-only, so these users' keys live in their own homes.
+                    f"Match User {SHELL_USER_PREFIX}*",
+                    "    AuthorizedKeysFile .ssh/authorized_keys",
                     f"Match User {login.username}",
                     "    PasswordAuthentication yes",
                     "    AuthorizedKeysFile .ssh/authorized_keys",

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import io
+import re
 import subprocess
 import tarfile
+import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reconciler.commands import (
@@ -64,17 +67,114 @@ def run_remote(sshd: SshServer, command: str, stdin: bytes = b"") -> tuple[int, 
     return result.exit_status, b"".join(out)
 
 
+def plain_names(archive: bytes) -> list[str]:
+    with tarfile.open(fileobj=io.BytesIO(archive)) as opened:
+        return opened.getnames()
+
+
 def untar(compressed: bytes) -> list[str]:
     raw = subprocess.run(["zstd", "-dc"], input=compressed, capture_output=True, check=True)
-    with tarfile.open(fileobj=io.BytesIO(raw.stdout)) as archive:
-        return archive.getnames()
+    return plain_names(raw.stdout)
 
 
-@given(st.text(min_size=1).filter(lambda s: "\x00" not in s and "/" not in s))
-def test_a_files_command_is_one_quoted_sh_word_whatever_the_name(name: str) -> None:
-    command = make_files_backup(f"/srv/{name}", ZSTD).command
-    assert command.startswith("sh -c '")
-    assert command.endswith("'")
+# What a login shell reads: `sh -c '...'` around text with no `'` and no backslash, which is how
+# dash, bash, zsh, fish and csh all read single quotes.
+LOGIN_SHELL_LINE = re.compile(
+    r"sh -c 'reconciler_script=\$\(echo ([A-Za-z0-9+/=]+) \| base64 -d\) "
+    r"&& eval \"\$reconciler_script\"'"
+)
+LOGIN_SHELLS = ("dash", "bash", "zsh", "fish")
+# A file name: any text without NUL or "/", at most 255 bytes, never "." or "..".
+NAMES = st.text(st.characters(exclude_characters="\x00/"), min_size=1, max_size=60).filter(
+    lambda name: name not in (".", "..") and len(name.encode()) <= 255
+)
+# Database and table names: any text without NUL.
+SQL_NAMES = st.text(
+    st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), min_size=1, max_size=40
+)
+
+
+def script_of(line: str) -> str:
+    """The POSIX script a login-shell line carries."""
+    match = LOGIN_SHELL_LINE.fullmatch(line)
+    assert match is not None, line
+    return base64.b64decode(match.group(1)).decode()
+
+
+def argv_seen(script: str, tool: str, stdin: bytes = b"") -> tuple[list[str], str]:
+    """Run `script` under sh with `tool` defined as a function that prints its arguments (NUL
+    after each) and $PGDATABASE: what the real tool would have been given."""
+    probe = f'{tool}() {{ printf "%s\\0" "$@"; printf "PGDATABASE=%s" "${{PGDATABASE-}}" >&2; }}\n'
+    done = subprocess.run(["sh", "-c", probe + script], input=stdin, capture_output=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.decode().split("\0")[:-1], done.stderr.decode().removeprefix("PGDATABASE=")
+
+
+def pg_exact_pattern(name: str) -> str:
+    """pg_dump's pattern for exactly `name` (`schema.table` split at the first dot): each part in
+    double quotes, its own double quotes doubled, so no character acts as a wildcard."""
+    return ".".join('"' + part.replace('"', '""') + '"' for part in name.split(".", 1))
+
+
+@given(NAMES, st.sampled_from([ZSTD, None]))
+def test_a_login_shell_reads_only_characters_every_shell_reads_the_same(
+    name: str, compressor: tuple[str, ...] | None
+) -> None:
+    line = make_files_backup(f"/srv/{name}", compressor).command
+    assert LOGIN_SHELL_LINE.fullmatch(line)
+
+
+def test_engine_detection_is_a_login_shell_line_too() -> None:
+    assert LOGIN_SHELL_LINE.fullmatch(DETECT_ENGINE_COMMAND)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(NAMES, NAMES, st.sampled_from([ZSTD, None]))
+def test_every_login_shell_archives_exactly_the_given_path(
+    parent: str, name: str, compressor: tuple[str, ...] | None
+) -> None:
+    """The real command line run by each real shell (as sshd runs it: `$SHELL -c LINE`) archives
+    the directory named, members named after its last component, and nothing else."""
+    with tempfile.TemporaryDirectory() as root:
+        source = Path(root) / parent / name
+        source.mkdir(parents=True)
+        (source / "file").write_text("content")
+        line = make_files_backup(str(source), compressor).command
+        for shell in LOGIN_SHELLS:
+            done = subprocess.run([shell, "-c", line], capture_output=True, cwd=root)
+            assert done.returncode == 0, (shell, done.stderr)
+            archive = untar(done.stdout) if compressor else plain_names(done.stdout)
+            assert sorted(archive) == sorted([name, f"{name}/file"]), shell
+
+
+@given(SQL_NAMES, st.lists(SQL_NAMES, max_size=3), st.booleans())
+def test_the_decoded_mysql_script_gives_mysqldump_exactly_the_given_names(
+    database: str, tables: list[str], with_password: bool
+) -> None:
+    password = SecretRef(env="UNUSED") if with_password else None
+    connection = DatabaseConnection(host="db.example.com", username="backup", password=password)
+    command = make_mysql_dump(connection, database, tables, None)
+    stdin = b"secret\n" if command.reads_password else b""
+    argv, _ = argv_seen(script_of(command.command), "mysqldump", stdin)
+    assert argv[-2:] == ["--", database]
+    assert [arg for arg in argv if arg.startswith("--ignore-table=")] == [
+        f"--ignore-table={database}.{table}" for table in tables
+    ]
+    assert "--host=db.example.com" in argv
+    assert "--user=backup" in argv
+
+
+@given(SQL_NAMES, st.lists(SQL_NAMES, max_size=3))
+def test_the_decoded_postgres_script_gives_pg_dump_exactly_the_given_names(
+    database: str, tables: list[str]
+) -> None:
+    command = make_postgres_dump(DatabaseConnection(port=5433), database, tables, None)
+    argv, pgdatabase = argv_seen(script_of(command.command), "pg_dump")
+    assert pgdatabase == database
+    assert [arg for arg in argv if arg.startswith("--exclude-table=")] == [
+        f"--exclude-table={pg_exact_pattern(table)}" for table in tables
+    ]
+    assert argv[:2] == ["--no-password", "--port=5433"]
 
 
 @pytest.mark.parametrize("template", HOSTILE)
@@ -164,8 +264,8 @@ def test_the_database_password_is_never_part_of_the_command() -> None:
     for make in (make_mysql_dump, make_postgres_dump):
         command = make(connection, "shop", ["sessions"], ZSTD)
         assert command.reads_password
-        assert "DB_PASSWORD" not in command.command
-        assert "--password" not in command.command
+        assert "DB_PASSWORD" not in script_of(command.command)
+        assert "--password" not in script_of(command.command)
 
 
 def test_a_dump_without_a_password_reads_no_stdin() -> None:
@@ -174,14 +274,18 @@ def test_a_dump_without_a_password_reads_no_stdin() -> None:
 
 def test_excluded_tables_become_ignore_and_exclude_options() -> None:
     connection = DatabaseConnection()
-    assert (
-        "--ignore-table=shop.sessions"
-        in make_mysql_dump(connection, "shop", ["sessions"], ZSTD).command
-    )
+    mysql = make_mysql_dump(connection, "shop", ["sessions"], None)
+    assert "--ignore-table=shop.sessions" in argv_seen(script_of(mysql.command), "mysqldump")[0]
     # pg_dump patterns are quoted so that a name never acts as a wildcard
-    pg = make_postgres_dump(connection, "shop", ["Sess*", "audit.log"], ZSTD).command
-    assert '--exclude-table="Sess*"' in pg.replace("'\"'\"'", "'")
-    assert '"audit"."log"' in pg.replace("'\"'\"'", "'")
+    pg = make_postgres_dump(connection, "shop", ["Sess*", "audit.log"], None)
+    argv, _ = argv_seen(script_of(pg.command), "pg_dump")
+    assert '--exclude-table="Sess*"' in argv
+    assert '--exclude-table="audit"."log"' in argv
+
+
+def test_text_that_is_not_valid_unicode_is_refused_not_sent() -> None:
+    with pytest.raises(CommandError, match="UTF-8"):
+        make_files_backup("/srv/\ud800", ZSTD)
 
 
 def test_a_declared_engine_wins_over_detection() -> None:

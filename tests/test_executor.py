@@ -16,6 +16,7 @@ import pytest
 from reconciler.executor import (
     CHUNK_SIZE,
     CommandCancelled,
+    CommandStalled,
     CommandTimeout,
     ExecutorError,
     HostKeyError,
@@ -133,6 +134,24 @@ def test_stdin_reaches_the_command_and_stderr_lines_are_reported(sshd: SshServer
 def test_a_command_running_past_its_timeout_is_stopped(sshd: SshServer) -> None:
     with RemoteShell(target(sshd)) as shell, pytest.raises(CommandTimeout):
         shell.stream("sleep 30", lambda chunk: None, timeout=0.5)
+
+
+def test_a_command_that_sends_nothing_for_the_stall_timeout_has_stalled(sshd: SshServer) -> None:
+    with (
+        RemoteShell(target(sshd), stall_timeout=0.5) as shell,
+        pytest.raises(CommandStalled, match=r"sent nothing for 0\.5 s"),
+    ):
+        shell.stream("sleep 30", lambda chunk: None, timeout=60)
+
+
+def test_output_on_stdout_or_stderr_keeps_a_slow_command_from_counting_as_stalled(
+    sshd: SshServer,
+) -> None:
+    slow = "for i in 1 2 3 4 5 6; do sleep 0.25; echo $i; echo $i >&2; done"
+    with RemoteShell(target(sshd), stall_timeout=0.6) as shell:
+        assert shell.run(slow) == (0, "1\n2\n3\n4\n5\n6\n")
+        result = shell.stream(f"{{ {slow}; }} >/dev/null", lambda chunk: None, timeout=60)
+    assert result.exit_status == 0
 
 
 def test_a_cancelled_command_stops_promptly(sshd: SshServer) -> None:

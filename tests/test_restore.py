@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import filecmp
 import os
 import subprocess
 from pathlib import Path
@@ -15,6 +14,7 @@ from reconciler.restore import RestoreError, check_dump_complete, restore
 from reconciler.types import RunStatus
 from tests.runs import Harness, database_connection, files_task, make_task
 from tests.servers import MariaDbServer, PostgresServer, SshServer
+from tests.trees import same_tree
 
 
 def make_tree(root: Path) -> Path:
@@ -26,16 +26,6 @@ def make_tree(root: Path) -> Path:
     (source / "nested" / "name with 'quotes' and $x").write_text("odd")
     os.symlink("text.txt", source / "link")
     return source
-
-
-def same_tree(left: Path, right: Path) -> bool:
-    comparison = filecmp.dircmp(left, right)
-    if comparison.left_only or comparison.right_only or comparison.funny_files:
-        return False
-    _, mismatch, errors = filecmp.cmpfiles(left, right, comparison.common_files, shallow=False)
-    if mismatch or errors:
-        return False
-    return all(same_tree(left / sub, right / sub) for sub in comparison.common_dirs)
 
 
 @pytest.mark.parametrize("compression", list(Compression))

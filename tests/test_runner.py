@@ -8,7 +8,6 @@ import os
 import re
 import socket
 import sqlite3
-import subprocess
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -19,7 +18,7 @@ from reconciler.destinations import partial_name
 from reconciler.history import History, RunTarget
 from reconciler.models import DatabaseEngine, ResolvedTask, Source, SourceType, Storage
 from reconciler.retention import backup_name
-from reconciler.runner import Runner, RunRequest, is_empty_backup
+from reconciler.runner import Runner, RunRequest
 from reconciler.types import RunStatus, TaskStatus
 from tests.clock import TickingClock
 from tests.runs import T0, Harness, database_connection, files_task, make_task
@@ -70,20 +69,6 @@ def test_a_failing_dump_is_a_failed_run_that_deletes_nothing(
     assert record.backup_name is None
     assert stored(dest) == sorted(old)
     assert harness.history.task_status(task.id) is TaskStatus.READY
-
-
-def test_only_an_empty_compressed_stream_counts_as_an_empty_dump() -> None:
-    def zstd(data: bytes) -> bytes:
-        return subprocess.run(["zstd", "-c"], input=data, capture_output=True, check=True).stdout
-
-    empty, one_byte = zstd(b""), zstd(b"x")
-    assert is_empty_backup(empty, len(empty), compressed=True)
-    assert not is_empty_backup(one_byte, len(one_byte), compressed=True)
-
-
-def test_an_uncompressed_stream_is_empty_only_when_it_has_no_bytes() -> None:
-    assert is_empty_backup(b"", 0, compressed=False)
-    assert not is_empty_backup(b"\n", 1, compressed=False)
 
 
 def test_a_killed_run_is_recovered_with_its_partial_file_removed(
