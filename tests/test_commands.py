@@ -84,10 +84,11 @@ LOGIN_SHELL_LINE = re.compile(
     r"&& eval \"\$reconciler_script\"'"
 )
 LOGIN_SHELLS = ("dash", "bash", "zsh", "fish")
-# A file name: any text without NUL or "/", at most 255 bytes, never "." or "..".
-NAMES = st.text(st.characters(exclude_characters="\x00/"), min_size=1, max_size=60).filter(
-    lambda name: name not in (".", "..") and len(name.encode()) <= 255
-)
+# A file name: any text without NUL or "/" (and no lone surrogate, which no file system name
+# holds), at most 255 bytes, never "." or "..".
+NAMES = st.text(
+    st.characters(exclude_characters="\x00/", exclude_categories=["Cs"]), min_size=1, max_size=60
+).filter(lambda name: name not in (".", "..") and len(name.encode()) <= 255)
 # Database and table names: any text without NUL.
 SQL_NAMES = st.text(
     st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), min_size=1, max_size=40
