@@ -34,6 +34,7 @@ _PUSH_ATTEMPTS = 3
 _GIT_TIMEOUT = 120.0
 _FILE_TIMES_CACHE = 4096
 _JOURNAL = "reconciler-commit.json"
+_FEW_LOOKUPS = 16
 
 
 @dataclass(frozen=True)
@@ -189,18 +190,21 @@ class GitStore:
         with self._lock:
             old_tree = self._config_tree(self._commit(old))
             new_tree = self._config_tree(self._commit(new))
-            changes: dict[str, TreeEntry | None] = {}
-            for path in self._differing(old_tree, new_tree):
-                now = _config_entry(_entry(new_tree, path), path)
-                if now is not None or _config_entry(_entry(old_tree, path), path) is not None:
-                    changes[path] = now
-            return changes
+            return {
+                path: after
+                for path, (_before, after) in self._entries_changed(old_tree, new_tree).items()
+            }
 
     def existing(self, rev: str, paths: Iterable[str]) -> set[str]:
-        """Which of `paths` are files at `rev` (one lookup each, not a listing)."""
+        """Which of `paths` are files at `rev`: one lookup each for a few, else one listing (a
+        lookup parses the path's whole folder)."""
+        wanted = set(paths)
         with self._lock:
             tree = self._config_tree(self._commit(rev))
-            return {path for path in paths if _entry_id(tree, path) is not None}
+            if len(wanted) <= _FEW_LOOKUPS:
+                return {path for path in wanted if _entry_id(tree, path) is not None}
+            files = set() if tree is None else {p for p, e in self._walk(tree, "") if not e.symlink}
+            return wanted & files
 
     def blob_sizes(self, blob_ids: Iterable[str]) -> dict[str, int]:
         """The size of each blob, from its object header: nothing is read into memory."""
@@ -591,24 +595,10 @@ class GitStore:
                     continue
                 parents = [self._config_tree(parent) for parent in commit.parents] or [None]
                 for parent in parents:
-                    for name, blob in self._new_blobs(parent, tree):
-                        added.setdefault(name, set()).add(blob)
+                    for name, (_before, after) in self._entries_changed(parent, tree).items():
+                        if (blob := _file_blob(after)) is not None:
+                            added.setdefault(name, set()).add(blob)
             return added, str(head.id)
-
-    def _new_blobs(self, old: pygit2.Tree | None, new: pygit2.Tree) -> Iterator[tuple[str, str]]:
-        if old is None:
-            yield from (
-                (name, entry.blob) for name, entry in self._walk(new, "") if not entry.symlink
-            )
-            return
-        for delta in old.diff_to_tree(new).deltas:
-            path = delta.new_file.path
-            if (
-                delta.status != DeltaStatus.DELETED
-                and delta.new_file.mode in _REGULAR_FILES
-                and _is_config_file(path)
-            ):
-                yield path, str(delta.new_file.id)
 
     def recent_messages(self, rev: str, since: datetime, limit: int) -> list[tuple[str, str]]:
         """(sha, message) of up to `limit` commits reachable from `rev` committed at `since` or
@@ -643,38 +633,50 @@ class GitStore:
         with self._lock:
             commit = self._commit(commit_id)
             tree = self._config_tree(commit)
-            parents = [self._config_tree(parent) for parent in commit.parents]
-            # Tree diffs find the candidates (cost: the files that differ); blob ids decide.
-            differing = [self._differing(parent, tree) for parent in parents]
-            if not parents:
-                touched = {name for name, _ in self._walk(tree, "")} if tree is not None else set()
-                in_every_diff = touched
-            else:
-                touched = set().union(*differing)
-                in_every_diff = set.intersection(*differing)
+            parents = [self._config_tree(parent) for parent in commit.parents] or [None]
+            # One tree diff per parent: its cost is the files that differ, never the folder size.
+            diffs = [self._entries_changed(parent, tree) for parent in parents]
             changed, added, removed = [], [], []
-            for path in sorted(touched):
+            for path in sorted(set().union(*diffs)):
                 if not _is_config_file(path):
                     continue
-                here = _entry_id(tree, path)
-                before = [_entry_id(parent, path) for parent in parents]
+                here = next(_file_blob(diff[path][1]) for diff in diffs if path in diff)
+                before = [_file_blob(diff[path][0]) if path in diff else here for diff in diffs]
                 if here is None:
                     if any(before):
                         removed.append(path)
-                elif path in in_every_diff and here not in before:
+                elif here not in before:
                     changed.append(path)
                     if not any(before):
                         added.append(path)
             return FileChanges(_commit_time(commit), tuple(changed), tuple(added), tuple(removed))
 
-    def _differing(self, old: pygit2.Tree | None, new: pygit2.Tree | None) -> set[str]:
+    def _entries_changed(
+        self, old: pygit2.Tree | None, new: pygit2.Tree | None
+    ) -> dict[str, tuple[TreeEntry | None, TreeEntry | None]]:
+        """Each config path that differs between two trees: its entry (None: absent) in each.
+
+        Taken from the diff itself: a lookup by path parses the path's whole folder, so looking
+        up each of k changed paths in a folder of n files costs k x n (20 s for an import of
+        10,000 files), where the diff costs about k.
+        """
         if old is None or new is None:
             present = old or new
-            return set() if present is None else {name for name, _ in self._walk(present, "")}
-        paths: set[str] = set()
+            entries = {} if present is None else dict(self._walk(present, ""))
+            return {
+                path: (None, entry) if old is None else (entry, None)
+                for path, entry in entries.items()
+            }
+        changed: dict[str, tuple[TreeEntry | None, TreeEntry | None]] = {}
         for delta in old.diff_to_tree(new).deltas:
-            paths.update((delta.old_file.path, delta.new_file.path))
-        return paths
+            before = None if delta.status == DeltaStatus.ADDED else _diff_entry(delta.old_file)
+            after = None if delta.status == DeltaStatus.DELETED else _diff_entry(delta.new_file)
+            if before is None and after is None:
+                continue
+            # A file that became a link (or back) is a deletion and an addition of one path.
+            was_before, was_after = changed.get(delta.new_file.path, (None, None))
+            changed[delta.new_file.path] = (before or was_before, after or was_after)
+        return changed
 
     # Pushing
 
@@ -784,6 +786,20 @@ def _entry(tree: pygit2.Tree | None, path: str) -> pygit2.Object | None:
         return tree[path]
     except KeyError:
         return None
+
+
+def _diff_entry(file: pygit2.DiffFile) -> TreeEntry | None:
+    """The TreeEntry of one side of a diff, as `_config_entry` would give it."""
+    if file.mode == FileMode.LINK:
+        return TreeEntry(str(file.id), symlink=True)
+    if file.mode in _REGULAR_FILES and _is_config_file(file.path):
+        return TreeEntry(str(file.id))
+    return None
+
+
+def _file_blob(entry: TreeEntry | None) -> str | None:
+    """The blob of a regular file; None for a link or nothing."""
+    return None if entry is None or entry.symlink else entry.blob
 
 
 def _config_entry(entry: pygit2.Object | None, path: str) -> TreeEntry | None:
