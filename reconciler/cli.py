@@ -109,21 +109,21 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--push", action="store_true", help="push API commits to the upstream")
     serve.add_argument(
         "--keep-runs",
-        type=_not_negative(int),
+        type=_at_least(int, 0),
         default=200,
         metavar="N",
         help="keep each task's N newest runs and their logs (default 200; 0: no limit)",
     )
     serve.add_argument(
         "--keep-run-days",
-        type=_not_negative(float),
+        type=_at_least(float, 0.0),
         default=90.0,
         metavar="DAYS",
         help="delete runs and their logs older than DAYS (default 90; 0: no limit)",
     )
     serve.add_argument(
         "--max-body-bytes",
-        type=_positive_int,
+        type=_at_least(int, 1),
         metavar="BYTES",
         help="refuse (413) a request body larger than BYTES before reading it (default 1 MiB)",
     )
@@ -185,27 +185,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _not_negative(kind: Callable[[str], _N]) -> Callable[[str], _N]:
+def _at_least(kind: Callable[[str], _N], minimum: _N) -> Callable[[str], _N]:
     def parse(text: str) -> _N:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not value >= 0:  # also refuses nan
-            raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+        if not value >= minimum:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
         return value
 
     return parse
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _repo_option(parser: argparse.ArgumentParser) -> None:
