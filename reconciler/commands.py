@@ -192,7 +192,10 @@ def make_mysql_dump(
     excluded_tables: Sequence[str],
     compressor: Sequence[str] | None,
 ) -> RemoteCommand:
+    # --comments: an option file on the remote (`skip-comments`, `compact`) must not drop the
+    # closing `-- Dump completed` line that proves the dump complete.
     argv = ["mysqldump", "--single-transaction", "--no-tablespaces", "--routines", "--events"]
+    argv += ["--comments"]
     argv += make_connection_flags(connection, "--user")
     argv += [f"--ignore-table={database}.{table}" for table in excluded_tables]
     argv += ["--", database]

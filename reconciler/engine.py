@@ -140,8 +140,12 @@ class Engine:
         changed = {path: blob for path, blob in updates.items() if blob is not None}
         files.update(parse_entries(self.store, changed, self._parse_workers))
         desired = build_desired(files, self._desired)
-        # Per applied commit, so a task list never walks git history for its file times.
-        self._file_times.follow(head)
+        # Per applied commit, so a task list never walks git history for its file times. It is
+        # observed state: failing to keep it (a busy state store) never holds back the config.
+        try:
+            self._file_times.follow(head)
+        except Exception:
+            log.exception("the file-time index could not follow %s; lists walk git meanwhile", head)
         return _Snapshot(head, blobs, files, desired, len(updates))
 
     def _changed_blobs(self, head: str | None, full: bool) -> dict[str, TreeEntry | None]:

@@ -586,7 +586,7 @@ class GitStore:
             head = self._commit(rev)
             walker = self._repo.walk(head.id, SortMode.NONE)
             if since is not None:
-                with contextlib.suppress(KeyError, ValueError, pygit2.GitError):
+                with contextlib.suppress(GitError):  # rewritten and collected: walk it all
                     walker.hide(self._commit(since).id)
             added: dict[str, set[str]] = {}
             for commit in walker:
@@ -601,14 +601,16 @@ class GitStore:
             return added, str(head.id)
 
     def recent_messages(self, rev: str, since: datetime, limit: int) -> list[tuple[str, str]]:
-        """(sha, message) of up to `limit` commits reachable from `rev` committed at `since` or
-        later, newest first."""
+        """(sha, message) of the commits committed at `since` or later among the newest `limit`
+        reachable from `rev`."""
         with self._lock:
             found: list[tuple[str, str]] = []
-            for commit in self._repo.walk(self._commit(rev).id, SortMode.TIME):
-                if _commit_time(commit) < since or len(found) >= limit:
-                    break
-                found.append((str(commit.id), commit.message))
+            walked = self._repo.walk(self._commit(rev).id, SortMode.TOPOLOGICAL | SortMode.TIME)
+            # Filtered, not cut at the first old one: a merged branch's older commits (or a
+            # skewed clock) may come before newer ones.
+            for commit, _ in zip(walked, range(limit), strict=False):
+                if _commit_time(commit) >= since:
+                    found.append((str(commit.id), commit.message))
             return found
 
     def commits_since(self, old: str | None, new: str) -> list[str] | None:

@@ -865,19 +865,23 @@ class History:
 
     # Task ids
 
-    def allocate_task_id(self, at_least: int) -> int:
-        """A task id never handed out before, and at least `at_least` (ids are never reused)."""
-        with self._write() as db:
-            row = db.execute(
+    def highest_task_id(self) -> int:
+        """The highest task id the API ever committed here (0: none). Git history is the record
+        of ids; this survives a history rewrite that drops the commits naming them."""
+        with self._lock:
+            row = self._db.execute(
                 "SELECT value FROM counters WHERE name = ?", (_TASK_ID_COUNTER,)
             ).fetchone()
-            allocated = max((0 if row is None else int(row["value"])) + 1, at_least)
+        return 0 if row is None else int(row["value"])
+
+    def record_task_id(self, task_id: int) -> None:
+        """Remember that `task_id` was committed (after the commit: a failed write uses none)."""
+        with self._write() as db:
             db.execute(
-                "INSERT INTO counters (name, value) VALUES (?, ?)"
-                " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                (_TASK_ID_COUNTER, allocated),
+                "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name)"
+                " DO UPDATE SET value = MAX(value, excluded.value)",
+                (_TASK_ID_COUNTER, task_id),
             )
-            return allocated
 
     def close(self) -> None:
         with self._lock:

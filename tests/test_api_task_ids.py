@@ -45,3 +45,23 @@ async def test_ids_keep_counting_from_commits_made_after_the_first_walk(tmp_path
         second = (await rig.post("/api/backup-tasks", NEW_TASK)).json()["data"]["id"]
 
     assert (first, second) == (8, 41)
+
+
+async def test_an_id_declared_in_hex_by_a_deleted_file_is_not_reused(tmp_path: Path) -> None:
+    async with api_rig(tmp_path) as rig:
+        text = configset.task(48, 1).replace("id: 48", "id: 0x30")
+        commit_files(rig.repo, {"tasks/db.yaml": text}, "a person adds 0x30")
+        commit_files(rig.repo, {"tasks/db.yaml": None}, "and deletes it")
+
+        created = (await rig.post("/api/backup-tasks", NEW_TASK)).json()["data"]["id"]
+
+    assert created == 49
+
+
+async def test_a_refused_create_uses_no_id(tmp_path: Path) -> None:
+    async with api_rig(tmp_path) as rig:
+        refused = await rig.post("/api/backup-tasks", {**NEW_TASK, "remote_server_id": 2})
+        created = (await rig.post("/api/backup-tasks", NEW_TASK)).json()["data"]["id"]
+
+    assert refused.status_code == 422
+    assert created == 8

@@ -350,17 +350,16 @@ def test_a_revoked_token_no_longer_authenticates(history: History) -> None:
     assert history.revoke_token(record.id) is False
 
 
-def test_task_ids_are_never_reused(db_path: Path) -> None:
+def test_the_highest_recorded_task_id_is_kept_across_restarts(db_path: Path) -> None:
     history = History(db_path)
-    assert history.allocate_task_id(1) == 1
-    assert history.allocate_task_id(1) == 2
-    assert history.allocate_task_id(10) == 10
-    assert history.allocate_task_id(5) == 11
+    assert history.highest_task_id() == 0
+    history.record_task_id(10)
+    history.record_task_id(5)
     history.close()
 
     reopened = History(db_path)
     try:
-        assert reopened.allocate_task_id(1) == 12
+        assert reopened.highest_task_id() == 10
     finally:
         reopened.close()
 
@@ -391,7 +390,7 @@ def test_writes_from_many_threads_are_all_kept(history: History) -> None:
                 run_id = history.start_run(task_id, "schedule", T0 + timedelta(seconds=i))
                 history.append_logs(run_id, [(T0, f"line {i}")])
                 history.finish_run(run_id, RunStatus.SUCCESSFUL, T0)
-                history.allocate_task_id(1)
+                history.record_task_id(task_id * 100 + i)
                 history.latest_run(task_id)
         except BaseException as exc:  # collected so the main thread can fail the test
             errors.append(exc)
@@ -411,7 +410,7 @@ def test_writes_from_many_threads_are_all_kept(history: History) -> None:
             run.output.endswith(f"line {i}\n")
             for i, run in zip(range(19, -1, -1), page, strict=True)
         )
-    assert history.allocate_task_id(1) == 8 * 20 + 1
+    assert history.highest_task_id() == 819
 
 
 def test_log_lines_are_written_in_one_batch_and_read_back_after_an_offset(

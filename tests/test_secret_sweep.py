@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from reconciler.api.secretkeys import forget_unreferenced
 from reconciler.gitstore import GitStore
 from reconciler.secrets import Secrets
 from tests import configset
-from tests.gitrepo import head, init_repo
+from tests.gitrepo import git, head, init_repo
 from tests.test_daemon import running_daemon
 
 USED_KEY = "task-1-encryption-password-aa"
@@ -73,3 +75,29 @@ def test_the_daemon_sweeps_unreferenced_secrets_at_start_up(tmp_path: Path) -> N
 
     assert set(kept) == {"task-1-encryption-password-aa"}
     assert "1 secret" in log
+
+
+def test_nothing_is_forgotten_on_a_branch_without_a_commit(tmp_path: Path) -> None:
+    repo = tmp_path / "config"
+    git(tmp_path, "init", "-q", "-b", "main", str(repo))
+    secrets = _store(tmp_path / "s.json", ["in-use-somewhere"])
+
+    assert forget_unreferenced(GitStore(repo), secrets, None) == []
+    assert secrets.keys() == {"in-use-somewhere"}
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "encryption_password:\n  secret:\n    next-line\n",
+        "encryption_password: {secret: !!str tagged}\n",
+        'encryption_password: {"secret": "quoted"}\n',
+    ],
+)
+def test_a_key_named_in_any_yaml_form_is_kept(tmp_path: Path, reference: str) -> None:
+    repo = tmp_path / "config"
+    init_repo(repo, {**configset.base_files(), "tasks/1.yaml": configset.task(1) + reference})
+    key = reference.rsplit(" ", 1)[-1].strip('\n}"').split()[-1]
+    secrets = _store(tmp_path / "s.json", [key])
+
+    assert forget_unreferenced(GitStore(repo), secrets, head(repo)) == []

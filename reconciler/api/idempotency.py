@@ -30,8 +30,9 @@ KEY_LIFETIME = timedelta(hours=24)
 HEADER = "Idempotency-Key"
 _TRAILER = "Reconciler-Request"
 _TASK_TRAILER = "Reconciler-Task"
-# More commits than any day of API writes at the measured commit rate: a bound, not a window.
-_SEARCH_LIMIT = 5000
+# A retry comes within minutes of its first attempt: the walk looks at the newest 1,000 commits,
+# so an unknown key costs a few milliseconds however long the history is.
+_SEARCH_LIMIT = 1000
 _KEY_REUSED = f"This {HEADER} was already used for a different request within 24 hours."
 
 

@@ -14,9 +14,15 @@ from reconciler import documents
 from reconciler.gitstore import GitStore
 
 _FILE_ID = re.compile(r"^([0-9]{1,15})(?:\D|$)")
-# Block-style `id: 47` at the top level, as the API and people write task files; a flow-style
-# file is still counted by its name and, while it is applied, by the desired state.
-_DECLARED_ID = re.compile(rb"^id:[ \t]*['\"]?([0-9]{1,15})['\"]?[ \t]*(?:#.*)?$", re.MULTILINE)
+# Block-style `id: 47` at the top level (decimal, 0x hex or 0o octal, as YAML 1.2 reads them), as
+# the API and people write task files; a flow-style file is still counted by its name and, while
+# it is applied, by the desired state.
+_DECLARED_ID = re.compile(
+    rb"^id:[ \t]*['\"]?(0x[0-9a-fA-F]{1,13}|0o[0-7]{1,17}|[0-9]{1,15})['\"]?[ \t]*(?:#.*)?$",
+    re.MULTILINE,
+)
+# Blobs are read this many at a time, so the first walk of a long history stays small in memory.
+_BATCH = 256
 
 
 class TaskIds:
@@ -39,7 +45,6 @@ class TaskIds:
                 for path, blobs in added.items()
                 if documents.kind_of(path) is documents.Kind.TASK
             }
-            contents = self._store.read_blobs({blob for blobs in tasks.values() for blob in blobs})
             ids = [self._highest]
             ids.extend(
                 int(match.group(1))
@@ -47,9 +52,25 @@ class TaskIds:
                 if (match := _FILE_ID.match(path.rsplit("/", 1)[-1]))
             )
             ids.extend(
-                int(match.group(1))
-                for content in contents.values()
-                for match in _DECLARED_ID.finditer(content)
+                self._declared_ids(sorted({blob for blobs in tasks.values() for blob in blobs}))
             )
             self._highest = max(ids)
             return self._highest
+
+    def _declared_ids(self, blobs: list[str]) -> list[int]:
+        found: list[int] = []
+        for start in range(0, len(blobs), _BATCH):
+            batch = blobs[start : start + _BATCH]
+            sizes = self._store.blob_sizes(batch)
+            readable = [blob for blob in batch if sizes[blob] <= documents.MAX_FILE_BYTES]
+            for content in self._store.read_blobs(readable).values():
+                found.extend(_number(match.group(1)) for match in _DECLARED_ID.finditer(content))
+        return found
+
+
+def _number(text: bytes) -> int:
+    if text.startswith(b"0x"):
+        return int(text[2:], 16)
+    if text.startswith(b"0o"):
+        return int(text[2:], 8)
+    return int(text)

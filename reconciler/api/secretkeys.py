@@ -10,17 +10,22 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from reconciler.documents import MAX_FILE_BYTES
 from reconciler.gitstore import GitStore
 from reconciler.secrets import Secrets
 
-_REFERENCE = re.compile(rb"secret[\"']?[ \t]*:[ \t]*[\"']?([A-Za-z0-9_.-]{1,128})")
+# `secret: key`, flow or block style, the value maybe on the next line or tagged `!!str`.
+_REFERENCE = re.compile(rb"secret[\"']?\s*:\s*(?:!!str\s+)?[\"']?([A-Za-z0-9_.-]{1,128})")
 
 
 def referenced_keys(store: GitStore, revision: str | None) -> set[str]:
     """Blocking: reads every config file of `revision`."""
     if revision is None:
         return set()
-    blobs = store.read_blobs(set(store.list_files(revision).values()))
+    listed = set(store.list_files(revision).values())
+    # An oversized file is never applied; reading it whole is what the size limit forbids.
+    sizes = store.blob_sizes(listed)
+    blobs = store.read_blobs(blob for blob in listed if sizes[blob] <= MAX_FILE_BYTES)
     return {
         match.group(1).decode()
         for content in blobs.values()
@@ -31,9 +36,13 @@ def referenced_keys(store: GitStore, revision: str | None) -> set[str]:
 def forget_unreferenced(
     store: GitStore, secrets: Secrets, revision: str | None, keys: Iterable[str] | None = None
 ) -> list[str]:
-    """Delete those of `keys` (None: every stored key) that no file of `revision` names."""
+    """Delete those of `keys` (None: every stored key) that no file of `revision` names.
+
+    Without a revision (a branch with no commit yet) nothing is known to be unused: nothing is
+    deleted.
+    """
     candidates = set(secrets.keys() if keys is None else keys)
-    if not candidates:
+    if not candidates or revision is None:
         return []
     unused = sorted(candidates - referenced_keys(store, revision))
     secrets.forget(unused)

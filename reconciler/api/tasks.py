@@ -23,7 +23,7 @@ from reconciler.api.writer import Base, Prepared
 from reconciler.desired import DesiredState, errors_for_user
 from reconciler.gitstore import Author
 from reconciler.history import LogTail
-from reconciler.models import BackupTask, ResolvedTask
+from reconciler.models import MAX_ID, BackupTask, ResolvedTask
 from reconciler.runner import RunRequest
 
 router = APIRouter(prefix="/api", tags=["backup tasks"])
@@ -262,9 +262,12 @@ async def create_task(
             path = taskfile.task_file_path(task_id, body.label)
             return path, text, keys, _validate(path, text, desired, caller)
 
-        free = max([ctx.task_ids.highest_ever(base.revision), *desired.tasks]) + 1
-        render(free)  # a 422 must not use up an id
-        task_id = ctx.history.allocate_task_id(at_least=free)
+        # Above every id git ever held, and every id committed here (ids are never reused);
+        # nothing is reserved before the commit, so a refused or retried write uses none.
+        highest = [ctx.task_ids.highest_ever(base.revision), ctx.history.highest_task_id()]
+        task_id = max([*highest, *desired.tasks]) + 1
+        if task_id > MAX_ID:
+            raise ApiError(409, f"Nothing was written: every task id up to {MAX_ID:,} is taken.")
         path, text, keys, task = render(task_id)
         if path in files:
             raise ApiError(409, f"Nothing was written: {path} already exists.")
@@ -280,6 +283,7 @@ async def create_task(
             message=f"api: create backup task {task_id} ({task.label})",
             task_id=task_id,
             rollback=lambda: ctx.secrets.forget(stored),
+            committed=lambda _sha: ctx.history.record_task_id(task_id),
         )
 
     keyed = await _keyed(request, caller, idempotency_key, 201, _replay_task(ctx, caller))

@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 from fastapi.responses import JSONResponse
 
 from reconciler.api.errors import ApiError, Invalid
-from reconciler.api.idempotency import KEY_LIFETIME, KeyedRequest, earlier_answer
+from reconciler.api.idempotency import HEADER, KEY_LIFETIME, KeyedRequest, earlier_answer
 from reconciler.desired import DesiredState
 from reconciler.engine import Engine
 from reconciler.gitstore import (
@@ -144,13 +144,16 @@ class Writer:
             answer = await self._write(prepare, keyed)
             if keyed is not None:
                 now = self._clock.now()
-                await asyncio.to_thread(
-                    self._history.store_response,
-                    keyed.user_id,
-                    keyed.key,
-                    keyed.stored(answer, now),
-                    forget_before=now - KEY_LIFETIME,
-                )
+                try:
+                    await asyncio.to_thread(
+                        self._history.store_response,
+                        keyed.user_id,
+                        keyed.key,
+                        keyed.stored(answer, now),
+                        forget_before=now - KEY_LIFETIME,
+                    )
+                except Exception:  # the commit's trailer still answers a retry
+                    log.exception("cannot remember the answer to %s", HEADER)
             return answer
 
     async def _write(self, prepare: Callable[[Base], Prepared[T]], keyed: KeyedRequest | None) -> T:
@@ -170,7 +173,10 @@ class Writer:
                 f" ({_PREPARE_ATTEMPTS} attempts). Try again.",
             )
         log.info("committed %s: %s", sha[:12], prepared.message)
-        await asyncio.to_thread(prepared.committed, sha)
+        try:
+            await asyncio.to_thread(prepared.committed, sha)
+        except Exception:  # the change is committed: cleaning up after it must not undo the answer
+            log.exception("after commit %s (%s)", sha[:12], prepared.message)
         pushed = await self._push_commit(sha)
         await self._engine.sync()
         if pushed is not None:
@@ -195,11 +201,11 @@ class Writer:
                 parent=base.revision,
             )
         except BranchMovedError:
-            prepared.rollback()
+            await asyncio.to_thread(prepared.rollback)
             log.info("the branch moved while %r was prepared; preparing it again", prepared.message)
             return None
         except GitError as exc:
-            prepared.rollback()
+            await asyncio.to_thread(prepared.rollback)
             log.warning("%s not committed: %s", prepared.message, exc)
             raise ApiError(409, _NOT_COMMITTED[isinstance(exc, DirtyFileError)]) from exc
         except asyncio.CancelledError:
@@ -207,7 +213,7 @@ class Writer:
             # if it did not.
             raise
         except BaseException:
-            prepared.rollback()
+            await asyncio.to_thread(prepared.rollback)
             raise
 
     async def _push_commit(self, sha: str) -> str | None:
