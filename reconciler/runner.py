@@ -37,7 +37,7 @@ from reconciler.commands import (
 from reconciler.destinations import BackupWriter, DestinationStore, open_destination
 from reconciler.encryption import EncryptingWriter
 from reconciler.executor import CONNECT_TIMEOUT, STALL_TIMEOUT, RemoteShell, SshTarget
-from reconciler.history import History, RunInProgressError, RunRecord, RunTarget
+from reconciler.history import History, HistoryError, RunInProgressError, RunRecord, RunTarget
 from reconciler.models import (
     BackupDestination,
     DatabaseConnection,
@@ -64,6 +64,8 @@ LOG_BATCH_LINES = 500
 LOG_BATCH_CHARS = 256 << 10
 LOG_FLUSH_SECONDS = 0.5
 MAX_RUN_LOG_LINES = 100_000
+# Seconds between attempts to record the end of a run whose first attempt failed.
+_FINISH_RETRY_WAITS = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 class RunRequest(StrEnum):
@@ -365,9 +367,31 @@ class Runner:
             self._run(task, run_id, trigger)
         except Exception:
             logger.exception("task %d run %d: unexpected error", task.id, run_id)
+            self._end_unfinished(task.id, run_id)
         finally:
             with self._lock:
                 self._reserved.pop(task.id, None)
+
+    def _end_unfinished(self, task_id: int, run_id: int) -> None:
+        """A run whose end could not be recorded (a busy or failing state store) would keep its
+        task "running" in every process until a restart: record it failed, retrying a while."""
+        for wait in (*_FINISH_RETRY_WAITS, None):
+            try:
+                self._history.finish_run(
+                    run_id,
+                    RunStatus.FAILED,
+                    self._clock.now(),
+                    reason="the run's end could not be recorded (the daemon's log says why)",
+                )
+            except HistoryError:
+                return  # already finished: its own record stands
+            except Exception:
+                if wait is None:
+                    logger.exception("task %d run %d: cannot record its end", task_id, run_id)
+                    return
+                self._stop.wait(wait)
+            else:
+                return
 
     def _run(self, task: ResolvedTask, run_id: int, trigger: str) -> None:
         started = self._clock.now()

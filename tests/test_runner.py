@@ -255,6 +255,38 @@ def test_a_run_whose_record_cannot_be_finished_releases_its_task_and_logs_why(
     assert f"cannot finish run {record.id}" in str(failures[0].exc_info[1])  # type: ignore[index]
 
 
+def test_a_run_whose_end_cannot_be_recorded_at_first_is_recorded_failed_once_it_can(
+    sshd: SshServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "a.txt").write_text("a\n")
+    task = files_task(sshd, tmp_path / "dest", source)
+    harness = Harness(tmp_path)
+    # A state store that refuses to finish runs for a moment, as a failing disk would.
+    raw = sqlite3.connect(tmp_path / "history.sqlite", isolation_level=None)
+    raw.executescript(
+        "CREATE TABLE refuse (x); INSERT INTO refuse VALUES (1);"
+        "CREATE TRIGGER refuse_finish BEFORE UPDATE OF status ON runs"
+        " WHEN (SELECT COUNT(*) FROM refuse) > 0 BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END;"
+    )
+    assert harness.runner.request_run(task) is RunRequest.ACCEPTED
+    for _ in range(600):  # until the run has tried to record its end, and failed
+        if any("unexpected error" in record.getMessage() for record in caplog.records):
+            break
+        time.sleep(0.05)
+    raw.execute("DELETE FROM refuse")
+    raw.close()
+    harness.runner.wait(task.id, timeout=60)
+
+    record = harness.history.latest_run(task.id)
+    assert record is not None
+    assert record.status is RunStatus.FAILED
+    assert record.reason == "the run's end could not be recorded (the daemon's log says why)"
+    assert harness.runner.request_run(task) is RunRequest.ACCEPTED
+    harness.runner.wait(task.id, timeout=60)
+
+
 def test_a_run_writes_a_line_to_the_daemon_log_when_it_starts_and_when_it_ends(
     sshd: SshServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
