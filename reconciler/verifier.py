@@ -75,14 +75,21 @@ class StreamVerifier:
     def _read_plaintext(self, fd: int) -> None:
         """Feed zstd's output to the check; member data the check would not look at is spliced
         to /dev/null inside the kernel, never copied into this process."""
+        process = self._process
+        splicing = True
         try:
             with open(os.devnull, "wb") as devnull:
                 while True:
                     unread = self._check.unread()
-                    if unread >= SPLICE_AT_LEAST:
-                        moved = os.splice(fd, devnull.fileno(), unread)
-                        self._check.skip(moved)
-                    else:
+                    moved = None
+                    if splicing and unread >= SPLICE_AT_LEAST:
+                        try:
+                            moved = os.splice(fd, devnull.fileno(), unread)
+                        except OSError:  # a kernel or sandbox without splice: read instead
+                            splicing = False
+                        else:
+                            self._check.skip(moved)
+                    if moved is None:
                         chunk = os.read(fd, READ_SIZE)
                         moved = len(chunk)
                         self._check.feed(chunk)
@@ -90,6 +97,11 @@ class StreamVerifier:
                         return
         except BaseException as exc:  # reported by finish(); the thread must not die silently
             self._reader_error = exc
+            # Nobody reads zstd's output any more: stop it, so that the SSH thread's next write
+            # fails at once (BrokenPipeError) instead of waiting on a full pipe forever.
+            if process is not None:
+                with suppress(OSError):
+                    process.kill()
 
     def feed(self, chunk: bytes) -> None:
         if self._process is None:
