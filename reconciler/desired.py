@@ -168,6 +168,7 @@ def _claim_ids(
         holder = previous.owners.get(kind, {}).get(object_id)
         paths = [path for path, _ in claims]
         winner = holder if holder in paths else min(paths)
+        winner_owner = next(getattr(doc, "user_id", None) for path, doc in claims if path == winner)
         for path, document in claims:
             if path == winner:
                 owners[kind][object_id] = path
@@ -175,7 +176,10 @@ def _claim_ids(
                 continue
             rejected.add(path)
             line = yamlsyntax.line_of(files[path].text, ("id",)) if kind is not Kind.USER else None
-            message = f"{kind} id {object_id} is already defined in {winner}; ids must be unique"
+            # The error is shown to this file's owner: another user's file is not named to them.
+            same_owner = getattr(document, "user_id", None) == winner_owner
+            where = winner if same_owner else "a file of another user"
+            message = f"{kind} id {object_id} is already defined in {where}; ids must be unique"
             errors.append(ConfigError(path, line, "id", message))
     return owners, objects, rejected
 

@@ -87,3 +87,15 @@ async def test_files_that_belong_to_no_user_are_shown_only_to_operators(rig: Api
         shown = error_paths((await rig.get("/api/sync", user_id=user_id)).json())
         assert "users.yaml" not in shown
         assert "tasks/4-unreadable.yaml" not in shown
+
+
+async def test_an_id_clash_does_not_name_another_users_file(rig: ApiRig) -> None:
+    clash = configset.task(1, 2, label="grace's secret project")
+    commit_files(rig.repo, {"tasks/grace/1-clash.yaml": clash}, "grace reuses id 1")
+    await rig.engine.sync()
+
+    grace = (await rig.get("/api/sync", user_id=2)).json()
+
+    (error,) = [e for e in grace["data"]["errors"] if e["path"] == "tasks/grace/1-clash.yaml"]
+    assert "tasks/1-first.yaml" not in error["message"]
+    assert "another user" in error["message"]
