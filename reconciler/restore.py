@@ -20,7 +20,7 @@ from reconciler.commands import DUMP_EXTENSION, BackupFormat
 from reconciler.completeness import DUMP_TAIL_WINDOW, dump_tail_complete
 from reconciler.destinations import open_destination
 from reconciler.encryption import CHUNK_SIZE, decrypt_stream
-from reconciler.history import History, RunRecord
+from reconciler.history import RunRecord
 from reconciler.models import ResolvedTask, SourceType
 from reconciler.retention import parse_backup_name
 from reconciler.secrets import Secrets
@@ -82,16 +82,11 @@ def restore(
     *,
     run: RunRecord | None,
     to: Path,
-    history: History,
     secrets: Secrets,
 ) -> Path:
-    """Restore the run's backup (or the newest) into the directory `to`; returns what was written:
-    the unpacked top-level entry (files) or the `.sql` file (database).
-
-    `history` is used to look up the latest successful run's backup when `run` is None and the
-    destination cannot be listed; today the destination listing is authoritative.
-    """
-    del history  # the destination listing names every backup; kept for the CLI's call shape
+    """Restore the run's backup (or the task's newest, as the destination lists them) into the
+    directory `to`; returns what was written: the unpacked top-level entry (files) or the `.sql`
+    file (database)."""
     to.mkdir(parents=True, exist_ok=True)
     store = open_destination(task.destination, secrets.resolve)
     try:

@@ -105,9 +105,7 @@ def test_isolated_credentials_log_in_as_that_user_by_password_and_back_up(
     assert record.status is RunStatus.SUCCESSFUL, record.reason
     assert accepted(sshd, "password", login.username) == before + 1
     assert f"connecting to {login.username}@{sshd.host}:{sshd.port}" in record.output
-    restored = restore(
-        task, run=record, to=tmp_path / "restored", history=harness.history, secrets=harness.secrets
-    )
+    restored = restore(task, run=record, to=tmp_path / "restored", secrets=harness.secrets)
     assert (restored / "notes.txt").read_text() == "only mine\n"
 
 

@@ -89,9 +89,7 @@ def test_an_odd_source_path_backs_up_and_restores_under_every_login_shell(
         assert status is RunStatus.SUCCESSFUL, f"{login.shell}: {reason}"
         assert name is not None
         record = harness.history.latest_run(task.id)
-        restored = restore(
-            task, run=record, to=tmp_path / "out", history=harness.history, secrets=harness.secrets
-        )
+        restored = restore(task, run=record, to=tmp_path / "out", secrets=harness.secrets)
         assert restored == tmp_path / "out" / ODD_NAME
         assert same_tree(source, restored)
     assert not (login.home / CANARY).exists()
@@ -128,9 +126,7 @@ def test_a_dump_of_an_oddly_named_database_reads_its_password_under_every_login_
 
     assert status is RunStatus.SUCCESSFUL, f"{login.shell}: {reason}"
     record = harness.history.latest_run(task.id)
-    dump = restore(
-        task, run=record, to=tmp_path / "out", history=harness.history, secrets=harness.secrets
-    )
+    dump = restore(task, run=record, to=tmp_path / "out", secrets=harness.secrets)
     assert "it's here" in dump.read_text()
 
 

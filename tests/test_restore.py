@@ -46,9 +46,7 @@ def test_a_files_backup_round_trips_byte_for_byte(
     compressed = compression is Compression.ZSTD
     form = BackupFormat(SourceType.FILES, compressed=compressed, encrypted=encrypted)
     assert record.backup_name.endswith(f".{form.extension}")
-    restored = restore(
-        task, run=record, to=tmp_path / "restored", history=harness.history, secrets=harness.secrets
-    )
+    restored = restore(task, run=record, to=tmp_path / "restored", secrets=harness.secrets)
     assert restored == tmp_path / "restored" / "site"
     assert same_tree(source, restored)
     assert os.readlink(restored / "link") == "text.txt"
@@ -66,7 +64,7 @@ def test_a_damaged_backup_fails_to_restore_and_leaves_nothing(
     stored.write_bytes(stored.read_bytes()[: stored.stat().st_size // 2])
     target = tmp_path / "restored"
     with pytest.raises(RestoreError, match="damaged or incomplete"):
-        restore(task, run=None, to=target, history=harness.history, secrets=harness.secrets)
+        restore(task, run=None, to=target, secrets=harness.secrets)
     assert list(target.iterdir()) == []
 
 
@@ -97,9 +95,7 @@ def test_a_mariadb_backup_restores_into_an_empty_database(
     )
     harness = Harness(tmp_path, {"DB_PASSWORD": mariadb.password})
     assert harness.run(task) is RunStatus.SUCCESSFUL
-    dump = restore(
-        task, run=None, to=tmp_path / "restored", history=harness.history, secrets=harness.secrets
-    )
+    dump = restore(task, run=None, to=tmp_path / "restored", secrets=harness.secrets)
     assert dump.suffix == ".sql"
     mariadb.sql("CREATE DATABASE shop_restored")
     with dump.open("rb") as sql:
@@ -129,7 +125,7 @@ def test_an_uncompressed_dump_cut_short_fails_to_restore(
     stored.write_bytes(stored.read_bytes()[: stored.stat().st_size - 100])
     target = tmp_path / "restored"
     with pytest.raises(RestoreError, match="closing comment"):
-        restore(task, run=None, to=target, history=harness.history, secrets=harness.secrets)
+        restore(task, run=None, to=target, secrets=harness.secrets)
     assert list(target.iterdir()) == []
 
 
@@ -180,9 +176,7 @@ def test_a_postgresql_backup_restores_into_an_empty_database(
     )
     harness = Harness(tmp_path, {"DB_PASSWORD": postgres.password})
     assert harness.run(task) is RunStatus.SUCCESSFUL
-    dump = restore(
-        task, run=None, to=tmp_path / "restored", history=harness.history, secrets=harness.secrets
-    )
+    dump = restore(task, run=None, to=tmp_path / "restored", secrets=harness.secrets)
     postgres.sql("CREATE DATABASE shop_restored")
     subprocess.run(
         ["psql", "-h", str(postgres.socket_dir), "-p", str(postgres.port), "-U", "postgres",
