@@ -22,7 +22,7 @@ from reconciler.destinations import open_destination
 from reconciler.encryption import CHUNK_SIZE, decrypt_stream
 from reconciler.history import RunRecord
 from reconciler.models import ResolvedTask, SourceType
-from reconciler.retention import parse_backup_name
+from reconciler.retention import own_backups
 from reconciler.secrets import Secrets
 from reconciler.types import ReconcilerError
 
@@ -43,18 +43,10 @@ def choose_backup(task: ResolvedTask, run: RunRecord | None, names: list[str]) -
                 f"the backup {run.backup_name} of run {run.id} is no longer on the destination"
             )
         return run.backup_name
-    own = {}
-    for name in names:
-        parsed = parse_backup_name(name)
-        if (
-            parsed is not None
-            and parsed.task_id == task.id
-            and parsed.appended_filename == task.task.storage.appended_filename
-        ):
-            own[name] = parsed.taken_at
+    own = own_backups(names, task.id, task.task.storage.appended_filename)
     if not own:
         raise RestoreError(f"task {task.id} has no backups on {task.destination.label}")
-    return max(own, key=lambda name: (own[name], name))
+    return max(own, key=lambda name: (own[name].taken_at, name))
 
 
 def check_dump_complete(dump: Path) -> None:

@@ -72,6 +72,23 @@ def parse_backup_name(name: str) -> BackupName | None:
     )
 
 
+def own_backups(
+    names: Iterable[str], task_id: int, appended_filename: str | None
+) -> dict[str, BackupName]:
+    """The names among `names` that are this task's backups (its id and its file-name prefix),
+    parsed: another task's files, or the same task's under another prefix, are never its own."""
+    own: dict[str, BackupName] = {}
+    for name in names:
+        parsed = parse_backup_name(name)
+        if (
+            parsed is not None
+            and parsed.task_id == task_id
+            and parsed.appended_filename == appended_filename
+        ):
+            own[name] = parsed
+    return own
+
+
 def backups_to_delete(
     names: Iterable[str],
     task_id: int,
@@ -86,15 +103,7 @@ def backups_to_delete(
     """
     if max_backups < 0:
         raise ValueError(f"max_backups must be 0 (keep all) or more, got {max_backups}")
-    own: dict[str, BackupName] = {}
-    for name in names:
-        parsed = parse_backup_name(name)
-        if (
-            parsed is not None
-            and parsed.task_id == task_id
-            and parsed.appended_filename == appended_filename
-        ):
-            own[name] = parsed
+    own = own_backups(names, task_id, appended_filename)
     if max_backups == 0 or len(own) <= max_backups:
         return []
     oldest_first = sorted(own, key=lambda name: (own[name].taken_at, name))
