@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,12 +18,8 @@ from typing import Any
 import boto3
 import pytest
 
-from reconciler.destinations import (
-    WRITEBACK_EVERY,
-    DestinationError,
-    DestinationStore,
-    open_destination,
-)
+from reconciler.destinations import DestinationError, DestinationStore, open_destination
+from reconciler.destinations.local import WRITEBACK_EVERY
 from reconciler.models import LocalDestination, S3Destination, SecretRef, SftpDestination
 from reconciler.retention import backup_name, backups_to_delete
 from tests import s3server
@@ -289,6 +286,36 @@ def test_a_name_that_is_not_one_plain_file_name_is_refused(
 
 
 # --- local ------------------------------------------------------------------------------------
+
+
+# A fresh interpreter, so that what this test process has already imported (boto3, for the S3
+# fixtures) cannot hide an import.
+_OPEN_A_LOCAL_DESTINATION = """
+import sys
+from reconciler.destinations import open_destination
+from reconciler.models import LocalDestination
+
+store = open_destination(
+    LocalDestination(id=1, user_id=1, label="disk", type="local", path=sys.argv[1]),
+    lambda ref: "",
+)
+writer = store.open_writer("", "backup_1_20240501030000.tar.zst")
+writer.write(b"data")
+writer.commit()
+store.close()
+print(sorted({name.split(".")[0] for name in sys.modules} & {"boto3", "botocore"}))
+"""
+
+
+def test_a_local_destination_is_used_without_importing_boto3(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _OPEN_A_LOCAL_DESTINATION, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip() == "[]"
+    assert (tmp_path / "backup_1_20240501030000.tar.zst").read_bytes() == b"data"
 
 
 def test_local_backups_are_readable_only_by_the_daemon_user(tmp_path: Path) -> None:
