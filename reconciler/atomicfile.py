@@ -26,8 +26,9 @@ def write_atomically(target: Path, content: bytes, mode: int) -> None:
 
 
 def fsync_directory(directory: Path) -> None:
-    """Makes a rename or unlink in `directory` durable."""
-    fd = os.open(directory, os.O_RDONLY)
+    """Makes a rename or unlink in `directory` durable: the entry lives in the directory's own
+    blocks."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:

@@ -10,6 +10,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
 
+from reconciler.atomicfile import fsync_directory
 from reconciler.destinations import (
     BackupWriter,
     DestinationError,
@@ -73,7 +74,7 @@ class _LocalWriter:
                 file.flush()
                 os.fsync(file.fileno())
             os.replace(self._partial, self._final)
-            _fsync_directory(self._directory)
+            fsync_directory(self._directory)
         except OSError as exc:
             self._partial.unlink(missing_ok=True)
             raise DestinationError(f"storing {self._final}: {exc.strerror}") from exc
@@ -86,15 +87,6 @@ class _LocalWriter:
                 file.close()
         if not self._committed:
             self._partial.unlink(missing_ok=True)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make a rename durable: the directory entry lives in the directory's own blocks."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class LocalStore:
