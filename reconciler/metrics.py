@@ -63,12 +63,12 @@ def install_operational_routes(app: FastAPI, *, engine: Engine, runner: Runner) 
     registry = CollectorRegistry(auto_describe=True)
     registry.register(_StateCollector(engine, runner))
 
-    @app.get("/healthz", include_in_schema=False)
+    @app.get("/healthz", operation_id="showHealth", include_in_schema=False)
     def healthz() -> JSONResponse:
         if engine.reconciled_at is None:
             return JSONResponse({"status": "starting"}, status_code=503)
         return JSONResponse({"status": "ok", "revision": engine.revision})
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.get("/metrics", operation_id="showMetrics", include_in_schema=False)
     def metrics() -> PlainTextResponse:
         return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -143,9 +143,25 @@ class One(BaseModel, Generic[T]):
     data: T
 
 
+# Each body the API answers with is a named subclass, so the OpenAPI schema (and a client
+# generated from it) says `TaskPage`, not pydantic's `Page_Task_`.
+
+
+class TaskPage(Page[Task]):
+    """A page of the caller's backup tasks."""
+
+
+class TaskResponse(One[Task]):
+    """One backup task."""
+
+
 class TaskStatusData(BaseModel):
     id: int
     status: str
+
+
+class TaskStatusResponse(One[TaskStatusData]):
+    """Whether a backup task is running now."""
 
 
 class Log(BaseModel):
@@ -157,11 +173,23 @@ class Log(BaseModel):
     created_at: str
 
 
+class LogResponse(One[Log]):
+    """One run of a backup task and the tail of its log."""
+
+
+class LogPage(Page[Log]):
+    """A page of a backup task's runs, newest first."""
+
+
 class Upcoming(BaseModel):
     id: int
     label: str
     next_run_utc_time: str
     next_run_local_time: str = Field(description="YYYY-MM-DD HH:MM:SS, owner's timezone")
+
+
+class UpcomingList(One[list[Upcoming]]):
+    """The caller's next scheduled runs, soonest first."""
 
 
 class ErrorLocation(BaseModel):
@@ -176,6 +204,10 @@ class SyncData(BaseModel):
     reconciled_at: str | None
     tasks: int
     errors: list[ErrorLocation]
+
+
+class SyncResponse(One[SyncData]):
+    """The applied revision and the config set's errors."""
 
 
 class Message(BaseModel):

@@ -63,7 +63,8 @@ def _caller(ability: Ability) -> Any:
 
 @router.get(
     "/backup-tasks",
-    response_model=schemas.Page[schemas.Task],
+    operation_id="listBackupTasks",
+    response_model=schemas.TaskPage,
     responses=responses(401, 403, 422),
     summary="List the caller's backup tasks",
 )
@@ -73,10 +74,10 @@ def list_tasks(
     caller: Annotated[Caller, _caller(Ability.VIEW)],
     page: Page = 1,
     per_page: PerPage = DEFAULT_PER_PAGE,
-) -> schemas.Page[schemas.Task]:
+) -> schemas.TaskPage:
     owned = _owned(ctx.engine.desired, caller)
     shown = owned[(page - 1) * per_page : page * per_page]
-    return schemas.Page[schemas.Task](
+    return schemas.TaskPage(
         data=_resources(ctx, caller, shown),
         **_pagination(str(request.url_for("list_tasks")), page, per_page, len(owned), len(shown)),
     )
@@ -84,7 +85,8 @@ def list_tasks(
 
 @router.get(
     "/backup-tasks/upcoming",
-    response_model=schemas.One[list[schemas.Upcoming]],
+    operation_id="listUpcomingBackupRuns",
+    response_model=schemas.UpcomingList,
     responses=responses(401, 403),
     summary="The caller's next scheduled runs, soonest first",
 )
@@ -95,7 +97,7 @@ def upcoming(ctx: Ctx, caller: Annotated[Caller, _caller(Ability.VIEW)]) -> Any:
         if at is not None:
             runs.append((at, resolved))
     runs.sort(key=lambda item: (item[0], item[1].id))
-    return schemas.One[list[schemas.Upcoming]](
+    return schemas.UpcomingList(
         data=[
             schemas.Upcoming(
                 id=resolved.id,
@@ -110,32 +112,35 @@ def upcoming(ctx: Ctx, caller: Annotated[Caller, _caller(Ability.VIEW)]) -> Any:
 
 @router.get(
     "/backup-tasks/{task_id}",
-    response_model=schemas.One[schemas.Task],
+    operation_id="showBackupTask",
+    response_model=schemas.TaskResponse,
     responses=responses(401, 403, 404),
     summary="Show one backup task",
 )
 def show_task(ctx: Ctx, caller: Annotated[Caller, _caller(Ability.VIEW)], task_id: str) -> Any:
     resolved = _find(ctx.engine.desired, caller, task_id)
-    return schemas.One[schemas.Task](data=_resources(ctx, caller, [resolved])[0])
+    return schemas.TaskResponse(data=_resources(ctx, caller, [resolved])[0])
 
 
 @router.get(
     "/backup-tasks/{task_id}/status",
-    response_model=schemas.One[schemas.TaskStatusData],
+    operation_id="showBackupTaskStatus",
+    response_model=schemas.TaskStatusResponse,
     responses=responses(401, 403, 404),
     summary="Whether the task is running now",
 )
 def task_status(ctx: Ctx, caller: Annotated[Caller, _caller(Ability.VIEW)], task_id: str) -> Any:
     resolved = _find(ctx.engine.desired, caller, task_id)
     status = ctx.history.task_status(resolved.id)
-    return schemas.One[schemas.TaskStatusData](
+    return schemas.TaskStatusResponse(
         data=schemas.TaskStatusData(id=resolved.id, status=status.value)
     )
 
 
 @router.get(
     "/backup-tasks/{task_id}/latest-log",
-    response_model=schemas.One[schemas.Log],
+    operation_id="showLatestBackupTaskLog",
+    response_model=schemas.LogResponse,
     responses=responses(401, 403, 404),
     summary="The latest run's log",
 )
@@ -144,12 +149,13 @@ def latest_log(ctx: Ctx, caller: Annotated[Caller, _caller(Ability.VIEW)], task_
     run = ctx.history.latest_run(resolved.id, LATEST_LOG_TAIL)
     if run is None:
         raise NotFound(NO_LOGS)
-    return schemas.One[schemas.Log](data=present.log(run))
+    return schemas.LogResponse(data=present.log(run))
 
 
 @router.get(
     "/backup-tasks/{task_id}/logs",
-    response_model=schemas.Page[schemas.Log],
+    operation_id="listBackupTaskLogs",
+    response_model=schemas.LogPage,
     responses=responses(401, 403, 404, 422),
     summary="Every run's log, newest first",
 )
@@ -164,7 +170,7 @@ def logs(
     resolved = _find(ctx.engine.desired, caller, task_id)
     runs, total = ctx.history.runs(resolved.id, (page - 1) * per_page, per_page, PAGE_LOG_TAIL)
     path = str(request.url_for("logs", task_id=str(resolved.id)))
-    return schemas.Page[schemas.Log](
+    return schemas.LogPage(
         data=[present.log(run) for run in runs],
         **_pagination(path, page, per_page, total, len(runs)),
     )
@@ -172,7 +178,8 @@ def logs(
 
 @router.get(
     "/sync",
-    response_model=schemas.One[schemas.SyncData],
+    operation_id="showSyncState",
+    response_model=schemas.SyncResponse,
     responses=responses(401),
     summary="The applied revision and the config set's errors",
 )
@@ -184,7 +191,7 @@ def sync_state(ctx: Ctx, caller: Annotated[Caller, Depends(require(None))]) -> A
         errors, tasks = desired.errors, len(desired.tasks)
     else:
         errors, tasks = errors_for_user(desired, caller.user.id), len(_owned(desired, caller))
-    return schemas.One[schemas.SyncData](
+    return schemas.SyncResponse(
         data=schemas.SyncData(
             revision=engine.revision,
             reconciled_at=present.utc_text(engine.reconciled_at) if engine.reconciled_at else None,
@@ -204,6 +211,7 @@ def sync_state(ctx: Ctx, caller: Annotated[Caller, Depends(require(None))]) -> A
 
 @router.post(
     "/backup-tasks/{task_id}/run",
+    operation_id="runBackupTask",
     status_code=202,
     response_model=schemas.Message,
     responses=responses(401, 403, 404, 409, 429),
@@ -234,8 +242,9 @@ async def run_task(
 
 @router.post(
     "/backup-tasks",
+    operation_id="createBackupTask",
     status_code=201,
-    response_model=schemas.One[schemas.Task],
+    response_model=schemas.TaskResponse,
     responses=responses(400, 401, 403, 409, 422),
     summary="Create a backup task (commits a new task file)",
 )
@@ -274,7 +283,7 @@ async def create_task(
         stored = _store_secrets(ctx, body, keys)
 
         def respond(applied: DesiredState) -> Any:
-            return schemas.One[schemas.Task](data=_written(ctx, caller, applied, task, path))
+            return schemas.TaskResponse(data=_written(ctx, caller, applied, task, path))
 
         return Prepared(
             respond=respond,
@@ -292,7 +301,8 @@ async def create_task(
 
 @router.put(
     "/backup-tasks/{task_id}",
-    response_model=schemas.One[schemas.Task],
+    operation_id="updateBackupTask",
+    response_model=schemas.TaskResponse,
     responses=responses(400, 401, 403, 404, 409, 422),
     summary="Change the fields given (commits an edit of the task's file)",
 )
@@ -322,7 +332,7 @@ async def update_task(
         task = _validate(path, text, desired, caller)
 
         def respond(applied: DesiredState) -> Any:
-            return schemas.One[schemas.Task](data=_written(ctx, caller, applied, task, path))
+            return schemas.TaskResponse(data=_written(ctx, caller, applied, task, path))
 
         changed = _changed(old_text, text)
         if not changed:
@@ -350,6 +360,7 @@ async def update_task(
 
 @router.delete(
     "/backup-tasks/{task_id}",
+    operation_id="deleteBackupTask",
     response_model=schemas.Message,
     responses=responses(401, 403, 404, 409),
     summary="Delete a backup task (commits the removal of its file)",
@@ -416,7 +427,7 @@ def _replay_task(ctx: ApiContext, caller: Caller) -> Callable[[DesiredState, int
                 409,
                 f"This request was already carried out for task {task_id}, which no longer exists.",
             )
-        return schemas.One[schemas.Task](data=_resources(ctx, caller, [resolved])[0])
+        return schemas.TaskResponse(data=_resources(ctx, caller, [resolved])[0])
 
     return replay
 
