@@ -1,6 +1,6 @@
 """Core benchmark: 10,000 task files in a real git repository.
 
-Prints, for the reconcile engine with the real GitStore, History, Scheduler and ref watcher:
+Prints, for the reconcile engine with the real GitStore, state store, Scheduler and ref watcher:
 - cold start: a fresh process's time from start to all tasks scheduled (imports included), and
   the first reconcile alone;
 - one committed edit's latency: `git commit` returns -> the scheduler runs the new version

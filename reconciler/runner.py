@@ -7,7 +7,7 @@ twice at once; the reservation is released however the run ends, and anything a 
 logged (a pool's future would keep it unread).
 
 Each run writes one line to the daemon's log when it starts and one when it ends, and its own log
-lines to the history in batches (`_RunLog`).
+lines to the state store in batches (`_RunLog`).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ LOG_TAIL_LINES = 20
 PROGRESS_EVERY = timedelta(seconds=30)
 DEFAULT_KEEP_RUNS = 200
 DEFAULT_KEEP_RUN_AGE = timedelta(days=90)
-# A run's log lines reach the history when this many are waiting, or this long after the first
+# A run's log lines reach the state store when this many are waiting, or this long after the first
 # of them: a reader sees a running backup's log within about a second.
 LOG_BATCH_LINES = 500
 LOG_BATCH_CHARS = 256 << 10
@@ -103,13 +103,13 @@ class _Reservation:
 
 
 class _RunLog:
-    """One run's log lines, written to the history in batches: when `LOG_BATCH_LINES` lines or
+    """One run's log lines, written to the state store in batches: when `LOG_BATCH_LINES` lines or
     `LOG_BATCH_CHARS` characters wait, `LOG_FLUSH_SECONDS` after the first waiting line (a short
     timer), and on `flush`. Callable from any thread.
 
     A run stores at most `max_lines` lines as they come; past that only the last
     `LOG_TAIL_LINES` are kept, and `flush(final=True)` stores them after a line saying how many
-    were left out, so a runaway remote cannot grow the history without bound and the end of the
+    were left out, so a runaway remote cannot grow the state store without bound and the end of the
     run (its failure, say) is still there.
     """
 

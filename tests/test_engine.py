@@ -1,7 +1,7 @@
 """Commits reach the running scheduler: edit, add, rename, delete, break, duplicate.
 
-Everything here is real: a git repository made with the git CLI, GitStore, History on SQLite and
-the Scheduler; only the clock is a fake, so fire times are predictable.
+Everything here is real: a git repository made with the git CLI, GitStore, the state store on
+SQLite and the Scheduler; only the clock is a fake, so fire times are predictable.
 """
 
 from __future__ import annotations
