@@ -120,7 +120,7 @@ async def main(tasks: int, requests: int, concurrency: int, seconds: float) -> N
         port = free_port()
         daemon = build(Settings(repo=repo, state=Path(tmp) / "state.db", port=port))
         await daemon.engine.sync()
-        _, token = daemon.history.create_token(1, "bench", ["*"], datetime.now(UTC))
+        _, token = daemon.state.tokens.create_token(1, "bench", ["*"], datetime.now(UTC))
         server = uvicorn.Server(
             uvicorn.Config(daemon.app, host="127.0.0.1", port=port, log_level="warning")
         )
@@ -200,10 +200,10 @@ async def _list_at_history_length(
     daemon = build(Settings(repo=repo, state=tmp / "state.db", port=port))
     started = time.perf_counter()
     await daemon.engine.sync()
-    while daemon.history.file_times_revision() != daemon.engine.revision:
+    while daemon.state.file_times.file_times_revision() != daemon.engine.revision:
         await asyncio.sleep(0.01)
     indexed = time.perf_counter() - started
-    _, token = daemon.history.create_token(2, "bench", ["*"], datetime.now(UTC))
+    _, token = daemon.state.tokens.create_token(2, "bench", ["*"], datetime.now(UTC))
     server = uvicorn.Server(
         uvicorn.Config(daemon.app, host="127.0.0.1", port=port, log_level="warning")
     )

@@ -129,10 +129,10 @@ def child(server: dict[str, Any], tree: Path, scratch: Path) -> None:
     """Run one backup per `run <compression>` line on stdin; report timings, then peak RSS on
     `quit`."""
     # Imported here, so the driver stays small and the RSS below is the backup process's own.
-    from reconciler.history import History
     from reconciler.models import Compression, Storage
     from reconciler.runner import Runner
     from reconciler.secrets import Secrets
+    from reconciler.state.sqlite import SqliteStateStore
     from tests.runs import files_task
 
     sshd = SshServer(
@@ -144,8 +144,10 @@ def child(server: dict[str, Any], tree: Path, scratch: Path) -> None:
         server["host_key_line"],
         Path(server["directory"]),
     )
-    history = History(scratch / "history.sqlite")
-    runner = Runner(history=history, secrets=Secrets(scratch / "secrets.json", {}), clock=_Clock())
+    history = SqliteStateStore(scratch / "history.sqlite")
+    runner = Runner(
+        runs=history.runs, secrets=Secrets(scratch / "secrets.json", {}), clock=_Clock()
+    )
     tasks, destinations = {}, {}
     for task_id, compression in enumerate(Compression, start=1):
         destination = scratch / f"destination-{compression.value}"
@@ -168,7 +170,7 @@ def child(server: dict[str, Any], tree: Path, scratch: Path) -> None:
             raise RuntimeError("the run was not accepted")
         runner.wait(task.id)
         seconds = time.perf_counter() - started
-        record = history.latest_run(task.id)
+        record = history.runs.latest_run(task.id)
         if record is None or record.status.value != "successful" or record.backup_name is None:
             raise RuntimeError(f"the backup run failed: {record}")
         deleting = time.perf_counter()

@@ -1,6 +1,6 @@
 """Core benchmark: 10,000 task files in a real git repository.
 
-Prints, for the reconcile engine with the real GitStore, History, Scheduler and ref watcher:
+Prints, for the reconcile engine with the real GitStore, state store, Scheduler and ref watcher:
 - cold start: a fresh process's time from start to all tasks scheduled (imports included), and
   the first reconcile alone;
 - one committed edit's latency: `git commit` returns -> the scheduler runs the new version
@@ -68,15 +68,15 @@ class Clock:
 async def measure(repo: Path, state: Path, edits: int, process_start: float) -> dict[str, float]:
     from reconciler.engine import Engine
     from reconciler.gitstore import GitStore
-    from reconciler.history import History
     from reconciler.scheduler import Scheduler
+    from reconciler.state.sqlite import SqliteStateStore
     from reconciler.watcher import ref_changes
 
     clock = Clock()
-    history = History(state)
+    history = SqliteStateStore(state)
     scheduler = Scheduler(clock, lambda task, slot: None)
     store = GitStore(repo)
-    engine = Engine(store=store, scheduler=scheduler, history=history, clock=clock)
+    engine = Engine(store=store, scheduler=scheduler, state=history, clock=clock)
     first = time.perf_counter()
     await engine.sync()
     ready = time.perf_counter()

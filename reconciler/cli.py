@@ -15,9 +15,12 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from reconciler.types import ReconcilerError
+
+if TYPE_CHECKING:
+    from reconciler.state.tokens import Tokens
 
 _T = TypeVar("_T")
 _N = TypeVar("_N", int, float)
@@ -313,9 +316,8 @@ def _restore(args: argparse.Namespace) -> int:
 
 
 def _token_create(args: argparse.Namespace) -> int:
-    history = _history(args.state)
     abilities = tuple(args.abilities or ["*"])
-    record, plaintext = history.create_token(
+    record, plaintext = _tokens(args.state).create_token(
         args.user_id, args.name, abilities, datetime.now(UTC), operator=args.operator
     )
     print(plaintext)
@@ -329,7 +331,7 @@ def _token_create(args: argparse.Namespace) -> int:
 
 
 def _token_list(args: argparse.Namespace) -> int:
-    for record in _history(args.state).tokens(args.user_id):
+    for record in _tokens(args.state).list(args.user_id):
         used = record.last_used_at.isoformat() if record.last_used_at else "never used"
         role = "operator" if record.operator else "user"
         print(
@@ -340,16 +342,16 @@ def _token_list(args: argparse.Namespace) -> int:
 
 
 def _token_revoke(args: argparse.Namespace) -> int:
-    if not _history(args.state).revoke_token(args.token_id):
+    if not _tokens(args.state).revoke_token(args.token_id):
         raise UserError(f"no token with id {args.token_id}")
     print(f"revoked token {args.token_id}")
     return 0
 
 
-def _history(state: Path) -> Any:
-    from reconciler.history import History
+def _tokens(state: Path) -> Tokens:
+    from reconciler.state import open_state
 
-    return _guarded(lambda: History(state))
+    return _guarded(lambda: open_state(state)).tokens
 
 
 def _guarded(action: Callable[[], _T]) -> _T:

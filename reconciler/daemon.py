@@ -21,13 +21,15 @@ from reconciler.api.secretkeys import forget_unreferenced
 from reconciler.engine import Engine
 from reconciler.executor import CONNECT_TIMEOUT, STALL_TIMEOUT
 from reconciler.gitstore import GitStore
-from reconciler.history import History, RunRecord
 from reconciler.metrics import install_operational_routes
 from reconciler.models import ResolvedTask
 from reconciler.restore import restore
 from reconciler.runner import DEFAULT_KEEP_RUN_AGE, DEFAULT_KEEP_RUNS, Runner, RunRequest
 from reconciler.scheduler import Scheduler
 from reconciler.secrets import Secrets
+from reconciler.state import StateStore, open_state
+from reconciler.state.runs import RunRecord
+from reconciler.state.schedule import ScheduleBookkeeping
 from reconciler.types import ReconcilerError, RunStatus
 from reconciler.watcher import ref_changes
 
@@ -75,7 +77,7 @@ def secrets_path(state: Path) -> Path:
 class Daemon:
     settings: Settings
     clock: SystemClock
-    history: History
+    state: StateStore
     secrets: Secrets
     store: GitStore
     runner: Runner
@@ -88,11 +90,11 @@ class Daemon:
 
 def build(settings: Settings) -> Daemon:
     clock = SystemClock()
-    history = History(settings.state)
+    state = open_state(settings.state)
     secrets = Secrets(secrets_path(settings.state), os.environ)
     store = GitStore(settings.repo)
     runner = Runner(
-        history=history,
+        runs=state.runs,
         secrets=secrets,
         clock=clock,
         max_workers=settings.max_workers,
@@ -104,12 +106,12 @@ def build(settings: Settings) -> Daemon:
         stall_timeout=settings.stall_timeout,
     )
     fires = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fire")
-    dispatch = scheduled_dispatch(history, runner.dispatch, fires)
+    dispatch = scheduled_dispatch(state.schedule, runner.dispatch, fires)
     scheduler = Scheduler(clock, dispatch)
-    engine = Engine(store=store, scheduler=scheduler, history=history, clock=clock)
+    engine = Engine(store=store, scheduler=scheduler, state=state, clock=clock)
     app = create_app(
         engine=engine,
-        history=history,
+        state=state,
         secrets=secrets,
         runner=runner,
         clock=clock,
@@ -118,12 +120,14 @@ def build(settings: Settings) -> Daemon:
     )
     install_operational_routes(app, engine=engine, runner=runner)
     return Daemon(
-        settings, clock, history, secrets, store, runner, scheduler, engine, app, dispatch, fires
+        settings, clock, state, secrets, store, runner, scheduler, engine, app, dispatch, fires
     )
 
 
 def scheduled_dispatch(
-    history: History, dispatch: Callable[[ResolvedTask, datetime], None], fires: Executor
+    schedule: ScheduleBookkeeping,
+    dispatch: Callable[[ResolvedTask, datetime], None],
+    fires: Executor,
 ) -> Callable[[ResolvedTask, datetime], None]:
     """Remember each fired slot before handing it on, so a restart never fires it again.
 
@@ -132,7 +136,7 @@ def scheduled_dispatch(
     """
 
     def record_and_dispatch(task: ResolvedTask, slot: datetime) -> None:
-        history.record_fire(task.id, slot)
+        schedule.record_fire(task.id, slot)
         dispatch(task, slot)
 
     def fire(task: ResolvedTask, slot: datetime) -> None:
@@ -163,7 +167,7 @@ async def serve(settings: Settings) -> None:
     # handler was there before: this one, so runs and the state store close before we exit.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, shut_down)
-    if daemon.history.created:
+    if daemon.state.created:
         log.warning(
             "the state store %s was created new: no run history, no API tokens (create one with"
             " `reconciler token create`), and no missed runs to catch up from before now",
@@ -195,7 +199,7 @@ async def serve(settings: Settings) -> None:
             daemon.dispatch(task, slot)
         # From here on the scheduler fires every slot, so from here on we were up for it.
         alive = await asyncio.to_thread(
-            daemon.history.begin_alive,
+            daemon.state.schedule.begin_alive,
             daemon.clock.now(),
             daemon.clock.now() - settings.catch_up_deadline,
         )
@@ -229,9 +233,9 @@ async def close(daemon: Daemon, alive: int | None = None) -> None:
     await asyncio.to_thread(daemon.fires.shutdown, wait=True)
     await daemon.runner.close()
     if alive is not None:
-        await asyncio.to_thread(daemon.history.still_alive, alive, daemon.clock.now())
+        await asyncio.to_thread(daemon.state.schedule.still_alive, alive, daemon.clock.now())
     await asyncio.to_thread(daemon.engine.close)
-    daemon.history.close()
+    daemon.state.close()
 
 
 async def _heartbeat(daemon: Daemon, alive: int) -> None:
@@ -239,7 +243,7 @@ async def _heartbeat(daemon: Daemon, alive: int) -> None:
     while True:
         await asyncio.sleep(HEARTBEAT_SECONDS)
         try:
-            await asyncio.to_thread(daemon.history.still_alive, alive, daemon.clock.now())
+            await asyncio.to_thread(daemon.state.schedule.still_alive, alive, daemon.clock.now())
         except Exception:
             log.exception("cannot record that the daemon is up; catch-up may run a slot twice")
 
@@ -266,7 +270,7 @@ async def _follow(daemon: Daemon, task_id: int) -> RunRecord:
     `request_run` records the run before it accepts it, so the task's latest run is this one.
     Each look reads only the lines after the last one printed.
     """
-    run = await asyncio.to_thread(daemon.history.latest_run, task_id)
+    run = await asyncio.to_thread(daemon.state.runs.latest_run, task_id)
     assert run is not None
     printed = 0
     while True:
@@ -276,12 +280,12 @@ async def _follow(daemon: Daemon, task_id: int) -> RunRecord:
         except TimeoutError:
             finished = False
         while True:
-            lines, printed = await asyncio.to_thread(daemon.history.log_after, run.id, printed)
+            lines, printed = await asyncio.to_thread(daemon.state.runs.log_after, run.id, printed)
             print("".join(f"{line}\n" for line in lines), end="", flush=True)
             if not lines:
                 break
         if finished:
-            ended = await asyncio.to_thread(daemon.history.run, run.id)
+            ended = await asyncio.to_thread(daemon.state.runs.run, run.id)
             assert ended is not None
             return ended
 
@@ -294,13 +298,13 @@ def restore_backup(settings: Settings, task_id: int, run_id: int | None, to: Pat
         task = _task(daemon, task_id)
         run = None
         if run_id is not None:
-            run = daemon.history.run(run_id)
+            run = daemon.state.runs.run(run_id)
             if run is None or run.task_id != task_id:
                 raise DaemonError(f"task {task_id} has no run {run_id}")
         return restore(task, run=run, to=to, secrets=daemon.secrets)
     finally:
         daemon.engine.close()
-        daemon.history.close()
+        daemon.state.close()
 
 
 class DaemonError(ReconcilerError):

@@ -20,11 +20,11 @@ from reconciler.desired import DesiredState, build_desired
 from reconciler.documents import SYMLINK_REASON, ParsedFile, file_problem, is_ignored, refused
 from reconciler.filetimes import FileTimesIndex
 from reconciler.gitstore import GitStore, TreeEntry
-from reconciler.history import History
 from reconciler.loader import parse_files
 from reconciler.models import ResolvedTask
 from reconciler.plan import Plan, make_plan
 from reconciler.scheduler import Scheduler
+from reconciler.state import StateStore
 from reconciler.types import Clock, ConfigError
 
 log = logging.getLogger("reconciler.engine")
@@ -47,17 +47,17 @@ class Engine:
         *,
         store: GitStore,
         scheduler: Scheduler,
-        history: History,
+        state: StateStore,
         clock: Clock,
         parse_workers: int | None = None,
     ) -> None:
         self.store = store
         self._scheduler = scheduler
-        self._history = history
+        self._schedule = state.schedule
         self._clock = clock
         self._parse_workers = parse_workers
         self._lock = asyncio.Lock()
-        self._file_times = FileTimesIndex(store, history)
+        self._file_times = FileTimesIndex(store, state.file_times)
         self._blobs: Mapping[str, TreeEntry] = {}
         self._files: Mapping[str, ParsedFile] = {}
         self._desired = DesiredState()
@@ -99,7 +99,7 @@ class Engine:
             if plan.added:
                 # A state store write, which can wait for SQLite's lock: never on the event loop.
                 added = [task.id for task in plan.added]
-                await asyncio.to_thread(self._history.mark_seen, added, self._clock.now())
+                await asyncio.to_thread(self._schedule.mark_seen, added, self._clock.now())
             self._apply(snapshot, plan)
             self.last_duration = time.perf_counter() - started
             self.reconciles += 1
@@ -124,8 +124,8 @@ class Engine:
         never makes it run at once.
         """
         now = self._clock.now()
-        last = {**self._history.first_seen(), **self._history.last_fired()}
-        alive = self._history.alive_since(now - deadline)
+        last = {**self._schedule.first_seen(), **self._schedule.last_fired()}
+        alive = self._schedule.alive_since(now - deadline)
         return self._scheduler.catch_up(last, now, deadline, alive)
 
     def _compute(self, full: bool) -> _Snapshot:

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
 from reconciler.gitstore import FileChanges, GitStore
-from reconciler.history import History, IndexedFileTimes
+from reconciler.state.filetimes import IndexedFileTimes, StoredFileTimes
 
 log = logging.getLogger("reconciler.filetimes")
 
@@ -63,9 +63,9 @@ def merge_rows(
 
 
 class FileTimesIndex:
-    def __init__(self, store: GitStore, history: History) -> None:
+    def __init__(self, store: GitStore, stored: StoredFileTimes) -> None:
         self._store = store
-        self._history = history
+        self._stored = stored
         self._lock = threading.Lock()  # one writer of the index at a time, in this process
         self._rebuilding: threading.Thread | None = None
         self._wanted: str | None = None
@@ -84,7 +84,7 @@ class FileTimesIndex:
             self._wanted = head
             if self._rebuilding is not None:
                 return  # the rebuild catches up with `_wanted` when it is done
-            indexed = self._history.file_times_revision()
+            indexed = self._stored.file_times_revision()
             if indexed == head:
                 return
             commits = None if indexed is None else self._store.commits_since(indexed, head)
@@ -99,7 +99,7 @@ class FileTimesIndex:
     def times(self, paths: Sequence[str]) -> dict[str, Times | None]:
         """(created, last changed) of each path; None for a path not in the indexed commit.
         From the index when there is one; otherwise, and for paths it lacks, walked from git."""
-        revision, rows = self._history.indexed_file_times(paths)
+        revision, rows = self._stored.indexed_file_times(paths)
         if revision is None or self._rebuilding is not None:
             return self._store.files_times(paths)
         found: dict[str, Times | None] = {
@@ -121,9 +121,9 @@ class FileTimesIndex:
         updated, created, removed = fold_changes(map(self._store.file_changes, commits))
         touched = set(updated) | removed
         present = self._store.existing(head, touched)
-        _, known = self._history.indexed_file_times(touched)
+        _, known = self._stored.indexed_file_times(touched)
         rows = merge_rows(updated, created, touched, present, known)
-        if not self._history.advance_file_times(indexed, head, rows):
+        if not self._stored.advance_file_times(indexed, head, rows):
             log.info("the file-time index was moved by another process; following it next time")
 
     def _rebuild(self) -> None:
@@ -157,6 +157,6 @@ class FileTimesIndex:
             changes.append(self._store.file_changes(commit))
         updated, created, _ = fold_changes(changes)
         rows = merge_rows(updated, created, updated, set(self._store.list_files(head)), {})
-        self._history.rebuild_file_times(head, rows)
+        self._stored.rebuild_file_times(head, rows)
         log.info("file-time index rebuilt from %d commits (%d files)", len(commits), len(rows))
         return True

@@ -20,10 +20,10 @@ from reconciler.commands import DUMP_EXTENSION, BackupFormat
 from reconciler.completeness import DUMP_TAIL_WINDOW, dump_tail_complete
 from reconciler.destinations import open_destination
 from reconciler.encryption import CHUNK_SIZE, decrypt_stream
-from reconciler.history import RunRecord
 from reconciler.models import ResolvedTask, SourceType
 from reconciler.retention import own_backups
 from reconciler.secrets import Secrets
+from reconciler.state.runs import RunRecord
 from reconciler.types import ReconcilerError
 
 

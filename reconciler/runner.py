@@ -7,7 +7,7 @@ twice at once; the reservation is released however the run ends, and anything a 
 logged (a pool's future would keep it unread).
 
 Each run writes one line to the daemon's log when it starts and one when it ends, and its own log
-lines to the history in batches (`_RunLog`).
+lines to the state store in batches (`_RunLog`).
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from reconciler.commands import (
 from reconciler.destinations import BackupWriter, DestinationStore, open_destination
 from reconciler.encryption import EncryptingWriter
 from reconciler.executor import CONNECT_TIMEOUT, STALL_TIMEOUT, RemoteShell, SshTarget
-from reconciler.history import History, HistoryError, RunInProgressError, RunRecord, RunTarget
 from reconciler.models import (
     BackupDestination,
     DatabaseConnection,
@@ -48,6 +47,8 @@ from reconciler.models import (
 from reconciler.notify import RunOutcome, send_notifications
 from reconciler.retention import backup_name, backups_to_delete
 from reconciler.secrets import Secrets
+from reconciler.state.errors import StateError
+from reconciler.state.runs import RunInProgressError, RunRecord, Runs, RunTarget
 from reconciler.types import Clock, RunStatus
 from reconciler.verifier import StreamVerifier
 
@@ -58,7 +59,7 @@ LOG_TAIL_LINES = 20
 PROGRESS_EVERY = timedelta(seconds=30)
 DEFAULT_KEEP_RUNS = 200
 DEFAULT_KEEP_RUN_AGE = timedelta(days=90)
-# A run's log lines reach the history when this many are waiting, or this long after the first
+# A run's log lines reach the state store when this many are waiting, or this long after the first
 # of them: a reader sees a running backup's log within about a second.
 LOG_BATCH_LINES = 500
 LOG_BATCH_CHARS = 256 << 10
@@ -102,18 +103,18 @@ class _Reservation:
 
 
 class _RunLog:
-    """One run's log lines, written to the history in batches: when `LOG_BATCH_LINES` lines or
+    """One run's log lines, written to the state store in batches: when `LOG_BATCH_LINES` lines or
     `LOG_BATCH_CHARS` characters wait, `LOG_FLUSH_SECONDS` after the first waiting line (a short
     timer), and on `flush`. Callable from any thread.
 
     A run stores at most `max_lines` lines as they come; past that only the last
     `LOG_TAIL_LINES` are kept, and `flush(final=True)` stores them after a line saying how many
-    were left out, so a runaway remote cannot grow the history without bound and the end of the
+    were left out, so a runaway remote cannot grow the state store without bound and the end of the
     run (its failure, say) is still there.
     """
 
-    def __init__(self, history: History, run_id: int, clock: Clock, max_lines: int) -> None:
-        self._history = history
+    def __init__(self, runs: Runs, run_id: int, clock: Clock, max_lines: int) -> None:
+        self._runs = runs
         self._run_id = run_id
         self._clock = clock
         self._max_lines = max_lines
@@ -162,7 +163,7 @@ class _RunLog:
                     batch.extend(self._overflow)
                     self._overflow.clear()
                     self._dropped = 0
-            self._history.append_logs(self._run_id, batch)
+            self._runs.append_logs(self._run_id, batch)
 
     def _flush_on_time(self) -> None:
         try:
@@ -208,7 +209,7 @@ class Runner:
     def __init__(
         self,
         *,
-        history: History,
+        runs: Runs,
         secrets: Secrets,
         clock: Clock,
         max_workers: int = 4,
@@ -236,7 +237,7 @@ class Runner:
         self._max_log_lines = max_log_lines
         self._keep_runs = keep_runs
         self._keep_run_age = keep_run_age
-        self._history = history
+        self._runs = runs
         self._secrets = secrets
         self._clock = clock
         self._default_timeout = default_timeout
@@ -288,7 +289,7 @@ class Runner:
         if self._stop.is_set():
             raise RuntimeError("the runner is closed")
         try:
-            run_id = self._history.start_run(task.id, trigger, self._clock.now())
+            run_id = self._runs.start_run(task.id, trigger, self._clock.now())
         except RunInProgressError:
             return False
         self._reserved[task.id] = _Reservation(task.id, task.server.id, run_id)
@@ -314,7 +315,7 @@ class Runner:
         Call once at start, before any run is queued. A run's temporary file is looked for where
         the run recorded it was writing, so a task deleted or moved since is cleaned up too.
         """
-        interrupted = self._history.recover_interrupted(self._clock.now())
+        interrupted = self._runs.recover_interrupted(self._clock.now())
         for record in interrupted:
             if record.target is not None:  # else it stopped before it wrote anything
                 self._remove_partial(record.id, record.task_id, record.target)
@@ -340,7 +341,7 @@ class Runner:
         if removed:
             where = f"{target.directory or '.'}/{target.name}"
             logger.info("task %d run %d: removed the partial backup %s", task_id, run_id, where)
-            self._history.append_logs(
+            self._runs.append_logs(
                 run_id, [(self._clock.now(), f"removed the partial backup of {where}")]
             )
 
@@ -352,7 +353,7 @@ class Runner:
             leftover = list(self._reserved.values())
             self._reserved.clear()
         for reservation in leftover:  # queued but never started
-            self._history.finish_run(
+            self._runs.finish_run(
                 reservation.run_id,
                 RunStatus.FAILED,
                 self._clock.now(),
@@ -377,13 +378,13 @@ class Runner:
         task "running" in every process until a restart: record it failed, retrying a while."""
         for wait in (*_FINISH_RETRY_WAITS, None):
             try:
-                self._history.finish_run(
+                self._runs.finish_run(
                     run_id,
                     RunStatus.FAILED,
                     self._clock.now(),
                     reason="the run's end could not be recorded (the daemon's log says why)",
                 )
-            except HistoryError:
+            except StateError:
                 return  # already finished: its own record stands
             except Exception:
                 if wait is None:
@@ -397,7 +398,7 @@ class Runner:
         started = self._clock.now()
         logger.info("task %d run %d started (%s)", task.id, run_id, trigger)
         tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
-        run_log = _RunLog(self._history, run_id, self._clock, self._max_log_lines)
+        run_log = _RunLog(self._runs, run_id, self._clock, self._max_log_lines)
 
         def log(line: str) -> None:
             tail.append(line)
@@ -413,7 +414,7 @@ class Runner:
         finally:
             run_log.flush(final=True)  # before the run is seen finished: its log is complete
             finished = self._clock.now()
-            self._history.finish_run(
+            self._runs.finish_run(
                 run_id,
                 status,
                 finished,
@@ -431,7 +432,7 @@ class Runner:
 
     def _prune(self, task_id: int, now: datetime) -> None:
         before = now - self._keep_run_age if self._keep_run_age is not None else None
-        deleted = self._history.prune_runs(task_id, self._keep_runs, before)
+        deleted = self._runs.prune_runs(task_id, self._keep_runs, before)
         if deleted:
             logger.info("run history: deleted %d old run(s) and their logs", deleted)
 
@@ -515,7 +516,7 @@ class Runner:
                 where = f"{spec.storage.path or '.'}/{name}"
                 log(f"streaming {spec.source.type.value} to {task.destination.label}: {where}")
                 written = RunTarget(task.destination.model_dump_json(), spec.storage.path, name)
-                self._history.record_target(run_id, written)
+                self._runs.record_target(run_id, written)
                 size = self._stream(
                     shell, command, stdin, store, name, task, passphrase, form, timeout, log
                 )

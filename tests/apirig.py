@@ -1,5 +1,5 @@
-"""A real API over a real config repository: git, GitStore, Engine, Scheduler, History, Secrets,
-Runner and the FastAPI app, driven in-process through httpx. Only the clock is fake.
+"""A real API over a real config repository: git, GitStore, Engine, Scheduler, the state store,
+Secrets, Runner and the FastAPI app, driven in-process through httpx. Only the clock is fake.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from fastapi import FastAPI
 from reconciler.api import create_app
 from reconciler.engine import Engine
 from reconciler.gitstore import GitStore
-from reconciler.history import History
 from reconciler.runner import Runner
 from reconciler.scheduler import Scheduler
 from reconciler.secrets import Secrets
+from reconciler.state import StateStore
+from reconciler.state.sqlite import SqliteStateStore
 from tests import configset
 from tests.clock import FakeClock
 from tests.gitrepo import git, init_repo
@@ -90,7 +91,7 @@ class ApiRig:
     app: FastAPI
     client: httpx.AsyncClient
     engine: Engine
-    history: History
+    state: StateStore
     secrets: Secrets
     secrets_path: Path
     runner: Runner
@@ -100,7 +101,9 @@ class ApiRig:
     def auth(self, user_id: int = 1, abilities: Sequence[str] = ("*",)) -> dict[str, str]:
         key = (user_id, tuple(abilities))
         if key not in self._tokens:
-            _, plaintext = self.history.create_token(user_id, "test", abilities, self.clock.now())
+            _, plaintext = self.state.tokens.create_token(
+                user_id, "test", abilities, self.clock.now()
+            )
             self._tokens[key] = plaintext
         return {"Authorization": f"Bearer {self._tokens[key]}"}
 
@@ -138,14 +141,14 @@ def build(
     if not clone:
         init_repo(repo, config_files() if files is None else files)
     clock = FakeClock(START)
-    history = History(tmp / "state.db")
+    history = SqliteStateStore(tmp / "state.db")
     secrets_path = tmp / "state.db.secrets.json"
     secrets = Secrets(secrets_path, {})
     runner = Runner(
-        history=history, secrets=secrets, clock=clock, max_workers=2, connect_timeout=5.0
+        runs=history.runs, secrets=secrets, clock=clock, max_workers=2, connect_timeout=5.0
     )
     scheduler = Scheduler(clock, runner.dispatch)
-    engine = Engine(store=GitStore(repo), scheduler=scheduler, history=history, clock=clock)
+    engine = Engine(store=GitStore(repo), scheduler=scheduler, state=history, clock=clock)
     app = create_app(engine, history, secrets, runner, clock, **app_options)
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
     return ApiRig(repo, app, client, engine, history, secrets, secrets_path, runner, clock)
@@ -155,7 +158,7 @@ async def close(rig: ApiRig) -> None:
     await rig.client.aclose()
     await rig.runner.close()
     rig.engine.close()
-    rig.history.close()
+    rig.state.close()
 
 
 @asynccontextmanager

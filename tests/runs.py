@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from reconciler.history import History
 from reconciler.models import (
     BackupTask,
     DatabaseConnection,
@@ -23,6 +22,7 @@ from reconciler.models import (
 )
 from reconciler.runner import Runner
 from reconciler.secrets import Secrets
+from reconciler.state.sqlite import SqliteStateStore
 from reconciler.types import RunStatus
 from tests.clock import FakeClock
 from tests.servers import SshServer
@@ -91,7 +91,7 @@ class Harness:
 
     def __init__(self, tmp_path: Path, environ: dict[str, str] | None = None) -> None:
         self.clock = FakeClock(T0)
-        self.history = History(tmp_path / "history.sqlite")
+        self.state = SqliteStateStore(tmp_path / "history.sqlite")
         self.secrets = Secrets(
             tmp_path / "secrets.json",
             {"ENCRYPTION": ENCRYPTION_PASSWORD, **(environ or {})},
@@ -99,12 +99,12 @@ class Harness:
         self.runner = self.new_runner()
 
     def new_runner(self) -> Runner:
-        return Runner(history=self.history, secrets=self.secrets, clock=self.clock, max_workers=2)
+        return Runner(runs=self.state.runs, secrets=self.secrets, clock=self.clock, max_workers=2)
 
     def run(self, task: ResolvedTask) -> RunStatus:
         """One manual run to completion; returns its final status."""
         assert self.runner.request_run(task).value == "accepted"
         self.runner.wait(task.id, timeout=120)
-        record = self.history.latest_run(task.id)
+        record = self.state.runs.latest_run(task.id)
         assert record is not None
         return record.status

@@ -22,7 +22,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[ApiRig]:
 
 async def sync_errors(rig: ApiRig) -> list[dict[str, object]]:
     """The config errors an operator sees: a file refused unread belongs to no user."""
-    _, token = rig.history.create_token(1, "ops", ["*"], rig.clock.now(), operator=True)
+    _, token = rig.state.tokens.create_token(1, "ops", ["*"], rig.clock.now(), operator=True)
     response = await rig.client.get("/api/sync", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 200
     errors: list[dict[str, object]] = response.json()["data"]["errors"]

@@ -44,8 +44,8 @@ async def test_a_token_with_the_ability_may_act(rig: ApiRig) -> None:
 
 async def test_a_revoked_token_is_a_401(rig: ApiRig) -> None:
     headers = rig.auth(1)
-    token = rig.history.tokens(1)[0]
-    rig.history.revoke_token(token.id)
+    token = rig.state.tokens.list(1)[0]
+    rig.state.tokens.revoke_token(token.id)
     assert (await rig.client.get("/api/backup-tasks", headers=headers)).status_code == 401
 
 

@@ -23,7 +23,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[ApiRig]:
 async def test_the_latest_log_of_an_interrupted_run_says_a_restart_interrupted_it(
     rig: ApiRig,
 ) -> None:
-    rig.history.start_run(1, "schedule", START)  # the daemon died during this run
+    rig.state.runs.start_run(1, "schedule", START)  # the daemon died during this run
     rig.clock.advance(timedelta(minutes=5))
     rig.runner.recover()
     log = (await rig.get("/api/backup-tasks/1/latest-log")).json()["data"]
@@ -34,9 +34,9 @@ async def test_the_latest_log_of_an_interrupted_run_says_a_restart_interrupted_i
 async def test_the_latest_log_carries_the_last_thousand_lines_and_says_what_it_left_out(
     rig: ApiRig,
 ) -> None:
-    run_id = rig.history.start_run(1, "manual", START)
-    rig.history.append_logs(run_id, [(START, f"line {i}") for i in range(3000)])
-    rig.history.finish_run(run_id, RunStatus.SUCCESSFUL, START)
+    run_id = rig.state.runs.start_run(1, "manual", START)
+    rig.state.runs.append_logs(run_id, [(START, f"line {i}") for i in range(3000)])
+    rig.state.runs.finish_run(run_id, RunStatus.SUCCESSFUL, START)
     lines = (await rig.get("/api/backup-tasks/1/latest-log")).json()["data"]["output"].splitlines()
     assert lines[0] == "[2,000 earlier lines not shown]"
     assert lines[1:] == [f"2026-03-10T12:00:00Z line {i}" for i in range(2000, 3000)]
@@ -44,9 +44,9 @@ async def test_the_latest_log_carries_the_last_thousand_lines_and_says_what_it_l
 
 async def test_a_page_of_logs_carries_each_runs_last_hundred_lines(rig: ApiRig) -> None:
     for _ in range(2):
-        run_id = rig.history.start_run(1, "manual", START)
-        rig.history.append_logs(run_id, [(START, "x" * 100)] * 500)
-        rig.history.finish_run(run_id, RunStatus.SUCCESSFUL, START)
+        run_id = rig.state.runs.start_run(1, "manual", START)
+        rig.state.runs.append_logs(run_id, [(START, "x" * 100)] * 500)
+        rig.state.runs.finish_run(run_id, RunStatus.SUCCESSFUL, START)
     body = (await rig.get("/api/backup-tasks/1/logs")).json()
     for log in body["data"]:
         lines = log["output"].splitlines()
@@ -55,9 +55,9 @@ async def test_a_page_of_logs_carries_each_runs_last_hundred_lines(rig: ApiRig) 
 
 
 async def test_a_log_of_huge_lines_is_bounded_in_size_too(rig: ApiRig) -> None:
-    run_id = rig.history.start_run(1, "manual", START)
-    rig.history.append_logs(run_id, [(START, f"{i} " + "y" * 60_000) for i in range(100)])
-    rig.history.finish_run(run_id, RunStatus.SUCCESSFUL, START)
+    run_id = rig.state.runs.start_run(1, "manual", START)
+    rig.state.runs.append_logs(run_id, [(START, f"{i} " + "y" * 60_000) for i in range(100)])
+    rig.state.runs.finish_run(run_id, RunStatus.SUCCESSFUL, START)
     output = (await rig.get("/api/backup-tasks/1/latest-log")).json()["data"]["output"]
     assert len(output) <= 1 << 20
     lines = output.splitlines()

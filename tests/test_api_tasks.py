@@ -142,8 +142,8 @@ async def test_scheduled_local_time_is_in_the_owners_timezone(rig: ApiRig) -> No
 
 
 async def test_last_run_times_come_from_the_history_in_utc_and_local_time(rig: ApiRig) -> None:
-    run_id = rig.history.start_run(2, "schedule", START)
-    rig.history.finish_run(run_id, RunStatus.SUCCESSFUL, START)
+    run_id = rig.state.runs.start_run(2, "schedule", START)
+    rig.state.runs.finish_run(run_id, RunStatus.SUCCESSFUL, START)
     task = (await rig.get("/api/backup-tasks/2", user_id=2)).json()["data"]
     assert task["last_run_utc_time"] == "2026-03-10T12:00:00Z"
     assert task["last_run_local_time"] == "2026-03-10 08:00:00"
@@ -160,7 +160,7 @@ async def test_status_says_ready_or_running(rig: ApiRig) -> None:
     assert (await rig.get("/api/backup-tasks/1/status")).json() == {
         "data": {"id": 1, "status": "ready"}
     }
-    rig.history.start_run(1, "manual", START)
+    rig.state.runs.start_run(1, "manual", START)
     assert (await rig.get("/api/backup-tasks/1/status")).json()["data"]["status"] == "running"
 
 
@@ -174,11 +174,11 @@ async def test_latest_log_without_runs_is_a_404_with_the_documented_message(rig:
 
 
 async def test_latest_log_is_the_newest_run(rig: ApiRig) -> None:
-    first = rig.history.start_run(1, "schedule", START)
-    rig.history.finish_run(first, RunStatus.FAILED, START, reason="boom")
-    second = rig.history.start_run(1, "manual", START)
-    rig.history.append_logs(second, [(START, "dumped 3 files")])
-    rig.history.finish_run(second, RunStatus.SUCCESSFUL, START)
+    first = rig.state.runs.start_run(1, "schedule", START)
+    rig.state.runs.finish_run(first, RunStatus.FAILED, START, reason="boom")
+    second = rig.state.runs.start_run(1, "manual", START)
+    rig.state.runs.append_logs(second, [(START, "dumped 3 files")])
+    rig.state.runs.finish_run(second, RunStatus.SUCCESSFUL, START)
     log = (await rig.get("/api/backup-tasks/1/latest-log")).json()["data"]
     assert log == {
         "id": second,
@@ -193,8 +193,8 @@ async def test_latest_log_is_the_newest_run(rig: ApiRig) -> None:
 async def test_logs_are_paginated_newest_first(rig: ApiRig) -> None:
     ids = []
     for _ in range(3):
-        ids.append(rig.history.start_run(1, "schedule", START))
-        rig.history.finish_run(ids[-1], RunStatus.SUCCESSFUL, START)
+        ids.append(rig.state.runs.start_run(1, "schedule", START))
+        rig.state.runs.finish_run(ids[-1], RunStatus.SUCCESSFUL, START)
     body = (await rig.get("/api/backup-tasks/1/logs", params={"per_page": 2})).json()
     assert [log["id"] for log in body["data"]] == [ids[2], ids[1]]
     assert body["meta"]["total"] == 3

@@ -39,7 +39,7 @@ def error_paths(body: dict[str, Any]) -> list[str]:
 
 
 async def operator_sync(rig: ApiRig) -> dict[str, Any]:
-    _, token = rig.history.create_token(1, "ops", ["*"], rig.clock.now(), operator=True)
+    _, token = rig.state.tokens.create_token(1, "ops", ["*"], rig.clock.now(), operator=True)
     response = await rig.client.get("/api/sync", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 200
     body: dict[str, Any] = response.json()

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reconciler.history import History
+from reconciler.state.sqlite import SqliteStateStore
 from tests import configset
 from tests.daemonproc import RunningDaemon, create_token, serving
 from tests.gitrepo import commit_files, git, head, init_repo
@@ -107,9 +107,9 @@ def test_a_state_store_deleted_while_stopped_is_created_new_and_its_tokens_are_g
 def test_the_daemon_records_when_it_was_alive(daemon: RunningDaemon, tmp_path: Path) -> None:
     daemon.process.send_signal(signal.SIGTERM)
     assert daemon.process.wait(timeout=15) == 0
-    history = History(tmp_path / "state" / "state.db")
+    history = SqliteStateStore(tmp_path / "state" / "state.db")
     try:
-        intervals = history.alive_since(datetime.now(UTC) - timedelta(minutes=5))
+        intervals = history.schedule.alive_since(datetime.now(UTC) - timedelta(minutes=5))
     finally:
         history.close()
     assert len(intervals) == 1

@@ -1,7 +1,7 @@
 """Commits reach the running scheduler: edit, add, rename, delete, break, duplicate.
 
-Everything here is real: a git repository made with the git CLI, GitStore, History on SQLite and
-the Scheduler; only the clock is a fake, so fire times are predictable.
+Everything here is real: a git repository made with the git CLI, GitStore, the state store on
+SQLite and the Scheduler; only the clock is a fake, so fire times are predictable.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ import pytest
 from reconciler.documents import MAX_FILE_BYTES
 from reconciler.engine import Engine
 from reconciler.gitstore import GitStore
-from reconciler.history import History
 from reconciler.models import ResolvedTask
 from reconciler.scheduler import Scheduler
+from reconciler.state import StateStore
+from reconciler.state.sqlite import SqliteStateStore
 from tests import configset
 from tests.gitrepo import commit_files, commit_symlink, git, init_repo, rename
 
@@ -39,7 +40,7 @@ class Rig:
     repo: Path
     engine: Engine
     scheduler: Scheduler
-    history: History
+    state: StateStore
     clock: FakeClock
     fired: list[tuple[int, datetime]]
 
@@ -55,10 +56,10 @@ class Rig:
 def make_rig(repo: Path, state: Path, config_set: Path | None = None) -> Rig:
     clock = FakeClock(START)
     fired: list[tuple[int, datetime]] = []
-    history = History(state)
+    history = SqliteStateStore(state)
     scheduler = Scheduler(clock, lambda task, slot: fired.append((task.id, slot)))
     engine = Engine(
-        store=GitStore(config_set or repo), scheduler=scheduler, history=history, clock=clock
+        store=GitStore(config_set or repo), scheduler=scheduler, state=history, clock=clock
     )
     return Rig(repo, engine, scheduler, history, clock, fired)
 
@@ -70,7 +71,7 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
     made = make_rig(repo, tmp_path / "state.db")
     yield made
     made.engine.close()
-    made.history.close()
+    made.state.close()
 
 
 async def test_the_first_sync_schedules_every_task_of_the_head_commit(rig: Rig) -> None:
@@ -237,12 +238,12 @@ async def test_a_folder_inside_a_larger_repository_is_the_config_set(tmp_path: P
     assert sorted(rig.running) == [1]
     assert rig.engine.errors == ()
     rig.engine.close()
-    rig.history.close()
+    rig.state.close()
 
 
 async def test_a_task_first_seen_after_its_last_slot_is_not_caught_up(rig: Rig) -> None:
     await rig.engine.sync()  # at 12:00, after that day's 02:30 slot
-    assert rig.history.first_seen()[1] == START
+    assert rig.state.schedule.first_seen()[1] == START
     assert rig.engine.catch_up(timedelta(hours=12)) == []
 
 
@@ -269,19 +270,19 @@ async def test_a_slot_that_passed_while_a_daemon_was_up_is_not_caught_up_after_a
     state = tmp_path / "state.db"
     first = make_rig(repo, state)
     await first.engine.sync()
-    alive = first.history.begin_alive(START, forget_before=START - timedelta(days=1))
+    alive = first.state.schedule.begin_alive(START, forget_before=START - timedelta(days=1))
     # At 12:10 the cron moves to 12:05 today, a slot that has just passed: the scheduler rightly
     # waits for tomorrow's, and a restart must not take today's for a missed one.
     first.clock.current = START + timedelta(minutes=10)
     await first.commit({"tasks/1.yaml": configset.task(1, schedule={"custom_cron": "5 12 * * *"})})
-    first.history.still_alive(alive, first.clock.current)
-    first.history.close()
+    first.state.schedule.still_alive(alive, first.clock.current)
+    first.state.close()
 
     restarted = make_rig(repo, state)
     restarted.clock.current = START + timedelta(minutes=15)
     await restarted.engine.sync()
     assert restarted.engine.catch_up(timedelta(hours=12)) == []
-    restarted.history.close()
+    restarted.state.close()
 
 
 async def test_a_slot_that_passed_while_no_daemon_was_up_is_caught_up(tmp_path: Path) -> None:
@@ -290,9 +291,9 @@ async def test_a_slot_that_passed_while_no_daemon_was_up_is_caught_up(tmp_path: 
     state = tmp_path / "state.db"
     first = make_rig(repo, state)
     await first.engine.sync()
-    alive = first.history.begin_alive(START, forget_before=START - timedelta(days=1))
-    first.history.still_alive(alive, START + timedelta(hours=10))  # down from 22:00 on
-    first.history.close()
+    alive = first.state.schedule.begin_alive(START, forget_before=START - timedelta(days=1))
+    first.state.schedule.still_alive(alive, START + timedelta(hours=10))  # down from 22:00 on
+    first.state.close()
 
     restarted = make_rig(repo, state)
     restarted.clock.current = datetime(2026, 3, 11, 8, 0, tzinfo=UTC)
@@ -301,4 +302,4 @@ async def test_a_slot_that_passed_while_no_daemon_was_up_is_caught_up(tmp_path: 
     assert [(task.id, slot) for task, slot in due] == [
         (1, datetime(2026, 3, 11, 2, 30, tzinfo=UTC))
     ]
-    restarted.history.close()
+    restarted.state.close()

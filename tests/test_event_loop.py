@@ -22,7 +22,8 @@ import pytest
 import uvicorn
 
 from reconciler.daemon import Daemon, Settings, build, close
-from reconciler.history import History
+from reconciler.state import StateStore
+from reconciler.state.sqlite import SqliteStateStore
 from tests import configset
 from tests.gitrepo import commit_files, init_repo
 from tests.servers import HOST, free_port
@@ -129,7 +130,7 @@ async def healthz_while_waiting(served: Served, work: Awaitable[_T]) -> _T:
 async def test_a_run_request_waiting_for_the_state_store_leaves_healthz_answering(
     served: Served,
 ) -> None:
-    _, token = served.daemon.history.create_token(1, "t", ["*"], datetime.now(UTC))
+    _, token = served.daemon.state.tokens.create_token(1, "t", ["*"], datetime.now(UTC))
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=served.url, headers=headers, timeout=30) as client:
         # A token's use is recorded at most once a minute: this request records it.
@@ -149,16 +150,16 @@ async def test_a_fire_waiting_for_the_state_store_leaves_healthz_answering(
     async def fire() -> None:
         # On the event loop, exactly as the scheduler's loop calls it when a slot comes.
         daemon.dispatch(task, slot)
-        await asyncio.to_thread(wait_for_fire, daemon.history, 1, slot)
+        await asyncio.to_thread(wait_for_fire, daemon.state, 1, slot)
 
     await healthz_while_waiting(served, fire())
 
-    assert daemon.history.last_fired()[1] == slot
+    assert daemon.state.schedule.last_fired()[1] == slot
 
 
-def wait_for_fire(history: History, task_id: int, slot: datetime) -> None:
+def wait_for_fire(history: StateStore, task_id: int, slot: datetime) -> None:
     deadline = time.monotonic() + 30
-    while history.last_fired().get(task_id) != slot:
+    while history.schedule.last_fired().get(task_id) != slot:
         assert time.monotonic() < deadline, "the fire was never recorded"
         time.sleep(0.01)
 
@@ -172,23 +173,23 @@ async def test_a_reconcile_waiting_for_the_state_store_leaves_healthz_answering(
     await healthz_while_waiting(served, daemon.engine.sync())
 
     assert 2 in daemon.engine.desired.tasks
-    assert 2 in daemon.history.first_seen()
+    assert 2 in daemon.state.schedule.first_seen()
 
 
 def test_a_token_used_again_within_a_minute_is_checked_without_a_write(tmp_path: Path) -> None:
-    history = History(tmp_path / "state.db")
+    history = SqliteStateStore(tmp_path / "state.db")
     try:
         now = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
-        _, token = history.create_token(1, "t", ["*"], now)
-        assert history.authenticate(token, now) is not None
+        _, token = history.tokens.create_token(1, "t", ["*"], now)
+        assert history.tokens.authenticate(token, now) is not None
         with write_lock_held(tmp_path / "state.db", 0.5):
             started = time.perf_counter()
-            again = history.authenticate(token, now + timedelta(seconds=59))
+            again = history.tokens.authenticate(token, now + timedelta(seconds=59))
             elapsed = time.perf_counter() - started
         assert again is not None
         assert again.last_used_at == now
         assert elapsed < HEALTHY_WITHIN
-        later = history.authenticate(token, now + timedelta(minutes=1))
+        later = history.tokens.authenticate(token, now + timedelta(minutes=1))
         assert later is not None
         assert later.last_used_at == now + timedelta(minutes=1)
     finally:

@@ -57,7 +57,7 @@ def assert_only(dest: Path, older: dict[str, bytes]) -> None:
 
 def quick_runner(harness: Harness) -> Runner:
     return Runner(
-        history=harness.history,
+        runs=harness.state.runs,
         secrets=harness.secrets,
         clock=harness.clock,
         connect_timeout=CONNECT_TIMEOUT,
@@ -70,7 +70,7 @@ def failed_run(harness: Harness, task: ResolvedTask) -> tuple[str, float]:
     started = time.monotonic()
     status = harness.run(task)
     elapsed = time.monotonic() - started
-    record = harness.history.latest_run(task.id)
+    record = harness.state.runs.latest_run(task.id)
     assert record is not None
     assert status is RunStatus.FAILED, record.output
     assert record.backup_name is None
@@ -157,7 +157,7 @@ def test_a_remote_tar_stopped_mid_stream_fails_within_the_stall_timeout(
     finally:
         os.kill(tar, signal.SIGKILL)  # ends a stopped process too
 
-    record = harness.history.latest_run(task.id)
+    record = harness.state.runs.latest_run(task.id)
     assert record is not None
     assert record.status is RunStatus.FAILED
     assert record.reason == (

@@ -12,7 +12,9 @@ import pytest
 
 from reconciler.filetimes import FileTimesIndex, fold_changes, merge_rows
 from reconciler.gitstore import FileChanges, GitStore
-from reconciler.history import History, IndexedFileTimes
+from reconciler.state import StateStore
+from reconciler.state.filetimes import IndexedFileTimes
+from reconciler.state.sqlite import SqliteStateStore
 from tests import configset
 from tests.apirig import api_rig
 from tests.gitrepo import append_commits, commit_files, git, head, init_repo, rename
@@ -28,8 +30,8 @@ def repo(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def history(tmp_path: Path) -> Iterator[History]:
-    opened = History(tmp_path / "state.db")
+def history(tmp_path: Path) -> Iterator[StateStore]:
+    opened = SqliteStateStore(tmp_path / "state.db")
     yield opened
     opened.close()
 
@@ -92,38 +94,38 @@ def wait_for_index(index: FileTimesIndex) -> None:
         time.sleep(0.01)
 
 
-def test_a_rebuilt_index_agrees_with_the_history_walk(repo: Path, history: History) -> None:
+def test_a_rebuilt_index_agrees_with_the_history_walk(repo: Path, history: StateStore) -> None:
     tangled_history(repo)
     store = GitStore(repo)
-    index = FileTimesIndex(store, history)
+    index = FileTimesIndex(store, history.file_times)
 
     index.follow(store.head())
     wait_for_index(index)
 
-    assert history.file_times_revision() == store.head()
+    assert history.file_times.file_times_revision() == store.head()
     assert index.times(all_paths(store)) == store.files_times(all_paths(store))
 
 
 def test_an_index_followed_commit_by_commit_agrees_with_the_walk(
-    repo: Path, history: History
+    repo: Path, history: StateStore
 ) -> None:
     store = GitStore(repo)
-    index = FileTimesIndex(store, history)
+    index = FileTimesIndex(store, history.file_times)
     index.follow(store.head())
     wait_for_index(index)
 
     for revision in tangled_history(repo)[1:]:
         index.follow(revision)
         assert not index.rebuilding
-        assert history.file_times_revision() == revision
+        assert history.file_times.file_times_revision() == revision
 
     assert index.times(all_paths(store)) == store.files_times(all_paths(store))
 
 
-def test_the_times_of_a_tangled_history(repo: Path, history: History) -> None:
+def test_the_times_of_a_tangled_history(repo: Path, history: StateStore) -> None:
     tangled_history(repo)
     store = GitStore(repo)
-    index = FileTimesIndex(store, history)
+    index = FileTimesIndex(store, history.file_times)
     index.follow(store.head())
     wait_for_index(index)
 
@@ -137,19 +139,19 @@ def test_the_times_of_a_tangled_history(repo: Path, history: History) -> None:
     assert times["tasks/renamed-c.yaml"] == (T[8], T[8])  # a rename is a new file
 
 
-def test_lookups_walk_git_while_there_is_no_index(repo: Path, history: History) -> None:
+def test_lookups_walk_git_while_there_is_no_index(repo: Path, history: StateStore) -> None:
     tangled_history(repo)
     store = GitStore(repo)
 
-    times = FileTimesIndex(store, history).times(all_paths(store))
+    times = FileTimesIndex(store, history.file_times).times(all_paths(store))
 
     assert times == store.files_times(all_paths(store))
-    assert history.file_times_revision() is None
+    assert history.file_times.file_times_revision() is None
 
 
-def test_a_branch_reset_behind_the_index_rebuilds_it(repo: Path, history: History) -> None:
+def test_a_branch_reset_behind_the_index_rebuilds_it(repo: Path, history: StateStore) -> None:
     store = GitStore(repo)
-    index = FileTimesIndex(store, history)
+    index = FileTimesIndex(store, history.file_times)
     first = head(repo)
     commit(repo, 2, {"tasks/a.yaml": "a: 1\n"})
     index.follow(store.head())
@@ -160,38 +162,38 @@ def test_a_branch_reset_behind_the_index_rebuilds_it(repo: Path, history: Histor
     index.follow(store.head())
     wait_for_index(index)
 
-    assert history.file_times_revision() == store.head()
+    assert history.file_times.file_times_revision() == store.head()
     assert index.times(all_paths(store)) == store.files_times(all_paths(store))
 
 
 def test_a_deleted_state_store_gets_its_index_back(tmp_path: Path, repo: Path) -> None:
     tangled_history(repo)
     store = GitStore(repo)
-    first = History(tmp_path / "first.db")
-    FileTimesIndex(store, first).follow(store.head())
+    first = SqliteStateStore(tmp_path / "first.db")
+    FileTimesIndex(store, first.file_times).follow(store.head())
     first.close()
 
-    fresh = History(tmp_path / "fresh.db")  # as if the state store had been deleted
+    fresh = SqliteStateStore(tmp_path / "fresh.db")  # as if the state store had been deleted
     try:
-        index = FileTimesIndex(store, fresh)
+        index = FileTimesIndex(store, fresh.file_times)
         index.follow(store.head())
         wait_for_index(index)
-        assert fresh.file_times_revision() == store.head()
+        assert fresh.file_times.file_times_revision() == store.head()
         assert index.times(all_paths(store)) == store.files_times(all_paths(store))
     finally:
         fresh.close()
 
 
-def test_a_closed_index_stops_its_rebuild_without_writing(repo: Path, history: History) -> None:
+def test_a_closed_index_stops_its_rebuild_without_writing(repo: Path, history: StateStore) -> None:
     append_commits(repo, [{"tasks/a.yaml": f"a: {n}\n"} for n in range(3000)], 1_700_000_000)
     store = GitStore(repo)
-    index = FileTimesIndex(store, history)
+    index = FileTimesIndex(store, history.file_times)
     index.follow(store.head())
 
     index.close()
 
     assert not index.rebuilding
-    assert history.file_times_revision() is None
+    assert history.file_times.file_times_revision() is None
 
 
 def test_the_newest_change_and_the_oldest_creation_count() -> None:
@@ -241,7 +243,7 @@ async def first_list_after_a_commit(tmp_path: Path, commits: int) -> float:
     append_commits(tmp_path / "config", edits, 1_700_000_000)
     async with api_rig(tmp_path, clone=True) as rig:
         deadline = time.monotonic() + 60
-        while rig.history.file_times_revision() != rig.engine.revision:
+        while rig.state.file_times.file_times_revision() != rig.engine.revision:
             assert time.monotonic() < deadline, "the index was never built"
             await rig.engine.sync()
             time.sleep(0.05)
@@ -269,10 +271,10 @@ async def test_a_list_after_a_commit_costs_the_same_at_10_and_2000_commits(
     assert long < max(5 * short, 1.0), (short, long)
 
 
-def test_renames_through_the_git_cli_are_new_files(repo: Path, history: History) -> None:
+def test_renames_through_the_git_cli_are_new_files(repo: Path, history: StateStore) -> None:
     rename(repo, "tasks/a.yaml", "tasks/moved.yaml", "move a")
     store = GitStore(repo)
-    index = FileTimesIndex(store, history)
+    index = FileTimesIndex(store, history.file_times)
     index.follow(store.head())
     wait_for_index(index)
     moved = datetime.fromtimestamp(int(git(repo, "log", "-1", "--format=%ct")), UTC)

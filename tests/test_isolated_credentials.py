@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from reconciler.executor import RemoteShell, SshTarget
-from reconciler.history import RunRecord
 from reconciler.models import ResolvedTask, SecretRef
 from reconciler.restore import restore
+from reconciler.state.runs import RunRecord
 from reconciler.types import RunStatus
 from tests.runs import Harness, files_task
 from tests.servers import PasswordLogin, SshServer, owned_directory
@@ -85,7 +85,7 @@ def accepted(sshd: SshServer, method: str, username: str) -> int:
 
 def finished_run(harness: Harness, task: ResolvedTask) -> RunRecord:
     harness.run(task)
-    record = harness.history.latest_run(task.id)
+    record = harness.state.runs.latest_run(task.id)
     assert record is not None
     return record
 

@@ -65,7 +65,7 @@ def odd_source(root: Path) -> Path:
 
 def run_record(harness: Harness, task: ResolvedTask) -> tuple[RunStatus, str, str | None]:
     status = harness.run(task)
-    record = harness.history.latest_run(task.id)
+    record = harness.state.runs.latest_run(task.id)
     assert record is not None
     return status, record.reason or "", record.backup_name
 
@@ -88,7 +88,7 @@ def test_an_odd_source_path_backs_up_and_restores_under_every_login_shell(
 
         assert status is RunStatus.SUCCESSFUL, f"{login.shell}: {reason}"
         assert name is not None
-        record = harness.history.latest_run(task.id)
+        record = harness.state.runs.latest_run(task.id)
         restored = restore(task, run=record, to=tmp_path / "out", secrets=harness.secrets)
         assert restored == tmp_path / "out" / ODD_NAME
         assert same_tree(source, restored)
@@ -125,7 +125,7 @@ def test_a_dump_of_an_oddly_named_database_reads_its_password_under_every_login_
     status, reason, _ = run_record(harness, task)
 
     assert status is RunStatus.SUCCESSFUL, f"{login.shell}: {reason}"
-    record = harness.history.latest_run(task.id)
+    record = harness.state.runs.latest_run(task.id)
     dump = restore(task, run=record, to=tmp_path / "out", secrets=harness.secrets)
     assert "it's here" in dump.read_text()
 

@@ -83,7 +83,7 @@ def test_tar_reporting_a_file_changed_while_read_is_a_logged_warning_not_a_failu
     harness = Harness(tmp_path)
     for _ in range(5):  # tar reads 64 MiB while a line is appended every millisecond
         assert harness.run(task) is RunStatus.SUCCESSFUL
-        record = harness.history.latest_run(task.id)
+        record = harness.state.runs.latest_run(task.id)
         assert record is not None
         if "file changed as we read it" in record.output:
             break
@@ -104,7 +104,7 @@ def test_a_bare_exit_status_of_one_fails_the_run_even_with_a_complete_stream(
         harness = Harness(tmp_path)
         task = files_task(replace(sshd, username=login.username), tmp_path / "dest", source)
         status = harness.run(task)
-    record = harness.history.latest_run(task.id)
+    record = harness.state.runs.latest_run(task.id)
     assert record is not None
     assert status is RunStatus.FAILED
     assert record.reason == "the remote command exited with 1: no error output"

@@ -40,7 +40,7 @@ def test_a_files_backup_round_trips_byte_for_byte(
     )
     harness = Harness(tmp_path)
     assert harness.run(task) is RunStatus.SUCCESSFUL
-    record = harness.history.latest_run(task.id)
+    record = harness.state.runs.latest_run(task.id)
     assert record is not None
     assert record.backup_name is not None
     compressed = compression is Compression.ZSTD

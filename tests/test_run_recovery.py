@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.history import History
+from reconciler.state.sqlite import SqliteStateStore
 from reconciler.types import RunStatus
 from tests import configset
 from tests.daemonproc import create_token, serving
@@ -110,9 +110,9 @@ def test_a_run_killed_mid_stream_has_its_partial_removed_at_the_next_start(
     (partial,) = written
     name = partial.removeprefix(".").removesuffix(".partial")
     assert f"removed the partial backup nightly/{name}" in (tmp_path / "daemon.log").read_text()
-    history = History(state)
+    history = SqliteStateStore(state)
     try:
-        record = history.latest_run(1)
+        record = history.runs.latest_run(1)
     finally:
         history.close()
     assert record is not None

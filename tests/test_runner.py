@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 
 from reconciler.destinations import partial_name
-from reconciler.history import History, RunTarget
 from reconciler.models import DatabaseEngine, ResolvedTask, Source, SourceType, Storage
 from reconciler.retention import backup_name
 from reconciler.runner import Runner, RunRequest
+from reconciler.state.runs import RunTarget
+from reconciler.state.sqlite import SqliteStateStore
 from reconciler.types import RunStatus, TaskStatus
 from tests.clock import TickingClock
 from tests.runs import T0, Harness, database_connection, files_task, make_task
@@ -62,13 +63,13 @@ def test_a_failing_dump_is_a_failed_run_that_deletes_nothing(
     task = make_task(sshd, dest, source, database=connection, storage=Storage(max_backups=1))
     harness = Harness(tmp_path, {"DB_PASSWORD": "x"})
     assert harness.run(task) is RunStatus.FAILED
-    record = harness.history.latest_run(task.id)
+    record = harness.state.runs.latest_run(task.id)
     assert record is not None
     assert record.reason is not None
     assert "exited with" in record.reason
     assert record.backup_name is None
     assert stored(dest) == sorted(old)
-    assert harness.history.task_status(task.id) is TaskStatus.READY
+    assert harness.state.runs.task_status(task.id) is TaskStatus.READY
 
 
 def test_a_killed_run_is_recovered_with_its_partial_file_removed(
@@ -77,31 +78,33 @@ def test_a_killed_run_is_recovered_with_its_partial_file_removed(
     dest = tmp_path / "dest"
     task = files_task(sshd, dest, source_dir(tmp_path))
     harness = Harness(tmp_path)
-    run_id = harness.history.start_run(task.id, "schedule", T0)
+    run_id = harness.state.runs.start_run(task.id, "schedule", T0)
     name = backup_name(1, None, T0, "tar.zst")
-    harness.history.record_target(run_id, RunTarget(task.destination.model_dump_json(), "", name))
+    harness.state.runs.record_target(
+        run_id, RunTarget(task.destination.model_dump_json(), "", name)
+    )
     dest.mkdir()
     (dest / partial_name(name)).write_bytes(b"half a backup")
     (dest / partial_name(backup_name(2, None, T0, "tar.zst"))).write_bytes(b"not this run's")
-    assert harness.history.task_status(task.id) is TaskStatus.RUNNING
+    assert harness.state.runs.task_status(task.id) is TaskStatus.RUNNING
 
     recovered = harness.new_runner().recover()
 
     assert [record.id for record in recovered] == [run_id]
-    record = harness.history.run(run_id)
+    record = harness.state.runs.run(run_id)
     assert record is not None
     assert record.status is RunStatus.FAILED
     assert record.reason == "interrupted by a daemon restart"
     assert f"removed the partial backup of ./{name}" in record.output
     assert stored(dest) == [partial_name(backup_name(2, None, T0, "tar.zst"))]
-    assert harness.history.task_status(task.id) is TaskStatus.READY
+    assert harness.state.runs.task_status(task.id) is TaskStatus.READY
 
 
 def test_a_paused_task_is_not_run(sshd: SshServer, tmp_path: Path) -> None:
     task = files_task(sshd, tmp_path / "dest", source_dir(tmp_path), paused=True)
     harness = Harness(tmp_path)
     assert harness.runner.request_run(task) is RunRequest.PAUSED
-    assert harness.history.latest_run(task.id) is None
+    assert harness.state.runs.latest_run(task.id) is None
 
 
 def test_a_task_running_in_another_process_is_already_running(
@@ -109,8 +112,8 @@ def test_a_task_running_in_another_process_is_already_running(
 ) -> None:
     task = files_task(sshd, tmp_path / "dest", source_dir(tmp_path))
     harness = Harness(tmp_path)
-    other_process = History(tmp_path / "history.sqlite")
-    other_process.start_run(task.id, "cli", T0)
+    other_process = SqliteStateStore(tmp_path / "history.sqlite")
+    other_process.runs.start_run(task.id, "cli", T0)
     assert harness.runner.request_run(task) is RunRequest.ALREADY_RUNNING
     harness.runner.dispatch(task, T0)
     assert not harness.runner.is_running(task.id)
@@ -121,7 +124,7 @@ def test_log_lines_are_stored_while_the_run_happens(sshd: SshServer, tmp_path: P
     task = files_task(sshd, tmp_path / "dest", source_dir(tmp_path))
     harness = Harness(tmp_path)
     harness.run(task)
-    record = harness.history.latest_run(task.id)
+    record = harness.state.runs.latest_run(task.id)
     assert record is not None
     assert "connecting to root@127.0.0.1" in record.output
     assert "stored backup_1_" in record.output
@@ -134,13 +137,13 @@ def test_a_long_stream_logs_its_progress(sshd: SshServer, tmp_path: Path) -> Non
     task = files_task(sshd, tmp_path / "dest", source)
     harness = Harness(tmp_path)
     harness.runner = Runner(
-        history=harness.history,
+        runs=harness.state.runs,
         secrets=harness.secrets,
         clock=TickingClock(T0, timedelta(seconds=10)),
         progress_every=timedelta(seconds=30),
     )
     assert harness.run(task) is RunStatus.SUCCESSFUL
-    record = harness.history.latest_run(task.id)
+    record = harness.state.runs.latest_run(task.id)
     assert record is not None
     progress = [line for line in record.output.splitlines() if "streamed" in line]
     assert progress
@@ -183,7 +186,7 @@ def test_the_database_password_is_in_no_process_list_during_a_dump(
     assert not any(postgres.password.encode() in cmdline for cmdline in cmdlines)
     blocked.release()
     harness.runner.wait(task.id, timeout=60)
-    record = harness.history.latest_run(task.id)
+    record = harness.state.runs.latest_run(task.id)
     assert record is not None
     assert record.status is RunStatus.SUCCESSFUL
     assert postgres.password not in record.output
@@ -206,7 +209,7 @@ def test_a_task_never_runs_twice_at_once_and_its_server_is_busy(
     assert harness.run(other_server) is RunStatus.SUCCESSFUL
     blocked.release()
     harness.runner.wait(task.id, timeout=60)
-    runs, total = harness.history.runs(task.id, 0, 10)
+    runs, total = harness.state.runs.page(task.id, 0, 10)
     assert total == 1
     assert runs[0].status is RunStatus.SUCCESSFUL
     assert not harness.runner.is_running(task.id)
@@ -221,7 +224,7 @@ def test_closing_the_runner_cancels_a_running_backup_and_keeps_no_partial(
     assert harness.runner.request_run(task) is RunRequest.ACCEPTED
     wait_for_process(b"pg_dump\x00")
     asyncio.run(harness.runner.close())
-    record = harness.history.latest_run(task.id)
+    record = harness.state.runs.latest_run(task.id)
     assert record is not None
     assert record.status is RunStatus.FAILED
     assert record.reason == "the run was cancelled"
@@ -240,10 +243,10 @@ def test_a_run_whose_record_cannot_be_finished_releases_its_task_and_logs_why(
     harness = Harness(tmp_path, {"DB_PASSWORD": postgres.password})
     assert harness.runner.request_run(task) is RunRequest.ACCEPTED
     wait_for_process(b"pg_dump\x00")
-    record = harness.history.latest_run(task.id)
+    record = harness.state.runs.latest_run(task.id)
     assert record is not None
-    other_process = History(tmp_path / "history.sqlite")  # finishes the run under our feet
-    other_process.finish_run(record.id, RunStatus.FAILED, T0, reason="finished elsewhere")
+    other_process = SqliteStateStore(tmp_path / "history.sqlite")  # finishes the run under our feet
+    other_process.runs.finish_run(record.id, RunStatus.FAILED, T0, reason="finished elsewhere")
     other_process.close()
     blocked.release()
     harness.runner.wait(task.id, timeout=60)
@@ -279,7 +282,7 @@ def test_a_run_whose_end_cannot_be_recorded_at_first_is_recorded_failed_once_it_
     raw.close()
     harness.runner.wait(task.id, timeout=60)
 
-    record = harness.history.latest_run(task.id)
+    record = harness.state.runs.latest_run(task.id)
     assert record is not None
     assert record.status is RunStatus.FAILED
     assert record.reason == "the run's end could not be recorded (the daemon's log says why)"
@@ -296,7 +299,7 @@ def test_a_run_writes_a_line_to_the_daemon_log_when_it_starts_and_when_it_ends(
     harness = Harness(tmp_path)
     assert harness.run(good) is RunStatus.SUCCESSFUL
     assert harness.run(bad) is RunStatus.FAILED
-    good_run, bad_run = harness.history.latest_run(1), harness.history.latest_run(2)
+    good_run, bad_run = harness.state.runs.latest_run(1), harness.state.runs.latest_run(2)
     assert good_run is not None
     assert bad_run is not None
     assert bad_run.reason is not None
@@ -323,7 +326,7 @@ def test_remote_error_lines_are_stored_in_batches_not_one_row_each(
     task = files_task(sshd, tmp_path / "dest", source)
     harness = Harness(tmp_path)
     assert harness.run(task) is RunStatus.SUCCESSFUL
-    record = harness.history.latest_run(task.id)
+    record = harness.state.runs.latest_run(task.id)
     assert record is not None
     assert record.output.count("socket ignored") == 600
     with sqlite3.connect(tmp_path / "history.sqlite") as db:
@@ -337,7 +340,7 @@ def test_runs_beyond_the_newest_per_task_or_older_than_the_age_limit_are_pruned(
     task = files_task(sshd, tmp_path / "dest", source_dir(tmp_path), storage=Storage(max_backups=0))
     harness = Harness(tmp_path)
     harness.runner = Runner(
-        history=harness.history,
+        runs=harness.state.runs,
         secrets=harness.secrets,
         clock=harness.clock,
         keep_runs=3,
@@ -346,13 +349,13 @@ def test_runs_beyond_the_newest_per_task_or_older_than_the_age_limit_are_pruned(
     ids = []
     for _ in range(5):
         assert harness.run(task) is RunStatus.SUCCESSFUL
-        ids.append(harness.history.latest_run(task.id).id)  # type: ignore[union-attr]
+        ids.append(harness.state.runs.latest_run(task.id).id)  # type: ignore[union-attr]
         harness.clock.advance(timedelta(days=1))
-    assert [run.id for run in harness.history.runs(task.id, 0, 10)[0]] == ids[:1:-1]
+    assert [run.id for run in harness.state.runs.page(task.id, 0, 10)[0]] == ids[:1:-1]
     other = files_task(sshd, tmp_path / "dest2", tmp_path / "src", task_id=2, server_id=2)
     harness.clock.advance(timedelta(days=90))
     assert harness.run(other) is RunStatus.SUCCESSFUL
-    assert harness.history.runs(task.id, 0, 10) == ([], 0)
+    assert harness.state.runs.page(task.id, 0, 10) == ([], 0)
 
 
 def test_a_run_stores_its_first_lines_and_its_last_ones_when_it_logs_too_many(
@@ -366,10 +369,10 @@ def test_a_run_stores_its_first_lines_and_its_last_ones_when_it_logs_too_many(
     task = files_task(sshd, tmp_path / "dest", source, storage=Storage(max_backups=1))
     harness = Harness(tmp_path)
     harness.runner = Runner(
-        history=harness.history, secrets=harness.secrets, clock=harness.clock, max_log_lines=100
+        runs=harness.state.runs, secrets=harness.secrets, clock=harness.clock, max_log_lines=100
     )
     assert harness.run(task) is RunStatus.SUCCESSFUL
-    record = harness.history.latest_run(task.id)
+    record = harness.state.runs.latest_run(task.id)
     assert record is not None
     lines = [line.split(" ", 1)[1] for line in record.output.splitlines()]
     assert len(lines) == 100 + 1 + 20

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from reconciler.desired import DesiredState, build_desired, errors_for_user, file_users
 from reconciler.documents import ParsedFile, parse_file
-from reconciler.history import _MIGRATIONS, History
+from reconciler.state.sqlite import SqliteStateStore
+from reconciler.state.sqlite.connection import _MIGRATIONS
 from tests import configset
 from tests.test_cli import reconciler
 
@@ -89,13 +90,13 @@ def test_a_user_is_shown_the_errors_of_its_files_only() -> None:
 
 
 def test_an_operator_token_says_so_when_it_authenticates(tmp_path: Path) -> None:
-    history = History(tmp_path / "state.db")
+    history = SqliteStateStore(tmp_path / "state.db")
     try:
-        record, plaintext = history.create_token(1, "ops", ["*"], T0, operator=True)
-        _, user_token = history.create_token(1, "me", ["*"], T0)
+        record, plaintext = history.tokens.create_token(1, "ops", ["*"], T0, operator=True)
+        _, user_token = history.tokens.create_token(1, "me", ["*"], T0)
         assert record.operator
-        operator = history.authenticate(plaintext, T0)
-        user = history.authenticate(user_token, T0)
+        operator = history.tokens.authenticate(plaintext, T0)
+        user = history.tokens.authenticate(user_token, T0)
         assert operator is not None
         assert operator.operator
         assert user is not None
@@ -115,9 +116,9 @@ def test_tokens_of_a_store_from_before_operators_are_user_tokens(tmp_path: Path)
     old.commit()
     old.close()
 
-    history = History(path)
+    history = SqliteStateStore(path)
     try:
-        assert [(token.name, token.operator) for token in history.tokens()] == [("old", False)]
+        assert [(token.name, token.operator) for token in history.tokens.list()] == [("old", False)]
     finally:
         history.close()
 

@@ -11,15 +11,15 @@ from reconciler.api.guard import DEFAULT_MAX_BODY_BYTES, RequestGuard
 from reconciler.api.ids import TaskIds
 from reconciler.api.writer import Writer
 from reconciler.engine import Engine
-from reconciler.history import History
 from reconciler.runner import Runner
 from reconciler.secrets import Secrets
+from reconciler.state import StateStore
 from reconciler.types import Clock
 
 
 def create_app(
     engine: Engine,
-    history: History,
+    state: StateStore,
     secrets: Secrets,
     runner: Runner,
     clock: Clock,
@@ -40,18 +40,20 @@ def create_app(
     )
     ctx = ApiContext(
         engine=engine,
-        history=history,
+        state=state,
         secrets=secrets,
         runner=runner,
         clock=clock,
-        writer=Writer(engine, history, clock, push=push),
+        writer=Writer(engine, state.idempotency, clock, push=push),
         run_limiter=RateLimiter(run_rate_limit),
         task_ids=TaskIds(engine.store),
     )
     app.state.reconciler = ctx
     app.add_middleware(
         RequestGuard,
-        identify=lambda authorization: identify(ctx, authorization),
+        identify=lambda authorization: identify(
+            authorization, state.tokens, engine.desired.users, clock.now()
+        ),
         max_body_bytes=max_body_bytes,
     )
     errors.install(app)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
@@ -11,10 +12,9 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 
-from reconciler.api.context import ApiContext
 from reconciler.api.errors import ApiError
-from reconciler.history import TokenRecord
 from reconciler.models import User
+from reconciler.state.tokens import TokenRecord, Tokens
 
 
 class Ability(StrEnum):
@@ -44,18 +44,20 @@ CALLER_SCOPE_KEY = "reconciler.caller"
 UNAUTHENTICATED = "Unauthenticated."
 
 
-def identify(ctx: ApiContext, authorization: str | None) -> Caller | None:
+def identify(
+    authorization: str | None, tokens: Tokens, users: Mapping[int, User], now: datetime
+) -> Caller | None:
     """The caller an `Authorization: Bearer` header names; None when it is missing, malformed,
-    unknown or revoked, or names a user no longer in users.yaml. Blocking: it reads the state store.
+    unknown or revoked, or names a user no longer in `users`. Blocking: it reads the tokens.
     """
     scheme, credentials = get_authorization_scheme_param(authorization)
     if scheme.lower() != "bearer" or not credentials:
         return None
-    token = ctx.history.authenticate(credentials, ctx.clock.now())
+    token = tokens.authenticate(credentials, now)
     if token is None:
         return None
     # A token outlives its user in users.yaml only as a dead token.
-    user = ctx.engine.desired.users.get(token.user_id)
+    user = users.get(token.user_id)
     return None if user is None else Caller(user, token)
 
 

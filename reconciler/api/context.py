@@ -11,9 +11,9 @@ from fastapi import Request
 from reconciler.api.ids import TaskIds
 from reconciler.api.writer import Writer
 from reconciler.engine import Engine
-from reconciler.history import History
 from reconciler.runner import Runner
 from reconciler.secrets import Secrets
+from reconciler.state import StateStore
 from reconciler.types import Clock
 
 
@@ -39,7 +39,7 @@ class RateLimiter:
 @dataclass
 class ApiContext:
     engine: Engine
-    history: History
+    state: StateStore
     secrets: Secrets
     runner: Runner
     clock: Clock

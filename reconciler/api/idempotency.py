@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 from reconciler.api.errors import Invalid
 from reconciler.desired import DesiredState
 from reconciler.gitstore import GitStore
-from reconciler.history import History, StoredResponse
+from reconciler.state.idempotency import IdempotencyKeys, StoredResponse
 
 KEY_LIFETIME = timedelta(hours=24)
 HEADER = "Idempotency-Key"
@@ -69,18 +69,18 @@ def fingerprint(method: str, path: str, body: bytes) -> str:
 
 def earlier_answer(
     request: KeyedRequest,
-    history: History,
+    keys: IdempotencyKeys,
     store: GitStore,
     desired: DesiredState,
     revision: str | None,
     now: datetime,
 ) -> JSONResponse | None:
     """The answer to give instead of writing, if this key was already carried out; blocking."""
-    stored = history.stored_response(request.user_id, request.key, now - KEY_LIFETIME)
+    stored = keys.stored_response(request.user_id, request.key, now - KEY_LIFETIME)
     if stored is None and revision is not None:
         stored = _from_history(request, store, desired, revision, now)
         if stored is not None:
-            history.store_response(
+            keys.store_response(
                 request.user_id, request.key, stored, forget_before=now - KEY_LIFETIME
             )
     if stored is None:

@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 from reconciler.api import schemas
 from reconciler.api.mapping import scheduled_times
-from reconciler.history import RunRecord
 from reconciler.models import BackupTask, User
+from reconciler.state.runs import RunRecord
 from reconciler.types import TaskStatus
 
 

@@ -22,9 +22,9 @@ from reconciler.api.secretkeys import forget_unreferenced
 from reconciler.api.writer import Base, Prepared
 from reconciler.desired import DesiredState, errors_for_user
 from reconciler.gitstore import Author
-from reconciler.history import LogTail
 from reconciler.models import MAX_ID, BackupTask, ResolvedTask
 from reconciler.runner import RunRequest
+from reconciler.state.runs import LogTail
 
 router = APIRouter(prefix="/api", tags=["backup tasks"])
 
@@ -131,7 +131,7 @@ def show_task(ctx: Ctx, caller: Annotated[Caller, _caller(Ability.VIEW)], task_i
 )
 def task_status(ctx: Ctx, caller: Annotated[Caller, _caller(Ability.VIEW)], task_id: str) -> Any:
     resolved = _find(ctx.engine.desired, caller, task_id)
-    status = ctx.history.task_status(resolved.id)
+    status = ctx.state.runs.task_status(resolved.id)
     return schemas.TaskStatusResponse(
         data=schemas.TaskStatusData(id=resolved.id, status=status.value)
     )
@@ -146,7 +146,7 @@ def task_status(ctx: Ctx, caller: Annotated[Caller, _caller(Ability.VIEW)], task
 )
 def latest_log(ctx: Ctx, caller: Annotated[Caller, _caller(Ability.VIEW)], task_id: str) -> Any:
     resolved = _find(ctx.engine.desired, caller, task_id)
-    run = ctx.history.latest_run(resolved.id, LATEST_LOG_TAIL)
+    run = ctx.state.runs.latest_run(resolved.id, LATEST_LOG_TAIL)
     if run is None:
         raise NotFound(NO_LOGS)
     return schemas.LogResponse(data=present.log(run))
@@ -168,7 +168,7 @@ def logs(
     per_page: PerPage = DEFAULT_PER_PAGE,
 ) -> Any:
     resolved = _find(ctx.engine.desired, caller, task_id)
-    runs, total = ctx.history.runs(resolved.id, (page - 1) * per_page, per_page, PAGE_LOG_TAIL)
+    runs, total = ctx.state.runs.page(resolved.id, (page - 1) * per_page, per_page, PAGE_LOG_TAIL)
     path = str(request.url_for("logs", task_id=str(resolved.id)))
     return schemas.LogPage(
         data=[present.log(run) for run in runs],
@@ -273,7 +273,10 @@ async def create_task(
 
         # Above every id git ever held, and every id committed here (ids are never reused);
         # nothing is reserved before the commit, so a refused or retried write uses none.
-        highest = [ctx.task_ids.highest_ever(base.revision), ctx.history.highest_task_id()]
+        highest = [
+            ctx.task_ids.highest_ever(base.revision),
+            ctx.state.task_id_counter.highest_task_id(),
+        ]
         task_id = max([*highest, *desired.tasks]) + 1
         if task_id > MAX_ID:
             raise ApiError(409, f"Nothing was written: every task id up to {MAX_ID:,} is taken.")
@@ -292,7 +295,7 @@ async def create_task(
             message=f"api: create backup task {task_id} ({task.label})",
             task_id=task_id,
             rollback=lambda: ctx.secrets.forget(stored),
-            committed=lambda _sha: ctx.history.record_task_id(task_id),
+            committed=lambda _sha: ctx.state.task_id_counter.record_task_id(task_id),
         )
 
     keyed = await _keyed(request, caller, idempotency_key, 201, _replay_task(ctx, caller))
@@ -456,8 +459,8 @@ def _resources(
 ) -> list[schemas.Task]:
     now = ctx.clock.now()
     ids = [task.id for task in tasks]
-    last = ctx.history.last_run_at(ids)
-    statuses = ctx.history.task_statuses(ids)
+    last = ctx.state.runs.last_run_at(ids)
+    statuses = ctx.state.runs.task_statuses(ids)
     paths = ctx.engine.desired.task_paths
     times = ctx.engine.file_times([paths[i] for i in ids if i in paths])
     return [
@@ -483,8 +486,8 @@ def _written(
     return present.task(
         task,
         caller.user,
-        status=ctx.history.task_status(task.id),
-        last_run=ctx.history.last_run_at([task.id]).get(task.id),
+        status=ctx.state.runs.task_status(task.id),
+        last_run=ctx.state.runs.last_run_at([task.id]).get(task.id),
         file_times=ctx.engine.file_times([path])[path],
         now=ctx.clock.now(),
     )

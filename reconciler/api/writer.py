@@ -32,7 +32,7 @@ from reconciler.gitstore import (
     GitConflictError,
     GitError,
 )
-from reconciler.history import History
+from reconciler.state.idempotency import IdempotencyKeys
 from reconciler.types import Clock
 
 log = logging.getLogger("reconciler.api")
@@ -97,9 +97,9 @@ class Base:
 
 
 class Writer:
-    def __init__(self, engine: Engine, history: History, clock: Clock, *, push: bool) -> None:
+    def __init__(self, engine: Engine, keys: IdempotencyKeys, clock: Clock, *, push: bool) -> None:
         self._engine = engine
-        self._history = history
+        self._keys = keys
         self._clock = clock
         self._push = push
         self._lock = asyncio.Lock()
@@ -133,7 +133,7 @@ class Writer:
                 earlier = await asyncio.to_thread(
                     earlier_answer,
                     keyed,
-                    self._history,
+                    self._keys,
                     self._engine.store,
                     self._engine.desired,
                     self._engine.revision,
@@ -146,7 +146,7 @@ class Writer:
                 now = self._clock.now()
                 try:
                     await asyncio.to_thread(
-                        self._history.store_response,
+                        self._keys.store_response,
                         keyed.user_id,
                         keyed.key,
                         keyed.stored(answer, now),

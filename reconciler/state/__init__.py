@@ -1,0 +1,54 @@
+"""Observed state: runs and their logs, scheduler bookkeeping, API tokens, idempotency keys, the
+file-time index and task ids.
+
+Nothing here is configuration (that lives in git), so the store can be deleted and rebuilt; what
+is lost is history, never intent. Each record kind has its own interface (`runs`, `tokens`,
+`schedule`, `idempotency`, `filetimes`, `taskids`); a `StateStore` holds one of each behind one
+connection, and callers take the narrowest interface they need. `open_state` chooses the backend
+(today SQLite, `reconciler.state.sqlite`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from reconciler.state.filetimes import StoredFileTimes
+from reconciler.state.idempotency import IdempotencyKeys
+from reconciler.state.runs import Runs
+from reconciler.state.schedule import ScheduleBookkeeping
+from reconciler.state.sqlite import SqliteStateStore
+from reconciler.state.taskids import TaskIdCounter
+from reconciler.state.tokens import Tokens
+
+
+class StateStore(Protocol):
+    @property
+    def runs(self) -> Runs: ...
+
+    @property
+    def tokens(self) -> Tokens: ...
+
+    @property
+    def schedule(self) -> ScheduleBookkeeping: ...
+
+    @property
+    def idempotency(self) -> IdempotencyKeys: ...
+
+    @property
+    def file_times(self) -> StoredFileTimes: ...
+
+    @property
+    def task_id_counter(self) -> TaskIdCounter: ...
+
+    @property
+    def created(self) -> bool:
+        """Whether opening it made a new, empty store (none was there, or it was deleted)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def open_state(path: Path) -> StateStore:
+    """The state store at `path` (an SQLite file), created and migrated as needed."""
+    return SqliteStateStore(path)

@@ -1,0 +1,117 @@
+"""Runs and their logs: the interface every state backend implements, and its records.
+
+A run's log is stored in batches (one write's lines at a time), so a chatty remote costs one
+write per batch, not per line; readers get a run's tail (`LogTail`) or the lines after the last
+one they saw (`log_after`), never a whole log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from reconciler.state.errors import StateError
+from reconciler.types import RunStatus, TaskStatus
+
+INTERRUPTED = "interrupted by a daemon restart"
+
+
+class RunInProgressError(StateError):
+    """The task has a run in progress, possibly started by another process."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogTail:
+    """How much of a run's log a read returns: its last `lines` lines, at most `chars` long."""
+
+    lines: int = 1000
+    chars: int = 1 << 20
+
+
+DEFAULT_TAIL = LogTail()
+
+
+@dataclass(frozen=True, slots=True)
+class RunTarget:
+    """Where a run writes its backup: the destination (its JSON), the folder under it, the name."""
+
+    destination: str
+    directory: str
+    name: str
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: int
+    task_id: int
+    status: RunStatus
+    trigger: str
+    started_at: datetime
+    finished_at: datetime | None
+    output: str
+    reason: str | None
+    size: int | None
+    backup_name: str | None
+    target: RunTarget | None = None
+
+
+class Runs(Protocol):
+    def start_run(self, task_id: int, trigger: str, now: datetime) -> int:
+        """A new running run; RunInProgressError if the task already has one, in this process
+        or another sharing the store."""
+        ...
+
+    def record_target(self, run_id: int, target: RunTarget) -> None:
+        """Remember where the run is about to write; call before its temporary file exists."""
+        ...
+
+    def append_logs(self, run_id: int, entries: Sequence[tuple[datetime, str]]) -> None:
+        """Add (time, line) entries to the run's log as one batch; StateError for no such run."""
+        ...
+
+    def log_after(self, run_id: int, after: int, limit: int = 1000) -> tuple[list[str], int]:
+        """Up to `limit` of the run's log lines after the first `after`, and the new offset."""
+        ...
+
+    def finish_run(
+        self,
+        run_id: int,
+        status: RunStatus,
+        now: datetime,
+        *,
+        reason: str | None = None,
+        size: int | None = None,
+        backup_name: str | None = None,
+    ) -> None:
+        """End a running run; StateError when it is unknown or already finished."""
+        ...
+
+    def run(self, run_id: int, tail: LogTail = DEFAULT_TAIL) -> RunRecord | None: ...
+
+    def latest_run(self, task_id: int, tail: LogTail = DEFAULT_TAIL) -> RunRecord | None: ...
+
+    def page(
+        self, task_id: int, offset: int, limit: int, tail: LogTail = DEFAULT_TAIL
+    ) -> tuple[list[RunRecord], int]:
+        """The task's runs newest first, `limit` of them from `offset`, and how many it has."""
+        ...
+
+    def recover_interrupted(self, now: datetime) -> list[RunRecord]:
+        """Runs left running by a crash end failed, their logs saying so; returns them."""
+        ...
+
+    def prune_runs(self, task_id: int, keep: int, started_before: datetime | None) -> int:
+        """Delete the task's finished runs beyond its `keep` newest (0: no such limit) and every
+        finished run started before `started_before` (None: no such limit), with their logs.
+        Returns how many runs were deleted."""
+        ...
+
+    def task_status(self, task_id: int) -> TaskStatus: ...
+
+    def task_statuses(self, task_ids: Iterable[int]) -> dict[int, TaskStatus]: ...
+
+    def last_run_at(self, task_ids: Iterable[int] | None = None) -> dict[int, datetime]:
+        """When each task's latest run started (every task's when `task_ids` is None)."""
+        ...

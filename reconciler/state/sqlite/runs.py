@@ -1,0 +1,306 @@
+"""Runs and their logs in SQLite.
+
+A run's log is stored in batches (one row holds the lines one write brought, numbered from 0 per
+run), so a chatty remote costs a row and a transaction per batch, not per line.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from reconciler.state.errors import StateError
+from reconciler.state.runs import (
+    DEFAULT_TAIL,
+    INTERRUPTED,
+    LogTail,
+    RunInProgressError,
+    RunRecord,
+    RunTarget,
+)
+from reconciler.state.sqlite.connection import (
+    SqliteConnection,
+    from_text,
+    optional_time,
+    to_text,
+)
+from reconciler.types import RunStatus, TaskStatus
+
+# A newline inside a log line is stored escaped, so one line is always one line of output.
+_NEWLINE, _ESCAPED_NEWLINE = "\n", "\\n"
+
+
+def _log_line(at: datetime, line: str) -> str:
+    return f"{to_text(at)[:19]}Z {line.replace(_NEWLINE, _ESCAPED_NEWLINE)}"
+
+
+def _bounded(lines: list[str], skipped: int, tail: LogTail) -> str:
+    """`lines` as output, cut from the front to `tail`, saying how many lines it left out."""
+    kept: list[str] = []
+    size = 0
+    for line in reversed(lines[-tail.lines :] if tail.lines else []):
+        if size + len(line) + 1 > tail.chars:
+            if not kept:  # one huge line: its end is what matters
+                kept.append(line[len(line) - tail.chars + 1 :])
+            break
+        kept.append(line)
+        size += len(line) + 1
+    skipped += len(lines) - len(kept)
+    note = [f"[{skipped:,} earlier lines not shown]"] if skipped else []
+    return "".join(f"{line}\n" for line in note + kept[::-1])
+
+
+class SqliteRuns:
+    def __init__(self, connection: SqliteConnection) -> None:
+        self._connection = connection
+
+    def start_run(self, task_id: int, trigger: str, now: datetime) -> int:
+        """A new running run; RunInProgressError if the task already has one.
+
+        One statement checks and inserts under SQLite's write lock, so the rule holds between
+        processes too (the daemon and a `reconciler run` on the same state).
+        """
+        with self._connection.write() as db:
+            cursor = db.execute(
+                "INSERT INTO runs (task_id, status, trigger, started_at) SELECT ?, ?, ?, ? "
+                "WHERE NOT EXISTS (SELECT 1 FROM runs WHERE task_id = ? AND status = ?)",
+                (task_id, RunStatus.RUNNING.value, trigger, to_text(now), task_id,
+                 RunStatus.RUNNING.value),
+            )  # fmt: skip
+            if cursor.rowcount == 0:
+                raise RunInProgressError(f"task {task_id} is already running")
+            assert cursor.lastrowid is not None
+            return cursor.lastrowid
+
+    def record_target(self, run_id: int, target: RunTarget) -> None:
+        """Remember where the run is about to write; call before its temporary file exists."""
+        with self._connection.write() as db:
+            db.execute(
+                "UPDATE runs SET target_destination = ?, target_directory = ?, target_name = ?"
+                " WHERE id = ?",
+                (target.destination, target.directory, target.name, run_id),
+            )
+
+    def append_logs(self, run_id: int, entries: Sequence[tuple[datetime, str]]) -> None:
+        """Add (time, line) entries to the run's log as one batch: one row, one transaction."""
+        if not entries:
+            return
+        lines = json.dumps([_log_line(at, line) for at, line in entries])
+        try:
+            with self._connection.write() as db:
+                db.execute(
+                    "INSERT INTO run_logs (run_id, first_line, line_count, lines)"
+                    " VALUES (?, ?, ?, ?)",
+                    (run_id, self._line_count(db, run_id), len(entries), lines),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise StateError(f"cannot log to run {run_id}: no such run") from exc
+
+    @staticmethod
+    def _line_count(db: sqlite3.Connection, run_id: int) -> int:
+        row = db.execute(
+            "SELECT first_line + line_count FROM run_logs WHERE run_id = ?"
+            " ORDER BY first_line DESC LIMIT 1",
+            (run_id,),
+        ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    @staticmethod
+    def _lines_from(
+        db: sqlite3.Connection, run_id: int, start: int, limit: int | None = None
+    ) -> list[str]:
+        """The run's lines from line `start` on (at most `limit`), reading only the batches that
+        hold them."""
+        first = db.execute(
+            "SELECT first_line FROM run_logs WHERE run_id = ? AND first_line <= ?"
+            " ORDER BY first_line DESC LIMIT 1",
+            (run_id, start),
+        ).fetchone()
+        lines: list[str] = []
+        for row in db.execute(
+            "SELECT first_line, lines FROM run_logs WHERE run_id = ? AND first_line >= ?"
+            " ORDER BY first_line",
+            (run_id, 0 if first is None else first[0]),
+        ):
+            batch = json.loads(row["lines"])
+            lines.extend(batch[max(start - row["first_line"], 0) :])
+            if limit is not None and len(lines) >= limit:
+                break
+        return lines if limit is None else lines[:limit]
+
+    def log_after(self, run_id: int, after: int, limit: int = 1000) -> tuple[list[str], int]:
+        """Up to `limit` of the run's log lines after the first `after`, and the new offset."""
+        if after < 0 or limit < 1:
+            raise ValueError(f"after must not be negative and limit positive: {after}, {limit}")
+        with self._connection.read() as db:
+            lines = self._lines_from(db, run_id, after, limit)
+        return lines, after + len(lines)
+
+    def finish_run(
+        self,
+        run_id: int,
+        status: RunStatus,
+        now: datetime,
+        *,
+        reason: str | None = None,
+        size: int | None = None,
+        backup_name: str | None = None,
+    ) -> None:
+        if status is RunStatus.RUNNING:
+            raise ValueError(f"run {run_id} cannot finish with status {status.value!r}")
+        with self._connection.write() as db:
+            cursor = db.execute(
+                "UPDATE runs SET status = ?, finished_at = ?, reason = ?, size = ?,"
+                " backup_name = ? WHERE id = ? AND status = ?",
+                (
+                    status.value,
+                    to_text(now),
+                    reason,
+                    size,
+                    backup_name,
+                    run_id,
+                    RunStatus.RUNNING.value,
+                ),
+            )
+            if cursor.rowcount == 0:
+                row = db.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+                state = "no such run" if row is None else f"it is already {row['status']}"
+                raise StateError(f"cannot finish run {run_id}: {state}")
+
+    def _output(self, db: sqlite3.Connection, run_id: int, tail: LogTail) -> str:
+        start = max(self._line_count(db, run_id) - tail.lines, 0)
+        return _bounded(self._lines_from(db, run_id, start), start, tail)
+
+    def _records(
+        self, db: sqlite3.Connection, rows: list[sqlite3.Row], tail: LogTail
+    ) -> list[RunRecord]:
+        return [
+            RunRecord(
+                id=row["id"],
+                task_id=row["task_id"],
+                status=RunStatus(row["status"]),
+                trigger=row["trigger"],
+                started_at=from_text(row["started_at"]),
+                finished_at=optional_time(row["finished_at"]),
+                output=self._output(db, row["id"], tail),
+                reason=row["reason"],
+                size=row["size"],
+                backup_name=row["backup_name"],
+                target=None
+                if row["target_name"] is None
+                else RunTarget(
+                    row["target_destination"], row["target_directory"], row["target_name"]
+                ),
+            )
+            for row in rows
+        ]
+
+    def run(self, run_id: int, tail: LogTail = DEFAULT_TAIL) -> RunRecord | None:
+        with self._connection.read() as db:
+            rows = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchall()
+            records = self._records(db, rows, tail)
+        return records[0] if records else None
+
+    def latest_run(self, task_id: int, tail: LogTail = DEFAULT_TAIL) -> RunRecord | None:
+        with self._connection.read() as db:
+            rows = db.execute(
+                "SELECT * FROM runs WHERE task_id = ? ORDER BY id DESC LIMIT 1",
+                (task_id,),
+            ).fetchall()
+            records = self._records(db, rows, tail)
+        return records[0] if records else None
+
+    def page(
+        self, task_id: int, offset: int, limit: int, tail: LogTail = DEFAULT_TAIL
+    ) -> tuple[list[RunRecord], int]:
+        if offset < 0 or limit < 0:
+            raise ValueError(f"offset and limit must not be negative, got {offset} and {limit}")
+        with self._connection.read() as db:
+            total = db.execute("SELECT COUNT(*) FROM runs WHERE task_id = ?", (task_id,)).fetchone()
+            rows = db.execute(
+                "SELECT * FROM runs WHERE task_id = ? ORDER BY id DESC LIMIT ? OFFSET ?",
+                (task_id, limit, offset),
+            ).fetchall()
+            return self._records(db, rows, tail), int(total[0])
+
+    def recover_interrupted(self, now: datetime) -> list[RunRecord]:
+        """Runs left `running` by a crash end failed, their logs saying so; returns them."""
+        with self._connection.write() as db:
+            ids = [
+                row["id"]
+                for row in db.execute(
+                    "SELECT id FROM runs WHERE status = ? ORDER BY id", (RunStatus.RUNNING.value,)
+                )
+            ]
+            db.execute(
+                "UPDATE runs SET status = ?, finished_at = ?, reason = ?"
+                " WHERE id IN (SELECT value FROM json_each(?))",
+                (RunStatus.FAILED.value, to_text(now), INTERRUPTED, json.dumps(ids)),
+            )
+            line = json.dumps([_log_line(now, INTERRUPTED)])
+            for run_id in ids:
+                db.execute(
+                    "INSERT INTO run_logs (run_id, first_line, line_count, lines)"
+                    " VALUES (?, ?, 1, ?)",
+                    (run_id, self._line_count(db, run_id), line),
+                )
+            rows = db.execute(
+                "SELECT * FROM runs WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
+                (json.dumps(ids),),
+            ).fetchall()
+            return self._records(db, rows, DEFAULT_TAIL)
+
+    def prune_runs(self, task_id: int, keep: int, started_before: datetime | None) -> int:
+        """Delete the task's finished runs beyond its `keep` newest (0: no such limit) and every
+        finished run started before `started_before` (None: no such limit), with their logs.
+        Returns how many runs were deleted."""
+        running = RunStatus.RUNNING.value
+        with self._connection.write() as db:
+            deleted = 0
+            if keep > 0:
+                deleted += db.execute(
+                    "DELETE FROM runs WHERE task_id = ? AND status != ? AND id < (SELECT id FROM"
+                    " runs WHERE task_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                    (task_id, running, task_id, keep - 1),
+                ).rowcount
+            if started_before is not None:
+                deleted += db.execute(
+                    "DELETE FROM runs WHERE started_at < ? AND status != ?",
+                    (to_text(started_before), running),
+                ).rowcount
+            return deleted
+
+    def task_status(self, task_id: int) -> TaskStatus:
+        return self.task_statuses([task_id])[task_id]
+
+    def task_statuses(self, task_ids: Iterable[int]) -> dict[int, TaskStatus]:
+        # Derived from the runs table, so it cannot drift from the runs themselves.
+        wanted = list(task_ids)
+        with self._connection.locked() as db:
+            rows = db.execute(
+                "SELECT DISTINCT task_id FROM runs WHERE status = ?"
+                " AND task_id IN (SELECT value FROM json_each(?))",
+                (RunStatus.RUNNING.value, json.dumps(wanted)),
+            ).fetchall()
+        running = {row["task_id"] for row in rows}
+        return {
+            task_id: TaskStatus.RUNNING if task_id in running else TaskStatus.READY
+            for task_id in wanted
+        }
+
+    def last_run_at(self, task_ids: Iterable[int] | None = None) -> dict[int, datetime]:
+        with self._connection.locked() as db:
+            if task_ids is None:
+                rows = db.execute(
+                    "SELECT task_id, started_at FROM runs"
+                    " WHERE id IN (SELECT MAX(id) FROM runs GROUP BY task_id)"
+                ).fetchall()
+            else:
+                rows = db.execute(
+                    "SELECT task_id, started_at FROM runs WHERE id IN (SELECT MAX(id) FROM runs"
+                    " WHERE task_id IN (SELECT value FROM json_each(?)) GROUP BY task_id)",
+                    (json.dumps(list(task_ids)),),
+                ).fetchall()
+        return {row["task_id"]: from_text(row["started_at"]) for row in rows}

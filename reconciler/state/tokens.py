@@ -1,0 +1,52 @@
+"""API tokens: the interface every state backend implements, and its record.
+
+Only a hash of a token is stored; its plaintext is returned once, when it is created.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+TOKEN_PREFIX = "rk_"  # noqa: S105 - a public marker that makes leaked tokens recognisable
+TOKEN_USE_RESOLUTION = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    id: int
+    user_id: int
+    name: str
+    abilities: tuple[str, ...]
+    created_at: datetime
+    last_used_at: datetime | None
+    operator: bool = False
+
+
+class Tokens(Protocol):
+    def create_token(
+        self,
+        user_id: int,
+        name: str,
+        abilities: Sequence[str],
+        now: datetime,
+        *,
+        operator: bool = False,
+    ) -> tuple[TokenRecord, str]:
+        """A new token and its plaintext, which is returned this once and never stored."""
+        ...
+
+    def authenticate(self, plaintext: str, now: datetime) -> TokenRecord | None:
+        """The token `plaintext` names, None if none; its last use is recorded to within
+        TOKEN_USE_RESOLUTION."""
+        ...
+
+    def list(self, user_id: int | None = None) -> list[TokenRecord]:
+        """The user's tokens (everyone's when `user_id` is None), oldest first."""
+        ...
+
+    def revoke_token(self, token_id: int) -> bool:
+        """Delete the token; False if there was none."""
+        ...

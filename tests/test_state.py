@@ -1,0 +1,414 @@
+"""The state store's behaviour through its interfaces, run once per implementation."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from reconciler.state import StateStore
+from reconciler.state.errors import StateError
+from reconciler.state.runs import LogTail, RunInProgressError
+from reconciler.state.sqlite import SqliteStateStore
+from reconciler.types import RunStatus, TaskStatus
+
+T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+
+OpenStore = Callable[[], StateStore]
+
+
+def sqlite_store(directory: Path) -> StateStore:
+    return SqliteStateStore(directory / "history.sqlite3")
+
+
+# Every StateStore implementation, as the function that opens the one kept in a test's directory;
+# a second backend plugs in by adding its entry here.
+IMPLEMENTATIONS = [pytest.param(sqlite_store, id="sqlite")]
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenStore]:
+    """Opens the test's store; every call is one more handle on it, as a second process has."""
+    implementation: Callable[[Path], StateStore] = request.param
+    opened: list[StateStore] = []
+
+    def open_handle() -> StateStore:
+        opened.append(implementation(tmp_path))
+        return opened[-1]
+
+    yield open_handle
+    for handle in opened:
+        handle.close()
+
+
+@pytest.fixture
+def store(open_store: OpenStore) -> StateStore:
+    return open_store()
+
+
+def completed_run(store: StateStore, task_id: int, at: datetime, *lines: str) -> int:
+    run_id = store.runs.start_run(task_id, "schedule", at)
+    for line in lines:
+        store.runs.append_logs(run_id, [(at, line)])
+    store.runs.finish_run(run_id, RunStatus.SUCCESSFUL, at)
+    return run_id
+
+
+def test_a_started_run_is_running_and_so_is_its_task(store: StateStore) -> None:
+    run_id = store.runs.start_run(7, "schedule", T0)
+
+    run = store.runs.run(run_id)
+    assert run is not None
+    assert (run.task_id, run.status, run.trigger) == (7, RunStatus.RUNNING, "schedule")
+    assert run.started_at == T0
+    assert run.finished_at is None
+    assert store.runs.task_status(7) is TaskStatus.RUNNING
+
+
+def test_statuses_of_several_tasks_come_from_one_question(store: StateStore) -> None:
+    store.runs.start_run(7, "schedule", T0)
+    finished = store.runs.start_run(8, "manual", T0)
+    store.runs.finish_run(finished, RunStatus.SUCCESSFUL, T0, size=1, backup_name=None, reason=None)
+
+    assert store.runs.task_statuses([7, 8, 9]) == {
+        7: TaskStatus.RUNNING,
+        8: TaskStatus.READY,
+        9: TaskStatus.READY,
+    }
+
+
+def test_a_task_with_a_run_in_progress_cannot_start_another(open_store: OpenStore) -> None:
+    daemon, cli = open_store(), open_store()  # two processes sharing one store
+    daemon.runs.start_run(7, "schedule", T0)
+    with pytest.raises(RunInProgressError, match="task 7 is already running"):
+        cli.runs.start_run(7, "cli", T0)
+    assert cli.runs.start_run(8, "cli", T0) > 0
+    daemon.close()
+    cli.close()
+
+
+def test_a_finished_run_lets_the_next_one_start(store: StateStore) -> None:
+    first = store.runs.start_run(7, "schedule", T0)
+    store.runs.finish_run(first, RunStatus.SUCCESSFUL, T0)
+    assert store.runs.start_run(7, "manual", T0) != first
+
+
+def test_a_task_never_run_is_ready(store: StateStore) -> None:
+    assert store.runs.task_status(1) is TaskStatus.READY
+    assert store.runs.latest_run(1) is None
+    assert store.runs.run(1) is None
+
+
+def test_finishing_a_run_records_its_outcome_and_readies_the_task(store: StateStore) -> None:
+    run_id = store.runs.start_run(7, "manual", T0)
+    store.runs.finish_run(
+        run_id,
+        RunStatus.SUCCESSFUL,
+        T0 + timedelta(minutes=3),
+        size=1234,
+        backup_name="db-2024.tar.zst",
+    )
+
+    run = store.runs.run(run_id)
+    assert run is not None
+    assert run.status is RunStatus.SUCCESSFUL
+    assert run.finished_at == T0 + timedelta(minutes=3)
+    assert (run.size, run.backup_name, run.reason) == (1234, "db-2024.tar.zst", None)
+    assert store.runs.task_status(7) is TaskStatus.READY
+
+
+def test_a_failed_run_keeps_its_reason(store: StateStore) -> None:
+    run_id = store.runs.start_run(7, "schedule", T0)
+    store.runs.finish_run(run_id, RunStatus.FAILED, T0, reason="ssh: connection refused")
+
+    run = store.runs.run(run_id)
+    assert run is not None
+    assert (run.status, run.reason) == (RunStatus.FAILED, "ssh: connection refused")
+
+
+def test_a_run_cannot_finish_twice(store: StateStore) -> None:
+    run_id = store.runs.start_run(7, "schedule", T0)
+    store.runs.finish_run(run_id, RunStatus.SUCCESSFUL, T0)
+
+    with pytest.raises(StateError, match="already successful"):
+        store.runs.finish_run(run_id, RunStatus.FAILED, T0)
+
+
+def test_a_run_cannot_finish_as_running(store: StateStore) -> None:
+    run_id = store.runs.start_run(7, "schedule", T0)
+
+    with pytest.raises(ValueError, match="cannot finish"):
+        store.runs.finish_run(run_id, RunStatus.RUNNING, T0)
+
+
+def test_finishing_an_unknown_run_is_an_error(store: StateStore) -> None:
+    with pytest.raises(StateError, match="no such run"):
+        store.runs.finish_run(99, RunStatus.FAILED, T0)
+
+
+def test_logging_to_an_unknown_run_is_an_error(store: StateStore) -> None:
+    with pytest.raises(StateError, match="no such run"):
+        store.runs.append_logs(99, [(T0, "lost")])
+
+
+def test_naive_datetimes_are_refused(store: StateStore) -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        store.runs.start_run(7, "schedule", datetime(2024, 1, 1))
+
+
+def test_datetimes_come_back_as_aware_utc(store: StateStore) -> None:
+    berlin = timezone(timedelta(hours=2))
+    run_id = store.runs.start_run(7, "schedule", datetime(2024, 6, 1, 14, 0, tzinfo=berlin))
+
+    run = store.runs.run(run_id)
+    assert run is not None
+    assert run.started_at == datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
+    assert run.started_at.utcoffset() == timedelta(0)
+
+
+def test_log_lines_are_timestamped_in_order(store: StateStore) -> None:
+    run_id = store.runs.start_run(7, "schedule", T0)
+    store.runs.append_logs(run_id, [(T0, "connecting")])
+    store.runs.append_logs(run_id, [(T0 + timedelta(seconds=5), "dumping")])
+
+    run = store.runs.run(run_id)
+    assert run is not None
+    assert run.output == "2024-03-01T12:00:00Z connecting\n2024-03-01T12:00:05Z dumping\n"
+
+
+def test_a_running_log_is_visible_at_once_to_another_reader(open_store: OpenStore) -> None:
+    writer = open_store()
+    reader = open_store()
+    try:
+        run_id = writer.runs.start_run(7, "schedule", T0)
+        writer.runs.append_logs(run_id, [(T0, "first line")])
+
+        latest = reader.runs.latest_run(7)
+        assert latest is not None
+        assert latest.status is RunStatus.RUNNING
+        assert "first line" in latest.output
+
+        writer.runs.append_logs(run_id, [(T0, "second line")])
+        again = reader.runs.latest_run(7)
+        assert again is not None
+        assert "second line" in again.output
+    finally:
+        writer.close()
+        reader.close()
+
+
+def test_the_latest_run_is_the_newest_one(store: StateStore) -> None:
+    completed_run(store, 7, T0)
+    newest = store.runs.start_run(7, "manual", T0 + timedelta(hours=1))
+    store.runs.start_run(8, "schedule", T0 + timedelta(hours=2))
+
+    latest = store.runs.latest_run(7)
+    assert latest is not None
+    assert latest.id == newest
+
+
+def test_runs_are_paged_newest_first_with_a_total(store: StateStore) -> None:
+    ids = [completed_run(store, 7, T0 + timedelta(hours=i)) for i in range(5)]
+    store.runs.start_run(8, "schedule", T0)
+
+    page, total = store.runs.page(7, offset=1, limit=2)
+
+    assert total == 5
+    assert [run.id for run in page] == [ids[3], ids[2]]
+
+
+def test_a_page_past_the_end_is_empty_but_keeps_the_total(store: StateStore) -> None:
+    store.runs.start_run(7, "schedule", T0)
+
+    assert store.runs.page(7, offset=10, limit=5) == ([], 1)
+
+
+def test_runs_of_a_page_carry_their_own_output(store: StateStore) -> None:
+    first = completed_run(store, 7, T0, "one")
+    second = completed_run(store, 7, T0, "two")
+
+    page, _ = store.runs.page(7, 0, 10)
+
+    assert {run.id: run.output for run in page} == {
+        first: "2024-03-01T12:00:00Z one\n",
+        second: "2024-03-01T12:00:00Z two\n",
+    }
+
+
+def test_last_run_at_is_the_start_of_each_tasks_latest_run(store: StateStore) -> None:
+    completed_run(store, 7, T0)
+    store.runs.start_run(7, "schedule", T0 + timedelta(hours=1))
+    store.runs.start_run(8, "schedule", T0 + timedelta(hours=2))
+
+    assert store.runs.last_run_at() == {
+        7: T0 + timedelta(hours=1),
+        8: T0 + timedelta(hours=2),
+    }
+    assert store.runs.last_run_at([8, 9]) == {8: T0 + timedelta(hours=2)}
+
+
+def test_the_last_fired_slot_replaces_the_previous_one(store: StateStore) -> None:
+    store.schedule.record_fire(7, T0)
+    store.schedule.record_fire(7, T0 + timedelta(days=1))
+    store.schedule.record_fire(8, T0)
+
+    assert store.schedule.last_fired() == {7: T0 + timedelta(days=1), 8: T0}
+
+
+def test_first_seen_keeps_the_first_time(store: StateStore) -> None:
+    store.schedule.mark_seen([1, 2], T0)
+    store.schedule.mark_seen([2, 3], T0 + timedelta(hours=1))
+
+    assert store.schedule.first_seen() == {1: T0, 2: T0, 3: T0 + timedelta(hours=1)}
+
+
+def test_marking_ten_thousand_tasks_seen_is_fast(store: StateStore) -> None:
+    started = time.perf_counter()
+    store.schedule.mark_seen(range(1, 10_001), T0)
+    elapsed = time.perf_counter() - started
+
+    assert len(store.schedule.first_seen()) == 10_000
+    assert elapsed < 1.0
+
+
+def test_a_token_authenticates_and_records_its_use(store: StateStore) -> None:
+    record, plaintext = store.tokens.create_token(3, "ci", ["tasks:read", "tasks:write"], T0)
+
+    used = store.tokens.authenticate(plaintext, T0 + timedelta(minutes=1))
+
+    assert plaintext.startswith("rk_")
+    assert used is not None
+    assert (used.id, used.user_id, used.name) == (record.id, 3, "ci")
+    assert used.abilities == ("tasks:read", "tasks:write")
+    assert used.last_used_at == T0 + timedelta(minutes=1)
+    assert store.tokens.list(3)[0].last_used_at == T0 + timedelta(minutes=1)
+
+
+@pytest.mark.parametrize("guess", ["", "rk_", "rk_wrong", "not-a-token"])
+def test_a_wrong_token_does_not_authenticate(store: StateStore, guess: str) -> None:
+    store.tokens.create_token(3, "ci", ["tasks:read"], T0)
+
+    assert store.tokens.authenticate(guess, T0) is None
+
+
+def test_tokens_are_listed_per_user(store: StateStore) -> None:
+    mine, _ = store.tokens.create_token(3, "laptop", ["tasks:read"], T0)
+    theirs, _ = store.tokens.create_token(4, "ci", ["tasks:read"], T0)
+
+    assert store.tokens.list(3) == [mine]
+    assert store.tokens.list() == [mine, theirs]
+
+
+def test_a_revoked_token_no_longer_authenticates(store: StateStore) -> None:
+    record, plaintext = store.tokens.create_token(3, "ci", ["tasks:read"], T0)
+
+    assert store.tokens.revoke_token(record.id) is True
+    assert store.tokens.authenticate(plaintext, T0) is None
+    assert store.tokens.list(3) == []
+    assert store.tokens.revoke_token(record.id) is False
+
+
+def test_the_highest_recorded_task_id_is_kept_across_restarts(open_store: OpenStore) -> None:
+    store = open_store()
+    assert store.task_id_counter.highest_task_id() == 0
+    store.task_id_counter.record_task_id(10)
+    store.task_id_counter.record_task_id(5)
+    store.close()
+
+    reopened = open_store()
+    try:
+        assert reopened.task_id_counter.highest_task_id() == 10
+    finally:
+        reopened.close()
+
+
+def test_writes_from_many_threads_are_all_kept(store: StateStore) -> None:
+    errors: list[BaseException] = []
+
+    def work(task_id: int) -> None:
+        try:
+            for i in range(20):
+                run_id = store.runs.start_run(task_id, "schedule", T0 + timedelta(seconds=i))
+                store.runs.append_logs(run_id, [(T0, f"line {i}")])
+                store.runs.finish_run(run_id, RunStatus.SUCCESSFUL, T0)
+                store.task_id_counter.record_task_id(task_id * 100 + i)
+                store.runs.latest_run(task_id)
+        except BaseException as exc:  # collected so the main thread can fail the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(task_id,)) for task_id in range(1, 9)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    for task_id in range(1, 9):
+        page, total = store.runs.page(task_id, 0, 100)
+        assert total == 20
+        assert all(run.status is RunStatus.SUCCESSFUL for run in page)
+        assert all(
+            run.output.endswith(f"line {i}\n")
+            for i, run in zip(range(19, -1, -1), page, strict=True)
+        )
+    assert store.task_id_counter.highest_task_id() == 819
+
+
+def test_log_lines_are_written_in_one_batch_and_read_back_after_an_offset(
+    store: StateStore,
+) -> None:
+    run_id = store.runs.start_run(7, "schedule", T0)
+    store.runs.append_logs(run_id, [(T0, "one"), (T0, "two")])
+    store.runs.append_logs(run_id, [(T0, "three")])
+
+    assert store.runs.log_after(run_id, 0) == (
+        ["2024-03-01T12:00:00Z one", "2024-03-01T12:00:00Z two", "2024-03-01T12:00:00Z three"],
+        3,
+    )
+    assert store.runs.log_after(run_id, 1) == (
+        ["2024-03-01T12:00:00Z two", "2024-03-01T12:00:00Z three"],
+        3,
+    )
+    assert store.runs.log_after(run_id, 3) == ([], 3)
+    assert store.runs.log_after(run_id, 0, limit=1) == (["2024-03-01T12:00:00Z one"], 1)
+
+
+def test_a_log_line_holding_a_newline_stays_one_line(store: StateStore) -> None:
+    run_id = store.runs.start_run(7, "schedule", T0)
+    store.runs.append_logs(run_id, [(T0, "failed: first\nsecond")])
+    assert store.runs.log_after(run_id, 0) == (["2024-03-01T12:00:00Z failed: first\\nsecond"], 1)
+
+
+def test_a_run_is_read_with_only_the_tail_of_its_log(store: StateStore) -> None:
+    run_id = store.runs.start_run(7, "schedule", T0)
+    for batch in range(10):
+        store.runs.append_logs(run_id, [(T0, f"{batch}.{i}") for i in range(100)])
+    run = store.runs.run(run_id, LogTail(lines=150, chars=1 << 20))
+    assert run is not None
+    lines = run.output.splitlines()
+    assert lines[0] == "[850 earlier lines not shown]"
+    assert lines[1] == "2024-03-01T12:00:00Z 8.50"
+    assert lines[-1] == "2024-03-01T12:00:00Z 9.99"
+
+
+def test_alive_intervals_are_extended_by_the_heartbeat_and_old_ones_forgotten(
+    store: StateStore,
+) -> None:
+    first = store.schedule.begin_alive(T0, forget_before=T0)
+    store.schedule.still_alive(first, T0 + timedelta(hours=1))
+    second = store.schedule.begin_alive(
+        T0 + timedelta(hours=3), forget_before=T0 + timedelta(hours=2)
+    )
+    store.schedule.still_alive(second, T0 + timedelta(hours=4))
+
+    assert store.schedule.alive_since(T0) == [(T0 + timedelta(hours=3), T0 + timedelta(hours=4))]
+    third = store.schedule.begin_alive(T0 + timedelta(hours=5), forget_before=T0)
+    assert store.schedule.alive_since(T0 + timedelta(hours=4)) == [
+        (T0 + timedelta(hours=3), T0 + timedelta(hours=4)),
+        (T0 + timedelta(hours=5), T0 + timedelta(hours=5)),
+    ]
+    assert third != second
