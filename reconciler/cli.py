@@ -353,7 +353,9 @@ def _restore(args: argparse.Namespace) -> int:
     from reconciler.daemon import Settings, restore_backup
 
     settings = Settings(repo=args.repo, state=args.state)
-    where = _guarded(lambda: restore_backup(settings, args.task_id, args.run_id, args.to))
+    where = _guarded(
+        lambda: asyncio.run(restore_backup(settings, args.task_id, args.run_id, args.to))
+    )
     print(f"restored task {args.task_id} to {where}")
     return 0
 

@@ -303,21 +303,16 @@ def start_run(daemon: Daemon, task_id: int, trigger: str) -> None:
         raise DaemonError(f"task {task_id}: {outcome.message}")
 
 
-def restore_backup(settings: Settings, task_id: int, run_id: int | None, to: Path) -> Path:
+async def restore_backup(settings: Settings, task_id: int, run_id: int | None, to: Path) -> Path:
     """`reconciler restore`: the given run's backup (default: the newest) into `to`."""
-    daemon = build(settings)
-    try:
-        asyncio.run(daemon.engine.sync())
+    async with synced(settings) as daemon:
         task = _task(daemon, task_id)
         run = None
         if run_id is not None:
-            run = daemon.state.runs.run(run_id)
+            run = await asyncio.to_thread(daemon.state.runs.run, run_id)
             if run is None or run.task_id != task_id:
                 raise DaemonError(f"task {task_id} has no run {run_id}")
-        return restore(task, run=run, to=to, secrets=daemon.secrets)
-    finally:
-        daemon.engine.close()
-        daemon.state.close()
+        return await asyncio.to_thread(restore, task, run=run, to=to, secrets=daemon.secrets)
 
 
 class DaemonError(ReconcilerError):
