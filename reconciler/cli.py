@@ -20,10 +20,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from reconciler.types import ReconcilerError
 
 if TYPE_CHECKING:
+    from reconciler.daemon import Daemon, Settings
+    from reconciler.state.runs import RunRecord
     from reconciler.state.tokens import Tokens
 
 _T = TypeVar("_T")
 _N = TypeVar("_N", int, float)
+# How often `reconciler run` looks for new log lines of the run it follows.
+FOLLOW_SECONDS = 0.5
 DEFAULT_STATE = Path(os.environ.get("RECONCILER_STATE", "reconciler-state/state.db"))
 ABILITIES = (
     "view-backup-tasks",
@@ -299,18 +303,59 @@ def _committed_state(directory: Path) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from reconciler.daemon import Settings, run_once
+    from reconciler.daemon import Settings
 
     settings = Settings(repo=args.repo, state=args.state, known_hosts=args.known_hosts)
-    succeeded = _guarded(lambda: asyncio.run(run_once(settings, args.task_id)))
+    succeeded = _guarded(lambda: asyncio.run(_run_once(settings, args.task_id)))
     return 0 if succeeded else 1
+
+
+async def _run_once(settings: Settings, task_id: int) -> bool:
+    """One task of the branch head, now, in the foreground, its log printed as it is stored;
+    True on success."""
+    from reconciler.daemon import start_run, synced
+    from reconciler.types import RunStatus
+
+    async with synced(settings) as daemon:
+        start_run(daemon, task_id, trigger="cli")
+        run = await _follow(daemon, task_id)
+        print(f"run {run.id}: {run.status}" + (f" ({run.reason})" if run.reason else ""))
+        return run.status is RunStatus.SUCCESSFUL
+
+
+async def _follow(daemon: Daemon, task_id: int) -> RunRecord:
+    """Print the task's run's log lines as they are stored, until it ends; return the finished run.
+
+    `start_run` records the run before it accepts it, so the task's latest run is this one.
+    Each look reads only the lines after the last one printed.
+    """
+    run = await asyncio.to_thread(daemon.state.runs.latest_run, task_id)
+    assert run is not None
+    printed = 0
+    while True:
+        try:
+            await asyncio.to_thread(daemon.runner.wait, task_id, FOLLOW_SECONDS)
+            finished = True
+        except TimeoutError:
+            finished = False
+        while True:
+            lines, printed = await asyncio.to_thread(daemon.state.runs.log_after, run.id, printed)
+            print("".join(f"{line}\n" for line in lines), end="", flush=True)
+            if not lines:
+                break
+        if finished:
+            ended = await asyncio.to_thread(daemon.state.runs.run, run.id)
+            assert ended is not None
+            return ended
 
 
 def _restore(args: argparse.Namespace) -> int:
     from reconciler.daemon import Settings, restore_backup
 
     settings = Settings(repo=args.repo, state=args.state)
-    where = _guarded(lambda: restore_backup(settings, args.task_id, args.run_id, args.to))
+    where = _guarded(
+        lambda: asyncio.run(restore_backup(settings, args.task_id, args.run_id, args.to))
+    )
     print(f"restored task {args.task_id} to {where}")
     return 0
 

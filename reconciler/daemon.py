@@ -1,4 +1,8 @@
-"""The composition root: builds every part, wires them together, runs them. No logic of its own."""
+"""The composition root: builds every part, wires them together, runs them. No logic of its own.
+
+`running` is the daemon's whole life, done once: build, start in order, yield, close in order.
+`reconciler serve` serves its app; the API tests drive the same app in-process.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,9 @@ import gc
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,15 +33,12 @@ from reconciler.runner import DEFAULT_KEEP_RUN_AGE, DEFAULT_KEEP_RUNS, Runner, R
 from reconciler.scheduler import Scheduler
 from reconciler.secrets import Secrets
 from reconciler.state import StateStore, open_state
-from reconciler.state.runs import RunRecord
 from reconciler.state.schedule import ScheduleBookkeeping
-from reconciler.types import ReconcilerError, RunStatus
+from reconciler.types import Clock, ReconcilerError
 from reconciler.watcher import ref_changes
 
 log = logging.getLogger("reconciler.daemon")
 
-# How often `reconciler run` looks for new log lines of the run it follows.
-FOLLOW_SECONDS = 0.5
 # How often a serving daemon records that it is still up (catch-up at the next start treats a
 # slot within this long of a crash as one the daemon was up for only if it fired it).
 HEARTBEAT_SECONDS = 30.0
@@ -76,7 +78,7 @@ def secrets_path(state: Path) -> Path:
 @dataclass
 class Daemon:
     settings: Settings
-    clock: SystemClock
+    clock: Clock
     state: StateStore
     secrets: Secrets
     store: GitStore
@@ -88,10 +90,17 @@ class Daemon:
     fires: ThreadPoolExecutor
 
 
-def build(settings: Settings) -> Daemon:
-    clock = SystemClock()
+def build(
+    settings: Settings, *, clock: Clock | None = None, environ: Mapping[str, str] | None = None
+) -> Daemon:
+    """Every part, wired; nothing started and the engine not synced yet.
+
+    `clock` (default: the system's) and `environ` (where `{env: NAME}` secrets are read,
+    default: the process's) are parameters so that tests can pass in their own.
+    """
+    clock = SystemClock() if clock is None else clock
     state = open_state(settings.state)
-    secrets = Secrets(secrets_path(settings.state), os.environ)
+    secrets = Secrets(secrets_path(settings.state), os.environ if environ is None else environ)
     store = GitStore(settings.repo)
     runner = Runner(
         runs=state.runs,
@@ -149,24 +158,18 @@ def scheduled_dispatch(
     return fire
 
 
-async def serve(settings: Settings) -> None:
-    daemon = build(settings)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            daemon.app, host=settings.host, port=settings.port, log_config=None, access_log=False
-        )
-    )
+@asynccontextmanager
+async def running(
+    settings: Settings, *, clock: Clock | None = None, environ: Mapping[str, str] | None = None
+) -> AsyncIterator[Daemon]:
+    """The daemon built (see `build`) and started, in this order: repair an interrupted commit,
+    first reconcile, freeze the GC, recover interrupted runs, sweep unreferenced secrets, catch
+    up missed slots, record the up-interval, start the workers (heartbeat, scheduler, ref watch,
+    periodic resync). Yields it running; on exit stops the workers and closes every part."""
+    daemon = build(settings, clock=clock, environ=environ)
     stop = asyncio.Event()
     workers: list[asyncio.Task[None]] = []
     alive: int | None = None
-
-    def shut_down(_signal: int, _frame: object) -> None:
-        server.should_exit = True
-
-    # uvicorn handles SIGINT/SIGTERM while it serves, then raises the signal again to whatever
-    # handler was there before: this one, so runs and the state store close before we exit.
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, shut_down)
     if daemon.state.created:
         log.warning(
             "the state store %s was created new: no run history, no API tokens (create one with"
@@ -211,6 +214,45 @@ async def serve(settings: Settings) -> None:
                 _resync_every(settings.resync_interval, daemon.engine), name="resync"
             ),
         ]
+        yield daemon
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        await close(daemon, alive)
+        # What was frozen lived as long as this daemon: the GC may collect it again.
+        gc.unfreeze()
+
+
+async def serve(settings: Settings) -> None:
+    server: uvicorn.Server | None = None
+    stop_requested = False
+
+    def shut_down(_signal: int, _frame: object) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+        if server is not None:
+            server.should_exit = True
+
+    # uvicorn handles SIGINT/SIGTERM while it serves, then raises the signal again to whatever
+    # handler was there before: this one, so runs and the state store close before we exit. A
+    # signal during start-up stops the daemon as soon as it has started.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, shut_down)
+    async with running(settings) as daemon:
+        server = uvicorn.Server(
+            uvicorn.Config(
+                daemon.app,
+                host=settings.host,
+                port=settings.port,
+                log_config=None,
+                access_log=False,
+                # Start-up and shut-down are `running`'s, so a failed start-up ends in its error.
+                lifespan="off",
+            )
+        )
+        server.should_exit = stop_requested
         log.info(
             "serving %s (%d tasks) on http://%s:%d",
             settings.repo,
@@ -219,12 +261,6 @@ async def serve(settings: Settings) -> None:
             settings.port,
         )
         await server.serve()
-    finally:
-        stop.set()
-        for worker in workers:
-            worker.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
-        await close(daemon, alive)
 
 
 async def close(daemon: Daemon, alive: int | None = None) -> None:
@@ -248,63 +284,35 @@ async def _heartbeat(daemon: Daemon, alive: int) -> None:
             log.exception("cannot record that the daemon is up; catch-up may run a slot twice")
 
 
-async def run_once(settings: Settings, task_id: int) -> bool:
-    """`reconciler run`: one task of the branch head, now, in the foreground; True on success."""
+@asynccontextmanager
+async def synced(settings: Settings) -> AsyncIterator[Daemon]:
+    """For a one-off command: the daemon built and reconciled to the branch head, nothing
+    started; closed on exit."""
     daemon = build(settings)
     try:
         await daemon.engine.sync()
-        task = _task(daemon, task_id)
-        outcome = daemon.runner.request_run(task, trigger="cli")
-        if outcome is not RunRequest.ACCEPTED:
-            raise DaemonError(f"task {task_id}: {outcome.message}")
-        run = await _follow(daemon, task_id)
-        print(f"run {run.id}: {run.status}" + (f" ({run.reason})" if run.reason else ""))
-        return run.status is RunStatus.SUCCESSFUL
+        yield daemon
     finally:
         await close(daemon)
 
 
-async def _follow(daemon: Daemon, task_id: int) -> RunRecord:
-    """Print the task's run's log lines as they are stored, until it ends; return the finished run.
-
-    `request_run` records the run before it accepts it, so the task's latest run is this one.
-    Each look reads only the lines after the last one printed.
-    """
-    run = await asyncio.to_thread(daemon.state.runs.latest_run, task_id)
-    assert run is not None
-    printed = 0
-    while True:
-        try:
-            await asyncio.to_thread(daemon.runner.wait, task_id, FOLLOW_SECONDS)
-            finished = True
-        except TimeoutError:
-            finished = False
-        while True:
-            lines, printed = await asyncio.to_thread(daemon.state.runs.log_after, run.id, printed)
-            print("".join(f"{line}\n" for line in lines), end="", flush=True)
-            if not lines:
-                break
-        if finished:
-            ended = await asyncio.to_thread(daemon.state.runs.run, run.id)
-            assert ended is not None
-            return ended
+def start_run(daemon: Daemon, task_id: int, trigger: str) -> None:
+    """Start one run of the task now, or say why it cannot start."""
+    outcome = daemon.runner.request_run(_task(daemon, task_id), trigger=trigger)
+    if outcome is not RunRequest.ACCEPTED:
+        raise DaemonError(f"task {task_id}: {outcome.message}")
 
 
-def restore_backup(settings: Settings, task_id: int, run_id: int | None, to: Path) -> Path:
+async def restore_backup(settings: Settings, task_id: int, run_id: int | None, to: Path) -> Path:
     """`reconciler restore`: the given run's backup (default: the newest) into `to`."""
-    daemon = build(settings)
-    try:
-        asyncio.run(daemon.engine.sync())
+    async with synced(settings) as daemon:
         task = _task(daemon, task_id)
         run = None
         if run_id is not None:
-            run = daemon.state.runs.run(run_id)
+            run = await asyncio.to_thread(daemon.state.runs.run, run_id)
             if run is None or run.task_id != task_id:
                 raise DaemonError(f"task {task_id} has no run {run_id}")
-        return restore(task, run=run, to=to, secrets=daemon.secrets)
-    finally:
-        daemon.engine.close()
-        daemon.state.close()
+        return await asyncio.to_thread(restore, task, run=run, to=to, secrets=daemon.secrets)
 
 
 class DaemonError(ReconcilerError):

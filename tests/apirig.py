@@ -1,5 +1,7 @@
-"""A real API over a real config repository: git, GitStore, Engine, Scheduler, the state store,
-Secrets, Runner and the FastAPI app, driven in-process through httpx. Only the clock is fake.
+"""A real API over a real config repository: the daemon's own wiring and start-up
+(`daemon.running`: git, GitStore, Engine, Scheduler and its workers, the state store, Secrets,
+Runner, the FastAPI app with /healthz and /metrics), driven in-process through httpx. Only the
+clock is fake.
 """
 
 from __future__ import annotations
@@ -14,14 +16,11 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from reconciler.api import create_app
+from reconciler import daemon
 from reconciler.engine import Engine
-from reconciler.gitstore import GitStore
 from reconciler.runner import Runner
-from reconciler.scheduler import Scheduler
 from reconciler.secrets import Secrets
 from reconciler.state import StateStore
-from reconciler.state.sqlite import SqliteStateStore
 from tests import configset
 from tests.clock import FakeClock
 from tests.gitrepo import git, init_repo
@@ -87,6 +86,7 @@ def config_files() -> dict[str, str]:
 
 @dataclass
 class ApiRig:
+    daemon: daemon.Daemon
     repo: Path
     app: FastAPI
     client: httpx.AsyncClient
@@ -130,44 +130,61 @@ class ApiRig:
         return git(self.repo, "status", "--porcelain", "--untracked-files=all")
 
 
-def build(
-    tmp: Path, files: Mapping[str, str] | None = None, *, clone: bool = False, **app_options: Any
-) -> ApiRig:
-    """Every part, wired as the daemon wires them; the engine has not synced yet.
-
-    The config repository is `tmp/config`, made from `files` (or already there with `clone`).
-    """
-    repo = tmp / "config"
-    if not clone:
-        init_repo(repo, config_files() if files is None else files)
-    clock = FakeClock(START)
-    history = SqliteStateStore(tmp / "state.db")
-    secrets_path = tmp / "state.db.secrets.json"
-    secrets = Secrets(secrets_path, {})
-    runner = Runner(
-        runs=history.runs, secrets=secrets, clock=clock, max_workers=2, connect_timeout=5.0
+def settings(tmp: Path, *, push: bool = False) -> daemon.Settings:
+    return daemon.Settings(
+        repo=tmp / "config", state=tmp / "state.db", max_workers=2, connect_timeout=5.0, push=push
     )
-    scheduler = Scheduler(clock, runner.dispatch)
-    engine = Engine(store=GitStore(repo), scheduler=scheduler, state=history, clock=clock)
-    app = create_app(engine, history, secrets, runner, clock, **app_options)
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
-    return ApiRig(repo, app, client, engine, history, secrets, secrets_path, runner, clock)
+
+
+def _rig(built: daemon.Daemon, clock: FakeClock) -> ApiRig:
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=built.app), base_url="http://testserver"
+    )
+    return ApiRig(
+        built,
+        built.settings.repo,
+        built.app,
+        client,
+        built.engine,
+        built.state,
+        built.secrets,
+        daemon.secrets_path(built.settings.state),
+        built.runner,
+        clock,
+    )
+
+
+def _config_repo(tmp: Path, files: Mapping[str, str] | None, clone: bool) -> None:
+    """The config repository is `tmp/config`, made from `files` (or already there with `clone`)."""
+    if not clone:
+        init_repo(tmp / "config", config_files() if files is None else files)
+
+
+def build(tmp: Path, files: Mapping[str, str] | None = None) -> ApiRig:
+    """Every part, wired by `daemon.build`; nothing started, the engine has not synced yet. For
+    a caller that drives the app from other event loops (see `api_rig` for the running daemon)."""
+    _config_repo(tmp, files, clone=False)
+    clock = FakeClock(START)
+    return _rig(daemon.build(settings(tmp), clock=clock, environ={}), clock)
 
 
 async def close(rig: ApiRig) -> None:
     await rig.client.aclose()
-    await rig.runner.close()
-    rig.engine.close()
-    rig.state.close()
+    await daemon.close(rig.daemon)
 
 
 @asynccontextmanager
 async def api_rig(
-    tmp: Path, files: Mapping[str, str] | None = None, *, clone: bool = False, **app_options: Any
+    tmp: Path, files: Mapping[str, str] | None = None, *, clone: bool = False, push: bool = False
 ) -> AsyncIterator[ApiRig]:
-    rig = build(tmp, files, clone=clone, **app_options)
-    try:
-        await rig.engine.sync()
-        yield rig
-    finally:
-        await close(rig)
+    """The daemon started as `reconciler serve` starts it (first reconcile, recovery, catch-up,
+    scheduler, ref watch...), over the config repository `tmp/config`, made from `files` (or
+    already there with `clone`)."""
+    _config_repo(tmp, files, clone)
+    clock = FakeClock(START)
+    async with daemon.running(settings(tmp, push=push), clock=clock, environ={}) as running:
+        rig = _rig(running, clock)
+        try:
+            yield rig
+        finally:
+            await rig.client.aclose()
