@@ -301,7 +301,9 @@ def restore_backup(settings: Settings, task_id: int, run_id: int | None, to: Pat
             run = daemon.state.runs.run(run_id)
             if run is None or run.task_id != task_id:
                 raise DaemonError(f"task {task_id} has no run {run_id}")
-        return restore(task, run=run, to=to, secrets=daemon.secrets)
+        return restore(
+            task, run=run, to=to, secrets=daemon.secrets, known_hosts=settings.known_hosts
+        )
     finally:
         daemon.engine.close()
         daemon.state.close()
