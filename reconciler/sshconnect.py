@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import paramiko
+from paramiko.hostkeys import HostKeyEntry, InvalidHostKey
 from paramiko.pkey import PKey
 
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
@@ -88,8 +89,7 @@ def append_host_key(known_hosts: Path, hostname: str, key: PKey) -> PKey | None:
     descriptor = os.open(known_hosts, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX)
-        current = paramiko.HostKeys(str(known_hosts))
-        entries = current.lookup(hostname)
+        entries = read_known_hosts(known_hosts).lookup(hostname)
         if entries is not None and key.get_name() in entries:
             recorded: PKey = entries[key.get_name()]
             return recorded
@@ -104,15 +104,36 @@ def append_host_key(known_hosts: Path, hostname: str, key: PKey) -> PKey | None:
         os.close(descriptor)  # releases the lock
 
 
+def read_known_hosts(known_hosts: Path, into: paramiko.HostKeys | None = None) -> paramiko.HostKeys:
+    """The host keys in `known_hosts`, skipping lines paramiko cannot use.
+
+    paramiko's own loader fails on the whole file at the first line it cannot parse, such as
+    OpenSSH's `@cert-authority` and `@revoked` markers, which it does not support.
+    """
+    host_keys = into if into is not None else paramiko.HostKeys()
+    with known_hosts.open(encoding="utf-8", errors="replace") as file:
+        for line in file:
+            if line.lstrip().startswith(("#", "@")):
+                continue
+            try:
+                entry = HostKeyEntry.from_line(line)
+            except (InvalidHostKey, paramiko.SSHException, ValueError):
+                continue
+            if entry is not None and entry.key is not None:
+                for hostname in entry.hostnames:
+                    host_keys.add(hostname, entry.key.get_name(), entry.key)
+    return host_keys
+
+
 def trust_known_hosts(client: paramiko.SSHClient, endpoint: SshEndpoint) -> None:
     """Load `endpoint.known_hosts` into `client` and install the host-key policy.
 
-    Loaded through `get_host_keys()` rather than `load_host_keys`, so the client never learns
-    the file name and nothing (paramiko's AutoAddPolicy, `save_host_keys`) can rewrite the file.
+    Loaded into `get_host_keys()` rather than through `load_host_keys`, so the client never
+    learns the file name and nothing (paramiko's AutoAddPolicy, `save_host_keys`) can rewrite it.
     """
     if endpoint.known_hosts.exists():
         try:
-            client.get_host_keys().load(str(endpoint.known_hosts))
+            read_known_hosts(endpoint.known_hosts, into=client.get_host_keys())
         except OSError as exc:
             raise SshConnectError(
                 f"cannot read {endpoint.known_hosts}: {exc.strerror or exc}"

@@ -1,0 +1,212 @@
+"""One SSH policy for servers (executor) and SFTP destinations, against a real OpenSSH server."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from reconciler.destinations import DestinationError, open_destination
+from reconciler.executor import HostKeyError, RemoteShell, SshTarget
+from reconciler.models import SecretRef, SftpDestination
+from tests.servers import SshServer
+
+CONCURRENT_CONNECTIONS = 6
+
+
+def no_secrets(ref: SecretRef) -> str:
+    raise AssertionError(f"no secret expected, asked for {ref}")
+
+
+def unrelated_lines(sshd: SshServer) -> str:
+    """Lines an operator may already have: none of them is about the test server."""
+    key = sshd.host_key_line
+    return (
+        "# kept by hand: do not lose this comment\n"
+        f"@cert-authority *.example.com {key}\n"
+        f"other.example.com {key}\n"
+    )
+
+
+def server_target(sshd: SshServer, known_hosts: Path | None, accept_new: bool) -> SshTarget:
+    return SshTarget(
+        sshd.host,
+        sshd.port,
+        sshd.username,
+        private_key=str(sshd.private_key),
+        known_hosts=str(known_hosts) if known_hosts is not None else None,
+        accept_new_host_keys=accept_new,
+    )
+
+
+def sftp_destination(
+    sshd: SshServer,
+    path: Path,
+    known_hosts: Path | None,
+    accept_new: bool = False,
+) -> SftpDestination:
+    return SftpDestination(
+        id=3,
+        user_id=1,
+        label="other host",
+        type="sftp",
+        host=sshd.host,
+        port=sshd.port,
+        username=sshd.username,
+        private_key=str(sshd.private_key),
+        known_hosts=str(known_hosts) if known_hosts is not None else None,
+        accept_new_host_keys=accept_new,
+        path=str(path),
+    )
+
+
+def connect_server(sshd: SshServer, known_hosts: Path) -> None:
+    with RemoteShell(server_target(sshd, known_hosts, accept_new=True)) as shell:
+        assert shell.run("true") == (0, "")
+
+
+def all_at_once(connect: Callable[[], None]) -> list[BaseException]:
+    """Run `connect` in several threads released together; returns what they raised."""
+    start = threading.Barrier(CONCURRENT_CONNECTIONS)
+    failures: list[BaseException] = []
+
+    def one() -> None:
+        start.wait()
+        try:
+            connect()
+        except BaseException as exc:  # reported by the test, not lost in a thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(CONCURRENT_CONNECTIONS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return failures
+
+
+def test_concurrent_first_connections_to_a_server_remember_its_key_once_and_keep_other_lines(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(unrelated_lines(sshd))
+
+    assert all_at_once(lambda: connect_server(sshd, known_hosts)) == []
+    assert known_hosts.read_text() == (
+        unrelated_lines(sshd) + f"[{sshd.host}]:{sshd.port} {sshd.host_key_line}\n"
+    )
+
+
+def test_concurrent_first_sftp_connections_remember_the_key_once_and_keep_other_lines(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(unrelated_lines(sshd))
+    destination = sftp_destination(sshd, tmp_path / "remote", known_hosts, accept_new=True)
+
+    assert all_at_once(lambda: open_destination(destination, no_secrets).close()) == []
+    assert known_hosts.read_text() == (
+        unrelated_lines(sshd) + f"[{sshd.host}]:{sshd.port} {sshd.host_key_line}\n"
+    )
+
+
+def test_a_key_remembered_for_a_server_is_trusted_by_an_sftp_destination(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    known_hosts = tmp_path / "known_hosts"
+    connect_server(sshd, known_hosts)
+    refusing_new = sftp_destination(sshd, tmp_path / "remote", known_hosts, accept_new=False)
+    open_destination(refusing_new, no_secrets).close()
+    assert known_hosts.read_text().count(sshd.host_key_line) == 1
+
+
+def test_a_key_appended_to_a_file_without_a_final_newline_keeps_the_last_line_whole(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(unrelated_lines(sshd).rstrip("\n"))
+    connect_server(sshd, known_hosts)
+    assert known_hosts.read_text() == (
+        unrelated_lines(sshd) + f"[{sshd.host}]:{sshd.port} {sshd.host_key_line}\n"
+    )
+
+
+def test_an_sftp_destination_without_known_hosts_uses_the_daemons_known_hosts(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    destination = sftp_destination(sshd, tmp_path / "remote", known_hosts=None)
+    open_destination(destination, no_secrets, known_hosts=sshd.known_hosts).close()
+
+
+def test_an_sftp_destination_is_refused_when_the_daemons_known_hosts_lacks_its_host(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    destination = sftp_destination(sshd, tmp_path / "remote", known_hosts=None)
+    with pytest.raises(DestinationError, match=f"not in {empty}"):
+        open_destination(destination, no_secrets, known_hosts=empty)
+
+
+def test_an_sftp_destination_own_known_hosts_wins_over_the_daemons(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    destination = sftp_destination(sshd, tmp_path / "remote", known_hosts=sshd.known_hosts)
+    open_destination(destination, no_secrets, known_hosts=empty).close()
+
+
+def impostor_known_hosts(sshd: SshServer, tmp_path: Path) -> Path:
+    """known_hosts naming the test server with another key, as after a reinstall or an attack."""
+    impostor = tmp_path / "impostor"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(impostor)],
+        check=True,
+        capture_output=True,
+    )
+    key_type, key = impostor.with_suffix(".pub").read_text().split()[:2]
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(f"[{sshd.host}]:{sshd.port} {key_type} {key}\n")
+    return known_hosts
+
+
+def test_a_changed_host_key_is_refused_for_a_server_and_the_file_is_left_alone(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    known_hosts = impostor_known_hosts(sshd, tmp_path)
+    before = known_hosts.read_text()
+    with pytest.raises(HostKeyError, match="does not match"):
+        RemoteShell(server_target(sshd, known_hosts, accept_new=True)).connect()
+    assert known_hosts.read_text() == before
+
+
+def test_a_changed_host_key_is_refused_for_an_sftp_destination_and_the_file_is_left_alone(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    known_hosts = impostor_known_hosts(sshd, tmp_path)
+    before = known_hosts.read_text()
+    destination = sftp_destination(sshd, tmp_path / "remote", known_hosts, accept_new=True)
+    with pytest.raises(DestinationError, match="does not match"):
+        open_destination(destination, no_secrets)
+    assert known_hosts.read_text() == before
+
+
+def test_an_sftp_destination_without_private_key_does_not_try_the_daemon_users_keys(
+    sshd: SshServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    for name in ("id_ed25519", "id_rsa"):
+        shutil.copy(sshd.private_key, home / ".ssh" / name)
+        (home / ".ssh" / name).chmod(0o600)
+    monkeypatch.setenv("HOME", str(home))
+    destination = sftp_destination(sshd, tmp_path / "remote", sshd.known_hosts).model_copy(
+        update={"private_key": None}
+    )
+    with pytest.raises(DestinationError, match=r"[Aa]uthentication"):
+        open_destination(destination, no_secrets)
