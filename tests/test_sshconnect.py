@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 import subprocess
 import threading
@@ -13,6 +14,9 @@ import pytest
 from reconciler.destinations import DestinationError, open_destination
 from reconciler.executor import HostKeyError, RemoteShell, SshTarget
 from reconciler.models import SecretRef, SftpDestination
+from reconciler.runner import Runner
+from reconciler.types import RunStatus
+from tests.runs import Harness, files_task
 from tests.servers import SshServer
 
 CONCURRENT_CONNECTIONS = 6
@@ -25,11 +29,7 @@ def no_secrets(ref: SecretRef) -> str:
 def unrelated_lines(sshd: SshServer) -> str:
     """Lines an operator may already have: none of them is about the test server."""
     key = sshd.host_key_line
-    return (
-        "# kept by hand: do not lose this comment\n"
-        f"@cert-authority *.example.com {key}\n"
-        f"other.example.com {key}\n"
-    )
+    return f"# kept by hand: do not lose this comment\nother.example.com {key}\n"
 
 
 def server_target(sshd: SshServer, known_hosts: Path | None, accept_new: bool) -> SshTarget:
@@ -114,6 +114,37 @@ def test_concurrent_first_sftp_connections_remember_the_key_once_and_keep_other_
     )
 
 
+def test_a_first_connection_waits_for_another_daemons_append_and_does_not_repeat_it(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(unrelated_lines(sshd))
+    host_line = f"[{sshd.host}]:{sshd.port} {sshd.host_key_line}\n"
+    failures: list[BaseException] = []
+    with known_hosts.open("a") as other_daemon:
+        fcntl.flock(other_daemon, fcntl.LOCK_EX)
+        connecting = threading.Thread(
+            target=lambda: failures.extend(connect_server_reporting(sshd, known_hosts))
+        )
+        connecting.start()
+        connecting.join(timeout=2.0)
+        assert connecting.is_alive(), "the connection did not wait for the file lock"
+        other_daemon.write(host_line)
+        other_daemon.flush()
+        fcntl.flock(other_daemon, fcntl.LOCK_UN)
+    connecting.join()
+    assert failures == []
+    assert known_hosts.read_text() == unrelated_lines(sshd) + host_line
+
+
+def connect_server_reporting(sshd: SshServer, known_hosts: Path) -> list[BaseException]:
+    try:
+        connect_server(sshd, known_hosts)
+    except BaseException as exc:  # reported by the test, not lost in a thread
+        return [exc]
+    return []
+
+
 def test_a_key_remembered_for_a_server_is_trusted_by_an_sftp_destination(
     sshd: SshServer, tmp_path: Path
 ) -> None:
@@ -132,6 +163,20 @@ def test_a_key_appended_to_a_file_without_a_final_newline_keeps_the_last_line_wh
     connect_server(sshd, known_hosts)
     assert known_hosts.read_text() == (
         unrelated_lines(sshd) + f"[{sshd.host}]:{sshd.port} {sshd.host_key_line}\n"
+    )
+
+
+def test_known_hosts_with_openssh_marker_lines_is_read_and_the_lines_are_kept(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    markers = f"@cert-authority *.example.com {sshd.host_key_line}\n"
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(markers)
+    connect_server(sshd, known_hosts)
+    refusing_new = sftp_destination(sshd, tmp_path / "remote", known_hosts, accept_new=False)
+    open_destination(refusing_new, no_secrets).close()
+    assert known_hosts.read_text() == (
+        markers + f"[{sshd.host}]:{sshd.port} {sshd.host_key_line}\n"
     )
 
 
@@ -159,6 +204,31 @@ def test_an_sftp_destination_own_known_hosts_wins_over_the_daemons(
     empty.write_text("")
     destination = sftp_destination(sshd, tmp_path / "remote", known_hosts=sshd.known_hosts)
     open_destination(destination, no_secrets, known_hosts=empty).close()
+
+
+def test_a_run_uses_the_daemons_known_hosts_for_its_server_and_its_sftp_destination(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "a.txt").write_text("a")
+    task = files_task(sshd, tmp_path / "unused", source)
+    remote = tmp_path / "remote"
+    task = task.model_copy(
+        update={
+            "server": task.server.model_copy(update={"known_hosts": None}),
+            "destination": sftp_destination(sshd, remote, known_hosts=None),
+        }
+    )
+    harness = Harness(tmp_path)
+    harness.runner = Runner(
+        runs=harness.state.runs,
+        secrets=harness.secrets,
+        clock=harness.clock,
+        known_hosts=sshd.known_hosts,
+    )
+    assert harness.run(task) == RunStatus.SUCCESSFUL
+    assert len(list((remote / task.task.storage.path.strip("/")).iterdir())) == 1
 
 
 def impostor_known_hosts(sshd: SshServer, tmp_path: Path) -> Path:
