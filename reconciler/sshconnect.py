@@ -81,17 +81,19 @@ class _RememberNewHostKey(paramiko.MissingHostKeyPolicy):
 
 
 def append_host_key(known_hosts: Path, hostname: str, key: PKey) -> PKey | None:
-    """Remember `key` for `hostname` unless the file already has a key of its type for it.
+    """Remember `key` for `hostname` unless the file already has a key for it.
 
-    Returns the key recorded meanwhile by another connection, or None when this one was added.
+    Returns the key recorded meanwhile by another connection (the caller refuses it if it
+    differs), or None when this one was appended.
     """
     known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     descriptor = os.open(known_hosts, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX)
         entries = read_known_hosts(known_hosts).lookup(hostname)
-        if entries is not None and key.get_name() in entries:
-            recorded: PKey = entries[key.get_name()]
+        if entries is not None and len(entries) > 0:
+            # As paramiko does for a loaded host: its key of this type, else any key it has.
+            recorded: PKey = entries.get(key.get_name()) or next(iter(entries.values()))
             return recorded
         line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
         size = os.fstat(descriptor).st_size

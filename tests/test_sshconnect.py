@@ -137,6 +137,31 @@ def test_a_first_connection_waits_for_another_daemons_append_and_does_not_repeat
     assert known_hosts.read_text() == unrelated_lines(sshd) + host_line
 
 
+def test_a_first_connection_refuses_a_different_key_another_daemon_recorded_meanwhile(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    (tmp_path / "elsewhere").mkdir()
+    impostor_line = impostor_known_hosts(sshd, tmp_path / "elsewhere").read_text()
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(unrelated_lines(sshd))
+    failures: list[BaseException] = []
+    with known_hosts.open("a") as other_daemon:
+        fcntl.flock(other_daemon, fcntl.LOCK_EX)
+        connecting = threading.Thread(
+            target=lambda: failures.extend(connect_server_reporting(sshd, known_hosts))
+        )
+        connecting.start()
+        connecting.join(timeout=2.0)
+        other_daemon.write(impostor_line)
+        other_daemon.flush()
+        fcntl.flock(other_daemon, fcntl.LOCK_UN)
+    connecting.join()
+    assert len(failures) == 1
+    assert isinstance(failures[0], HostKeyError)
+    assert "does not match" in str(failures[0])
+    assert known_hosts.read_text() == unrelated_lines(sshd) + impostor_line
+
+
 def connect_server_reporting(sshd: SshServer, known_hosts: Path) -> list[BaseException]:
     try:
         connect_server(sshd, known_hosts)
