@@ -159,6 +159,7 @@ def _parser() -> argparse.ArgumentParser:
     restore.add_argument("--to", type=Path, required=True, help="directory to restore into")
     _repo_option(restore)
     _state_option(restore)
+    restore.add_argument("--known-hosts", type=Path, help="known_hosts file for SSH host keys")
     restore.set_defaults(command=_restore)
 
     token = commands.add_parser("token", help="manage API tokens")
@@ -352,7 +353,7 @@ async def _follow(daemon: Daemon, task_id: int) -> RunRecord:
 def _restore(args: argparse.Namespace) -> int:
     from reconciler.daemon import Settings, restore_backup
 
-    settings = Settings(repo=args.repo, state=args.state)
+    settings = Settings(repo=args.repo, state=args.state, known_hosts=args.known_hosts)
     where = _guarded(
         lambda: asyncio.run(restore_backup(settings, args.task_id, args.run_id, args.to))
     )

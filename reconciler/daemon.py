@@ -312,7 +312,9 @@ async def restore_backup(settings: Settings, task_id: int, run_id: int | None, t
             run = await asyncio.to_thread(daemon.state.runs.run, run_id)
             if run is None or run.task_id != task_id:
                 raise DaemonError(f"task {task_id} has no run {run_id}")
-        return await asyncio.to_thread(restore, task, run=run, to=to, secrets=daemon.secrets)
+        return await asyncio.to_thread(
+            restore, task, run=run, to=to, secrets=daemon.secrets, known_hosts=settings.known_hosts
+        )
 
 
 class DaemonError(ReconcilerError):

@@ -1,10 +1,10 @@
 """The one owner of SSH: connect to a remote server and stream a command's output.
 
 Connections are opened by Fabric (`fabric.Connection`) over paramiko, with two of Fabric's defaults
-overridden: its AutoAddPolicy (which accepts any host key) is replaced before connecting, so host
-keys are checked against a known_hosts file (an unknown key is refused unless
-`accept_new_host_keys` is set, and a changed key is always refused); and no ssh_config or Fabric
-config file is read, so a file in the daemon's home cannot redirect or alter a connection.
+overridden: its AutoAddPolicy (which accepts any host key) is replaced before connecting by the
+host-key policy and key lookup of `reconciler.sshconnect` (shared with the SFTP destination); and
+no ssh_config or Fabric config file is read, so a file in the daemon's home cannot redirect or
+alter a connection.
 
 A command's stdout is read from a raw paramiko channel in chunks of up to 4 MiB and handed to a
 sink as it arrives (Fabric's `run` keeps all output in memory), so nothing is staged on the remote
@@ -34,6 +34,14 @@ import fabric
 import paramiko
 
 from reconciler.models import RemoteServer
+from reconciler.sshconnect import (
+    SshConnectError,
+    SshEndpoint,
+    connect_arguments,
+    host_key_error,
+    known_hosts_file,
+    trust_known_hosts,
+)
 
 CHUNK_SIZE = 4 << 20
 WINDOW_SIZE = 16 << 20
@@ -96,6 +104,17 @@ class SshTarget:
 
     def __repr__(self) -> str:  # the password must never reach a log through a repr
         return f"SshTarget({self.username}@{self.host}:{self.port})"
+
+    def endpoint(self) -> SshEndpoint:
+        return SshEndpoint(
+            self.host,
+            self.port,
+            self.username,
+            known_hosts_file(self.known_hosts, None),
+            self.accept_new_host_keys,
+            self.private_key,
+            self.password,
+        )
 
     @classmethod
     def for_server(
@@ -209,26 +228,19 @@ class RemoteShell:
         self.close()
 
     def connect(self) -> None:
-        target = self._target
-        connection = self._connection_for(target)
-        known_hosts = Path(target.known_hosts or "~/.ssh/known_hosts").expanduser()
-        self._verify_host_keys(connection.client, known_hosts, target.accept_new_host_keys)
-        where = f"{target.username}@{target.host}:{target.port}"
+        endpoint = self._target.endpoint()
+        connection = self._connection_for(endpoint)
+        where = endpoint.where
         try:
+            trust_known_hosts(connection.client, endpoint)
             connection.open()
-        except paramiko.BadHostKeyException as exc:
-            connection.client.close()  # Fabric only closes a connection it saw open
-            raise HostKeyError(
-                f"host key of {where} does not match {known_hosts}: refusing to connect "
-                "(if the server was reinstalled, remove its old line from that file)"
-            ) from exc
+        except SshConnectError as exc:
+            raise ExecutorError(str(exc)) from exc
         except paramiko.SSHException as exc:
             connection.client.close()  # Fabric only closes a connection it saw open
-            if "not found in known_hosts" in str(exc):
-                raise HostKeyError(
-                    f"host key of {where} is not in {known_hosts}: add it (ssh-keyscan) "
-                    "or set accept_new_host_keys on the server"
-                ) from exc
+            refused = host_key_error(endpoint, exc)
+            if refused is not None:
+                raise HostKeyError(str(refused)) from exc
             if any(text in str(exc) for text in _HANDSHAKE_UNFINISHED):
                 raise ExecutorError(
                     f"cannot connect to {where}: the server accepted the connection but did not "
@@ -245,8 +257,8 @@ class RemoteShell:
         transport.set_keepalive(self._keepalive)
         self._connection = connection
 
-    def _connection_for(self, target: SshTarget) -> fabric.Connection:
-        """A Fabric connection that sees only `target`: no ssh_config, no Fabric config files.
+    def _connection_for(self, endpoint: SshEndpoint) -> fabric.Connection:
+        """A Fabric connection that sees only `endpoint`: no ssh_config, no Fabric config files.
 
         `Config(lazy=True)` loads neither /etc/fabric.yml nor ~/.fabric.yml, and an explicit empty
         SSHConfig keeps ~/.ssh/config and /etc/ssh/ssh_config (HostName, ProxyCommand, User...)
@@ -255,45 +267,16 @@ class RemoteShell:
         The connect timeout goes in connect_kwargs rather than Fabric's `connect_timeout`, which
         truncates it to an int (0.5 s would become 0: no timeout at all).
         """
-        timeout = self._connect_timeout
-        connect_kwargs: dict[str, Any] = {
-            "look_for_keys": False,
-            "allow_agent": False,
-            "timeout": timeout,
-            "banner_timeout": timeout,
-            "auth_timeout": timeout,
-            "transport_factory": _transport_factory,
-        }
-        if target.private_key:
-            connect_kwargs["key_filename"] = str(Path(target.private_key).expanduser())
-        if target.password is not None:
-            connect_kwargs["password"] = target.password
+        connect_kwargs = connect_arguments(endpoint, self._connect_timeout)
+        connect_kwargs["transport_factory"] = _transport_factory
         return fabric.Connection(
-            target.host,
-            user=target.username,
-            port=target.port,
+            endpoint.host,
+            user=endpoint.username,
+            port=endpoint.port,
             config=fabric.Config(lazy=True, ssh_config=paramiko.SSHConfig()),
             connect_kwargs=connect_kwargs,
             forward_agent=False,
             gateway=False,
-        )
-
-    @staticmethod
-    def _verify_host_keys(client: paramiko.SSHClient, known_hosts: Path, accept_new: bool) -> None:
-        """Replace Fabric's AutoAddPolicy: keys are checked against `known_hosts`.
-
-        An unknown key is refused unless `accept_new` (then it is appended to the file); a key that
-        differs from the recorded one is always refused (paramiko raises BadHostKeyException before
-        consulting the policy).
-        """
-        if known_hosts.exists():
-            client.load_host_keys(str(known_hosts))
-        elif accept_new:
-            known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            known_hosts.touch(mode=0o600)
-            client.load_host_keys(str(known_hosts))
-        client.set_missing_host_key_policy(
-            paramiko.AutoAddPolicy() if accept_new else paramiko.RejectPolicy()
         )
 
     def cipher(self) -> str:

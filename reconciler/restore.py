@@ -75,12 +75,13 @@ def restore(
     run: RunRecord | None,
     to: Path,
     secrets: Secrets,
+    known_hosts: Path | None = None,
 ) -> Path:
     """Restore the run's backup (or the task's newest, as the destination lists them) into the
     directory `to`; returns what was written: the unpacked top-level entry (files) or the `.sql`
     file (database)."""
     to.mkdir(parents=True, exist_ok=True)
-    store = open_destination(task.destination, secrets.resolve)
+    store = open_destination(task.destination, secrets.resolve, known_hosts=known_hosts)
     try:
         directory = task.task.storage.path
         name = choose_backup(task, run, [b.name for b in store.list_backups(directory)])

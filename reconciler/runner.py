@@ -324,7 +324,9 @@ class Runner:
     def _remove_partial(self, run_id: int, task_id: int, target: RunTarget) -> None:
         try:
             destination = _DESTINATION.validate_json(target.destination)
-            store = open_destination(destination, self._secrets.resolve)
+            store = open_destination(
+                destination, self._secrets.resolve, known_hosts=self._known_hosts
+            )
             try:
                 removed = store.remove_partial(target.directory, target.name)
             finally:
@@ -505,7 +507,9 @@ class Runner:
         )
         target = self._target(task)
         log(f"connecting to {target.username}@{target.host}:{target.port}")
-        store: DestinationStore = open_destination(task.destination, self._secrets.resolve)
+        store: DestinationStore = open_destination(
+            task.destination, self._secrets.resolve, known_hosts=self._known_hosts
+        )
         try:
             with RemoteShell(
                 target, connect_timeout=self._connect_timeout, stall_timeout=self._stall_timeout

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from reconciler.models import (
@@ -112,10 +113,13 @@ def open_destination(
     destination: Destination,
     resolve_secret: Callable[[SecretRef], str],
     *,
+    known_hosts: Path | None = None,
     s3_part_size: int = S3_PART_SIZE,
     s3_page_size: int = S3_PAGE_SIZE,
 ) -> DestinationStore:
     """A store for `destination`; close it when done.
+
+    `known_hosts` is the daemon's `--known-hosts`, for an SFTP destination that names no file.
 
     The S3 sizes exist for tests and benchmarks (a listing of several pages without writing
     thousands of objects); the defaults suit S3.
@@ -128,7 +132,7 @@ def open_destination(
     if isinstance(destination, SftpDestination):
         from reconciler.destinations.sftp import open_sftp_store
 
-        return open_sftp_store(destination)
+        return open_sftp_store(destination, known_hosts)
     from reconciler.destinations.s3 import open_s3_store
 
     return open_s3_store(destination, resolve_secret, s3_part_size, s3_page_size)

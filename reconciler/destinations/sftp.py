@@ -1,9 +1,8 @@
-"""An SFTP destination: a directory on another host, over SSH (paramiko), with the host-key
-policy of the destination's `known_hosts` and `accept_new_host_keys`."""
+"""An SFTP destination: a directory on another host, over SSH (paramiko), connected with the
+host-key policy and key lookup of `reconciler.sshconnect` (the same as for servers)."""
 
 from __future__ import annotations
 
-import os
 import posixpath
 import stat
 from collections.abc import Iterator
@@ -12,7 +11,6 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 import paramiko
-from paramiko.pkey import PKey
 
 from reconciler.destinations import (
     BackupWriter,
@@ -24,25 +22,17 @@ from reconciler.destinations import (
     partial_name,
 )
 from reconciler.models import SftpDestination
+from reconciler.sshconnect import (
+    SshConnectError,
+    SshEndpoint,
+    connect_arguments,
+    host_key_error,
+    known_hosts_file,
+    trust_known_hosts,
+)
 
 _SFTP_TIMEOUT = 30.0
 _SFTP_BUFFER = 1024 * 1024
-
-
-class _RememberNewHostKey(paramiko.MissingHostKeyPolicy):
-    """`accept_new_host_keys`: trust a host seen for the first time and append it to known_hosts.
-
-    Only a host with no entry at all gets here; a changed key still fails (BadHostKeyException).
-    Appending, rather than paramiko's save, leaves the rest of the file exactly as it was.
-    """
-
-    def __init__(self, known_hosts: Path) -> None:
-        self._known_hosts = known_hosts
-
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: PKey) -> None:
-        with self._known_hosts.open("a") as file:
-            file.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
-        client.get_host_keys().add(hostname, key.get_name(), key)
 
 
 class _SftpWriter:
@@ -183,9 +173,18 @@ class SftpStore:
         self._client.close()
 
 
-def open_sftp_store(destination: SftpDestination) -> SftpStore:
+def open_sftp_store(destination: SftpDestination, known_hosts: Path | None) -> SftpStore:
+    """`known_hosts` is the daemon's default, used when the destination does not name its own."""
     where = f"sftp://{destination.username}@{destination.host}:{destination.port}"
-    client = _ssh_connect(destination, where)
+    endpoint = SshEndpoint(
+        destination.host,
+        destination.port,
+        destination.username,
+        known_hosts_file(destination.known_hosts, known_hosts),
+        destination.accept_new_host_keys,
+        destination.private_key,
+    )
+    client = _ssh_connect(endpoint, where)
     try:
         return SftpStore(client, destination.path, where)
     except BaseException:
@@ -193,43 +192,23 @@ def open_sftp_store(destination: SftpDestination) -> SftpStore:
         raise
 
 
-def _ssh_connect(destination: SftpDestination, where: str) -> paramiko.SSHClient:
-    known_hosts = Path(os.path.expanduser(destination.known_hosts or "~/.ssh/known_hosts"))
+def _ssh_connect(endpoint: SshEndpoint, where: str) -> paramiko.SSHClient:
     client = paramiko.SSHClient()
     try:
-        if destination.accept_new_host_keys:
-            known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            known_hosts.touch(mode=0o600, exist_ok=True)
-            client.set_missing_host_key_policy(_RememberNewHostKey(known_hosts))
-        else:
-            client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        if known_hosts.exists():
-            client.load_system_host_keys(str(known_hosts))
+        trust_known_hosts(client, endpoint)
         client.connect(
-            destination.host,
-            port=destination.port,
-            username=destination.username,
-            key_filename=(
-                os.path.expanduser(destination.private_key) if destination.private_key else None
-            ),
-            look_for_keys=destination.private_key is None,
-            allow_agent=False,
-            timeout=_SFTP_TIMEOUT,
-            banner_timeout=_SFTP_TIMEOUT,
-            auth_timeout=_SFTP_TIMEOUT,
+            endpoint.host,
+            port=endpoint.port,
+            username=endpoint.username,
+            **connect_arguments(endpoint, _SFTP_TIMEOUT),
         )
-    except paramiko.BadHostKeyException as exc:
+    except SshConnectError as exc:
         client.close()
-        raise DestinationError(
-            f"{where}: the host key does not match the one in {known_hosts}; "
-            "if the server was really reinstalled, remove its old line from that file"
-        ) from exc
+        raise DestinationError(f"{where}: {exc}") from exc
     except paramiko.SSHException as exc:
         client.close()
-        hint = ""
-        if "not found in known_hosts" in str(exc):
-            hint = f" (not in {known_hosts}; add it, or set accept_new_host_keys: true)"
-        raise DestinationError(f"{where}: {exc}{hint}") from exc
+        refused = host_key_error(endpoint, exc)
+        raise DestinationError(f"{where}: {refused or exc}") from exc
     except OSError as exc:
         client.close()
         raise DestinationError(f"{where}: {exc.strerror or exc}") from exc
