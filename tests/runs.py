@@ -16,6 +16,7 @@ from reconciler.models import (
     ResolvedTask,
     Schedule,
     SecretRef,
+    SftpDestination,
     Source,
     SourceType,
     User,
@@ -24,8 +25,9 @@ from reconciler.runner import Runner
 from reconciler.secrets import Secrets
 from reconciler.state.sqlite import SqliteStateStore
 from reconciler.types import RunStatus
+from tests import configset
 from tests.clock import FakeClock
-from tests.servers import SshServer
+from tests.servers import PostgresServer, SshServer
 
 T0 = datetime(2024, 5, 1, 3, 0, 0, tzinfo=UTC)
 ENCRYPTION_PASSWORD = "restore me, 7d1e"
@@ -108,3 +110,41 @@ class Harness:
         record = self.state.runs.latest_run(task.id)
         assert record is not None
         return record.status
+
+
+def sftp_destination(
+    sshd: SshServer, path: Path, known_hosts: Path | None, accept_new: bool = False
+) -> SftpDestination:
+    """An SFTP destination on the test sshd; `known_hosts` None leaves the field unset."""
+    return SftpDestination(
+        id=3,
+        user_id=1,
+        label="other host",
+        type="sftp",
+        host=sshd.host,
+        port=sshd.port,
+        username=sshd.username,
+        private_key=str(sshd.private_key),
+        known_hosts=str(known_hosts) if known_hosts is not None else None,
+        accept_new_host_keys=accept_new,
+        path=str(path),
+    )
+
+
+def server_file(sshd: SshServer, **fields: Any) -> str:
+    """servers/one.yaml: server 1 of user 1, reached on the test sshd with its key."""
+    return configset.server(
+        1, 1, host=sshd.host, port=sshd.port, username=sshd.username,
+        private_key=str(sshd.private_key), known_hosts=str(sshd.known_hosts), **fields,
+    )  # fmt: skip
+
+
+def postgres_database(postgres: PostgresServer) -> dict[str, Any]:
+    """A server's `database` block for the test PostgreSQL, its password from PG_PASSWORD."""
+    return {
+        "engine": "postgresql",
+        "host": postgres.host,
+        "port": postgres.port,
+        "username": postgres.username,
+        "password": {"env": "PG_PASSWORD"},
+    }

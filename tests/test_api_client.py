@@ -24,6 +24,7 @@ from reconciler.daemon import Daemon, Settings, build, close
 from tests import configset
 from tests.daemonproc import RunningDaemon, create_token, serving
 from tests.gitrepo import init_repo
+from tests.runs import server_file
 from tests.servers import SshServer
 
 # Part of the API's contract: a generated client's method names come from these, so renaming
@@ -138,10 +139,7 @@ def generated(tmp_path: Path, live: RunningDaemon) -> Iterator[GeneratedClient]:
 def live(tmp_path: Path, sshd: SshServer) -> Iterator[RunningDaemon]:
     """`reconciler serve` with user 1's server on the test sshd and its destination on disk."""
     (tmp_path / "backups").mkdir()
-    server = configset.server(
-        1, 1, host=sshd.host, port=sshd.port, username=sshd.username,
-        private_key=str(sshd.private_key), known_hosts=str(sshd.known_hosts),
-    )  # fmt: skip
+    server = server_file(sshd)
     destination = configset.destination(1, 1, path=str(tmp_path / "backups"))
     repo = tmp_path / "config"
     init_repo(

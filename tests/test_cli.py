@@ -15,6 +15,7 @@ import pytest
 
 from tests import configset
 from tests.gitrepo import init_repo
+from tests.runs import postgres_database, server_file
 from tests.servers import BlockedDump, PostgresServer, SshServer
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "tasks"
@@ -176,10 +177,7 @@ def test_run_backs_up_for_real_and_restore_brings_the_files_back(
     source = tmp_path / "data"
     write(source, {"a.txt": "alpha\n", "nested/b.bin": "beta" * 1000, "odd name $x.txt": "'"})
     repo, state, backups = tmp_path / "config", tmp_path / "state.db", tmp_path / "backups"
-    server = configset.server(
-        1, 1, host=sshd.host, port=sshd.port, username=sshd.username,
-        private_key=str(sshd.private_key), known_hosts=str(sshd.known_hosts),
-    )  # fmt: skip
+    server = server_file(sshd)
     files = {**configset.base_files(), "servers/one.yaml": server}
     files["destinations/one.yaml"] = configset.destination(1, 1, path=str(backups))
     files["tasks/1.yaml"] = configset.task(1, source={"type": "files", "path": str(source)})
@@ -204,17 +202,8 @@ def test_run_prints_the_log_while_the_backup_is_still_running(
     tmp_path: Path, sshd: SshServer, postgres: PostgresServer, blocked: BlockedDump
 ) -> None:
     repo, state = tmp_path / "config", tmp_path / "state.db"
-    database = {
-        "engine": "postgresql",
-        "host": postgres.host,
-        "port": postgres.port,
-        "username": postgres.username,
-        "password": {"env": "PG_PASSWORD"},
-    }
-    server = configset.server(
-        1, 1, host=sshd.host, port=sshd.port, username=sshd.username,
-        private_key=str(sshd.private_key), known_hosts=str(sshd.known_hosts), database=database,
-    )  # fmt: skip
+    database = postgres_database(postgres)
+    server = server_file(sshd, database=database)
     files = {**configset.base_files(), "servers/one.yaml": server}
     files["destinations/one.yaml"] = configset.destination(1, 1, path=str(tmp_path / "backups"))
     files["tasks/1.yaml"] = configset.task(1, source={"type": "database", "database_name": "slow"})

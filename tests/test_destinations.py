@@ -20,9 +20,10 @@ import pytest
 
 from reconciler.destinations import DestinationError, DestinationStore, open_destination
 from reconciler.destinations.local import WRITEBACK_EVERY
-from reconciler.models import LocalDestination, S3Destination, SecretRef, SftpDestination
+from reconciler.models import LocalDestination, S3Destination, SecretRef
 from reconciler.retention import backup_name, backups_to_delete
 from tests import s3server
+from tests.runs import sftp_destination
 from tests.servers import SshServer
 
 T0 = datetime(2024, 5, 1, 3, 0, 0, tzinfo=UTC)
@@ -89,31 +90,15 @@ def s3_destination(endpoint: str, bucket: str, prefix: str = "reconciler/") -> S
     )
 
 
-def sftp_destination(
-    sshd: SshServer, path: Path, known_hosts: Path | None = None, accept_new: bool = False
-) -> SftpDestination:
-    return SftpDestination(
-        id=3,
-        user_id=1,
-        label="other host",
-        type="sftp",
-        host=sshd.host,
-        port=sshd.port,
-        username=sshd.username,
-        private_key=str(sshd.private_key),
-        known_hosts=str(known_hosts or sshd.known_hosts),
-        accept_new_host_keys=accept_new,
-        path=str(path),
-    )
-
-
 @pytest.fixture(params=["local", "sftp", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DestinationStore]:
     if request.param == "local":
         opened = open_destination(local_destination(tmp_path / "backups"), no_secrets)
     elif request.param == "sftp":
         sshd = request.getfixturevalue("sshd")
-        opened = open_destination(sftp_destination(sshd, tmp_path / "remote"), no_secrets)
+        opened = open_destination(
+            sftp_destination(sshd, tmp_path / "remote", sshd.known_hosts), no_secrets
+        )
     else:
         endpoint = request.getfixturevalue("moto_endpoint")
         destination = s3_destination(endpoint, request.getfixturevalue("bucket"))
@@ -369,7 +354,9 @@ def test_a_local_write_failure_is_a_destination_error(tmp_path: Path) -> None:
 def test_sftp_writes_through_a_hidden_temporary_renamed_on_commit(
     sshd: SshServer, tmp_path: Path
 ) -> None:
-    store = open_destination(sftp_destination(sshd, tmp_path / "remote"), no_secrets)
+    store = open_destination(
+        sftp_destination(sshd, tmp_path / "remote", sshd.known_hosts), no_secrets
+    )
     writer = store.open_writer("d", "backup_1_20240501030000.tar.zst")
     writer.write(b"on the other host")
     assert os.listdir(tmp_path / "remote" / "d") == [".backup_1_20240501030000.tar.zst.partial"]
@@ -418,7 +405,7 @@ def test_sftp_refuses_a_changed_host_key_even_when_accepting_new_ones(
 
 
 def test_an_unreachable_sftp_host_is_a_destination_error(sshd: SshServer, tmp_path: Path) -> None:
-    destination = sftp_destination(sshd, tmp_path).model_copy(update={"port": 9})
+    destination = sftp_destination(sshd, tmp_path, sshd.known_hosts).model_copy(update={"port": 9})
     with pytest.raises(DestinationError, match=r"sftp://root@127\.0\.0\.1:9\b"):
         open_destination(destination, no_secrets)
 

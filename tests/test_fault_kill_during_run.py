@@ -12,6 +12,7 @@ import httpx
 from tests import configset
 from tests.daemonproc import create_token, serving
 from tests.gitrepo import init_repo
+from tests.runs import server_file
 from tests.servers import SshServer
 
 OLDER = "backup_1_20250101000000.tar"
@@ -37,15 +38,7 @@ def test_a_run_killed_mid_stream_is_interrupted_and_leaves_nothing_partial(
     destination.mkdir()
     (destination / OLDER).write_bytes(b"an older backup\n")
     repo = tmp_path / "config"
-    server = configset.server(
-        1,
-        1,
-        host=sshd.host,
-        port=sshd.port,
-        username=sshd.username,
-        private_key=str(sshd.private_key),
-        known_hosts=str(sshd.known_hosts),
-    )
+    server = server_file(sshd)
     task = configset.task(
         1, source={"type": "files", "path": str(source)}, storage={"compression": "none"}
     )

@@ -18,23 +18,15 @@ from reconciler.types import RunStatus
 from tests import configset
 from tests.daemonproc import create_token, serving
 from tests.gitrepo import commit_files, init_repo
+from tests.runs import postgres_database, server_file
 from tests.servers import BlockedDump, PostgresServer, SshServer
 
 pytestmark = pytest.mark.servers
 
 
 def config_files(sshd: SshServer, postgres: PostgresServer, backups: Path) -> dict[str, str]:
-    database = {
-        "engine": "postgresql",
-        "host": postgres.host,
-        "port": postgres.port,
-        "username": postgres.username,
-        "password": {"env": "PG_PASSWORD"},
-    }
-    server = configset.server(
-        1, 1, host=sshd.host, port=sshd.port, username=sshd.username,
-        private_key=str(sshd.private_key), known_hosts=str(sshd.known_hosts), database=database,
-    )  # fmt: skip
+    database = postgres_database(postgres)
+    server = server_file(sshd, database=database)
     task = configset.task(
         1, source={"type": "database", "database_name": "slow"}, storage={"path": "nightly"}
     )

@@ -13,10 +13,10 @@ import pytest
 
 from reconciler.destinations import DestinationError, open_destination
 from reconciler.executor import HostKeyError, RemoteShell, SshTarget
-from reconciler.models import SecretRef, SftpDestination
+from reconciler.models import SecretRef
 from reconciler.runner import Runner
 from reconciler.types import RunStatus
-from tests.runs import Harness, files_task
+from tests.runs import Harness, files_task, sftp_destination
 from tests.servers import SshServer
 
 CONCURRENT_CONNECTIONS = 6
@@ -40,27 +40,6 @@ def server_target(sshd: SshServer, known_hosts: Path | None, accept_new: bool) -
         private_key=str(sshd.private_key),
         known_hosts=str(known_hosts) if known_hosts is not None else None,
         accept_new_host_keys=accept_new,
-    )
-
-
-def sftp_destination(
-    sshd: SshServer,
-    path: Path,
-    known_hosts: Path | None,
-    accept_new: bool = False,
-) -> SftpDestination:
-    return SftpDestination(
-        id=3,
-        user_id=1,
-        label="other host",
-        type="sftp",
-        host=sshd.host,
-        port=sshd.port,
-        username=sshd.username,
-        private_key=str(sshd.private_key),
-        known_hosts=str(known_hosts) if known_hosts is not None else None,
-        accept_new_host_keys=accept_new,
-        path=str(path),
     )
 
 
