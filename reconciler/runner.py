@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections import Counter, deque
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -54,9 +54,7 @@ _MESSAGES = {
     Admission.ACCEPTED: "the run was queued",
     Admission.PAUSED: "the task is paused; resume it to run it",
     Admission.ALREADY_RUNNING: "the task is already running",
-    Admission.SERVER_BUSY: (
-        "the remote server already runs as many backups as its max_parallel_runs allows"
-    ),
+    Admission.SERVER_BUSY: "another task is running on the same remote server",
 }
 
 
@@ -67,6 +65,7 @@ class _Run:
     task: ResolvedTask
     run_id: int
     trigger: str
+    started: datetime | None  # None: recorded queued, its worker records it running
     ended: Future[None] = field(default_factory=Future)
 
     @property
@@ -123,35 +122,47 @@ class Runner:
                 task.server.max_parallel_runs
             ):
                 return Admission.SERVER_BUSY
+            # A run that can start now is recorded running at once, so it is never seen queued.
+            now = self._clock.now()
+            starts_now = self._can_start(task)
+            record = self._runs.start_run if starts_now else self._runs.queue_run
             try:
-                run_id = self._runs.queue_run(task.id, trigger, self._clock.now())
+                run_id = record(task.id, trigger, now)
             except RunInProgressError:  # in another process sharing the state store
                 return Admission.ALREADY_RUNNING
-            run = _Run(task, run_id, trigger)
+            run = _Run(task, run_id, trigger, now if starts_now else None)
             self._admitted[task.id] = run
             self._ends[task.id] = run.ended
-            self._waiting.append(run)
-            self._start_what_can_start()
+            if starts_now:
+                self._start(run)
+            else:
+                self._waiting.append(run)
         return Admission.ACCEPTED
 
     def _server_load(self, server_id: int) -> int:
         return sum(1 for run in self._admitted.values() if run.server_id == server_id)
+
+    def _can_start(self, task: ResolvedTask) -> bool:
+        """Whether a worker and a slot of the task's server are free (admitted runs that wait
+        are all held by one or the other, so none is passed over)."""
+        on_server = sum(1 for run in self._running if run.server_id == task.server.id)
+        return len(self._running) < self._max_workers and on_server < task.server.max_parallel_runs
+
+    def _start(self, run: _Run) -> None:
+        self._running.add(run)
+        self._pool.submit(self._work, run)
 
     def _start_what_can_start(self) -> None:
         """Hand waiting runs to free workers, first come first served among those whose server
         has a free slot (a run waiting for a busy server holds up no other server's runs)."""
         if self._stop.is_set():
             return
-        busy = Counter(run.server_id for run in self._running)
         for run in list(self._waiting):
             if len(self._running) >= self._max_workers:
                 return
-            if busy[run.server_id] >= run.task.server.max_parallel_runs:
-                continue
-            self._waiting.remove(run)
-            self._running.add(run)
-            busy[run.server_id] += 1
-            self._pool.submit(self._work, run)
+            if self._can_start(run.task):
+                self._waiting.remove(run)
+                self._start(run)
 
     def is_running(self, task_id: int) -> bool:
         """Whether the task's run is running now (not waiting in the queue)."""
@@ -210,8 +221,10 @@ class Runner:
         """A worker's job: the run, then its release, whatever the run raised."""
         task = run.task
         try:
-            started = self._clock.now()
-            self._runs.begin_run(run.run_id, started)
+            started = run.started
+            if started is None:
+                started = self._clock.now()
+                self._runs.begin_run(run.run_id, started)
             logger.info("task %d run %d started (%s)", task.id, run.run_id, run.trigger)
             result = self._pipeline.run(task, run.run_id, started, self._stop)
             seconds = result.duration.total_seconds()
