@@ -218,10 +218,16 @@ class BackupPipeline:
         self._progress_every = progress_every
 
     def run(
-        self, task: ResolvedTask, run_id: int, started: datetime, cancel: threading.Event
-    ) -> RunResult:
-        """Back the task up as run `run_id` (recorded running since `started`), record its end,
-        notify, prune the history. Setting `cancel` stops the stream (the run fails)."""
+        self,
+        task: ResolvedTask,
+        run_id: int,
+        started: datetime,
+        cancel: threading.Event,
+        recorded: Callable[[RunResult], None],
+    ) -> None:
+        """Back the task up as run `run_id` (recorded running since `started`), record its end
+        and tell `recorded`, then notify and prune the history. Setting `cancel` stops the
+        stream (the run fails)."""
         tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
         run_log = _RunLog(self._runs, run_id, self._clock, self._max_log_lines)
 
@@ -247,10 +253,10 @@ class BackupPipeline:
                 size=size,
                 backup_name=name,
             )
+        recorded(RunResult(status, finished - started, size, reason or None))
         self._notify(task, run_log, status, size, finished - started, reason, tail)
         run_log.flush(final=True)
         self._prune(task.id, finished)
-        return RunResult(status, finished - started, size, reason or None)
 
     def discard_partial(self, record: RunRecord) -> None:
         """Remove the temporary file an interrupted run left where it recorded it was writing

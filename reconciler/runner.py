@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from reconciler.backup import BackupPipeline
+from reconciler.backup import BackupPipeline, RunResult
 from reconciler.models import ResolvedTask
 from reconciler.state.errors import StateError
 from reconciler.state.runs import RunInProgressError, RunRecord, Runs
@@ -226,14 +226,17 @@ class Runner:
                 started = self._clock.now()
                 self._runs.begin_run(run.run_id, started)
             logger.info("task %d run %d started (%s)", task.id, run.run_id, run.trigger)
-            result = self._pipeline.run(task, run.run_id, started, self._stop)
-            seconds = result.duration.total_seconds()
-            ended = (
-                f"task {task.id} run {run.run_id} {result.status.value} in {seconds:.1f} s,"
-                f" {result.size or 0} bytes"
-            )
-            level = logging.INFO if result.status is RunStatus.SUCCESSFUL else logging.WARNING
-            logger.log(level, "%s", f"{ended}: {result.reason}" if result.reason else ended)
+
+            def log_end(result: RunResult) -> None:
+                seconds = result.duration.total_seconds()
+                ended = (
+                    f"task {task.id} run {run.run_id} {result.status.value} in {seconds:.1f} s,"
+                    f" {result.size or 0} bytes"
+                )
+                level = logging.INFO if result.status is RunStatus.SUCCESSFUL else logging.WARNING
+                logger.log(level, "%s", f"{ended}: {result.reason}" if result.reason else ended)
+
+            self._pipeline.run(task, run.run_id, started, self._stop, log_end)
         except Exception:
             logger.exception("task %d run %d: unexpected error", task.id, run.run_id)
             self._end_unfinished(task.id, run.run_id)
