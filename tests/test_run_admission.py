@@ -9,6 +9,7 @@ and ends there (tests.recording), so concurrency is what the server saw.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -78,9 +79,15 @@ def test_max_parallel_runs_2_lets_two_backups_of_the_server_run_at_once_and_no_m
     harness = Harness(tmp_path)
     harness.runner = harness.new_runner(max_workers=4)
     tasks = [with_max_parallel_runs(t, 2) for t in tasks_of_one_server(remote, tmp_path, 5)]
+    remote.close_gate()
     for task in tasks:
         assert harness.runner.queue_scheduled(task, T0) is Admission.ACCEPTED
+    remote.wait_until_started(2)
+    time.sleep(1)  # room for a wrong third start to show up
+    assert remote.started() == 2
+    assert harness.runner.counts() == (2, 3)
 
+    remote.open_gate()
     assert wait_all(harness, tasks) == [RunStatus.SUCCESSFUL] * 5
     assert remote.most_at_once() == 2
 
