@@ -114,7 +114,17 @@ def build(
         connect_timeout=settings.connect_timeout,
         stall_timeout=settings.stall_timeout,
     )
-    runner = Runner(pipeline, runs=state.runs, clock=clock, max_workers=settings.max_workers)
+
+    def in_force(task_id: int) -> ResolvedTask | None:
+        return engine.desired.tasks.get(task_id)
+
+    runner = Runner(
+        pipeline,
+        runs=state.runs,
+        clock=clock,
+        max_workers=settings.max_workers,
+        in_force=in_force,
+    )
     fires = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fire")
     fire = record_then_queue(state.schedule, runner, fires)
     scheduler = Scheduler(clock, fire)

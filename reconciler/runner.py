@@ -19,6 +19,7 @@ import asyncio
 import logging
 import threading
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,6 +36,10 @@ logger = logging.getLogger(__name__)
 # Seconds between attempts to record the end of a run whose first attempt failed.
 _FINISH_RETRY_WAITS = (0.5, 1.0, 2.0, 4.0, 8.0)
 _NEVER_STARTED = "cancelled: the daemon stopped before the run started"
+_REMOVED_WHILE_QUEUED = (
+    "cancelled: the task was removed from the repository while its run was queued"
+)
+_PAUSED_WHILE_QUEUED = "cancelled: the task was paused while its run was queued"
 
 
 class Admission(StrEnum):
@@ -74,8 +79,19 @@ class _Run:
 
 
 class Runner:
+    """`in_force` gives a task as the applied revision has it now (None: no longer there); a
+    queued run is looked up again when a worker could take it, so a run that waited behind its
+    server runs the task as the repository says then: removed or paused meanwhile, it is
+    cancelled; edited, it runs the new version. Without it a queued run keeps its snapshot."""
+
     def __init__(
-        self, pipeline: BackupPipeline, *, runs: Runs, clock: Clock, max_workers: int = 4
+        self,
+        pipeline: BackupPipeline,
+        *,
+        runs: Runs,
+        clock: Clock,
+        max_workers: int = 4,
+        in_force: Callable[[int], ResolvedTask | None] | None = None,
     ) -> None:
         if max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, got {max_workers}")
@@ -83,6 +99,7 @@ class Runner:
         self._runs = runs
         self._clock = clock
         self._max_workers = max_workers
+        self._in_force = in_force
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="backup")
         self._lock = threading.Lock()  # guards the fields below
         self._admitted: dict[int, _Run] = {}  # by task id, queued or running
@@ -152,17 +169,37 @@ class Runner:
         self._running.add(run)
         self._pool.submit(self._work, run)
 
-    def _start_what_can_start(self) -> None:
+    def _start_what_can_start(self) -> list[tuple[_Run, str]]:
         """Hand waiting runs to free workers, first come first served among those whose server
-        has a free slot (a run waiting for a busy server holds up no other server's runs)."""
+        has a free slot (a run waiting for a busy server holds up no other server's runs).
+        Returns the waiting runs withdrawn because their task was removed or paused meanwhile,
+        with why, for the caller to end once it has let go of the lock."""
+        withdrawn: list[tuple[_Run, str]] = []
         if self._stop.is_set():
-            return
+            return withdrawn
         for run in list(self._waiting):
             if len(self._running) >= self._max_workers:
-                return
-            if self._can_start(run.task):
+                break
+            reason = self._revise(run)
+            if reason is not None:
+                self._waiting.remove(run)
+                withdrawn.append((run, reason))
+            elif self._can_start(run.task):
                 self._waiting.remove(run)
                 self._start(run)
+        return withdrawn
+
+    def _revise(self, run: _Run) -> str | None:
+        """Bring a waiting run's task up to the version in force; why it may not run, if so."""
+        if self._in_force is None:
+            return None
+        task = self._in_force(run.task.id)
+        if task is None:
+            return _REMOVED_WHILE_QUEUED
+        if task.task.paused:
+            return _PAUSED_WHILE_QUEUED
+        run.task = task
+        return None
 
     def is_running(self, task_id: int) -> bool:
         """Whether the task's run is running now (not waiting in the queue)."""
@@ -248,8 +285,20 @@ class Runner:
             if self._admitted.get(run.task.id) is run:
                 del self._admitted[run.task.id]
             self._running.discard(run)
-            self._start_what_can_start()
+            withdrawn = self._start_what_can_start()
         run.ended.set_result(None)
+        for other, reason in withdrawn:
+            self._withdraw(other, reason)
+
+    def _withdraw(self, run: _Run, reason: str) -> None:
+        """End a run that never started, and let go of its reservation."""
+        try:
+            self._runs.finish_run(run.run_id, RunStatus.FAILED, self._clock.now(), reason=reason)
+            logger.info("task %d run %d %s", run.task.id, run.run_id, reason)
+        except Exception:
+            logger.exception("task %d run %d: cannot record its end", run.task.id, run.run_id)
+        finally:
+            self._release(run)
 
     def _end_unfinished(self, task_id: int, run_id: int) -> None:
         """A run whose end could not be recorded (a busy or failing state store) would keep its

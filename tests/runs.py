@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -102,12 +103,19 @@ class Harness:
         self.runner = self.new_runner()
 
     def new_runner(
-        self, *, clock: Clock | None = None, max_workers: int = 2, **pipeline: Any
+        self,
+        *,
+        clock: Clock | None = None,
+        max_workers: int = 2,
+        in_force: Callable[[int], ResolvedTask | None] | None = None,
+        **pipeline: Any,
     ) -> Runner:
         """A runner on this state; `pipeline`: options of its `BackupPipeline`."""
         clock = self.clock if clock is None else clock
         backup = BackupPipeline(runs=self.state.runs, secrets=self.secrets, clock=clock, **pipeline)
-        return Runner(backup, runs=self.state.runs, clock=clock, max_workers=max_workers)
+        return Runner(
+            backup, runs=self.state.runs, clock=clock, max_workers=max_workers, in_force=in_force
+        )
 
     def run(self, task: ResolvedTask) -> RunStatus:
         """One manual run to completion; returns its final status."""

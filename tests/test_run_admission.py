@@ -162,6 +162,69 @@ def test_a_run_queued_behind_the_worker_limit_is_queued_not_running(
     assert remote.most_at_once() == 1
 
 
+def queued_behind_a_running_one(
+    remote: RecordingRemote, tmp_path: Path, in_force: dict[int, ResolvedTask]
+) -> tuple[Harness, ResolvedTask, ResolvedTask]:
+    """Two tasks of one server, looked up in `in_force`: the first running at a closed gate,
+    the second queued behind it."""
+    harness = Harness(tmp_path)
+    harness.runner = harness.new_runner(in_force=in_force.get)
+    first, second = tasks_of_one_server(remote, tmp_path, 2)
+    in_force.update({first.id: first, second.id: second})
+    remote.close_gate()
+    assert harness.runner.queue_scheduled(first, T0) is Admission.ACCEPTED
+    remote.wait_until_started(1)
+    assert harness.runner.queue_scheduled(second, T0) is Admission.ACCEPTED
+    return harness, first, second
+
+
+def test_a_queued_run_of_a_task_removed_meanwhile_is_cancelled_not_run(
+    remote: RecordingRemote, tmp_path: Path
+) -> None:
+    in_force: dict[int, ResolvedTask] = {}
+    harness, first, second = queued_behind_a_running_one(remote, tmp_path, in_force)
+    del in_force[second.id]
+
+    remote.open_gate()
+    assert wait_all(harness, [first, second]) == [RunStatus.SUCCESSFUL, RunStatus.FAILED]
+    record = harness.state.runs.latest_run(second.id)
+    assert record is not None
+    assert record.reason == (
+        "cancelled: the task was removed from the repository while its run was queued"
+    )
+    assert remote.started() == 1
+
+
+def test_a_queued_run_of_a_task_paused_meanwhile_is_cancelled_not_run(
+    remote: RecordingRemote, tmp_path: Path
+) -> None:
+    in_force: dict[int, ResolvedTask] = {}
+    harness, first, second = queued_behind_a_running_one(remote, tmp_path, in_force)
+    paused = second.task.model_copy(update={"paused": True})
+    in_force[second.id] = second.model_copy(update={"task": paused})
+
+    remote.open_gate()
+    assert wait_all(harness, [first, second]) == [RunStatus.SUCCESSFUL, RunStatus.FAILED]
+    record = harness.state.runs.latest_run(second.id)
+    assert record is not None
+    assert record.reason == "cancelled: the task was paused while its run was queued"
+    assert remote.started() == 1
+
+
+def test_a_queued_run_of_a_task_edited_meanwhile_runs_the_edited_version(
+    remote: RecordingRemote, tmp_path: Path
+) -> None:
+    in_force: dict[int, ResolvedTask] = {}
+    harness, first, second = queued_behind_a_running_one(remote, tmp_path, in_force)
+    edited = files_task(remote.server, tmp_path / "edited", remote.source, task_id=second.id)
+    in_force[second.id] = edited
+
+    remote.open_gate()
+    assert wait_all(harness, [first, second]) == [RunStatus.SUCCESSFUL] * 2
+    assert len(list((tmp_path / "edited").iterdir())) == 1
+    assert not (tmp_path / "dest2").exists() or not any((tmp_path / "dest2").iterdir())
+
+
 def test_a_manual_run_against_a_server_at_its_limit_is_refused_and_records_nothing(
     remote: RecordingRemote, tmp_path: Path
 ) -> None:
