@@ -16,7 +16,7 @@ import os
 import subprocess
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -44,6 +44,17 @@ class Author:
 
 
 @dataclass(frozen=True, slots=True)
+class Change:
+    """One commit to make: config-set-relative paths to new contents (None deletes), who made it,
+    why, and when (timezone-aware)."""
+
+    writes: Mapping[str, bytes | None]
+    author: Author
+    message: str
+    time: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class FileChanges:
     """What one commit did to the config set's YAML files, counted as `git log -- path` does: a
     path changed when its version differs from every parent's (a merge that kept one parent's
@@ -65,6 +76,15 @@ class DirtyFileError(GitError):
 
 class BranchMovedError(GitError):
     """The branch is no longer at the commit a write was prepared from; nothing was written."""
+
+
+class RefusedChangeError(GitError):
+    """One change of a chain cannot be committed (`error` says why); nothing was written."""
+
+    def __init__(self, index: int, error: GitError | ValueError) -> None:
+        super().__init__(f"change {index} of the chain: {error}")
+        self.index = index
+        self.error = error
 
 
 class GitConflictError(GitError):
@@ -301,9 +321,35 @@ class GitStore:
         Only these paths are committed: other staged or unstaged work is left as it was. When the
         writes change nothing, no commit is made and the current head is returned.
         """
-        if not message.strip():
-            raise ValueError("a commit needs a message")
-        signature = _signature(author, now)
+        try:
+            [sha] = self.commit_chain([Change(writes, author, message, now)], parent=parent)
+        except RefusedChangeError as refused:
+            raise refused.error from None
+        return sha
+
+    def commit_chain(self, changes: Sequence[Change], *, parent: str | None) -> list[str]:
+        """Commit each change on top of the one before, the first on top of `parent`, all at once.
+
+        Each change becomes its own commit (author, message, time), the next one's parent; the
+        work tree, the index and the branch are then brought to the last one in one step (one
+        journal, each file written once, one move of the branch), so a chain of N costs about
+        one commit's disk syncs. Either every commit lands or none does. Returns, per change,
+        the commit it landed in (a change that changes nothing makes no commit: the one before).
+
+        A change that cannot be committed (a dirty file, a path outside the config set, a bad
+        author) raises RefusedChangeError naming it, before anything is written: the caller may
+        commit the others without it. BranchMovedError as for `commit`.
+        """
+        if not changes:
+            raise ValueError("a chain needs at least one change")
+        signatures: list[pygit2.Signature] = []
+        for index, change in enumerate(changes):
+            try:
+                if not change.message.strip():
+                    raise ValueError("a commit needs a message")
+                signatures.append(_signature(change.author, change.time))
+            except ValueError as exc:
+                raise RefusedChangeError(index, exc) from exc
         with self._lock:
             repo = self._repo
             branch = self._branch()
@@ -316,39 +362,60 @@ class GitStore:
             parent_commit = None if current is None else self._commit(current)
             head_tree = None if parent_commit is None else parent_commit.tree
             repo.index.read(force=True)
-            targets = {self._full_path(path): content for path, content in writes.items()}
-            for full in targets:
-                self._check_clean(full, head_tree)
+            each_targets: list[dict[str, bytes | None]] = []
+            for index, change in enumerate(changes):
+                try:
+                    targets = {self._full_path(path): data for path, data in change.writes.items()}
+                    for full in targets:
+                        self._check_clean(full, head_tree)
+                except GitError as exc:
+                    raise RefusedChangeError(index, exc) from exc
+                each_targets.append(targets)
 
             staged = pygit2.Index()
             if head_tree is not None:
                 staged.read_tree(head_tree)
             blob_ids: dict[str, pygit2.Oid] = {}
-            for full, content in targets.items():
-                if content is None:
-                    if full in staged:
-                        staged.remove(full)
-                    continue
-                blob_ids[full] = repo.create_blob(content)
-                mode = _entry_mode(head_tree, full)
-                try:
-                    staged.add(pygit2.IndexEntry(full, blob_ids[full], mode))
-                except pygit2.GitError as exc:
-                    raise GitError(f"cannot write {full}: {exc}") from exc
-            tree_id = staged.write_tree(repo)
-            if head_tree is not None and tree_id == head_tree.id:
-                assert parent_commit is not None
-                return str(parent_commit.id)
-            commit_id = repo.create_commit(
-                None,
-                signature,
-                signature,
-                message if message.endswith("\n") else f"{message}\n",
-                tree_id,
-                [] if parent_commit is None else [parent_commit.id],
-            )
-            self._apply(targets, blob_ids, head_tree, ref, branch, commit_id, message)
-            return str(commit_id)
+            final: dict[str, bytes | None] = {}
+            tip = None if parent_commit is None else parent_commit.id
+            tip_tree = None if head_tree is None else head_tree.id
+            landed: list[str] = []
+            for index, (change, targets, signature) in enumerate(
+                zip(changes, each_targets, signatures, strict=True)
+            ):
+                for full, content in targets.items():
+                    final[full] = content
+                    if content is None:
+                        blob_ids.pop(full, None)
+                        if full in staged:
+                            staged.remove(full)
+                        continue
+                    blob_ids[full] = repo.create_blob(content)
+                    mode = _entry_mode(head_tree, full)
+                    try:
+                        staged.add(pygit2.IndexEntry(full, blob_ids[full], mode))
+                    except pygit2.GitError as exc:
+                        raise RefusedChangeError(
+                            index, GitError(f"cannot write {full}: {exc}")
+                        ) from exc
+                tree_id = staged.write_tree(repo)
+                if tree_id != tip_tree:
+                    message = change.message
+                    tip = repo.create_commit(
+                        None,
+                        signature,
+                        signature,
+                        message if message.endswith("\n") else f"{message}\n",
+                        tree_id,
+                        [] if tip is None else [tip],
+                    )
+                    tip_tree = tree_id
+                assert tip is not None  # an unborn branch's first change always adds a file
+                landed.append(str(tip))
+            if parent_commit is None or tip != parent_commit.id:
+                assert tip is not None
+                self._apply(final, blob_ids, head_tree, ref, branch, tip, changes[-1].message)
+            return landed
 
     def _apply(
         self,

@@ -1,0 +1,152 @@
+"""API write benchmark: PUT with wrk against the daemon, beside a `git commit` loop, in one run.
+
+Generates a config repository of 1,000 tasks (two users; the caller owns 500), starts the daemon
+exactly as `reconciler serve` does (`daemon.running`: ref watch, resync, scheduler) under uvicorn
+on 127.0.0.1, and drives `PUT /api/backup-tasks/{id}` with wrk (`-t2 -c8` by default): a Lua
+script gives every request its own body and, until the 500 run out, its own task. Commits are
+counted on the branch (one per request), reconciles from the engine's counter.
+
+The baseline, on a second copy of the same repository: a serial shell loop of a file edit and
+`git commit -q -a -m` (what a person's commits cost with the git CLI on that repository).
+
+Run: .venv/bin/python -m bench.bench_writes [--seconds 10] [--threads 2] [--connections 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import uvicorn
+
+from bench.bench_api import config_set, free_port
+from reconciler.daemon import Settings, running
+from tests.gitrepo import git, init_repo
+
+TASKS = 1000
+_LUA = """
+local counter = 0
+local threads = 0
+function setup(thread)
+  thread:set("tid", threads)
+  threads = threads + 1
+end
+function init(args)
+  ids = {%(ids)s}
+  headers = {["Authorization"] = "Bearer %(token)s", ["Content-Type"] = "application/json"}
+end
+function request()
+  counter = counter + 1
+  local n = counter * %(threads)d + tid
+  local body = '{"label": "edit ' .. tid .. ' ' .. counter .. '"}'
+  return wrk.format("PUT", "/api/backup-tasks/" .. ids[n %% #ids + 1], headers, body)
+end
+"""
+
+
+def _commits(repo: Path) -> int:
+    return int(git(repo, "rev-list", "--count", "HEAD"))
+
+
+def git_commit_loop(repo: Path, commits: int) -> float:
+    """Commits/s of a serial shell loop: append a line to a task file, `git commit -q -a`."""
+    script = (
+        'for i in $(seq 1 "$1"); do'
+        ' f="tasks/$(( (i % 500) * 2 + 2 ))-task.yaml";'
+        ' printf "# edit %s\\n" "$i" >> "$f";'
+        ' git -c user.name=Bench -c user.email=bench@example.com -c commit.gpgsign=false'
+        ' -c core.hooksPath=/dev/null commit -q -a -m "edit $i";'
+        " done"
+    )
+    before = _commits(repo)
+    started = time.perf_counter()
+    subprocess.run(["bash", "-c", script, "loop", str(commits)], cwd=repo, check=True)
+    elapsed = time.perf_counter() - started
+    made = _commits(repo) - before
+    assert made == commits, f"the loop made {made} commits, not {commits}"
+    return made / elapsed
+
+
+async def put_with_wrk(
+    repo: Path, state: Path, seconds: int, threads: int, connections: int
+) -> tuple[float, int, int, str]:
+    """(commits/s, commits, reconciles, wrk's summary) of wrk PUTting against the daemon."""
+    port = free_port()
+    async with running(Settings(repo=repo, state=state, port=port)) as daemon:
+        _, token = daemon.state.tokens.create_token(1, "bench", ["*"], datetime.now(UTC))
+        own = sorted(task_id for task_id in daemon.engine.desired.tasks if task_id % 2 == 0)
+        script = state.with_name("put.lua")
+        script.write_text(
+            _LUA % {"ids": ",".join(map(str, own)), "token": token, "threads": threads}
+        )
+        server = uvicorn.Server(
+            uvicorn.Config(
+                daemon.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+            )
+        )
+        serving = asyncio.create_task(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.01)
+        before, reconciles = _commits(repo), daemon.engine.reconciles
+        started = time.perf_counter()
+        wrk = await asyncio.create_subprocess_exec(
+            "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "-s", str(script),
+            f"http://127.0.0.1:{port}/", stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        output, _ = await wrk.communicate()
+        elapsed = time.perf_counter() - started
+        # The ref watch's event for the last commit lands after wrk is done: count it too.
+        await asyncio.sleep(0.5)
+        commits = _commits(repo) - before
+        reconciles = daemon.engine.reconciles - reconciles
+        server.should_exit = True
+        await serving
+    summary = output.decode()
+    if wrk.returncode != 0 or "Non-2xx" in summary:
+        raise SystemExit(f"wrk failed or got errors:\n{summary}")
+    return commits / elapsed, commits, reconciles, summary
+
+
+async def main(seconds: int, threads: int, connections: int, loop_commits: int) -> None:
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (scripts/setup installs it)")
+    with tempfile.TemporaryDirectory() as tmp:
+        files = config_set(TASKS)
+        baseline_repo, api_repo = Path(tmp) / "loop", Path(tmp) / "config"
+        init_repo(baseline_repo, files)
+        init_repo(api_repo, files)
+        loop_rate = await asyncio.to_thread(git_commit_loop, baseline_repo, loop_commits)
+        rate, commits, reconciles, summary = await put_with_wrk(
+            api_repo, Path(tmp) / "state.db", seconds, threads, connections
+        )
+    requests = re.search(r"Requests/sec:\s*([0-9.]+)", summary)
+    latency = re.search(r"Latency\s+(\S+)", summary)
+    print(
+        f"{TASKS} tasks (the caller's 500 edited), wrk -t{threads} -c{connections} -d{seconds}s"
+    )
+    print(f"git commit loop (serial, {loop_commits} commits)  {loop_rate:7.1f} commits/s")
+    print(
+        f"PUT /api/backup-tasks/{{id}}               {rate:7.1f} commits/s"
+        f"  (wrk {requests[1] if requests else '?'} req/s, mean latency"
+        f" {latency[1] if latency else '?'}; {commits} commits, {reconciles} reconciles)"
+    )
+    print(f"ratio PUT / git commit loop               {rate / loop_rate:7.2f}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=int, default=10, help="wrk's duration")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--loop-commits", type=int, default=300)
+    arguments = parser.parse_args()
+    asyncio.run(
+        main(arguments.seconds, arguments.threads, arguments.connections, arguments.loop_commits)
+    )
