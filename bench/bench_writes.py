@@ -7,9 +7,11 @@ script gives every request its own body and, until the 500 run out, its own task
 counted on the branch (one per request), reconciles from the engine's counter.
 
 The baseline, on a second copy of the same repository: a serial shell loop of a file edit and
-`git commit -q -a -m` (what a person's commits cost with the git CLI on that repository).
+`git commit -q -a -m` (what a person's commits cost with the git CLI on that repository). The two
+sides alternate for a few rounds, so both see the same load on a shared machine; the figures
+are the medians and their ratio.
 
-Run: .venv/bin/python -m bench.bench_writes [--seconds 10] [--threads 2] [--connections 8]
+Run: .venv/bin/python -m bench.bench_writes [--rounds 3] [--seconds 10] [--connections 8]
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import asyncio
 import re
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -61,7 +64,7 @@ def git_commit_loop(repo: Path, commits: int) -> float:
         'for i in $(seq 1 "$1"); do'
         ' f="tasks/$(( (i % 500) * 2 + 2 ))-task.yaml";'
         ' printf "# edit %s\\n" "$i" >> "$f";'
-        ' git -c user.name=Bench -c user.email=bench@example.com -c commit.gpgsign=false'
+        " git -c user.name=Bench -c user.email=bench@example.com -c commit.gpgsign=false"
         ' -c core.hooksPath=/dev/null commit -q -a -m "edit $i";'
         " done"
     )
@@ -74,79 +77,92 @@ def git_commit_loop(repo: Path, commits: int) -> float:
     return made / elapsed
 
 
-async def put_with_wrk(
-    repo: Path, state: Path, seconds: int, threads: int, connections: int
-) -> tuple[float, int, int, str]:
-    """(commits/s, commits, reconciles, wrk's summary) of wrk PUTting against the daemon."""
-    port = free_port()
-    async with running(Settings(repo=repo, state=state, port=port)) as daemon:
-        _, token = daemon.state.tokens.create_token(1, "bench", ["*"], datetime.now(UTC))
-        own = sorted(task_id for task_id in daemon.engine.desired.tasks if task_id % 2 == 0)
-        script = state.with_name("put.lua")
-        script.write_text(
-            _LUA % {"ids": ",".join(map(str, own)), "token": token, "threads": threads}
-        )
-        server = uvicorn.Server(
-            uvicorn.Config(
-                daemon.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"
-            )
-        )
-        serving = asyncio.create_task(server.serve())
-        while not server.started:
-            await asyncio.sleep(0.01)
-        before, reconciles = _commits(repo), daemon.engine.reconciles
-        started = time.perf_counter()
-        wrk = await asyncio.create_subprocess_exec(
-            "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "-s", str(script),
-            f"http://127.0.0.1:{port}/", stdout=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        output, _ = await wrk.communicate()
-        elapsed = time.perf_counter() - started
-        # The ref watch's event for the last commit lands after wrk is done: count it too.
-        await asyncio.sleep(0.5)
-        commits = _commits(repo) - before
-        reconciles = daemon.engine.reconciles - reconciles
-        server.should_exit = True
-        await serving
+async def wrk_put(
+    script: Path, port: int, seconds: int, threads: int, connections: int
+) -> tuple[float, str]:
+    """(seconds taken, wrk's summary) of one wrk run."""
+    started = time.perf_counter()
+    wrk = await asyncio.create_subprocess_exec(
+        "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "-s", str(script),
+        f"http://127.0.0.1:{port}/", stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    output, _ = await wrk.communicate()
     summary = output.decode()
     if wrk.returncode != 0 or "Non-2xx" in summary:
         raise SystemExit(f"wrk failed or got errors:\n{summary}")
-    return commits / elapsed, commits, reconciles, summary
+    return time.perf_counter() - started, summary
 
 
-async def main(seconds: int, threads: int, connections: int, loop_commits: int) -> None:
+async def main(
+    rounds: int, seconds: int, threads: int, connections: int, loop_commits: int
+) -> None:
+    """Alternates the two sides, so both see the same load on a shared machine."""
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (scripts/setup installs it)")
+    print(
+        f"{TASKS} tasks (the caller's 500 edited), wrk -t{threads} -c{connections} -d{seconds}s,"
+        f" a serial loop of {loop_commits} git commits; {rounds} rounds"
+    )
+    loops: list[float] = []
+    puts: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         files = config_set(TASKS)
-        baseline_repo, api_repo = Path(tmp) / "loop", Path(tmp) / "config"
+        baseline_repo, repo, state = Path(tmp) / "loop", Path(tmp) / "config", Path(tmp) / "s.db"
         init_repo(baseline_repo, files)
-        init_repo(api_repo, files)
-        loop_rate = await asyncio.to_thread(git_commit_loop, baseline_repo, loop_commits)
-        rate, commits, reconciles, summary = await put_with_wrk(
-            api_repo, Path(tmp) / "state.db", seconds, threads, connections
-        )
-    requests = re.search(r"Requests/sec:\s*([0-9.]+)", summary)
-    latency = re.search(r"Latency\s+(\S+)", summary)
-    print(
-        f"{TASKS} tasks (the caller's 500 edited), wrk -t{threads} -c{connections} -d{seconds}s"
-    )
-    print(f"git commit loop (serial, {loop_commits} commits)  {loop_rate:7.1f} commits/s")
-    print(
-        f"PUT /api/backup-tasks/{{id}}               {rate:7.1f} commits/s"
-        f"  (wrk {requests[1] if requests else '?'} req/s, mean latency"
-        f" {latency[1] if latency else '?'}; {commits} commits, {reconciles} reconciles)"
-    )
-    print(f"ratio PUT / git commit loop               {rate / loop_rate:7.2f}")
+        init_repo(repo, files)
+        port = free_port()
+        async with running(Settings(repo=repo, state=state, port=port)) as daemon:
+            _, token = daemon.state.tokens.create_token(1, "bench", ["*"], datetime.now(UTC))
+            own = sorted(task_id for task_id in daemon.engine.desired.tasks if task_id % 2 == 0)
+            script = Path(tmp) / "put.lua"
+            script.write_text(
+                _LUA % {"ids": ",".join(map(str, own)), "token": token, "threads": threads}
+            )
+            server = uvicorn.Server(
+                uvicorn.Config(
+                    daemon.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+                )
+            )
+            serving = asyncio.create_task(server.serve())
+            while not server.started:
+                await asyncio.sleep(0.01)
+            for round_number in range(1, rounds + 1):
+                loops.append(await asyncio.to_thread(git_commit_loop, baseline_repo, loop_commits))
+                before, reconciles = _commits(repo), daemon.engine.reconciles
+                elapsed, summary = await wrk_put(script, port, seconds, threads, connections)
+                # The ref watch's event for the last commit comes after wrk is done: count it.
+                await asyncio.sleep(0.5)
+                commits = _commits(repo) - before
+                puts.append(commits / elapsed)
+                latency = re.search(r"Latency\s+(\S+)", summary)
+                print(
+                    f"round {round_number}: git commit loop {loops[-1]:6.1f} commits/s,"
+                    f" PUT {puts[-1]:6.1f} commits/s ({commits} commits,"
+                    f" {daemon.engine.reconciles - reconciles} reconciles, mean latency"
+                    f" {latency[1] if latency else '?'}), ratio {puts[-1] / loops[-1]:.2f}"
+                )
+            server.should_exit = True
+            await serving
+    loop_rate, put_rate = statistics.median(loops), statistics.median(puts)
+    print(f"median git commit loop  {loop_rate:7.1f} commits/s")
+    print(f"median PUT (wrk)        {put_rate:7.1f} commits/s")
+    print(f"ratio of the medians    {put_rate / loop_rate:7.2f}")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=int, default=10, help="wrk's duration")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=10, help="wrk's duration per round")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--loop-commits", type=int, default=300)
+    parser.add_argument("--loop-commits", type=int, default=200, help="per round")
     arguments = parser.parse_args()
     asyncio.run(
-        main(arguments.seconds, arguments.threads, arguments.connections, arguments.loop_commits)
+        main(
+            arguments.rounds,
+            arguments.seconds,
+            arguments.threads,
+            arguments.connections,
+            arguments.loop_commits,
+        )
     )
