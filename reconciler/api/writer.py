@@ -218,14 +218,24 @@ class Writer:
             raise
         return answer
 
+    @property
+    def queued(self) -> int:
+        """Writes waiting for the next group."""
+        return len(self._queue)
+
     async def _drain(self) -> None:
         """Carry out queued writes, a group at a time, until none is left."""
         while self._queue:
-            group, self._queue = self._queue, []
+            group: list[_Pending] = []
             try:
+                # Writes that arrive during this reconcile still join the group.
+                await self._engine.sync()
+                group, self._queue = self._queue, []
                 await self._write_group(group)
             except BaseException as exc:
                 # A reconcile or commit that failed outright fails the writes it left unanswered.
+                if not group:  # the reconcile before the group: those waiting for it
+                    group, self._queue = self._queue, []
                 waiting = set(self._queue)
                 for pending in group:
                     if pending.answer.done() or pending in waiting:
@@ -242,7 +252,6 @@ class Writer:
         self._queue.insert(0, pending)
 
     async def _write_group(self, group: list[_Pending]) -> None:
-        await self._engine.sync()
         todo = await self._unanswered(group)
         while todo:
             await self._engine.sync()
