@@ -247,9 +247,9 @@ class Writer:
                 if not isinstance(exc, Exception):
                     raise
 
-    def _defer(self, pending: _Pending) -> None:
-        """To the next group, ahead of the writes that came after it."""
-        self._queue.insert(0, pending)
+    def _defer(self, pendings: Sequence[_Pending]) -> None:
+        """To the next group, in their order, ahead of the writes that came after them."""
+        self._queue[:0] = pendings
 
     async def _write_group(self, group: list[_Pending]) -> None:
         todo = await self._unanswered(group)
@@ -269,6 +269,7 @@ class Writer:
     async def _unanswered(self, group: list[_Pending]) -> list[_Pending]:
         """The writes to carry out: a retried key's earlier answer is given instead."""
         todo: list[_Pending] = []
+        retries: list[_Pending] = []
         keys: set[tuple[int, str]] = set()
         for pending in group:
             keyed = pending.keyed
@@ -277,7 +278,7 @@ class Writer:
                 continue
             if (keyed.user_id, keyed.key) in keys:
                 # A retry racing its first attempt: answered once that one is committed.
-                self._defer(pending)
+                retries.append(pending)
                 continue
             keys.add((keyed.user_id, keyed.key))
             try:
@@ -297,6 +298,7 @@ class Writer:
                 todo.append(pending)
             else:
                 pending.succeed(earlier)
+        self._defer(retries)
         return todo
 
     async def _prepare_chain(self, todo: list[_Pending]) -> tuple[str | None, list[_Ready]] | None:
@@ -312,8 +314,7 @@ class Writer:
                 pending.fail(error)
         if group.later:
             await self._rollback(group.later)
-            for entry in reversed(group.later):
-                self._defer(entry.pending)
+            self._defer([entry.pending for entry in group.later])
         return (revision, group.chain) if group.chain else None
 
     async def _rollback(self, entries: Sequence[_Ready]) -> None:
