@@ -48,7 +48,7 @@ end
 function request()
   counter = counter + 1
   local n = counter * %(threads)d + tid
-  local body = '{"label": "edit ' .. tid .. ' ' .. counter .. '"}'
+  local body = '{"label": "edit %(round)d ' .. tid .. ' ' .. counter .. '"}'
   return wrk.format("PUT", "/api/backup-tasks/" .. ids[n %% #ids + 1], headers, body)
 end
 """
@@ -88,7 +88,7 @@ async def wrk_put(
     )  # fmt: skip
     output, _ = await wrk.communicate()
     summary = output.decode()
-    if wrk.returncode != 0 or "Non-2xx" in summary:
+    if wrk.returncode != 0 or "Non-2xx" in summary or "Socket errors" in summary:
         raise SystemExit(f"wrk failed or got errors:\n{summary}")
     return time.perf_counter() - started, summary
 
@@ -115,9 +115,7 @@ async def main(
             _, token = daemon.state.tokens.create_token(1, "bench", ["*"], datetime.now(UTC))
             own = sorted(task_id for task_id in daemon.engine.desired.tasks if task_id % 2 == 0)
             script = Path(tmp) / "put.lua"
-            script.write_text(
-                _LUA % {"ids": ",".join(map(str, own)), "token": token, "threads": threads}
-            )
+            lua = {"ids": ",".join(map(str, own)), "token": token, "threads": threads}
             server = uvicorn.Server(
                 uvicorn.Config(
                     daemon.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"
@@ -128,6 +126,8 @@ async def main(
                 await asyncio.sleep(0.01)
             for round_number in range(1, rounds + 1):
                 loops.append(await asyncio.to_thread(git_commit_loop, baseline_repo, loop_commits))
+                # A body sent again changes nothing and makes no commit: each round its own.
+                script.write_text(_LUA % {**lua, "round": round_number})
                 before, reconciles = _commits(repo), daemon.engine.reconciles
                 elapsed, summary = await wrk_put(script, port, seconds, threads, connections)
                 # The ref watch's event for the last commit comes after wrk is done: count it.
