@@ -166,7 +166,7 @@ class Engine:
         files.update(parse_entries(self.store, unparsed, self._parse_workers))
         desired = build_desired(files, self._desired)
         self._follow_file_times(head)
-        return _Snapshot(head, blobs, files, desired, len(updates))
+        return _Snapshot(head, blobs, files, desired, len(updates) - len(expected))
 
     def _follow_file_times(self, head: str | None) -> None:
         # Per applied commit, so a task list never walks git history for its file times. It is
