@@ -171,6 +171,20 @@ def test_an_update_of_a_task_whose_file_became_a_link_is_a_404() -> None:
         edits.prepare_update(applied, 7, change(TaskFields(label="x")), ADA, NOW)
 
 
+def test_an_update_never_gives_the_task_to_the_user_a_broken_file_names() -> None:
+    """A person's broken edit names user 2; the last good version (user 1's) runs meanwhile.
+    An API update by user 1 that would make the file valid must not hand the task over."""
+    broken = COMMENTED_TASK.replace("user_id: 1", "user_id: 2").replace(
+        "label: 'Shop database'   # shown on the dashboard\n", ""
+    )
+    applied = desired_of({**config(), COMMENTED: broken}, DESIRED)
+    assert applied.tasks[7] is DESIRED.tasks[7]
+    with pytest.raises(ApiError) as raised:
+        edits.prepare_update(applied, 7, change(TaskFields(label="fixed")), ADA, NOW)
+    assert raised.value.status == 409
+    assert "user 2" in raised.value.message
+
+
 # Ownership of what a task names: the rule book's
 
 
