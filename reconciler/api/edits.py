@@ -5,8 +5,12 @@ an `Edit`: the files to commit, the commit message, the secrets to store first a
 change stops naming. The desired state carries every file of its revision as parsed, text
 included, so an edit reads nothing: the route (`reconciler.api.tasks`) does the I/O around it
 (stores the secrets, hands the writes to the writer, and after the commit records a new id and
-forgets unused secrets). Each file is parsed once and rendered once per edit, and the new file's
-parse is the one the engine applies.
+forgets unused secrets). The old file is not parsed again (the engine's parse says what its
+fields were); the round-trip editor loads and renders it once; the new text is parsed once, and
+that parse is the one the engine applies after the commit (`Engine.expect`).
+
+An `Edit` is data, not the writer's `Prepared`: what happens around the commit is I/O (secrets,
+the id counter, the response's run states), which `tasks` attaches in one place.
 
 Ownership is the rule book's: a task is its user's, and the server, destination and streams it
 names must be that user's too (`desired.reference_problems`, the check every reconcile makes).
