@@ -9,7 +9,8 @@
   and reported (and falls back to its own last good objects, if any).
 - A task must name an existing user, server, destination and notification streams, all owned by
   the task's user. A task that fails this keeps running on its last good snapshot (`ResolvedTask`
-  carries the server and destination it ran with) until it is fixed.
+  carries the server and destination it ran with) until it is fixed. This is the one ownership
+  rule: the API checks a task it is about to write with `reference_problems`, the same check.
 """
 
 from __future__ import annotations
@@ -46,6 +47,16 @@ class _Resolution:
     problems: tuple[ConfigError, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class ReferenceProblem:
+    """A reference of a task that does not resolve: the field (and the position in a list of
+    references), and why."""
+
+    field: str
+    message: str
+    index: int | None = None
+
+
 @dataclass(frozen=True)
 class DesiredState:
     users: Mapping[int, User] = field(default_factory=dict)
@@ -59,6 +70,9 @@ class DesiredState:
     # (the file itself, or its last good version while it is broken or rejected).
     owners: Mapping[Kind, Mapping[int, str]] = field(default_factory=dict)
     good_files: Mapping[str, ParsedFile] = field(default_factory=dict, repr=False)
+    # Every file of the revision as it parsed (broken ones included), its text with it: what an
+    # edit of the revision starts from.
+    files: Mapping[str, ParsedFile] = field(default_factory=dict, repr=False)
     errors: tuple[ConfigError, ...] = ()
     # The users each file with an error belongs to (see `file_users`); empty: operators only.
     error_users: Mapping[str, frozenset[int]] = field(default_factory=dict)
@@ -113,6 +127,7 @@ def build_desired(files: Mapping[str, ParsedFile], previous: DesiredState) -> De
         task_paths={task_id: task_owners[task_id] for task_id in tasks},
         owners=owners,
         good_files=good_files,
+        files=files,
         errors=tuple(sorted(errors, key=lambda e: (e.path, e.line or 0, e.field))),
         error_users={
             path: file_users(files.get(path), previous.good_files.get(path)) for path in error_paths
@@ -135,6 +150,20 @@ def file_users(current: ParsedFile | None, last_good: ParsedFile | None) -> froz
             users.add(version.declared_user_id)
         users.update(doc.user_id for doc in version.objects if not isinstance(doc, User))
     return frozenset(users)
+
+
+def reference_problems(task: BackupTask, desired: DesiredState) -> tuple[ReferenceProblem, ...]:
+    """Why `task` would not resolve against `desired`: a user, server, destination or stream it
+    names that is not defined or belongs to another user. Empty when it resolves."""
+    return tuple(
+        _reference_problems(
+            task,
+            desired.users.get(task.user_id),
+            desired.servers.get(task.remote_server_id),
+            desired.destinations.get(task.backup_destination_id),
+            tuple(map(desired.notifications.get, task.notification_stream_ids)),
+        )
+    )
 
 
 def errors_for_user(desired: DesiredState, user_id: int) -> tuple[ConfigError, ...]:
@@ -230,8 +259,10 @@ def _resolution(
         return _Resolution(inputs, resolved, ())
     text = files[path].text if path in files else b""
     located = tuple(
-        ConfigError(path, yamlsyntax.line_of(text, (name,)), name, message)
-        for name, message in problems
+        ConfigError(
+            path, yamlsyntax.line_of(text, (problem.field,)), problem.field, problem.message
+        )
+        for problem in problems
     )
     # A task that stops resolving keeps running on its last good snapshot.
     return _Resolution(inputs, previous.tasks.get(task.id), located)
@@ -243,31 +274,30 @@ def _reference_problems(
     server: object,
     destination: object,
     streams: tuple[object, ...],
-) -> Iterator[tuple[str, str]]:
+) -> Iterator[ReferenceProblem]:
     if owner is None:
-        yield "user_id", f"user {task.user_id} is not defined in users.yaml"
+        yield ReferenceProblem("user_id", f"user {task.user_id} is not defined in users.yaml")
     if not isinstance(server, RemoteServer):
-        yield "remote_server_id", f"remote server {task.remote_server_id} is not defined"
+        message = f"remote server {task.remote_server_id} is not defined"
+        yield ReferenceProblem("remote_server_id", message)
     elif server.user_id != task.user_id:
-        yield "remote_server_id", f"remote server {server.id} belongs to another user"
+        message = f"remote server {server.id} belongs to another user"
+        yield ReferenceProblem("remote_server_id", message)
     if not isinstance(destination, LocalDestination | SftpDestination | S3Destination):
-        yield (
-            "backup_destination_id",
-            (f"backup destination {task.backup_destination_id} is not defined"),
-        )
+        message = f"backup destination {task.backup_destination_id} is not defined"
+        yield ReferenceProblem("backup_destination_id", message)
     elif destination.user_id != task.user_id:
-        yield (
-            "backup_destination_id",
-            f"backup destination {destination.id} belongs to another user",
-        )
-    for stream_id, stream in zip(task.notification_stream_ids, streams, strict=True):
+        message = f"backup destination {destination.id} belongs to another user"
+        yield ReferenceProblem("backup_destination_id", message)
+    for index, (stream_id, stream) in enumerate(
+        zip(task.notification_stream_ids, streams, strict=True)
+    ):
         if not isinstance(stream, NotificationStream):
-            yield "notification_stream_ids", f"notification stream {stream_id} is not defined"
+            message = f"notification stream {stream_id} is not defined"
+            yield ReferenceProblem("notification_stream_ids", message, index)
         elif stream.user_id != task.user_id:
-            yield (
-                "notification_stream_ids",
-                f"notification stream {stream_id} belongs to another user",
-            )
+            message = f"notification stream {stream_id} belongs to another user"
+            yield ReferenceProblem("notification_stream_ids", message, index)
 
 
 def _resolve(

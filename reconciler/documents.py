@@ -99,6 +99,8 @@ class ParsedFile:
     text: bytes
     # The `user_id` a file that failed validation still declares, so its errors reach that user.
     declared_user_id: int | None = None
+    # Why the file was refused unread (a bad name or size, a link); its `text` is then empty.
+    unread: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -145,7 +147,7 @@ def file_problem(path: str, size: int) -> str | None:
 def refused(path: str, reason: str) -> ParsedFile:
     """A file that is reported and not parsed: a bad name or size, a symbolic link, not a file."""
     error = ConfigError(printable_path(path), None, "", reason)
-    return ParsedFile(path, kind_of(path), (), (error,), b"")
+    return ParsedFile(path, kind_of(path), (), (error,), b"", unread=reason)
 
 
 def printable_path(path: str) -> str:

@@ -10,7 +10,9 @@ code path serves the first start, a new commit, an API write and the periodic re
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +30,10 @@ from reconciler.state import StateStore
 from reconciler.types import Clock, ConfigError
 
 log = logging.getLogger("reconciler.engine")
+
+# Parses handed in by `expect` and not yet used: a few writes' worth (a write that never commits
+# leaves one behind).
+_EXPECTED_FILES = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +67,8 @@ class Engine:
         self._blobs: Mapping[str, TreeEntry] = {}
         self._files: Mapping[str, ParsedFile] = {}
         self._desired = DesiredState()
+        self._expected: dict[tuple[str, str], ParsedFile] = {}
+        self._expected_lock = threading.Lock()
         self.revision: str | None = None
         self.reconciled_at: datetime | None = None
         self.last_duration: float | None = None
@@ -81,6 +89,15 @@ class Engine:
     def file_times(self, paths: Sequence[str]) -> dict[str, tuple[datetime, datetime] | None]:
         """(created, last changed) of config files, from the file-time index. Blocking."""
         return self._file_times.times(paths)
+
+    def expect(self, parsed: ParsedFile) -> None:
+        """A file just committed, as its writer parsed it (with `documents.parse_file`): the
+        reconcile that finds that path with exactly that content takes this parse instead of
+        reading and parsing the file again."""
+        with self._expected_lock:
+            self._expected[(parsed.path, _blob_id(parsed.text))] = parsed
+            while len(self._expected) > _EXPECTED_FILES:
+                del self._expected[next(iter(self._expected))]
 
     def close(self) -> None:
         """Stop a file-time index rebuild in progress. Blocking."""
@@ -142,15 +159,31 @@ class Engine:
             else:
                 blobs[path] = blob
         changed = {path: blob for path, blob in updates.items() if blob is not None}
-        files.update(parse_entries(self.store, changed, self._parse_workers))
+        expected = self._take_expected(changed)
+        files.update(expected)
+        unparsed = {path: blob for path, blob in changed.items() if path not in expected}
+        files.update(parse_entries(self.store, unparsed, self._parse_workers))
         desired = build_desired(files, self._desired)
+        self._follow_file_times(head)
+        return _Snapshot(head, blobs, files, desired, len(updates) - len(expected))
+
+    def _follow_file_times(self, head: str | None) -> None:
         # Per applied commit, so a task list never walks git history for its file times. It is
         # observed state: failing to keep it (a busy state store) never holds back the config.
         try:
             self._file_times.follow(head)
         except Exception:
             log.exception("the file-time index could not follow %s; lists walk git meanwhile", head)
-        return _Snapshot(head, blobs, files, desired, len(updates))
+
+    def _take_expected(self, changed: Mapping[str, TreeEntry]) -> dict[str, ParsedFile]:
+        """The parses `expect` was given for these entries (each used once)."""
+        with self._expected_lock:
+            return {
+                path: parsed
+                for path, entry in changed.items()
+                if not entry.symlink
+                and (parsed := self._expected.pop((path, entry.blob), None)) is not None
+            }
 
     def _changed_blobs(self, head: str | None, full: bool) -> dict[str, TreeEntry | None]:
         """Config paths whose entry differs from the applied one: the new entry, None if gone."""
@@ -205,3 +238,8 @@ def parse_entries(
             parse_files({path: contents[blob] for path, blob in readable.items()}, workers)
         )
     return files
+
+
+def _blob_id(content: bytes) -> str:
+    """The id git gives a blob of `content` (SHA-1 object format)."""
+    return hashlib.sha1(b"blob %d\x00" % len(content) + content, usedforsecurity=False).hexdigest()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final
 
@@ -89,8 +90,21 @@ def load_task_data(text: str) -> Any:
     return _plain(_load(_yaml(), text))
 
 
+@dataclass(frozen=True, slots=True)
+class EditedTask:
+    text: str
+    changed: tuple[str, ...]
+    """Top-level keys whose values differ from the original's, in the edited file's order."""
+
+
 def edit_task_text(text: str, edits: Edits) -> str:
     """`text` with `edits` applied; text outside the edited keys is unchanged."""
+    return edit_task(text, edits).text
+
+
+def edit_task(text: str, edits: Edits) -> EditedTask:
+    """`text` with `edits` applied, and which top-level keys that changed: one YAML load and one
+    dump, however many edits."""
     yaml = _yaml()
     mapping_indent, offset = _guess_indent(text)
     yaml.indent(mapping=mapping_indent, sequence=offset + 2, offset=offset)
@@ -98,11 +112,15 @@ def edit_task_text(text: str, edits: Edits) -> str:
     root = _load(yaml, text)
     if not isinstance(root, CommentedMap):
         raise TaskFileError("a task file must be a YAML mapping at the top level")
+    before = _plain(root)
     for path, value in edits.items():
         if not path:
             raise TaskFileError("an edit needs a non-empty key path")
         _apply(root, path, value)
-    return _dump(yaml, root)
+    after = _plain(root)
+    keys = dict.fromkeys([*after, *before])
+    changed = tuple(key for key in keys if before.get(key) != after.get(key))
+    return EditedTask(_dump(yaml, root), changed)
 
 
 def new_task_text(data: Mapping[str, object]) -> str:

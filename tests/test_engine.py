@@ -7,13 +7,13 @@ SQLite and the Scheduler; only the clock is a fake, so fire times are predictabl
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from reconciler.documents import MAX_FILE_BYTES
+from reconciler.documents import MAX_FILE_BYTES, parse_file
 from reconciler.engine import Engine
 from reconciler.gitstore import GitStore
 from reconciler.models import ResolvedTask
@@ -319,3 +319,32 @@ async def test_a_slot_that_passed_while_no_daemon_was_up_is_caught_up(tmp_path: 
         (1, datetime(2026, 3, 11, 2, 30, tzinfo=UTC))
     ]
     restarted.state.close()
+
+
+async def test_a_sync_of_an_unchanged_head_keeps_the_applied_state_as_it_is(rig: Rig) -> None:
+    await rig.engine.sync()
+    applied, reconciles = rig.engine.desired, rig.engine.reconciles
+    await rig.engine.sync()
+    assert rig.engine.desired is applied
+    assert rig.engine.reconciles == reconciles
+
+
+async def test_a_committed_file_whose_parse_was_handed_in_is_not_parsed_again(rig: Rig) -> None:
+    await rig.engine.sync()
+    text = configset.task(2).encode()
+    # Observably not what parsing `text` gives, so the test sees which parse was applied.
+    planted = parse_file(
+        "tasks/2.yaml", configset.task(2, label="as the writer parsed it").encode()
+    )
+    rig.engine.expect(replace(planted, text=text))
+    await rig.commit({"tasks/2.yaml": text.decode()})
+    assert rig.engine.last_parsed == 0
+    assert rig.running[2].task.label == "as the writer parsed it"
+
+
+async def test_a_parse_handed_in_for_other_content_is_not_used(rig: Rig) -> None:
+    await rig.engine.sync()
+    rig.engine.expect(parse_file("tasks/2.yaml", configset.task(2, label="stale").encode()))
+    await rig.commit({"tasks/2.yaml": configset.task(2)})
+    assert rig.engine.last_parsed == 1
+    assert rig.running[2].task.label == "task 2"

@@ -16,6 +16,7 @@ from reconciler.taskfile import (
     DELETE,
     Edits,
     TaskFileError,
+    edit_task,
     edit_task_text,
     load_task_data,
     new_task_text,
@@ -205,3 +206,26 @@ def test_a_nested_edit_reads_back_exactly_and_keeps_its_siblings(
     assert after[section].pop(key) == value
     before.setdefault(section, {}).pop(key, None)
     assert after == before
+
+
+@settings(deadline=None)  # timing varies under xdist; correctness does not
+@given(
+    example=st.sampled_from(sorted(EXAMPLES.glob("*.yaml"))),
+    edits=st.dictionaries(
+        st.sampled_from(
+            [("label",), ("description",), ("paused",), ("schedule", "time"), ("storage", "path")]
+        ),
+        st.one_of(_scalars, st.just(DELETE)),
+        max_size=4,
+    ),
+)
+def test_an_edit_names_exactly_the_top_level_keys_whose_values_it_changed(
+    example: Path, edits: Edits
+) -> None:
+    """What a second load of the old and new text would say, from the one load the edit made."""
+    text = example.read_text()
+    edited = edit_task(text, edits)
+    before, after = load_task_data(text), load_task_data(edited.text)
+    assert edited.text == edit_task_text(text, edits)
+    keys = dict.fromkeys([*after, *before])
+    assert list(edited.changed) == [key for key in keys if before.get(key) != after.get(key)]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from reconciler.api import schemas
@@ -83,3 +85,33 @@ def log(run: RunRecord) -> schemas.Log:
         status=run.status.value,
         created_at=utc_text(run.started_at),
     )
+
+
+def pagination(
+    path: str, page: int, per_page: int, total: int, shown: int, default_per_page: int
+) -> dict[str, Any]:
+    """The `links` and `meta` of a page of `shown` items out of `total`."""
+    last_page = max(1, math.ceil(total / per_page))
+    suffix = "" if per_page == default_per_page else f"&per_page={per_page}"
+
+    def url(number: int) -> str:
+        return f"{path}?page={number}{suffix}"
+
+    first_item = (page - 1) * per_page + 1
+    return {
+        "links": schemas.Links(
+            first=url(1),
+            last=url(last_page),
+            prev=url(page - 1) if 1 < page <= last_page + 1 else None,
+            next=url(page + 1) if page < last_page else None,
+        ),
+        "meta": schemas.Meta(
+            current_page=page,
+            from_=first_item if shown else None,
+            last_page=last_page,
+            path=path,
+            per_page=per_page,
+            to=first_item + shown - 1 if shown else None,
+            total=total,
+        ),
+    }

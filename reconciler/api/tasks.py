@@ -3,32 +3,31 @@
 from __future__ import annotations
 
 import math
-import re
 import secrets
-from collections.abc import Callable, Mapping, Sequence
-from typing import Annotated, Any
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from reconciler import documents, taskfile
-from reconciler.api import present, schemas
+from reconciler.api import edits, present, schemas
 from reconciler.api.auth import Ability, Caller, require
 from reconciler.api.context import ApiContext, context
-from reconciler.api.errors import ApiError, Invalid, NotFound, responses
+from reconciler.api.edits import Edit, TaskChange
+from reconciler.api.errors import ApiError, NotFound, responses
 from reconciler.api.idempotency import HEADER, KeyedRequest, fingerprint
-from reconciler.api.mapping import SECRET_FIELDS, request_field, task_edits
 from reconciler.api.secretkeys import forget_unreferenced
 from reconciler.api.writer import Base, Prepared
 from reconciler.desired import DesiredState, errors_for_user
 from reconciler.gitstore import Author
-from reconciler.models import MAX_ID, BackupTask, ResolvedTask
+from reconciler.models import BackupTask, ResolvedTask
 from reconciler.runner import Admission
 from reconciler.state.runs import LogTail
 
 router = APIRouter(prefix="/api", tags=["backup tasks"])
 
-_ID = re.compile(r"^[0-9]{1,15}$")
+T = TypeVar("T")
+
 DEFAULT_PER_PAGE = 15
 DELETED = "Backup task successfully deleted"
 INITIATED = "Backup task initiated successfully."
@@ -54,8 +53,37 @@ IdempotencyKey = Annotated[
 ]
 
 
+# One dependency per ability, so a route that asks for its caller and its owned task checks the
+# token once (FastAPI runs each dependency once per request).
+_CALLERS = {ability: require(ability) for ability in Ability}
+
+
 def _caller(ability: Ability) -> Any:
-    return Depends(require(ability))
+    return Depends(_CALLERS[ability])
+
+
+def owned_task(ability: Ability) -> Callable[..., ResolvedTask]:
+    """A dependency: the caller's task named by the path's `task_id`, as applied; a 404 for
+    anything else (unknown, not a number, another user's), after the token's 401 or 403."""
+
+    def dependency(ctx: ApiContext, caller: Caller, task_id: str) -> ResolvedTask:
+        return edits.owned_task(ctx.engine.desired, caller.user.id, task_id)
+
+    # As objects, not the strings `from __future__ import annotations` leaves: FastAPI resolves
+    # strings in the module's globals, where this call's `ability` is not.
+    dependency.__annotations__.update(ctx=Ctx, caller=Annotated[Caller, _caller(ability)])
+    return dependency
+
+
+def _task_id(task_id: str) -> int:
+    """A write's task id; whose task it is, is decided against the head the write is prepared
+    from (a keyed retry of a delete replays its answer, though the task is gone)."""
+    return edits.parse_task_id(task_id)
+
+
+ViewedTask = Annotated[ResolvedTask, Depends(owned_task(Ability.VIEW))]
+RunTask = Annotated[ResolvedTask, Depends(owned_task(Ability.RUN))]
+TaskId = Annotated[int, Depends(_task_id)]
 
 
 # Reads
@@ -79,7 +107,14 @@ def list_tasks(
     shown = owned[(page - 1) * per_page : page * per_page]
     return schemas.TaskPage(
         data=_resources(ctx, caller, shown),
-        **_pagination(str(request.url_for("list_tasks")), page, per_page, len(owned), len(shown)),
+        **present.pagination(
+            str(request.url_for("list_tasks")),
+            page,
+            per_page,
+            len(owned),
+            len(shown),
+            DEFAULT_PER_PAGE,
+        ),
     )
 
 
@@ -117,8 +152,9 @@ def upcoming(ctx: Ctx, caller: Annotated[Caller, _caller(Ability.VIEW)]) -> Any:
     responses=responses(401, 403, 404),
     summary="Show one backup task",
 )
-def show_task(ctx: Ctx, caller: Annotated[Caller, _caller(Ability.VIEW)], task_id: str) -> Any:
-    resolved = _find(ctx.engine.desired, caller, task_id)
+def show_task(
+    ctx: Ctx, caller: Annotated[Caller, _caller(Ability.VIEW)], resolved: ViewedTask
+) -> Any:
     return schemas.TaskResponse(data=_resources(ctx, caller, [resolved])[0])
 
 
@@ -129,8 +165,7 @@ def show_task(ctx: Ctx, caller: Annotated[Caller, _caller(Ability.VIEW)], task_i
     responses=responses(401, 403, 404),
     summary="Whether the task is running now",
 )
-def task_status(ctx: Ctx, caller: Annotated[Caller, _caller(Ability.VIEW)], task_id: str) -> Any:
-    resolved = _find(ctx.engine.desired, caller, task_id)
+def task_status(ctx: Ctx, resolved: ViewedTask) -> Any:
     status = ctx.state.runs.task_status(resolved.id)
     return schemas.TaskStatusResponse(
         data=schemas.TaskStatusData(id=resolved.id, status=status.value)
@@ -144,8 +179,7 @@ def task_status(ctx: Ctx, caller: Annotated[Caller, _caller(Ability.VIEW)], task
     responses=responses(401, 403, 404),
     summary="The latest run's log",
 )
-def latest_log(ctx: Ctx, caller: Annotated[Caller, _caller(Ability.VIEW)], task_id: str) -> Any:
-    resolved = _find(ctx.engine.desired, caller, task_id)
+def latest_log(ctx: Ctx, resolved: ViewedTask) -> Any:
     run = ctx.state.runs.latest_run(resolved.id, LATEST_LOG_TAIL)
     if run is None:
         raise NotFound(NO_LOGS)
@@ -162,17 +196,15 @@ def latest_log(ctx: Ctx, caller: Annotated[Caller, _caller(Ability.VIEW)], task_
 def logs(
     request: Request,
     ctx: Ctx,
-    caller: Annotated[Caller, _caller(Ability.VIEW)],
-    task_id: str,
+    resolved: ViewedTask,
     page: Page = 1,
     per_page: PerPage = DEFAULT_PER_PAGE,
 ) -> Any:
-    resolved = _find(ctx.engine.desired, caller, task_id)
     runs, total = ctx.state.runs.page(resolved.id, (page - 1) * per_page, per_page, PAGE_LOG_TAIL)
     path = str(request.url_for("logs", task_id=str(resolved.id)))
     return schemas.LogPage(
         data=[present.log(run) for run in runs],
-        **_pagination(path, page, per_page, total, len(runs)),
+        **present.pagination(path, page, per_page, total, len(runs), DEFAULT_PER_PAGE),
     )
 
 
@@ -218,9 +250,8 @@ def sync_state(ctx: Ctx, caller: Annotated[Caller, Depends(require(None))]) -> A
     summary="Start a run now",
 )
 async def run_task(
-    ctx: Ctx, caller: Annotated[Caller, _caller(Ability.RUN)], task_id: str
+    ctx: Ctx, caller: Annotated[Caller, _caller(Ability.RUN)], resolved: RunTask
 ) -> schemas.Message:
-    resolved = _find(ctx.engine.desired, caller, task_id)
     wait = ctx.run_limiter.hit(caller.user.id, ctx.clock.now())
     if wait is not None:
         seconds = max(1, math.ceil(wait.total_seconds()))
@@ -255,49 +286,19 @@ async def create_task(
     body: schemas.TaskCreate,
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
-    given = body.model_fields_set
-    nonce = secrets.token_hex(4)
+    change = TaskChange(body, frozenset(body.model_fields_set), secrets.token_hex(4))
 
     def prepare(base: Base) -> Prepared[Any]:
-        desired = base.desired
-        now = ctx.clock.now()
-        files = ctx.engine.store.list_files(base.revision) if base.revision is not None else {}
-
-        def render(task_id: int) -> tuple[str, str, dict[str, str], BackupTask]:
-            keys = _secret_keys(task_id, body, given, nonce)
-            edits = task_edits(body, given, None, now, keys)
-            data = _nested({("id",): task_id, ("user_id",): caller.user.id, **edits})
-            text = taskfile.new_task_text(data)
-            path = taskfile.task_file_path(task_id, body.label)
-            return path, text, keys, _validate(path, text, desired, caller)
-
         # Above every id git ever held, every id committed here and every id the writes before
         # this one in its group take (ids are never reused); nothing is reserved before the
         # commit, so a refused or retried write uses none.
-        highest = [
+        highest = max(
             ctx.task_ids.highest_ever(base.revision),
             ctx.state.task_id_counter.highest_task_id(),
-        ]
-        task_id = max([*highest, *desired.tasks, *base.claimed_ids]) + 1
-        if task_id > MAX_ID:
-            raise ApiError(409, f"Nothing was written: every task id up to {MAX_ID:,} is taken.")
-        path, text, keys, task = render(task_id)
-        if path in files:
-            raise ApiError(409, f"Nothing was written: {path} already exists.")
-        stored = _store_secrets(ctx, body, keys)
-
-        def respond(applied: DesiredState) -> Any:
-            return schemas.TaskResponse(data=_written(ctx, caller, applied, task, path))
-
-        return Prepared(
-            respond=respond,
-            writes={path: text.encode()},
-            author=_author(caller),
-            message=f"api: create backup task {task_id} ({task.label})",
-            task_id=task_id,
-            rollback=lambda: ctx.secrets.forget(stored),
-            committed=lambda _sha: ctx.state.task_id_counter.record_task_id(task_id),
+            *base.claimed_ids,
         )
+        edit = edits.prepare_create(base.desired, change, caller.user, highest, ctx.clock.now())
+        return _prepared(ctx, caller, edit, _respond_task(ctx, caller, edit))
 
     keyed = await _keyed(request, caller, idempotency_key, 201, _replay_task(ctx, caller))
     return await ctx.writer.write(prepare, keyed)
@@ -313,50 +314,16 @@ async def create_task(
 async def update_task(
     ctx: Ctx,
     caller: Annotated[Caller, _caller(Ability.UPDATE)],
-    task_id: str,
+    task_id: TaskId,
     body: schemas.TaskFields,
     request: Request,
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
-    given = body.model_fields_set
-    nonce = secrets.token_hex(4)
+    change = TaskChange(body, frozenset(body.model_fields_set), secrets.token_hex(4))
 
     def prepare(base: Base) -> Prepared[Any]:
-        desired = base.desired
-        resolved = _find(desired, caller, task_id)
-        path = desired.task_paths[resolved.id]
-        old_text = _read_at(ctx, base.revision, path)
-        current = _parse_task(path, old_text) or resolved.task
-        keys = _secret_keys(resolved.id, body, given, nonce)
-        edits = task_edits(body, given, current, ctx.clock.now(), keys)
-        try:
-            text = taskfile.edit_task_text(old_text, edits)
-        except taskfile.TaskFileError as exc:
-            raise ApiError(409, f"Nothing was written: {path} cannot be edited: {exc}") from exc
-        task = _validate(path, text, desired, caller)
-
-        def respond(applied: DesiredState) -> Any:
-            return schemas.TaskResponse(data=_written(ctx, caller, applied, task, path))
-
-        changed = _changed(old_text, text)
-        if not changed:
-            return Prepared(respond=respond)
-        stored = _store_secrets(ctx, body, keys)
-        replaced = [
-            ref.secret
-            for name in SECRET_FIELDS
-            if name in given and (ref := getattr(current, name)) is not None and ref.secret
-        ]
-        return Prepared(
-            respond=respond,
-            writes={path: text.encode()},
-            author=_author(caller),
-            message=f"api: update backup task {resolved.id}"
-            f" ({', '.join(changed)}{_zone_change(current, task)})",
-            task_id=resolved.id,
-            rollback=lambda: ctx.secrets.forget(stored),
-            committed=lambda sha: _forget_unused(ctx, sha, replaced),
-        )
+        edit = edits.prepare_update(base.desired, task_id, change, caller.user, ctx.clock.now())
+        return _prepared(ctx, caller, edit, _respond_task(ctx, caller, edit))
 
     keyed = await _keyed(request, caller, idempotency_key, 200, _replay_task(ctx, caller))
     return await ctx.writer.write(prepare, keyed)
@@ -373,26 +340,12 @@ async def delete_task(
     request: Request,
     ctx: Ctx,
     caller: Annotated[Caller, _caller(Ability.DELETE)],
-    task_id: str,
+    task_id: TaskId,
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
     def prepare(base: Base) -> Prepared[schemas.Message]:
-        desired = base.desired
-        resolved = _find(desired, caller, task_id)
-        task = resolved.task
-        keys = [
-            ref.secret
-            for ref in (task.encryption_password, task.isolated_password)
-            if ref is not None and ref.secret
-        ]
-        return Prepared(
-            respond=lambda _applied: schemas.Message(message=DELETED),
-            writes={desired.task_paths[resolved.id]: None},
-            author=_author(caller),
-            message=f"api: delete backup task {resolved.id} ({task.label})",
-            task_id=resolved.id,
-            committed=lambda sha: _forget_unused(ctx, sha, keys),
-        )
+        edit = edits.prepare_delete(base.desired, task_id, caller.user)
+        return _prepared(ctx, caller, edit, lambda _applied: schemas.Message(message=DELETED))
 
     keyed = await _keyed(
         request,
@@ -443,18 +396,6 @@ def _owned(desired: DesiredState, caller: Caller) -> list[ResolvedTask]:
     )
 
 
-def _find(desired: DesiredState, caller: Caller, raw_id: str) -> ResolvedTask:
-    """The caller's task; anything else (unknown, not a number, someone else's) is a 404."""
-    if not _ID.match(raw_id):
-        raise NotFound()
-    resolved = desired.tasks.get(int(raw_id))
-    if resolved is None or resolved.task.user_id != caller.user.id:
-        raise NotFound()
-    if resolved.id not in desired.task_paths:
-        raise NotFound()
-    return resolved
-
-
 def _resources(
     ctx: ApiContext, caller: Caller, tasks: Sequence[ResolvedTask]
 ) -> list[schemas.Task]:
@@ -494,131 +435,52 @@ def _written(
     )
 
 
-def _pagination(path: str, page: int, per_page: int, total: int, shown: int) -> dict[str, Any]:
-    last_page = max(1, math.ceil(total / per_page))
-    suffix = "" if per_page == DEFAULT_PER_PAGE else f"&per_page={per_page}"
-
-    def url(number: int) -> str:
-        return f"{path}?page={number}{suffix}"
-
-    first_item = (page - 1) * per_page + 1
-    return {
-        "links": schemas.Links(
-            first=url(1),
-            last=url(last_page),
-            prev=url(page - 1) if 1 < page <= last_page + 1 else None,
-            next=url(page + 1) if page < last_page else None,
-        ),
-        "meta": schemas.Meta(
-            current_page=page,
-            from_=first_item if shown else None,
-            last_page=last_page,
-            path=path,
-            per_page=per_page,
-            to=first_item + shown - 1 if shown else None,
-            total=total,
-        ),
-    }
-
-
 def _author(caller: Caller) -> Author:
     return Author(name=caller.user.name, email=caller.user.email)
-
-
-def _read_at(ctx: ApiContext, revision: str | None, path: str) -> str:
-    store = ctx.engine.store
-    blob = store.list_files(revision).get(path) if revision is not None else None
-    if blob is None:
-        raise NotFound()
-    if store.blob_sizes([blob])[blob] > documents.MAX_FILE_BYTES:
-        raise ApiError(
-            409,
-            f"Nothing was written: {path} is over the {documents.MAX_FILE_BYTES:,}-byte limit for"
-            " a config file; its last good version runs until it is fixed in git.",
-        )
-    content = store.read_blobs([blob])[blob]
-    try:
-        return content.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ApiError(409, f"Nothing was written: {path} is not UTF-8 text.") from exc
-
-
-def _parse_task(path: str, text: str) -> BackupTask | None:
-    parsed = documents.parse_file(path, text.encode())
-    objects = [item for item in parsed.objects if isinstance(item, BackupTask)]
-    return objects[0] if parsed.ok and objects else None
-
-
-def _validate(path: str, text: str, desired: DesiredState, caller: Caller) -> BackupTask:
-    """The task the new text declares, parsed exactly as the engine will parse it."""
-    parsed = documents.parse_file(path, text.encode())
-    errors: dict[str, list[str]] = {}
-    for error in parsed.errors:
-        errors.setdefault(request_field(error.field), []).append(error.message)
-    if errors:
-        raise Invalid(errors)
-    task = parsed.objects[0]
-    assert isinstance(task, BackupTask)
-    server = desired.servers.get(task.remote_server_id)
-    if server is None or server.user_id != caller.user.id:
-        errors["remote_server_id"] = ["The selected remote server id is invalid."]
-    destination = desired.destinations.get(task.backup_destination_id)
-    if destination is None or destination.user_id != caller.user.id:
-        errors["backup_destination_id"] = ["The selected backup destination id is invalid."]
-    for index, stream_id in enumerate(task.notification_stream_ids):
-        stream = desired.notifications.get(stream_id)
-        if stream is None or stream.user_id != caller.user.id:
-            errors[f"notification_stream_ids.{index}"] = [
-                "The selected notification stream id is invalid."
-            ]
-    if errors:
-        raise Invalid(errors)
-    return task
-
-
-def _changed(old_text: str, new_text: str) -> list[str]:
-    """Top-level keys whose values differ, in file order (for the commit message)."""
-    old = taskfile.load_task_data(old_text)
-    new = taskfile.load_task_data(new_text)
-    keys = list(dict.fromkeys([*new, *old]))
-    return [key for key in keys if old.get(key) != new.get(key)]
-
-
-def _nested(edits: Mapping[taskfile.Path, object]) -> dict[str, Any]:
-    data: dict[str, Any] = {}
-    for path, value in edits.items():
-        if value is taskfile.DELETE:
-            continue
-        node = data
-        for key in path[:-1]:
-            node = node.setdefault(key, {})
-        node[path[-1]] = value
-    return data
-
-
-def _secret_keys(
-    task_id: int, body: schemas.TaskFields, given: set[str], nonce: str
-) -> dict[str, str]:
-    """A fresh store key per secret sent, so a failed write never alters a secret in use."""
-    return {
-        name: f"task-{task_id}-{name.replace('_', '-')}-{nonce}"
-        for name in SECRET_FIELDS
-        if name in given and getattr(body, name)
-    }
-
-
-def _store_secrets(ctx: ApiContext, body: schemas.TaskFields, keys: Mapping[str, str]) -> list[str]:
-    for name, key in keys.items():
-        ctx.secrets.put(key, getattr(body, name))
-    return list(keys.values())
-
-
-def _zone_change(old: BackupTask, new: BackupTask) -> str:
-    """The API's times are UTC: the commit says so when that moves a task off its own zone."""
-    before, after = old.schedule.timezone, new.schedule.timezone
-    return "" if before == after else f"; timezone {before} -> {after}"
 
 
 def _forget_unused(ctx: ApiContext, revision: str, keys: Sequence[str]) -> None:
     """Keys the written task no longer uses, unless another committed file still names them."""
     forget_unreferenced(ctx.engine.store, ctx.secrets, revision, keys)
+
+
+def _prepared(
+    ctx: ApiContext, caller: Caller, edit: Edit, respond: Callable[[DesiredState], T]
+) -> Prepared[T]:
+    """The writer's change for an edit: its secrets stored now (blocking: the prepare thread),
+    the rest once it is committed."""
+    if not edit.writes:
+        return Prepared(respond=respond)
+    for key, value in edit.secrets.items():
+        ctx.secrets.put(key, value)
+    stored = list(edit.secrets)
+
+    def committed(revision: str) -> None:
+        if edit.parsed is not None:
+            ctx.engine.expect(edit.parsed)
+        if edit.creates:
+            ctx.state.task_id_counter.record_task_id(edit.task_id)
+        if edit.unused:
+            _forget_unused(ctx, revision, edit.unused)
+
+    return Prepared(
+        respond=respond,
+        writes=edit.writes,
+        author=_author(caller),
+        message=edit.message,
+        task_id=edit.task_id,
+        rollback=lambda: ctx.secrets.forget(stored),
+        committed=committed,
+    )
+
+
+def _respond_task(
+    ctx: ApiContext, caller: Caller, edit: Edit
+) -> Callable[[DesiredState], schemas.TaskResponse]:
+    task = edit.task
+    assert task is not None
+
+    def respond(applied: DesiredState) -> schemas.TaskResponse:
+        return schemas.TaskResponse(data=_written(ctx, caller, applied, task, edit.path))
+
+    return respond
