@@ -130,6 +130,13 @@ def _status_kb(field: str) -> int:
     raise RuntimeError(f"{field} missing from /proc/self/status")
 
 
+def _cpu_seconds(*whose: int) -> float:
+    """User plus system CPU seconds of `whose` (RUSAGE_SELF: every thread; RUSAGE_CHILDREN:
+    children already reaped)."""
+    usages = [resource.getrusage(who) for who in whose]
+    return sum(usage.ru_utime + usage.ru_stime for usage in usages)
+
+
 def child(server: dict[str, Any], tree: Path, scratch: Path) -> None:
     """Run one backup per `run <compression>` line on stdin; report timings, then peak RSS on
     `quit`."""
@@ -174,10 +181,12 @@ def child(server: dict[str, Any], tree: Path, scratch: Path) -> None:
         name = line.split()[1]
         task = tasks[name]
         started = time.perf_counter()
+        cpu_started = _cpu_seconds(resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
         if runner.request_run(task).value != "accepted":
             raise RuntimeError("the run was not accepted")
         runner.wait(task.id)
         seconds = time.perf_counter() - started
+        cpu = _cpu_seconds(resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN) - cpu_started
         record = history.runs.latest_run(task.id)
         if record is None or record.status.value != "successful" or record.backup_name is None:
             raise RuntimeError(f"the backup run failed: {record}")
@@ -185,7 +194,14 @@ def child(server: dict[str, Any], tree: Path, scratch: Path) -> None:
         (destinations[name] / record.backup_name).unlink()
         delete_seconds = time.perf_counter() - deleting
         print(
-            json.dumps({"seconds": seconds, "size": record.size, "delete_seconds": delete_seconds}),
+            json.dumps(
+                {
+                    "seconds": seconds,
+                    "cpu": cpu,
+                    "size": record.size,
+                    "delete_seconds": delete_seconds,
+                }
+            ),
             flush=True,
         )
     asyncio.run(runner.close())
@@ -230,6 +246,11 @@ class SizeResult:
     durable: dict[str, list[float]]  # openssh plus an fsync of its output, as ours does
     sizes: dict[str, tuple[int, int]]  # (ours, openssh) output bytes
     deletes: list[float]  # seconds to delete one of our stored backups (outside the timing)
+    # Local CPU seconds (user + system): our backup process with gpg and zstd, against ssh and
+    # gpg by hand. The remote side (sshd, tar, zstd) is the same for both and left out. Steadier
+    # than wall time on a loaded machine.
+    cpu_ours: dict[str, list[float]]
+    cpu_openssh: dict[str, list[float]]
     rss: dict[str, float]
 
 
@@ -319,18 +340,23 @@ def measure(sshd: SshServer, size_mb: int, rounds: int, pairs: list[str]) -> Siz
         _openssh(
             sshd, PAIRS["none"].format(tree=shlex.quote(str(tree))), output
         )  # warm the page cache; not counted
-        result = SizeResult(size_mb, tree_bytes, files, {}, {}, {}, {}, [], {})
+        result = SizeResult(size_mb, tree_bytes, files, {}, {}, {}, {}, [], {}, {}, {})
         for round_number in range(1, rounds + 1):
             line = []
             for name, command in commands.items():
                 encrypt = name == "zstd+gpg"
+                cpu_started = _cpu_seconds(resource.RUSAGE_CHILDREN)
                 seconds, fsync_seconds = _openssh(sshd, command, output, encrypt=encrypt)
+                result.cpu_openssh.setdefault(name, []).append(
+                    _cpu_seconds(resource.RUSAGE_CHILDREN) - cpu_started
+                )
                 openssh_bytes = output.stat().st_size
                 output.unlink()
                 run = _ask(process, f"run {name}")
                 result.openssh.setdefault(name, []).append(seconds)
                 result.durable.setdefault(name, []).append(seconds + fsync_seconds)
                 result.ours.setdefault(name, []).append(run["seconds"])
+                result.cpu_ours.setdefault(name, []).append(run["cpu"])
                 result.sizes[name] = (run["size"], openssh_bytes)
                 result.deletes.append(run["delete_seconds"])
                 line.append(
@@ -365,6 +391,13 @@ def report(result: SizeResult) -> None:
             f"  ratio ours ({name}) vs {LABELS[name]} (target >= 0.9): "
             f"{medians[name] / medians[f'ours {name}']:.2f}  (vs {LABELS[name]} then fsync: "
             f"{medians[f'{name}+fsync'] / medians[f'ours {name}']:.2f})"
+        )
+    for name in result.ours:
+        ours_cpu = statistics.median(result.cpu_ours[name])
+        openssh_cpu = statistics.median(result.cpu_openssh[name])
+        print(
+            f"  local CPU ({name}): ours median {ours_cpu:.2f} s,"
+            f" {LABELS[name]} {openssh_cpu:.2f} s (ratio {openssh_cpu / ours_cpu:.2f})"
         )
     if "none" in result.ours and "zstd" in result.ours:
         print(
