@@ -15,6 +15,7 @@ Anyone can decrypt a backup without this project, with the passphrase at hand:
 from __future__ import annotations
 
 import os
+import queue
 import shutil
 import tempfile
 import threading
@@ -28,6 +29,7 @@ from reconciler.types import ReconcilerError
 
 CHUNK_SIZE = 1 << 20
 GPG = "gpg"
+_QUEUED_CHUNKS = 2  # chunks of up to 4 MiB from the SSH channel: bounded memory
 _AGENT_STOP_TIMEOUT = 30.0
 
 
@@ -89,7 +91,12 @@ def _passphrase_pipe(passphrase: str) -> int:
 
 
 class _Gpg:
-    """A gpg process whose stdout a thread pumps into `sink`."""
+    """A gpg process fed by one thread and whose stdout another pumps into `sink`.
+
+    `write` only queues a chunk (a few at most, then it waits): the caller, the thread reading
+    the SSH channel, goes back to its channel and the stream check while gpg encrypts, instead of
+    waiting for gpg to take each chunk in.
+    """
 
     def __init__(self, mode_args: list[str], passphrase: str, sink: Callable[[bytes], None]):
         self._home_context = _gpg_home()
@@ -104,8 +111,13 @@ class _Gpg:
             os.close(fd)
         self._sink = sink
         self.sink_error: BaseException | None = None
+        self._feed_error: BaseException | None = None
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=_QUEUED_CHUNKS)
+        self._input_closed = False
         self._pump = threading.Thread(target=self._pump_stdout, name="gpg-stdout", daemon=True)
         self._pump.start()
+        self._feeder = threading.Thread(target=self._feed_stdin, name="gpg-stdin", daemon=True)
+        self._feeder.start()
 
     def _pump_stdout(self) -> None:
         stdout = self.process.stdout_fd
@@ -118,16 +130,37 @@ class _Gpg:
             except BaseException as exc:
                 self.sink_error = exc
 
+    def _feed_stdin(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self._feed_error is not None:
+                continue  # keep draining so `write` never blocks; the error is reported there
+            try:
+                self.process.write(chunk)
+            except BaseException as exc:
+                self._feed_error = exc
+        self.process.close_stdin()
+
     def write(self, chunk: bytes) -> None:
         if self.sink_error is not None:
             raise self.sink_error
-        try:
-            self.process.write(chunk)
-        except BrokenPipeError as exc:
-            raise EncryptionError(f"gpg stopped early: {self._finish_after_kill()}") from exc
+        if isinstance(self._feed_error, BrokenPipeError):
+            raise EncryptionError(
+                f"gpg stopped early: {self._finish_after_kill()}"
+            ) from self._feed_error
+        if self._feed_error is not None:
+            raise self._feed_error
+        self._queue.put(chunk)
+
+    def _close_input(self) -> None:
+        """Let the feeder write what is queued, then close gpg's stdin; wait for it."""
+        if not self._input_closed:
+            self._input_closed = True
+            self._queue.put(None)
+        self._feeder.join()
 
     def _finish_after_kill(self) -> str:
         self.process.kill()
+        self._close_input()
         self._join()
         return self.process.stderr
 
@@ -139,16 +172,17 @@ class _Gpg:
 
     def finish(self) -> None:
         """Close gpg's input, wait for all output to be pumped; raise if anything failed."""
-        self.process.close_stdin()
+        self._close_input()
         self._join()
         if self.sink_error is not None:
             raise self.sink_error
         failure = self.process.failure()
         if failure is not None:
             raise EncryptionError(str(failure)) from failure
+        if self._feed_error is not None:
+            raise self._feed_error
 
     def kill(self) -> None:
-        self.process.close_stdin()
         self._finish_after_kill()
 
 
