@@ -12,8 +12,9 @@ here works on the repository as another process would, as a person's `git pull -
   our own: git 2.39, Debian 12's, cannot yet replay a commit without a work tree);
 - the branch is then moved with a compare-and-swap (`git update-ref BRANCH NEW OLD`): if anything
   committed meanwhile, nothing moves and the next attempt replays again;
-- then index and work tree follow (`git read-tree -m -u OLD NEW`, which refuses before writing
-  anything when a file it would change has local modifications; the branch is then put back).
+- then index and work tree follow (`git update-index --refresh`, then `git read-tree -m -u OLD
+  NEW`, which refuses before writing anything when a file it would change has local
+  modifications; the branch is then put back).
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ def fetch_argv(remote: str, branch: str, tracking: str) -> list[str]:
 def move_branch_argv(branch: str, new: str, old: str, reason: str) -> list[str]:
     """Move `branch` to `new` only if it is still at `old`."""
     return ["git", "update-ref", "-m", reason, branch, new, old]
+
+
+def refresh_argv() -> list[str]:
+    """Refresh the index's file stat data, so a file touched but unchanged counts as unchanged."""
+    return ["git", "update-index", "-q", "--refresh"]
 
 
 def follow_argv(old: str, new: str) -> list[str]:
@@ -109,6 +115,8 @@ def _rebase_onto(root: Path, repo: pygit2.Repository, branch: str, tracking: str
     if moved.returncode != 0:
         return  # something committed meanwhile: the next attempt replays that too
     try:
+        # Exits non-zero when a file is really modified; read-tree then says which, and refuses.
+        _git(root, refresh_argv(), check=False)
         _git(root, follow_argv(str(head.id), str(onto.id)))
     except GitError as exc:
         _git(root, move_branch_argv(branch, str(head.id), str(onto.id), "rebase undone"))

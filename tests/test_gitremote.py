@@ -3,6 +3,7 @@ holding the store's lock across network I/O. Remotes are local bare repositories
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from datetime import UTC, datetime
@@ -185,3 +186,20 @@ def test_a_push_past_its_deadline_is_stopped_and_reported(
 
     assert started.exists()
     assert not release.exists()
+
+
+def test_a_file_touched_but_unchanged_does_not_block_a_rebase(
+    tmp_path: Path, repo: Path, upstream: Path
+) -> None:
+    store = GitStore(repo)
+    someone_else_pushes(tmp_path, upstream, {"tasks/a.yaml": "id: 1\nlabel: theirs\n"})
+    store.commit({"tasks/ours.yaml": b"id: 8\n"}, AUTHOR, "ours", NOW, parent=store.head())
+    touched = repo / "tasks" / "a.yaml"
+    touched.write_text(touched.read_text())  # same content, new modification time
+    os.utime(touched, (time.time() + 5, time.time() + 5))
+
+    push(repo)
+
+    assert touched.read_text() == "id: 1\nlabel: theirs\n"
+    assert git(upstream, "rev-parse", "main").strip() == head(repo)
+    assert status(repo) == ""
