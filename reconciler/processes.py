@@ -282,22 +282,36 @@ def run(
         argv, stdin=PIPE if input is not None else None, cwd=cwd, env=env, pass_fds=pass_fds
     ) as process:
         chunks: list[bytes] = []
-        reader = threading.Thread(
-            target=_read_all, args=(process.stdout_fd, chunks), name=f"{process.name}-stdout"
-        )
-        reader.start()
+        # Input and output in threads of their own: a program that reads no input, or writes
+        # more output than a pipe holds, cannot hold us past the deadline.
+        threads = [
+            threading.Thread(
+                target=_read_all, args=(process.stdout_fd, chunks), name=f"{process.name}-stdout"
+            )
+        ]
+        if input is not None:
+            threads.append(
+                threading.Thread(
+                    target=_write_all, args=(process, input), name=f"{process.name}-stdin"
+                )
+            )
+        for thread in threads:
+            thread.start()
         try:
-            if input is not None:
-                with suppress(BrokenPipeError):  # it stopped reading: its exit status says why
-                    process.write(input)
-                process.close_stdin()
             returncode = process.wait(timeout)
         finally:
-            # Bounded too: a program's own child that left its group may still hold stdout.
-            reader.join(timeout)
+            for thread in threads:
+                # Bounded too: a program's own child that left its group may still hold stdout.
+                thread.join(timeout)
         if check and returncode != 0:
             raise ProcessError(process.name, how_it_ended(returncode), process.stderr)
         return Completed(returncode, b"".join(chunks), process.stderr)
+
+
+def _write_all(process: Process, data: bytes) -> None:
+    with suppress(BrokenPipeError):  # it stopped reading: its exit status says why
+        process.write(data)
+    process.close_stdin()
 
 
 def _read_all(fd: int | None, chunks: list[bytes]) -> None:

@@ -110,6 +110,11 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def test_a_program_that_reads_no_input_is_stopped_at_its_deadline() -> None:
+    with pytest.raises(ProcessError, match="timed out"):
+        run(["sleep", "60"], timeout=0.5, input=b"x" * (8 << 20))
+
+
 def test_input_is_fed_to_stdin() -> None:
     assert run(["tr", "a-z", "A-Z"], timeout=10, input=b"quiet\n").stdout == b"QUIET\n"
 
