@@ -8,6 +8,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -202,4 +203,31 @@ def test_a_file_touched_but_unchanged_does_not_block_a_rebase(
 
     assert touched.read_text() == "id: 1\nlabel: theirs\n"
     assert git(upstream, "rev-parse", "main").strip() == head(repo)
+    assert status(repo) == ""
+
+
+def test_a_commit_landing_during_a_rebase_is_kept_and_pushed(
+    tmp_path: Path, repo: Path, upstream: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = GitStore(repo)
+    someone_else_pushes(tmp_path, upstream, {"tasks/theirs.yaml": "id: 9\n"})
+    store.commit({"tasks/ours.yaml": b"id: 8\n"}, AUTHOR, "ours", NOW, parent=store.head())
+    replay = gitremote._replay
+    landed: list[str] = []
+
+    def replay_while_someone_commits(*args: Any) -> Any:
+        onto = replay(*args)
+        if not landed:  # the store commits after the replay, before the branch is moved
+            meanwhile = {"tasks/meanwhile.yaml": b"id: 7\n"}
+            landed.append(store.commit(meanwhile, AUTHOR, "meanwhile", NOW, parent=store.head()))
+        return onto
+
+    monkeypatch.setattr(gitremote, "_replay", replay_while_someone_commits)
+
+    push(repo)
+
+    subjects = git(upstream, "log", "--format=%s", "main").splitlines()
+    assert subjects[:3] == ["meanwhile", "ours", "someone else's change"]
+    assert git(upstream, "rev-parse", "main").strip() == head(repo)
+    assert (repo / "tasks" / "meanwhile.yaml").read_text() == "id: 7\n"
     assert status(repo) == ""
