@@ -141,6 +141,7 @@ def child(server: dict[str, Any], tree: Path, scratch: Path) -> None:
     """Run one backup per `run <compression>` line on stdin; report timings, then peak RSS on
     `quit`."""
     # Imported here, so the driver stays small and the RSS below is the backup process's own.
+    from reconciler.backup import BackupPipeline
     from reconciler.models import Compression, SecretRef, Storage
     from reconciler.runner import Runner
     from reconciler.secrets import Secrets
@@ -158,7 +159,9 @@ def child(server: dict[str, Any], tree: Path, scratch: Path) -> None:
     )
     history = SqliteStateStore(scratch / "history.sqlite")
     secrets = Secrets(scratch / "secrets.json", {"ENCRYPTION": ENCRYPTION_PASSWORD})
-    runner = Runner(runs=history.runs, secrets=secrets, clock=_Clock())
+    clock = _Clock()
+    pipeline = BackupPipeline(runs=history.runs, secrets=secrets, clock=clock)
+    runner = Runner(pipeline, runs=history.runs, clock=clock)
     tasks, destinations = {}, {}
     variants: list[tuple[str, Compression, SecretRef | None]] = [
         (compression.value, compression, None) for compression in Compression

@@ -8,8 +8,12 @@ import tempfile
 from pathlib import Path
 
 
-def write_atomically(target: Path, content: bytes, mode: int) -> None:
-    """Temp file in the same folder (created 0600 by mkstemp), fsync, rename, fsync the folder."""
+def write_atomically(target: Path, content: bytes, mode: int, *, sync_folder: bool = True) -> None:
+    """Temp file in the same folder (created 0600 by mkstemp), fsync, rename, fsync the folder.
+
+    `sync_folder=False` leaves the folder's fsync to a caller that writes several files there
+    and syncs it once after the last.
+    """
     fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -22,7 +26,8 @@ def write_atomically(target: Path, content: bytes, mode: int) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
         raise
-    fsync_directory(target.parent)
+    if sync_folder:
+        fsync_directory(target.parent)
 
 
 def fsync_directory(directory: Path) -> None:

@@ -91,10 +91,15 @@ class Engine:
 
         `full` lists every file of the head commit instead of diffing from the applied one: the
         periodic resync's way of repairing anything an earlier reconcile could have missed.
+        A head already applied (say, the ref watch's event for an API commit the writer has
+        already reconciled) costs one read of the head and changes nothing: it is no reconcile.
         """
         async with self._lock:
             started = time.perf_counter()
-            snapshot = await asyncio.to_thread(self._compute, full)
+            head = await asyncio.to_thread(self.store.head)
+            if not full and self.reconciled_at is not None and head == self.revision:
+                return Plan()
+            snapshot = await asyncio.to_thread(self._compute, head, full)
             plan = make_plan(snapshot.desired.tasks, self._scheduler.tasks)
             if plan.added:
                 # A state store write, which can wait for SQLite's lock: never on the event loop.
@@ -128,8 +133,7 @@ class Engine:
         alive = self._schedule.alive_since(now - deadline)
         return self._scheduler.catch_up(last, now, deadline, alive)
 
-    def _compute(self, full: bool) -> _Snapshot:
-        head = self.store.head()
+    def _compute(self, head: str | None, full: bool) -> _Snapshot:
         updates = self._changed_blobs(head, full)
         blobs, files = dict(self._blobs), dict(self._files)
         for path, blob in updates.items():

@@ -89,6 +89,22 @@ async def test_syncing_the_same_revision_again_changes_nothing(rig: Rig) -> None
     assert rig.running[1] is before[1]
 
 
+async def test_a_head_already_applied_is_not_reconciled_again(rig: Rig) -> None:
+    await rig.engine.sync()
+    reconciled_at = rig.engine.reconciled_at
+    await rig.engine.sync()
+    assert rig.engine.reconciles == 1
+    rig.clock.current += timedelta(seconds=5)
+    await rig.engine.sync()
+    assert (rig.engine.reconciles, rig.engine.reconciled_at) == (1, reconciled_at)
+
+
+async def test_a_full_resync_reconciles_even_a_head_already_applied(rig: Rig) -> None:
+    await rig.engine.sync()
+    await rig.engine.sync(full=True)
+    assert rig.engine.reconciles == 2
+
+
 async def test_a_committed_edit_reaches_the_scheduler(rig: Rig) -> None:
     await rig.engine.sync()
     await rig.commit({"tasks/1.yaml": configset.task(1, schedule={"custom_cron": "0 5 * * *"})})

@@ -23,7 +23,7 @@ from reconciler.api.writer import Base, Prepared
 from reconciler.desired import DesiredState, errors_for_user
 from reconciler.gitstore import Author
 from reconciler.models import MAX_ID, BackupTask, ResolvedTask
-from reconciler.runner import RunRequest
+from reconciler.runner import Admission
 from reconciler.state.runs import LogTail
 
 router = APIRouter(prefix="/api", tags=["backup tasks"])
@@ -231,9 +231,9 @@ async def run_task(
             {"Retry-After": str(seconds)},
         )
     # It records the run in the state store, which can wait for SQLite's write lock.
-    outcome = await run_in_threadpool(ctx.runner.request_run, resolved, "api")
-    if outcome is not RunRequest.ACCEPTED:
-        raise ApiError(409, f"{outcome.message[:1].upper()}{outcome.message[1:]}.")
+    admission = await run_in_threadpool(ctx.runner.request_run, resolved, "api")
+    if admission is not Admission.ACCEPTED:
+        raise ApiError(409, f"{admission.message[:1].upper()}{admission.message[1:]}.")
     return schemas.Message(message=INITIATED)
 
 
@@ -271,13 +271,14 @@ async def create_task(
             path = taskfile.task_file_path(task_id, body.label)
             return path, text, keys, _validate(path, text, desired, caller)
 
-        # Above every id git ever held, and every id committed here (ids are never reused);
-        # nothing is reserved before the commit, so a refused or retried write uses none.
+        # Above every id git ever held, every id committed here and every id the writes before
+        # this one in its group take (ids are never reused); nothing is reserved before the
+        # commit, so a refused or retried write uses none.
         highest = [
             ctx.task_ids.highest_ever(base.revision),
             ctx.state.task_id_counter.highest_task_id(),
         ]
-        task_id = max([*highest, *desired.tasks]) + 1
+        task_id = max([*highest, *desired.tasks, *base.claimed_ids]) + 1
         if task_id > MAX_ID:
             raise ApiError(409, f"Nothing was written: every task id up to {MAX_ID:,} is taken.")
         path, text, keys, task = render(task_id)
