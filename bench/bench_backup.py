@@ -11,7 +11,11 @@ that do the same work:
   outside the timing, as OpenSSH's output is (the time that deletion takes, which rotation adds to
   a real run, is printed apart);
 - **ssh tar|zstd**: `ssh ... 'tar cf - -C DIR . | zstd -q -c -3' > file`, against **ours, zstd**
-  (the default `compression: zstd`, level 3), timed the same way.
+  (the default `compression: zstd`, level 3), timed the same way;
+- **ssh tar|zstd | gpg**: `ssh ... 'tar cf - -C DIR . | zstd -q -c -3' | gpg --symmetric
+  --compress-algo none --cipher-algo AES256 --s2k-digest-algo SHA512 ... > file` (the cipher and
+  key derivation ours uses, the passphrase on a pipe, a throwaway gpg home), against **ours, zstd,
+  encrypted** (`encryption_password` set).
 Each OpenSSH output file is then fsynced and that time reported apart ("+fsync"): our local
 destination fsyncs every backup before renaming it, a shell redirect does not. Medians of every
 variant, throughput (tree bytes / s) and ratios (baseline time / our time) are printed, with the
@@ -21,6 +25,7 @@ VmHWM from /proc/self/status and ru_maxrss, and its RSS before the first run.
 Trees are generated once under /var/tmp/reconciler-bench-backup-v2 and reused.
 
 Run: .venv/bin/python -m bench.bench_backup [--sizes-mb 250 1024] [--rounds 3]
+         [--pairs none zstd zstd+gpg]
 """
 
 from __future__ import annotations
@@ -125,16 +130,23 @@ def _status_kb(field: str) -> int:
     raise RuntimeError(f"{field} missing from /proc/self/status")
 
 
+def _cpu_seconds(*whose: int) -> float:
+    """User plus system CPU seconds of `whose` (RUSAGE_SELF: every thread; RUSAGE_CHILDREN:
+    children already reaped)."""
+    usages = [resource.getrusage(who) for who in whose]
+    return sum(usage.ru_utime + usage.ru_stime for usage in usages)
+
+
 def child(server: dict[str, Any], tree: Path, scratch: Path) -> None:
     """Run one backup per `run <compression>` line on stdin; report timings, then peak RSS on
     `quit`."""
     # Imported here, so the driver stays small and the RSS below is the backup process's own.
     from reconciler.backup import BackupPipeline
-    from reconciler.models import Compression, Storage
+    from reconciler.models import Compression, SecretRef, Storage
     from reconciler.runner import Runner
     from reconciler.secrets import Secrets
     from reconciler.state.sqlite import SqliteStateStore
-    from tests.runs import files_task
+    from tests.runs import ENCRYPTION_PASSWORD, files_task
 
     sshd = SshServer(
         server["host"],
@@ -146,20 +158,25 @@ def child(server: dict[str, Any], tree: Path, scratch: Path) -> None:
         Path(server["directory"]),
     )
     history = SqliteStateStore(scratch / "history.sqlite")
-    secrets, clock = Secrets(scratch / "secrets.json", {}), _Clock()
+    secrets = Secrets(scratch / "secrets.json", {"ENCRYPTION": ENCRYPTION_PASSWORD})
+    clock = _Clock()
     pipeline = BackupPipeline(runs=history.runs, secrets=secrets, clock=clock)
     runner = Runner(pipeline, runs=history.runs, clock=clock)
     tasks, destinations = {}, {}
-    for task_id, compression in enumerate(Compression, start=1):
-        destination = scratch / f"destination-{compression.value}"
+    variants: list[tuple[str, Compression, SecretRef | None]] = [
+        (compression.value, compression, None) for compression in Compression
+    ]
+    variants.append(("zstd+gpg", Compression.ZSTD, SecretRef(env="ENCRYPTION")))
+    for task_id, (name, compression, password) in enumerate(variants, start=1):
+        destination = scratch / f"destination-{name}"
         destination.mkdir()
         # Rotation runs (it lists the destination) but keeps everything: the old backup is deleted
         # below, outside the timed run, as the driver deletes OpenSSH's output outside its timing.
         storage = Storage(max_backups=0, compression=compression)
-        tasks[compression.value] = files_task(
-            sshd, destination, tree, task_id=task_id, storage=storage
+        tasks[name] = files_task(
+            sshd, destination, tree, task_id=task_id, storage=storage, encryption_password=password
         )
-        destinations[compression.value] = destination
+        destinations[name] = destination
     rss_before_kb = _status_kb("VmRSS")
     for line in sys.stdin:
         if line.strip() == "quit":
@@ -167,10 +184,12 @@ def child(server: dict[str, Any], tree: Path, scratch: Path) -> None:
         name = line.split()[1]
         task = tasks[name]
         started = time.perf_counter()
+        cpu_started = _cpu_seconds(resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
         if runner.request_run(task).value != "accepted":
             raise RuntimeError("the run was not accepted")
         runner.wait(task.id)
         seconds = time.perf_counter() - started
+        cpu = _cpu_seconds(resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN) - cpu_started
         record = history.runs.latest_run(task.id)
         if record is None or record.status.value != "successful" or record.backup_name is None:
             raise RuntimeError(f"the backup run failed: {record}")
@@ -178,7 +197,14 @@ def child(server: dict[str, Any], tree: Path, scratch: Path) -> None:
         (destinations[name] / record.backup_name).unlink()
         delete_seconds = time.perf_counter() - deleting
         print(
-            json.dumps({"seconds": seconds, "size": record.size, "delete_seconds": delete_seconds}),
+            json.dumps(
+                {
+                    "seconds": seconds,
+                    "cpu": cpu,
+                    "size": record.size,
+                    "delete_seconds": delete_seconds,
+                }
+            ),
             flush=True,
         )
     asyncio.run(runner.close())
@@ -197,12 +223,20 @@ def child(server: dict[str, Any], tree: Path, scratch: Path) -> None:
 # --- the driver ---------------------------------------------------------------------------------
 
 
-# Each pair: (our variant: the task's compression, OpenSSH's remote command given the tree).
+# Each pair: (our variant: the task's compression and encryption, OpenSSH's remote command given
+# the tree). "zstd+gpg" pipes OpenSSH's output through `gpg --symmetric` on this host (GPG_ARGV).
 PAIRS = {
     "none": "tar cf - -C {tree} .",
     "zstd": "tar cf - -C {tree} . | zstd -q -c -3",
+    "zstd+gpg": "tar cf - -C {tree} . | zstd -q -c -3",
 }
-LABELS = {"none": "ssh tar", "zstd": "ssh tar|zstd"}
+LABELS = {"none": "ssh tar", "zstd": "ssh tar|zstd", "zstd+gpg": "ssh tar|zstd | gpg"}
+# By hand, as the README's decryption note would have it the other way round: what ours runs.
+GPG_ARGV = [
+    "gpg", "--batch", "--quiet", "--no-tty", "--no-symkey-cache", "--pinentry-mode", "loopback",
+    "--symmetric", "--cipher-algo", "AES256", "--s2k-digest-algo", "SHA512",
+    "--compress-algo", "none", "--output", "-",
+]  # fmt: skip
 
 
 @dataclass
@@ -215,11 +249,19 @@ class SizeResult:
     durable: dict[str, list[float]]  # openssh plus an fsync of its output, as ours does
     sizes: dict[str, tuple[int, int]]  # (ours, openssh) output bytes
     deletes: list[float]  # seconds to delete one of our stored backups (outside the timing)
+    # Local CPU seconds (user + system): our backup process with gpg and zstd, against ssh and
+    # gpg by hand. The remote side (sshd, tar, zstd) is the same for both and left out. Steadier
+    # than wall time on a loaded machine.
+    cpu_ours: dict[str, list[float]]
+    cpu_openssh: dict[str, list[float]]
     rss: dict[str, float]
 
 
-def _openssh(sshd: SshServer, remote: str, output: Path) -> tuple[float, float]:
-    """Seconds for `ssh ... remote > output`, then seconds to fsync that file."""
+def _openssh(
+    sshd: SshServer, remote: str, output: Path, *, encrypt: bool = False
+) -> tuple[float, float]:
+    """Seconds for `ssh ... remote > output` (`| gpg --symmetric ... > output` when `encrypt`),
+    then seconds to fsync that file."""
     argv = [
         "ssh",
         "-p",
@@ -235,11 +277,30 @@ def _openssh(sshd: SshServer, remote: str, output: Path) -> tuple[float, float]:
         f"{sshd.username}@{sshd.host}",
         remote,
     ]
-    started = time.perf_counter()
-    with output.open("wb") as sink:
-        subprocess.run(argv, stdout=sink, check=True)
-        done = time.perf_counter()
-        os.fsync(sink.fileno())
+    if not encrypt:
+        started = time.perf_counter()
+        with output.open("wb") as sink:
+            subprocess.run(argv, stdout=sink, check=True)
+            done = time.perf_counter()
+            os.fsync(sink.fileno())
+        return done - started, time.perf_counter() - done
+    with tempfile.TemporaryDirectory(prefix="bench-gpg-") as home:
+        read_fd, write_fd = os.pipe()
+        os.write(write_fd, b"bench passphrase\n")
+        os.close(write_fd)
+        gpg = [GPG_ARGV[0], "--homedir", home, *GPG_ARGV[1:], "--passphrase-fd", str(read_fd)]
+        started = time.perf_counter()
+        with output.open("wb") as sink:
+            ssh = subprocess.Popen(argv, stdout=subprocess.PIPE)
+            assert ssh.stdout is not None
+            encrypting = subprocess.Popen(gpg, stdin=ssh.stdout, stdout=sink, pass_fds=(read_fd,))
+            ssh.stdout.close()
+            os.close(read_fd)
+            if ssh.wait() != 0 or encrypting.wait() != 0:
+                raise RuntimeError("ssh | gpg failed")
+            done = time.perf_counter()
+            os.fsync(sink.fileno())
+        subprocess.run(["gpgconf", "--homedir", home, "--kill", "gpg-agent"], check=False)
     return done - started, time.perf_counter() - done
 
 
@@ -257,11 +318,9 @@ def _ask(process: subprocess.Popen[str], line: str) -> dict[str, Any]:
     return result
 
 
-def measure(sshd: SshServer, size_mb: int, rounds: int) -> SizeResult:
+def measure(sshd: SshServer, size_mb: int, rounds: int, pairs: list[str]) -> SizeResult:
     tree, tree_bytes, files = tree_for(size_mb)
-    commands = {
-        name: command.format(tree=shlex.quote(str(tree))) for name, command in PAIRS.items()
-    }
+    commands = {name: PAIRS[name].format(tree=shlex.quote(str(tree))) for name in pairs}
     with tempfile.TemporaryDirectory(prefix="bench-backup-", dir="/var/tmp") as scratch_name:
         scratch = Path(scratch_name)
         output = scratch / "baseline.out"
@@ -281,18 +340,26 @@ def measure(sshd: SshServer, size_mb: int, rounds: int) -> SizeResult:
             stdout=subprocess.PIPE,
             text=True,
         )  # fmt: skip
-        _openssh(sshd, commands["none"], output)  # warm the page cache; not counted
-        result = SizeResult(size_mb, tree_bytes, files, {}, {}, {}, {}, [], {})
+        _openssh(
+            sshd, PAIRS["none"].format(tree=shlex.quote(str(tree))), output
+        )  # warm the page cache; not counted
+        result = SizeResult(size_mb, tree_bytes, files, {}, {}, {}, {}, [], {}, {}, {})
         for round_number in range(1, rounds + 1):
             line = []
             for name, command in commands.items():
-                seconds, fsync_seconds = _openssh(sshd, command, output)
+                encrypt = name == "zstd+gpg"
+                cpu_started = _cpu_seconds(resource.RUSAGE_CHILDREN)
+                seconds, fsync_seconds = _openssh(sshd, command, output, encrypt=encrypt)
+                result.cpu_openssh.setdefault(name, []).append(
+                    _cpu_seconds(resource.RUSAGE_CHILDREN) - cpu_started
+                )
                 openssh_bytes = output.stat().st_size
                 output.unlink()
                 run = _ask(process, f"run {name}")
                 result.openssh.setdefault(name, []).append(seconds)
                 result.durable.setdefault(name, []).append(seconds + fsync_seconds)
                 result.ours.setdefault(name, []).append(run["seconds"])
+                result.cpu_ours.setdefault(name, []).append(run["cpu"])
                 result.sizes[name] = (run["size"], openssh_bytes)
                 result.deletes.append(run["delete_seconds"])
                 line.append(
@@ -317,25 +384,29 @@ def report(result: SizeResult) -> None:
 
     print(f"tree ~{result.size_mb} MB: {result.tree_bytes:,} bytes in {result.files} files")
     medians: dict[str, float] = {}
-    for name in PAIRS:
+    for name in result.ours:
         ours_bytes, openssh_bytes = result.sizes[name]
         medians[f"ours {name}"] = row(f"ours, compression {name}", result.ours[name], ours_bytes)
         medians[name] = row(LABELS[name], result.openssh[name], openssh_bytes)
         medians[f"{name}+fsync"] = row(f"{LABELS[name]} then fsync", result.durable[name])
-    print(
-        "  ratio ours (none) vs ssh tar (target >= 0.9): "
-        f"{medians['none'] / medians['ours none']:.2f}  (vs ssh tar then fsync: "
-        f"{medians['none+fsync'] / medians['ours none']:.2f})"
-    )
-    print(
-        "  ratio ours (zstd) vs ssh tar|zstd:           "
-        f"{medians['zstd'] / medians['ours zstd']:.2f}  (vs ssh tar|zstd then fsync: "
-        f"{medians['zstd+fsync'] / medians['ours zstd']:.2f})"
-    )
-    print(
-        "  ratio ours (zstd) vs ssh tar:                "
-        f"{medians['none'] / medians['ours zstd']:.2f}  (the cost of compressing on these 2 cores)"
-    )
+    for name in result.ours:
+        print(
+            f"  ratio ours ({name}) vs {LABELS[name]} (target >= 0.9): "
+            f"{medians[name] / medians[f'ours {name}']:.2f}  (vs {LABELS[name]} then fsync: "
+            f"{medians[f'{name}+fsync'] / medians[f'ours {name}']:.2f})"
+        )
+    for name in result.ours:
+        ours_cpu = statistics.median(result.cpu_ours[name])
+        openssh_cpu = statistics.median(result.cpu_openssh[name])
+        print(
+            f"  local CPU ({name}): ours median {ours_cpu:.2f} s,"
+            f" {LABELS[name]} {openssh_cpu:.2f} s (ratio {openssh_cpu / ours_cpu:.2f})"
+        )
+    if "none" in result.ours and "zstd" in result.ours:
+        print(
+            "  ratio ours (zstd) vs ssh tar: "
+            f"{medians['none'] / medians['ours zstd']:.2f}  (the cost of compressing on 2 cores)"
+        )
     print(
         f"  deleting one stored backup (what rotation adds to a run; timed on neither side): "
         f"median {statistics.median(result.deletes):.2f} s"
@@ -350,6 +421,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes-mb", type=int, nargs="+", default=[250, 1024])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--pairs", nargs="+", choices=list(PAIRS), default=list(PAIRS))
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--generate", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -366,7 +438,7 @@ def main() -> None:
         tempfile.TemporaryDirectory(prefix="bench-sshd-") as sshd_dir,
         start_sshd(Path(sshd_dir)) as sshd,
     ):
-        results = [measure(sshd, size_mb, args.rounds) for size_mb in args.sizes_mb]
+        results = [measure(sshd, size_mb, args.rounds, args.pairs) for size_mb in args.sizes_mb]
     for result in results:
         report(result)
 

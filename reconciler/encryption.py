@@ -15,8 +15,8 @@ Anyone can decrypt a backup without this project, with the passphrase at hand:
 from __future__ import annotations
 
 import os
+import queue
 import shutil
-import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -24,10 +24,13 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, BinaryIO, Protocol
 
+from reconciler.processes import Process, ProcessError, run
 from reconciler.types import ReconcilerError
 
 CHUNK_SIZE = 1 << 20
 GPG = "gpg"
+_QUEUED_CHUNKS = 2  # chunks of up to 4 MiB from the SSH channel: bounded memory
+_AGENT_STOP_TIMEOUT = 30.0
 
 
 class EncryptionError(ReconcilerError):
@@ -40,7 +43,7 @@ class ChunkWriter(Protocol):
     def abort(self) -> None: ...
 
 
-def _common_args(home: Path, passphrase_fd: int) -> list[str]:
+def gpg_argv(home: Path, passphrase_fd: int, mode_args: list[str]) -> list[str]:
     return [
         GPG,
         "--homedir",
@@ -53,7 +56,12 @@ def _common_args(home: Path, passphrase_fd: int) -> list[str]:
         "loopback",
         "--passphrase-fd",
         str(passphrase_fd),
+        *mode_args,
     ]
+
+
+def agent_stop_argv(home: Path) -> list[str]:
+    return ["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"]
 
 
 @contextmanager
@@ -62,11 +70,9 @@ def _gpg_home() -> Iterator[Path]:
     try:
         yield home
     finally:
-        subprocess.run(
-            ["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"],
-            capture_output=True,
-            check=False,
-        )
+        # No gpgconf, or it hung: the agent exits by itself once its home directory is gone.
+        with suppress(ProcessError):
+            run(agent_stop_argv(home), timeout=_AGENT_STOP_TIMEOUT, check=False)
         shutil.rmtree(home, ignore_errors=True)
 
 
@@ -85,38 +91,37 @@ def _passphrase_pipe(passphrase: str) -> int:
 
 
 class _Gpg:
-    """A gpg process whose stdout a thread pumps into `sink`."""
+    """A gpg process fed by one thread and whose stdout another pumps into `sink`.
+
+    `write` only queues a chunk (a few at most, then it waits): the caller, the thread reading
+    the SSH channel, goes back to its channel and the stream check while gpg encrypts, instead of
+    waiting for gpg to take each chunk in.
+    """
 
     def __init__(self, mode_args: list[str], passphrase: str, sink: Callable[[bytes], None]):
         self._home_context = _gpg_home()
         home = self._home_context.__enter__()
         fd = _passphrase_pipe(passphrase)
         try:
-            self.process = subprocess.Popen(
-                [*_common_args(home, fd), *mode_args],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                pass_fds=(fd,),
-            )
-        except OSError as exc:
+            self.process = Process(gpg_argv(home, fd, mode_args), pass_fds=(fd,))
+        except ProcessError as exc:
             self._home_context.__exit__(None, None, None)
             raise EncryptionError(f"cannot start gpg: {exc}") from exc
         finally:
             os.close(fd)
         self._sink = sink
         self.sink_error: BaseException | None = None
-        self._stderr = b""
+        self._feed_error: BaseException | None = None
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=_QUEUED_CHUNKS)
+        self._input_closed = False
         self._pump = threading.Thread(target=self._pump_stdout, name="gpg-stdout", daemon=True)
         self._pump.start()
-        self._stderr_reader = threading.Thread(
-            target=self._read_stderr, name="gpg-stderr", daemon=True
-        )
-        self._stderr_reader.start()
+        self._feeder = threading.Thread(target=self._feed_stdin, name="gpg-stdin", daemon=True)
+        self._feeder.start()
 
     def _pump_stdout(self) -> None:
-        assert self.process.stdout is not None
-        stdout = self.process.stdout.fileno()
+        stdout = self.process.stdout_fd
+        assert stdout is not None
         while chunk := os.read(stdout, CHUNK_SIZE):
             if self.sink_error is not None:
                 continue  # keep draining so gpg never blocks; the error is reported on finish
@@ -125,51 +130,59 @@ class _Gpg:
             except BaseException as exc:
                 self.sink_error = exc
 
-    def _read_stderr(self) -> None:
-        assert self.process.stderr is not None
-        self._stderr = self.process.stderr.read()[-8192:]
+    def _feed_stdin(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self._feed_error is not None:
+                continue  # keep draining so `write` never blocks; the error is reported there
+            try:
+                self.process.write(chunk)
+            except BaseException as exc:
+                self._feed_error = exc
+        self.process.close_stdin()
 
     def write(self, chunk: bytes) -> None:
         if self.sink_error is not None:
             raise self.sink_error
-        stdin = self.process.stdin
-        assert stdin is not None
-        try:
-            stdin.write(chunk)
-        except BrokenPipeError as exc:
-            raise EncryptionError(f"gpg stopped early: {self._finish_after_kill()}") from exc
+        if isinstance(self._feed_error, BrokenPipeError):
+            raise EncryptionError(
+                f"gpg stopped early: {self._finish_after_kill()}"
+            ) from self._feed_error
+        if self._feed_error is not None:
+            raise self._feed_error
+        self._queue.put(chunk)
+
+    def _close_input(self) -> None:
+        """Let the feeder write what is queued, then close gpg's stdin; wait for it."""
+        if not self._input_closed:
+            self._input_closed = True
+            self._queue.put(None)
+        self._feeder.join()
 
     def _finish_after_kill(self) -> str:
         self.process.kill()
+        self._close_input()
         self._join()
-        return self._stderr.decode(errors="replace").strip()
+        return self.process.stderr
 
     def _join(self) -> None:
         self.process.wait()
         self._pump.join()
-        self._stderr_reader.join()
-        for pipe in (self.process.stdout, self.process.stderr):
-            if pipe is not None:
-                pipe.close()
+        self.process.close()
         self._home_context.__exit__(None, None, None)
 
     def finish(self) -> None:
         """Close gpg's input, wait for all output to be pumped; raise if anything failed."""
-        stdin = self.process.stdin
-        assert stdin is not None
-        with suppress(BrokenPipeError):
-            stdin.close()
+        self._close_input()
         self._join()
         if self.sink_error is not None:
             raise self.sink_error
-        if self.process.returncode != 0:
-            detail = self._stderr.decode(errors="replace").strip()
-            raise EncryptionError(f"gpg exited with {self.process.returncode}: {detail}")
+        failure = self.process.failure()
+        if failure is not None:
+            raise EncryptionError(str(failure)) from failure
+        if self._feed_error is not None:
+            raise self._feed_error
 
     def kill(self) -> None:
-        if self.process.stdin is not None:
-            with suppress(BrokenPipeError):
-                self.process.stdin.close()
         self._finish_after_kill()
 
 

@@ -1,7 +1,7 @@
-"""The one owner of git: reading the config set at a commit, committing API writes, pushing.
+"""The one owner of reading the config set at a commit and committing API writes.
 
-Reads and commits run in-process with pygit2 (about 2 ms a commit); push and fetch shell out to
-the git CLI, which already knows every transport and credential helper. The config set may be a
+Reads and commits run in-process with pygit2 (about 2 ms a commit); pushing to an upstream is
+reconciler.gitremote's (the git CLI, never under this lock). The config set may be a
 folder inside a larger repository (`prefix`); callers only ever see config-set-relative paths.
 
 Every method holds one lock: a pygit2 Repository is not safe to share between threads, and
@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import subprocess
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -22,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 import pygit2
-from pygit2.enums import CheckoutStrategy, DeltaStatus, FileMode, SortMode
+from pygit2.enums import DeltaStatus, FileMode, SortMode
 
 from reconciler.atomicfile import fsync_directory, write_atomically
 from reconciler.models import path_problem
@@ -30,8 +28,6 @@ from reconciler.types import ReconcilerError
 
 _CONFIG_SUFFIXES = (".yaml", ".yml")
 _REGULAR_FILES = (FileMode.BLOB, FileMode.BLOB_EXECUTABLE)
-_PUSH_ATTEMPTS = 3
-_GIT_TIMEOUT = 120.0
 _FILE_TIMES_CACHE = 4096
 _JOURNAL = "reconciler-commit.json"
 _FEW_LOOKUPS = 16
@@ -85,10 +81,6 @@ class RefusedChangeError(GitError):
         super().__init__(f"change {index} of the chain: {error}")
         self.index = index
         self.error = error
-
-
-class GitConflictError(GitError):
-    """Our unpushed commits conflict with the upstream branch; they stay on our branch."""
 
 
 def _is_config_file(path: str) -> bool:
@@ -745,106 +737,6 @@ class GitStore:
             was_before, was_after = changed.get(delta.new_file.path, (None, None))
             changed[delta.new_file.path] = (before or was_before, after or was_after)
         return changed
-
-    # Pushing
-
-    def push(self, remote: str = "origin") -> None:
-        """Push the branch to the same name on `remote`, rebasing onto it if it moved on.
-
-        Never forces: a rejected push fetches, replays our unpushed commits on the upstream
-        branch and tries again. A real conflict raises GitConflictError and leaves our branch
-        exactly as it was.
-        """
-        with self._lock:
-            if remote not in self._repo.remotes.names():
-                raise GitError(f"{self.root}: no remote named {remote!r}")
-            branch = self._branch()
-            if self._repo.head_is_unborn:
-                raise GitError(f"{self.root}: nothing to push, {branch} has no commits")
-            name = branch.removeprefix("refs/heads/")
-            tracking = f"refs/remotes/{remote}/{name}"
-            for _ in range(_PUSH_ATTEMPTS):
-                if self._push_once(remote, branch):
-                    return
-                self._git("fetch", "--no-tags", remote, f"+{branch}:{tracking}")
-                self._rebase_onto(self._commit(tracking))
-            raise GitError(
-                f"push of {name} to {remote} was still rejected after {_PUSH_ATTEMPTS} attempts"
-            )
-
-    def _git(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
-        try:
-            result = subprocess.run(
-                ["git", *args],
-                cwd=self.root,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=_GIT_TIMEOUT,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise GitError(f"git {args[0]} failed: {exc}") from exc
-        if check and result.returncode != 0:
-            raise GitError(f"git {' '.join(args)} failed: {result.stderr.strip()}")
-        return result
-
-    def _push_once(self, remote: str, branch: str) -> bool:
-        """True once pushed; False when rejected as not a fast-forward; GitError otherwise."""
-        result = self._git("push", "--porcelain", remote, f"{branch}:{branch}", check=False)
-        if result.returncode == 0:
-            return True
-        rejected = any(
-            line.startswith("!") and "[rejected]" in line for line in result.stdout.splitlines()
-        )
-        if rejected:
-            return False
-        raise GitError(f"git push to {remote} failed: {(result.stderr or result.stdout).strip()}")
-
-    def _rebase_onto(self, upstream: pygit2.Commit) -> None:
-        repo = self._repo
-        ref = repo.references[self._branch()]
-        head = self._commit(str(ref.target))
-        base = repo.merge_base(head.id, upstream.id)
-        if base is None:
-            raise GitConflictError(f"{upstream.id} shares no history with our branch")
-        ours: list[pygit2.Commit] = []
-        commit = head
-        while commit.id != base:
-            if len(commit.parents) != 1:
-                raise GitConflictError(
-                    f"cannot replay {commit.id} onto {upstream.id}: only linear local history is"
-                    " rebased; merge by hand"
-                )
-            ours.append(commit)
-            commit = commit.parents[0]
-        onto = upstream
-        for commit in reversed(ours):
-            merged = repo.merge_trees(commit.parents[0].tree, onto.tree, commit.tree)
-            if merged.conflicts is not None:
-                paths = sorted({entry.path for side in merged.conflicts for entry in side if entry})
-                raise GitConflictError(
-                    f"our commit {commit.id} ({commit.message.splitlines()[0]!r}) conflicts with"
-                    f" {upstream.id} in {', '.join(paths)}; our branch is unchanged, merge by hand"
-                )
-            tree_id = merged.write_tree(repo)
-            onto = self._commit(
-                str(
-                    repo.create_commit(
-                        None, commit.author, commit.committer, commit.message, tree_id, [onto.id]
-                    )
-                )
-            )
-        # SAFE refuses (before writing anything) to overwrite a locally modified file.
-        try:
-            repo.checkout_tree(onto.tree, strategy=CheckoutStrategy.SAFE)  # type: ignore[no-untyped-call]
-        except pygit2.GitError as exc:
-            raise GitConflictError(
-                f"upstream changes touch files with local modifications: {exc}"
-            ) from exc
-        ref.set_target(onto.id, f"rebase onto {upstream.id}")
-        self._times.clear()
 
 
 class _Entries:

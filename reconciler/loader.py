@@ -136,6 +136,9 @@ def _parse_in_workers(
     batches = [items[start : start + _BATCH] for start in range(0, len(items), _BATCH)]
     # Worker i parses batches i, i + workers, ...; reading them back in that order lets this
     # process validate one batch while the workers parse the next ones.
+    # Not through reconciler.processes: these are this program's own Python workers exchanging
+    # pickles, not an external tool; they have no error output to bound (a crash surfaces as an
+    # EOF on unpickling) and no deadline beyond the parse itself, and they are killed below.
     children = [
         subprocess.Popen(
             [sys.executable, "-m", "reconciler.yamlsyntax"],

@@ -10,9 +10,8 @@ a damaged backup never leaves half a restore behind.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tempfile
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack
 from pathlib import Path
 from typing import IO
 
@@ -21,6 +20,7 @@ from reconciler.completeness import DUMP_TAIL_WINDOW, dump_tail_complete
 from reconciler.destinations import open_destination
 from reconciler.encryption import CHUNK_SIZE, decrypt_stream
 from reconciler.models import ResolvedTask, SourceType
+from reconciler.processes import Process, pipeline
 from reconciler.retention import own_backups
 from reconciler.secrets import Secrets
 from reconciler.state.runs import RunRecord
@@ -107,71 +107,54 @@ def restore(
         store.close()
 
 
+def unpack_argvs(form: BackupFormat, staging: Path) -> list[list[str]]:
+    """The programs a backup of `form` is piped through (nothing for a plain dump)."""
+    argvs: list[list[str]] = []
+    if form.compressed:
+        argvs.append(["zstd", "-d", "-c", "-q"])
+    if form.source_type is SourceType.FILES:
+        argvs.append(["tar", "-x", "-f", "-", "-C", str(staging)])
+    return argvs
+
+
 def _unpack(
     reader: IO[bytes], passphrase: str | None, form: BackupFormat, staging: Path, sql_name: str
 ) -> None:
-    stages: list[tuple[str, list[str]]] = []
-    if form.compressed:
-        stages.append(("zstd", ["zstd", "-d", "-c", "-q"]))
-    if form.source_type is SourceType.FILES:
-        stages.append(("tar", ["tar", "-x", "-f", "-", "-C", str(staging)]))
     with ExitStack() as stack:
         sql_file = (
             stack.enter_context(open(staging / sql_name, "wb"))
             if form.source_type is SourceType.DATABASE
             else None
         )
-        processes = _start_pipeline(stages, sql_file)
-        feed = processes[0][1].stdin if processes else sql_file
-        assert feed is not None
+        processes = pipeline(unpack_argvs(form, staging), stdout=sql_file)
+        for process in processes:
+            stack.callback(process.close)
+
+        def feed(chunk: bytes) -> None:
+            if processes:
+                processes[0].write(chunk)
+            else:
+                assert sql_file is not None
+                sql_file.write(chunk)
+
         failure: Exception | None = None
         try:
             if passphrase is not None:
-
-                def forward(chunk: bytes) -> None:
-                    feed.write(chunk)
-
-                decrypt_stream(reader, forward, passphrase)
+                decrypt_stream(reader, feed, passphrase)
             else:
                 while chunk := reader.read(CHUNK_SIZE):
-                    feed.write(chunk)
+                    feed(chunk)
         except BrokenPipeError:
             pass  # zstd or tar stopped early: their exit status says why
         except Exception as exc:
             failure = exc
         finally:
             if processes:
-                with suppress(BrokenPipeError):
-                    feed.close()
+                processes[0].close_stdin()
         problems = [] if failure is None else [f"decryption: {failure}"]
-        for what, process in processes:
-            assert process.stderr is not None
-            with process.stderr:
-                error = process.stderr.read().decode(errors="replace").strip()
-            if process.wait() != 0:
-                problems.append(f"{what} exited with {process.returncode}: {error}")
+        problems.extend(str(error) for error in map(Process.failure, processes) if error)
         if problems:
             raise RestoreError("the backup is damaged or incomplete: " + "; ".join(problems))
-
-
-def _start_pipeline(
-    stages: list[tuple[str, list[str]]], last_stdout: IO[bytes] | None
-) -> list[tuple[str, subprocess.Popen[bytes]]]:
-    """Start `stages` piped one into the next; the first reads a pipe, the last writes to
-    `last_stdout` (or inherits stdout when None)."""
-    processes: list[tuple[str, subprocess.Popen[bytes]]] = []
-    for index, (what, argv) in enumerate(stages):
-        upstream = processes[-1][1].stdout if processes else None
-        process = subprocess.Popen(
-            argv,
-            stdin=upstream if upstream is not None else subprocess.PIPE,
-            stdout=last_stdout if index == len(stages) - 1 else subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        if upstream is not None:
-            upstream.close()  # the next stage holds the read end now
-        processes.append((what, process))
-    return processes
 
 
 def _move_into_place(staging: Path, to: Path) -> Path:

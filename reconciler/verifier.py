@@ -12,25 +12,18 @@ the calling thread: walking tar headers costs a few operations per member, not p
 
 from __future__ import annotations
 
-import fcntl
 import os
-import subprocess
 import threading
-from contextlib import suppress
 from types import TracebackType
 
 from reconciler.commands import BackupFormat
 from reconciler.completeness import CompletenessCheck, check_for
+from reconciler.processes import Process
 
-PIPE_SIZE = 1 << 20  # Linux's default pipe-max-size: fewer, larger hand-offs to and from zstd
 READ_SIZE = 64 << 10  # small: a read never runs far into a large member's data
 SPLICE_AT_LEAST = 64 << 10
 _ZSTD_ERROR_CHARS = 300
-
-
-def _widen(fd: int) -> None:
-    with suppress(OSError, AttributeError):  # only a hint; Linux-only and capped by the kernel
-        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+ZSTD_DECOMPRESS = ("zstd", "-d", "-c", "-q")
 
 
 class StreamVerifier:
@@ -38,24 +31,17 @@ class StreamVerifier:
 
     def __init__(self, form: BackupFormat) -> None:
         self._check: CompletenessCheck = check_for(form.source_type)
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process: Process | None = None
         self._reader: threading.Thread | None = None
         self._reader_error: BaseException | None = None
         self._zstd_gone = False
         if form.compressed:
-            self._process = subprocess.Popen(
-                ["zstd", "-d", "-c", "-q"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-            )
-            assert self._process.stdin is not None
-            assert self._process.stdout is not None
-            _widen(self._process.stdin.fileno())
-            _widen(self._process.stdout.fileno())
+            # Pipes widened by Process: fewer, larger hand-offs to and from zstd.
+            self._process = Process(ZSTD_DECOMPRESS)
+            assert self._process.stdout_fd is not None
             self._reader = threading.Thread(
                 target=self._read_plaintext,
-                args=(self._process.stdout.fileno(),),
+                args=(self._process.stdout_fd,),
                 name="backup-verify",
                 daemon=True,
             )
@@ -100,8 +86,7 @@ class StreamVerifier:
             # Nobody reads zstd's output any more: stop it, so that the SSH thread's next write
             # fails at once (BrokenPipeError) instead of waiting on a full pipe forever.
             if process is not None:
-                with suppress(OSError):
-                    process.kill()
+                process.kill()
 
     def feed(self, chunk: bytes) -> None:
         if self._process is None:
@@ -109,9 +94,8 @@ class StreamVerifier:
             return
         if self._zstd_gone:  # zstd stopped on bad input: finish() reports its error
             return
-        assert self._process.stdin is not None
         try:
-            self._process.stdin.write(chunk)
+            self._process.write(chunk)
         except BrokenPipeError:
             self._zstd_gone = True
 
@@ -119,14 +103,11 @@ class StreamVerifier:
         """At the end of the stream: None when it is complete, else why it is not."""
         process = self._process
         if process is not None:
-            assert process.stdin is not None
-            assert process.stderr is not None
-            with suppress(BrokenPipeError):
-                process.stdin.close()
+            process.close_stdin()
             if self._reader is not None:
                 self._reader.join()
-            error = process.stderr.read().decode(errors="replace").strip()
             if process.wait() != 0:
+                error = process.stderr
                 detail = f": {error[:_ZSTD_ERROR_CHARS]}" if error else ""
                 return f"the compressed stream is damaged or cut short (zstd{detail})"
             if self._reader_error is not None:
@@ -138,12 +119,8 @@ class StreamVerifier:
         process, self._process = self._process, None
         if process is None:
             return
-        if process.poll() is None:
-            process.kill()
+        process.kill()
         process.wait()
         if self._reader is not None:
             self._reader.join()
-        for pipe in (process.stdin, process.stdout, process.stderr):
-            if pipe is not None:
-                with suppress(OSError):
-                    pipe.close()
+        process.close()

@@ -11,7 +11,6 @@ from reconciler.gitstore import (
     Author,
     BranchMovedError,
     DirtyFileError,
-    GitConflictError,
     GitError,
     GitStore,
     TreeEntry,
@@ -586,85 +585,6 @@ def test_file_times_for_a_list_page_are_cheap(repo: Path) -> None:
     elapsed = time.perf_counter() - started
 
     assert elapsed < 0.5
-
-
-# Pushing
-
-
-@pytest.fixture
-def upstream(tmp_path: Path, repo: Path) -> Path:
-    bare = tmp_path / "upstream.git"
-    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(bare))
-    git(repo, "remote", "add", "origin", str(bare))
-    git(repo, "push", "-q", "origin", "main")
-    return bare
-
-
-def someone_else_pushes(tmp_path: Path, upstream: Path, files: dict[str, str | None]) -> str:
-    other = tmp_path / "other"
-    if not other.exists():
-        git(tmp_path, "clone", "-q", str(upstream), str(other))
-    git(other, "pull", "-q", "--ff-only")
-    sha = commit_files(other, files, "someone else's change")
-    git(other, "push", "-q", "origin", "main")
-    return sha
-
-
-def test_push_sends_our_commits_upstream(repo: Path, upstream: Path) -> None:
-    store = GitStore(repo)
-    sha = store.commit({"tasks/b.yaml": b"id: 2\n"}, AUTHOR, "add", NOW, parent=store.head())
-
-    store.push()
-
-    assert git(upstream, "rev-parse", "main").strip() == sha
-
-
-def test_push_to_an_unknown_remote_is_a_git_error(repo: Path, upstream: Path) -> None:
-    with pytest.raises(GitError, match="no remote named 'elsewhere'"):
-        GitStore(repo).push("elsewhere")
-
-
-def test_a_rejected_push_is_rebased_onto_the_upstream_and_pushed(
-    tmp_path: Path, repo: Path, upstream: Path
-) -> None:
-    store = GitStore(repo)
-    theirs = someone_else_pushes(tmp_path, upstream, {"tasks/theirs.yaml": "id: 9\n"})
-    store.commit({"tasks/ours.yaml": b"id: 8\n"}, AUTHOR, "ours", NOW, parent=store.head())
-
-    store.push()
-
-    pushed = git(upstream, "rev-parse", "main").strip()
-    assert pushed == head(repo)
-    assert git(repo, "rev-parse", "HEAD^").strip() == theirs
-    assert git(repo, "show", "-s", "--format=%an|%cn|%s", "HEAD").strip() == (
-        "Ada Admin|Ada Admin|ours"
-    )
-    assert (repo / "tasks" / "theirs.yaml").read_text() == "id: 9\n"
-    assert set(store.list_files("HEAD")) == {
-        "tasks/a.yaml",
-        "tasks/ours.yaml",
-        "tasks/theirs.yaml",
-        "users.yaml",
-    }
-    assert status(repo) == ""
-
-
-def test_a_real_conflict_raises_and_loses_nothing(
-    tmp_path: Path, repo: Path, upstream: Path
-) -> None:
-    store = GitStore(repo)
-    theirs = someone_else_pushes(tmp_path, upstream, {"tasks/a.yaml": "id: 1\nlabel: theirs\n"})
-    ours = store.commit(
-        {"tasks/a.yaml": b"id: 1\nlabel: ours\n"}, AUTHOR, "ours", NOW, parent=store.head()
-    )
-
-    with pytest.raises(GitConflictError, match=r"tasks/a\.yaml"):
-        store.push()
-
-    assert head(repo) == ours
-    assert (repo / "tasks" / "a.yaml").read_text() == "id: 1\nlabel: ours\n"
-    assert git(upstream, "rev-parse", "main").strip() == theirs
-    assert status(repo) == ""
 
 
 def test_files_added_walks_only_commits_not_seen_before(repo: Path) -> None:

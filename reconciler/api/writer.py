@@ -36,12 +36,12 @@ from reconciler.api.errors import ApiError, Invalid
 from reconciler.api.idempotency import HEADER, KEY_LIFETIME, KeyedRequest, earlier_answer
 from reconciler.desired import DesiredState
 from reconciler.engine import Engine
+from reconciler.gitremote import GitConflictError, push
 from reconciler.gitstore import (
     Author,
     BranchMovedError,
     Change,
     DirtyFileError,
-    GitConflictError,
     GitError,
     RefusedChangeError,
 )
@@ -427,7 +427,7 @@ class Writer:
         if not self._push:
             return None
         try:
-            await asyncio.to_thread(self._engine.store.push)
+            await asyncio.to_thread(push, self._engine.store.root)
         except GitConflictError as exc:
             log.warning("commit %s not pushed: %s", tip[:12], exc)
             return lambda sha: (
