@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from reconciler.api import schemas
@@ -72,6 +73,19 @@ def task(
         created_at=utc_text(created) if created is not None else None,
         updated_at=utc_text(updated) if updated is not None else None,
     )
+
+
+def with_run_state(
+    resource: dict[str, Any], status: TaskStatus, last_run: datetime | None, timezone: str
+) -> dict[str, Any]:
+    """A task resource as JSON (see `task`) with its live run state filled in; `timezone`: its
+    owner's. The fields keep their places, so the body reads as `task` would write it."""
+    return {
+        **resource,
+        "status": status.value,
+        "last_run_local_time": local_text(last_run, timezone) if last_run else None,
+        "last_run_utc_time": utc_text(last_run) if last_run else None,
+    }
 
 
 def log(run: RunRecord) -> schemas.Log:

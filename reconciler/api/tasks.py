@@ -8,7 +8,8 @@ import secrets
 from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from reconciler import documents, taskfile
@@ -74,12 +75,20 @@ def list_tasks(
     caller: Annotated[Caller, _caller(Ability.VIEW)],
     page: Page = 1,
     per_page: PerPage = DEFAULT_PER_PAGE,
-) -> schemas.TaskPage:
-    owned = _owned(ctx.engine.desired, caller)
+) -> Response:
+    desired = ctx.engine.desired
+    owned = ctx.reads.owned(desired, caller.user)
     shown = owned[(page - 1) * per_page : page * per_page]
-    return schemas.TaskPage(
-        data=_resources(ctx, caller, shown),
-        **_pagination(str(request.url_for("list_tasks")), page, per_page, len(owned), len(shown)),
+    pagination = _pagination(
+        str(request.url_for("list_tasks")), page, per_page, len(owned), len(shown)
+    )
+    return JSONResponse(
+        {
+            "data": _live_resources(ctx, caller, desired, shown),
+            **{
+                key: part.model_dump(mode="json", by_alias=True) for key, part in pagination.items()
+            },
+        }
     )
 
 
@@ -92,7 +101,7 @@ def list_tasks(
 )
 def upcoming(ctx: Ctx, caller: Annotated[Caller, _caller(Ability.VIEW)]) -> Any:
     runs = []
-    for resolved in _owned(ctx.engine.desired, caller):
+    for resolved in ctx.reads.owned(ctx.engine.desired, caller.user):
         at = ctx.engine.next_fire(resolved.id)
         if at is not None:
             runs.append((at, resolved))
@@ -117,9 +126,10 @@ def upcoming(ctx: Ctx, caller: Annotated[Caller, _caller(Ability.VIEW)]) -> Any:
     responses=responses(401, 403, 404),
     summary="Show one backup task",
 )
-def show_task(ctx: Ctx, caller: Annotated[Caller, _caller(Ability.VIEW)], task_id: str) -> Any:
-    resolved = _find(ctx.engine.desired, caller, task_id)
-    return schemas.TaskResponse(data=_resources(ctx, caller, [resolved])[0])
+def show_task(ctx: Ctx, caller: Annotated[Caller, _caller(Ability.VIEW)], task_id: str) -> Response:
+    desired = ctx.engine.desired
+    resolved = _find(desired, caller, task_id)
+    return JSONResponse({"data": _live_resources(ctx, caller, desired, [resolved])[0]})
 
 
 @router.get(
@@ -190,7 +200,8 @@ def sync_state(ctx: Ctx, caller: Annotated[Caller, Depends(require(None))]) -> A
     if caller.token.operator:
         errors, tasks = desired.errors, len(desired.tasks)
     else:
-        errors, tasks = errors_for_user(desired, caller.user.id), len(_owned(desired, caller))
+        errors = errors_for_user(desired, caller.user.id)
+        tasks = len(ctx.reads.owned(desired, caller.user))
     return schemas.SyncResponse(
         data=schemas.SyncData(
             revision=engine.revision,
@@ -435,13 +446,6 @@ def _replay_task(ctx: ApiContext, caller: Caller) -> Callable[[DesiredState, int
     return replay
 
 
-def _owned(desired: DesiredState, caller: Caller) -> list[ResolvedTask]:
-    return sorted(
-        (task for task in desired.tasks.values() if task.task.user_id == caller.user.id),
-        key=lambda task: task.id,
-    )
-
-
 def _find(desired: DesiredState, caller: Caller, raw_id: str) -> ResolvedTask:
     """The caller's task; anything else (unknown, not a number, someone else's) is a 404."""
     if not _ID.match(raw_id):
@@ -473,6 +477,21 @@ def _resources(
             now=now,
         )
         for resolved in tasks
+    ]
+
+
+def _live_resources(
+    ctx: ApiContext, caller: Caller, desired: DesiredState, tasks: Sequence[ResolvedTask]
+) -> list[dict[str, Any]]:
+    """The tasks' resources as JSON: what the revision decides from the read cache, the run
+    state live from the state store (one query each for the page's statuses and last runs)."""
+    bodies = ctx.reads.resources(desired, caller.user, tasks, ctx.clock.now())
+    ids = [task.id for task in tasks]
+    last = ctx.state.runs.last_run_at(ids)
+    statuses = ctx.state.runs.task_statuses(ids)
+    return [
+        present.with_run_state(body, statuses[task.id], last.get(task.id), caller.user.timezone)
+        for body, task in zip(bodies, tasks, strict=True)
     ]
 
 
