@@ -22,6 +22,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from reconciler.api import DEFAULT_MAX_BODY_BYTES, create_app
+from reconciler.api.reader import StateReader
 from reconciler.api.secretkeys import forget_unreferenced
 from reconciler.api.tokenuse import FLUSH_SECONDS, TokenUses
 from reconciler.engine import Engine
@@ -91,6 +92,7 @@ class Daemon:
     dispatch: Callable[[ResolvedTask, datetime], None]
     fires: ThreadPoolExecutor
     token_uses: TokenUses
+    reader: StateReader
 
 
 def build(
@@ -122,6 +124,7 @@ def build(
     scheduler = Scheduler(clock, dispatch)
     engine = Engine(store=store, scheduler=scheduler, state=state, clock=clock)
     token_uses = TokenUses(state.tokens)
+    reader = StateReader()
     app = create_app(
         engine=engine,
         state=state,
@@ -129,6 +132,7 @@ def build(
         runner=runner,
         clock=clock,
         token_uses=token_uses,
+        reader=reader,
         push=settings.push,
         max_body_bytes=settings.max_body_bytes,
     )
@@ -146,6 +150,7 @@ def build(
         dispatch,
         fires,
         token_uses,
+        reader,
     )
 
 
@@ -285,13 +290,14 @@ async def serve(settings: Settings) -> None:
 
 
 async def close(daemon: Daemon, alive: int | None = None) -> None:
-    """Stop the parts that run on their own (fires, then runs), write the token uses noted
-    since the last write, then close the state store; `alive`: this daemon's up-interval, to
-    record it as lasting until now."""
+    """Stop the parts that run on their own (fires, then runs, then the API's reader), write
+    the token uses noted since the last write, then close the state store; `alive`: this
+    daemon's up-interval, to record it as lasting until now."""
     await asyncio.to_thread(daemon.fires.shutdown, wait=True)
     await daemon.runner.close()
     if alive is not None:
         await asyncio.to_thread(daemon.state.schedule.still_alive, alive, daemon.clock.now())
+    await asyncio.to_thread(daemon.reader.close)
     try:
         await asyncio.to_thread(daemon.token_uses.flush)
     except Exception:

@@ -10,6 +10,7 @@ from fastapi import Request
 
 from reconciler.api.ids import TaskIds
 from reconciler.api.readcache import ReadCache
+from reconciler.api.reader import StateReader
 from reconciler.api.writer import Writer
 from reconciler.engine import Engine
 from reconciler.runner import Runner
@@ -48,6 +49,7 @@ class ApiContext:
     run_limiter: RateLimiter
     task_ids: TaskIds
     reads: ReadCache
+    reader: StateReader
 
 
 # Async: a plain function would be called in a worker thread, one more hop on every request.

@@ -1,7 +1,7 @@
 """What the API's reads compute from the applied revision alone, computed once per revision.
 
-Per applied desired state: each user's tasks in id order, and each task's resource as JSON but
-for its run state (status and last run), which a read fills in live. The desired state's
+Per applied desired state: each user's tasks in id order, and each task's resource as JSON text
+but for its run state (status and last run), which a read fills in live. The desired state's
 identity is the key: the engine applies a new one for every revision, and the first read that
 sees it starts afresh. A task's scheduled times are today's, so its entry also expires at the
 end of the day in its schedule's timezone.
@@ -13,7 +13,6 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from reconciler.api import present
@@ -26,7 +25,7 @@ FileTimes = Callable[[Sequence[str]], Mapping[str, tuple[datetime, datetime] | N
 
 @dataclass(frozen=True, slots=True)
 class _Presented:
-    body: dict[str, Any]
+    template: present.TaskTemplate
     expires: datetime | None  # None: nothing in it depends on the date
 
 
@@ -59,9 +58,9 @@ class ReadCache:
 
     def resources(
         self, desired: DesiredState, user: User, tasks: Sequence[ResolvedTask], now: datetime
-    ) -> list[dict[str, Any]]:
-        """Each task's resource as JSON, its run state as if ready and never run (see
-        `present.with_run_state`). Blocking: a task not presented yet reads its file times."""
+    ) -> list[present.TaskTemplate]:
+        """Each task's resource, waiting for its run state. Blocking: a task not presented yet
+        reads its file times."""
         with self._lock:
             self._follow(desired)
             found: dict[int, _Presented] = {}
@@ -76,7 +75,7 @@ class ReadCache:
                 ):
                     self._presented[resolved.id] = (user, presented)
                     found[resolved.id] = presented
-            return [found[resolved.id].body for resolved in tasks]
+            return [found[resolved.id].template for resolved in tasks]
 
     def _follow(self, desired: DesiredState) -> None:
         if desired is not self._desired:
@@ -91,14 +90,16 @@ class ReadCache:
         times = self._file_times([paths[task.id] for task in tasks if task.id in paths])
         return [
             _Presented(
-                present.task(
-                    resolved.task,
-                    user,
-                    status=TaskStatus.READY,
-                    last_run=None,
-                    file_times=times[paths[resolved.id]] if resolved.id in paths else None,
-                    now=now,
-                ).model_dump(mode="json", by_alias=True),
+                present.task_template(
+                    present.task(
+                        resolved.task,
+                        user,
+                        status=TaskStatus.READY,  # the template leaves it out
+                        last_run=None,
+                        file_times=times[paths[resolved.id]] if resolved.id in paths else None,
+                        now=now,
+                    )
+                ),
                 _day_end(resolved.task.schedule, now),
             )
             for resolved in tasks
