@@ -25,10 +25,12 @@ class ConfigError:
 
 class TaskStatus(StrEnum):
     READY = "ready"
+    QUEUED = "queued"  # its run waits for a worker or for a slot of its server
     RUNNING = "running"
 
 
 class RunStatus(StrEnum):
+    QUEUED = "queued"  # admitted, not started yet
     RUNNING = "running"
     SUCCESSFUL = "successful"
     FAILED = "failed"
