@@ -40,9 +40,10 @@ USERS = [
 ]
 
 
-def config_set(tasks: int) -> dict[str, str]:
-    files = {"users.yaml": yaml.safe_dump(USERS, sort_keys=False)}
-    for user in (1, 2):
+def config_set(tasks: int, users: int = 2) -> dict[str, str]:
+    """`tasks` tasks spread over the first `users` users (1 or 2) by their ids."""
+    files = {"users.yaml": yaml.safe_dump(USERS[:users], sort_keys=False)}
+    for user in range(1, users + 1):
         files[f"servers/{user}.yaml"] = yaml.safe_dump(
             {"id": user, "user_id": user, "label": f"s{user}", "host": "127.0.0.1", "port": 1}
         )
@@ -50,7 +51,7 @@ def config_set(tasks: int) -> dict[str, str]:
             {"id": user, "user_id": user, "label": "d", "type": "local", "path": "/var/tmp/b"}
         )
     for task_id in range(1, tasks + 1):
-        user = 1 + task_id % 2
+        user = 1 + task_id % users
         files[f"tasks/{task_id}-task.yaml"] = yaml.safe_dump(
             {
                 "id": task_id,

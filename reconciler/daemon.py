@@ -22,7 +22,9 @@ import uvicorn
 from fastapi import FastAPI
 
 from reconciler.api import DEFAULT_MAX_BODY_BYTES, create_app
+from reconciler.api.reader import StateReader
 from reconciler.api.secretkeys import forget_unreferenced
+from reconciler.api.tokenuse import FLUSH_SECONDS, TokenUses
 from reconciler.backup import DEFAULT_KEEP_RUN_AGE, DEFAULT_KEEP_RUNS, BackupPipeline
 from reconciler.engine import Engine
 from reconciler.executor import CONNECT_TIMEOUT, STALL_TIMEOUT
@@ -69,6 +71,7 @@ class Settings:
     keep_runs: int = DEFAULT_KEEP_RUNS
     keep_run_age: timedelta | None = DEFAULT_KEEP_RUN_AGE
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    token_use_interval: float = FLUSH_SECONDS
 
 
 def secrets_path(state: Path) -> Path:
@@ -89,6 +92,8 @@ class Daemon:
     app: FastAPI
     fire: Fire
     fires: ThreadPoolExecutor
+    token_uses: TokenUses
+    reader: StateReader
 
 
 def build(
@@ -129,18 +134,34 @@ def build(
     fire = record_then_queue(state.schedule, runner, fires)
     scheduler = Scheduler(clock, fire)
     engine = Engine(store=store, scheduler=scheduler, state=state, clock=clock)
+    token_uses = TokenUses(state.tokens)
+    reader = StateReader()
     app = create_app(
         engine=engine,
         state=state,
         secrets=secrets,
         runner=runner,
         clock=clock,
+        token_uses=token_uses,
+        reader=reader,
         push=settings.push,
         max_body_bytes=settings.max_body_bytes,
     )
     install_operational_routes(app, engine=engine, runner=runner)
     return Daemon(
-        settings, clock, state, secrets, store, runner, scheduler, engine, app, fire, fires
+        settings,
+        clock,
+        state,
+        secrets,
+        store,
+        runner,
+        scheduler,
+        engine,
+        app,
+        fire,
+        fires,
+        token_uses,
+        reader,
     )
 
 
@@ -173,7 +194,8 @@ async def running(
     """The daemon built (see `build`) and started, in this order: repair an interrupted commit,
     first reconcile, freeze the GC, recover interrupted runs, sweep unreferenced secrets, catch
     up missed slots, record the up-interval, start the workers (heartbeat, scheduler, ref watch,
-    periodic resync). Yields it running; on exit stops the workers and closes every part."""
+    periodic resync, token-use writes). Yields it running; on exit stops the workers and closes
+    every part."""
     daemon = build(settings, clock=clock, environ=environ)
     stop = asyncio.Event()
     workers: list[asyncio.Task[None]] = []
@@ -220,6 +242,10 @@ async def running(
             asyncio.create_task(_on_commits(daemon, stop), name="watch"),
             asyncio.create_task(
                 _resync_every(settings.resync_interval, daemon.engine), name="resync"
+            ),
+            asyncio.create_task(
+                _write_token_uses(settings.token_use_interval, daemon.token_uses),
+                name="token-uses",
             ),
         ]
         yield daemon
@@ -272,12 +298,18 @@ async def serve(settings: Settings) -> None:
 
 
 async def close(daemon: Daemon, alive: int | None = None) -> None:
-    """Stop the parts that run on their own (fires, then runs), then close the state store;
-    `alive`: this daemon's up-interval, to record it as lasting until now."""
+    """Stop the parts that run on their own (fires, then runs, then the API's reader), write
+    the token uses noted since the last write, then close the state store; `alive`: this
+    daemon's up-interval, to record it as lasting until now."""
     await asyncio.to_thread(daemon.fires.shutdown, wait=True)
     await daemon.runner.close()
     if alive is not None:
         await asyncio.to_thread(daemon.state.schedule.still_alive, alive, daemon.clock.now())
+    await asyncio.to_thread(daemon.reader.close)
+    try:
+        await asyncio.to_thread(daemon.token_uses.flush)
+    except Exception:
+        log.exception("cannot record the API tokens' last uses")
     await asyncio.to_thread(daemon.engine.close)
     daemon.state.close()
 
@@ -290,6 +322,16 @@ async def _heartbeat(daemon: Daemon, alive: int) -> None:
             await asyncio.to_thread(daemon.state.schedule.still_alive, alive, daemon.clock.now())
         except Exception:
             log.exception("cannot record that the daemon is up; catch-up may run a slot twice")
+
+
+async def _write_token_uses(seconds: float, uses: TokenUses) -> None:
+    """Write the API tokens' uses every `seconds` (see `TokenUses`)."""
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await asyncio.to_thread(uses.flush)
+        except Exception:
+            log.exception("cannot record the API tokens' last uses; trying again later")
 
 
 @asynccontextmanager

@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -176,21 +176,16 @@ async def test_a_reconcile_waiting_for_the_state_store_leaves_healthz_answering(
     assert 2 in daemon.state.schedule.first_seen()
 
 
-def test_a_token_used_again_within_a_minute_is_checked_without_a_write(tmp_path: Path) -> None:
+def test_a_token_is_checked_without_a_write(tmp_path: Path) -> None:
     history = SqliteStateStore(tmp_path / "state.db")
     try:
         now = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
         _, token = history.tokens.create_token(1, "t", ["*"], now)
-        assert history.tokens.authenticate(token, now) is not None
         with write_lock_held(tmp_path / "state.db", 0.5):
             started = time.perf_counter()
-            again = history.tokens.authenticate(token, now + timedelta(seconds=59))
+            found = history.tokens.find(token)
             elapsed = time.perf_counter() - started
-        assert again is not None
-        assert again.last_used_at == now
+        assert found is not None
         assert elapsed < HEALTHY_WITHIN
-        later = history.tokens.authenticate(token, now + timedelta(minutes=1))
-        assert later is not None
-        assert later.last_used_at == now + timedelta(minutes=1)
     finally:
         history.close()

@@ -350,24 +350,44 @@ def test_marking_ten_thousand_tasks_seen_is_fast(store: StateStore) -> None:
     assert elapsed < 1.0
 
 
-def test_a_token_authenticates_and_records_its_use(store: StateStore) -> None:
+def test_a_token_is_found_by_its_plaintext_and_records_its_use(store: StateStore) -> None:
     record, plaintext = store.tokens.create_token(3, "ci", ["tasks:read", "tasks:write"], T0)
 
-    used = store.tokens.authenticate(plaintext, T0 + timedelta(minutes=1))
+    found = store.tokens.find(plaintext)
+    store.tokens.record_uses({record.id: T0 + timedelta(minutes=1)})
 
     assert plaintext.startswith("rk_")
-    assert used is not None
-    assert (used.id, used.user_id, used.name) == (record.id, 3, "ci")
-    assert used.abilities == ("tasks:read", "tasks:write")
-    assert used.last_used_at == T0 + timedelta(minutes=1)
+    assert found is not None
+    assert (found.id, found.user_id, found.name) == (record.id, 3, "ci")
+    assert found.abilities == ("tasks:read", "tasks:write")
+    assert found.last_used_at is None
     assert store.tokens.list(3)[0].last_used_at == T0 + timedelta(minutes=1)
+
+
+def test_a_tokens_recorded_use_only_moves_forward(store: StateStore) -> None:
+    record, _ = store.tokens.create_token(3, "ci", ["tasks:read"], T0)
+
+    store.tokens.record_uses({record.id: T0 + timedelta(minutes=2)})
+    store.tokens.record_uses({record.id: T0 + timedelta(minutes=1)})
+
+    assert store.tokens.list(3)[0].last_used_at == T0 + timedelta(minutes=2)
+
+
+def test_recording_the_use_of_a_revoked_token_leaves_it_revoked(store: StateStore) -> None:
+    record, plaintext = store.tokens.create_token(3, "ci", ["tasks:read"], T0)
+    store.tokens.revoke_token(record.id)
+
+    store.tokens.record_uses({record.id: T0})
+
+    assert store.tokens.find(plaintext) is None
+    assert store.tokens.list(3) == []
 
 
 @pytest.mark.parametrize("guess", ["", "rk_", "rk_wrong", "not-a-token"])
 def test_a_wrong_token_does_not_authenticate(store: StateStore, guess: str) -> None:
     store.tokens.create_token(3, "ci", ["tasks:read"], T0)
 
-    assert store.tokens.authenticate(guess, T0) is None
+    assert store.tokens.find(guess) is None
 
 
 def test_tokens_are_listed_per_user(store: StateStore) -> None:
@@ -382,7 +402,7 @@ def test_a_revoked_token_no_longer_authenticates(store: StateStore) -> None:
     record, plaintext = store.tokens.create_token(3, "ci", ["tasks:read"], T0)
 
     assert store.tokens.revoke_token(record.id) is True
-    assert store.tokens.authenticate(plaintext, T0) is None
+    assert store.tokens.find(plaintext) is None
     assert store.tokens.list(3) == []
     assert store.tokens.revoke_token(record.id) is False
 

@@ -89,14 +89,14 @@ def test_a_user_is_shown_the_errors_of_its_files_only() -> None:
 # Operator tokens
 
 
-def test_an_operator_token_says_so_when_it_authenticates(tmp_path: Path) -> None:
+def test_an_operator_token_says_so_when_it_is_found(tmp_path: Path) -> None:
     history = SqliteStateStore(tmp_path / "state.db")
     try:
         record, plaintext = history.tokens.create_token(1, "ops", ["*"], T0, operator=True)
         _, user_token = history.tokens.create_token(1, "me", ["*"], T0)
         assert record.operator
-        operator = history.tokens.authenticate(plaintext, T0)
-        user = history.tokens.authenticate(user_token, T0)
+        operator = history.tokens.find(plaintext)
+        user = history.tokens.find(user_token)
         assert operator is not None
         assert operator.operator
         assert user is not None

@@ -9,6 +9,9 @@ from reconciler.api.auth import identify
 from reconciler.api.context import ApiContext, RateLimiter
 from reconciler.api.guard import DEFAULT_MAX_BODY_BYTES, RequestGuard
 from reconciler.api.ids import TaskIds
+from reconciler.api.readcache import ReadCache
+from reconciler.api.reader import StateReader
+from reconciler.api.tokenuse import TokenUses
 from reconciler.api.writer import Writer
 from reconciler.engine import Engine
 from reconciler.runner import Runner
@@ -23,12 +26,16 @@ def create_app(
     secrets: Secrets,
     runner: Runner,
     clock: Clock,
+    token_uses: TokenUses,
+    reader: StateReader,
     *,
     push: bool = False,
     run_rate_limit: int = 5,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
-    """The `/api` routes. `push`: push every API commit to the branch's upstream.
+    """The `/api` routes. `token_uses` notes each token's use (the caller writes it out);
+    `reader` runs each request's token check and reads' run states (the caller closes it);
+    `push`: push every API commit to the branch's upstream.
 
     `max_body_bytes` bounds every request body; `/api` requests need a valid token before any
     of their body is read.
@@ -47,12 +54,16 @@ def create_app(
         writer=Writer(engine, state.idempotency, clock, push=push),
         run_limiter=RateLimiter(run_rate_limit),
         task_ids=TaskIds(engine.store),
+        reads=ReadCache(engine.file_times),
+        reader=reader,
     )
     app.state.reconciler = ctx
     app.add_middleware(
         RequestGuard,
-        identify=lambda authorization: identify(
-            authorization, state.tokens, engine.desired.users, clock.now()
+        identify=lambda authorization: reader.run(
+            lambda: identify(
+                authorization, state.tokens, token_uses, engine.desired.users, clock.now()
+            )
         ),
         max_body_bytes=max_body_bytes,
     )

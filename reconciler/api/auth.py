@@ -13,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 
 from reconciler.api.errors import ApiError
+from reconciler.api.tokenuse import TokenUses
 from reconciler.models import User
 from reconciler.state.tokens import TokenRecord, Tokens
 
@@ -45,20 +46,29 @@ UNAUTHENTICATED = "Unauthenticated."
 
 
 def identify(
-    authorization: str | None, tokens: Tokens, users: Mapping[int, User], now: datetime
+    authorization: str | None,
+    tokens: Tokens,
+    uses: TokenUses,
+    users: Mapping[int, User],
+    now: datetime,
 ) -> Caller | None:
     """The caller an `Authorization: Bearer` header names; None when it is missing, malformed,
-    unknown or revoked, or names a user no longer in `users`. Blocking: it reads the tokens.
+    unknown or revoked, or names a user no longer in `users`. Blocking: it reads the token from
+    the state store on every request, so a revoked token is refused from the next request on;
+    its use is noted in `uses`.
     """
     scheme, credentials = get_authorization_scheme_param(authorization)
     if scheme.lower() != "bearer" or not credentials:
         return None
-    token = tokens.authenticate(credentials, now)
+    token = tokens.find(credentials)
     if token is None:
         return None
     # A token outlives its user in users.yaml only as a dead token.
     user = users.get(token.user_id)
-    return None if user is None else Caller(user, token)
+    if user is None:
+        return None
+    uses.used(token.id, now)
+    return Caller(user, token)
 
 
 def require(ability: Ability | None) -> Callable[..., Awaitable[Caller]]:

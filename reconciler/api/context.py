@@ -9,6 +9,8 @@ from datetime import datetime, timedelta
 from fastapi import Request
 
 from reconciler.api.ids import TaskIds
+from reconciler.api.readcache import ReadCache
+from reconciler.api.reader import StateReader
 from reconciler.api.writer import Writer
 from reconciler.engine import Engine
 from reconciler.runner import Runner
@@ -46,8 +48,11 @@ class ApiContext:
     writer: Writer
     run_limiter: RateLimiter
     task_ids: TaskIds
+    reads: ReadCache
+    reader: StateReader
 
 
-def context(request: Request) -> ApiContext:
+# Async: a plain function would be called in a worker thread, one more hop on every request.
+async def context(request: Request) -> ApiContext:
     ctx: ApiContext = request.app.state.reconciler
     return ctx

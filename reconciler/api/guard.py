@@ -6,9 +6,8 @@ checking the token in a dependency let a 200 MB unauthenticated POST be read int
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -24,15 +23,15 @@ class RequestGuard:
     """Refuses `/api` requests without a valid token (401) and bodies over `max_body_bytes`
     (413), before the body is read; a chunked body is read here up to the limit, then handed on.
 
-    `identify` turns an Authorization header into the caller (None: refused); it blocks, so it
-    runs in the thread pool.
+    `identify` turns an Authorization header into the caller (None: refused), off the event
+    loop (it reads the state store).
     """
 
     def __init__(
         self,
         app: ASGIApp,
         *,
-        identify: Callable[[str | None], Caller | None],
+        identify: Callable[[str | None], Awaitable[Caller | None]],
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ) -> None:
         if max_body_bytes < 1:
@@ -48,7 +47,7 @@ class RequestGuard:
         headers = Headers(scope=scope)
         path: str = scope["path"]
         if path == GUARDED_PREFIX or path.startswith(f"{GUARDED_PREFIX}/"):
-            caller = await run_in_threadpool(self._identify, headers.get("authorization"))
+            caller = await self._identify(headers.get("authorization"))
             if caller is None:
                 refusal = _refusal(401, UNAUTHENTICATED, {"WWW-Authenticate": "Bearer"})
                 await refusal(scope, receive, send)

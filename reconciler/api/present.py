@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from json.encoder import encode_basestring
 from typing import Any
 from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel
 
 from reconciler.api import schemas
 from reconciler.api.mapping import scheduled_times
@@ -74,6 +80,77 @@ def task(
         created_at=utc_text(created) if created is not None else None,
         updated_at=utc_text(updated) if updated is not None else None,
     )
+
+
+# As the API's JSON responses write it (Starlette's JSONResponse); one encoder, because
+# json.dumps with options builds a new one per call, and a page encodes dozens of values.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+# The task resource's fields that come from the run history, not from the applied revision.
+RUN_STATE_FIELDS = ("status", "last_run_local_time", "last_run_utc_time")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskTemplate:
+    """A task resource as JSON text with its run state left out: `texts` around the values of
+    `fields` (RUN_STATE_FIELDS in the resource's order), so a read only fills those in."""
+
+    texts: tuple[str, ...]
+    fields: tuple[str, ...]
+
+    def render(self, status: TaskStatus, last_run: datetime | None, timezone: str) -> str:
+        """The resource as JSON, with its run state; `timezone`: its owner's."""
+        values = {
+            "status": _json_string(status.value),
+            "last_run_local_time": _json_string(
+                local_text(last_run, timezone) if last_run else None
+            ),
+            "last_run_utc_time": _json_string(utc_text(last_run) if last_run else None),
+        }
+        parts = [self.texts[0]]
+        for name, text in zip(self.fields, self.texts[1:], strict=True):
+            parts += (values[name], text)
+        return "".join(parts)
+
+
+def task_template(resource: schemas.Task) -> TaskTemplate:
+    """The resource (see `task`) as a template for its run state."""
+    texts, fields, current = [], [], ["{"]
+    dumped = resource.model_dump(mode="json", by_alias=True)
+    for index, (key, value) in enumerate(dumped.items()):
+        current.append(f"{',' if index else ''}{_json(key)}:")
+        if key in RUN_STATE_FIELDS:
+            texts.append("".join(current))
+            fields.append(key)
+            current = []
+        else:
+            current.append(_json(value))
+    texts.append("".join([*current, "}"]))
+    return TaskTemplate(tuple(texts), tuple(fields))
+
+
+def json_object(members: Mapping[str, str]) -> str:
+    """A JSON object of members whose values are JSON text already."""
+    return "{" + ",".join(f"{_json(key)}:{value}" for key, value in members.items()) + "}"
+
+
+def json_array(items: Iterable[str]) -> str:
+    """A JSON array of items that are JSON text already."""
+    return "[" + ",".join(items) + "]"
+
+
+def json_model(model: BaseModel) -> str:
+    """A response model as the API writes it (by its fields' aliases)."""
+    return _json(model.model_dump(mode="json", by_alias=True))
+
+
+def _json(value: object) -> str:
+    return _ENCODER.encode(value)
+
+
+def _json_string(value: str | None) -> str:
+    # What _ENCODER writes for these, without its generic dispatch: a page renders dozens.
+    return "null" if value is None else encode_basestring(value)
 
 
 def log(run: RunRecord) -> schemas.Log:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from reconciler.api import edits, present, schemas
@@ -62,11 +62,11 @@ def _caller(ability: Ability) -> Any:
     return Depends(_CALLERS[ability])
 
 
-def owned_task(ability: Ability) -> Callable[..., ResolvedTask]:
+def owned_task(ability: Ability) -> Callable[..., Awaitable[ResolvedTask]]:
     """A dependency: the caller's task named by the path's `task_id`, as applied; a 404 for
     anything else (unknown, not a number, another user's), after the token's 401 or 403."""
 
-    def dependency(ctx: ApiContext, caller: Caller, task_id: str) -> ResolvedTask:
+    async def dependency(ctx: ApiContext, caller: Caller, task_id: str) -> ResolvedTask:
         return edits.owned_task(ctx.engine.desired, caller.user.id, task_id)
 
     # As objects, not the strings `from __future__ import annotations` leaves: FastAPI resolves
@@ -75,7 +75,7 @@ def owned_task(ability: Ability) -> Callable[..., ResolvedTask]:
     return dependency
 
 
-def _task_id(task_id: str) -> int:
+async def _task_id(task_id: str) -> int:
     """A write's task id; whose task it is, is decided against the head the write is prepared
     from (a keyed retry of a delete replays its answer, though the task is gone)."""
     return edits.parse_task_id(task_id)
@@ -96,26 +96,23 @@ TaskId = Annotated[int, Depends(_task_id)]
     responses=responses(401, 403, 422),
     summary="List the caller's backup tasks",
 )
-def list_tasks(
+async def list_tasks(
     request: Request,
     ctx: Ctx,
     caller: Annotated[Caller, _caller(Ability.VIEW)],
     page: Page = 1,
     per_page: PerPage = DEFAULT_PER_PAGE,
-) -> schemas.TaskPage:
-    owned = _owned(ctx.engine.desired, caller)
+) -> Response:
+    desired = ctx.engine.desired
+    owned = ctx.reads.owned(desired, caller.user)
     shown = owned[(page - 1) * per_page : page * per_page]
-    return schemas.TaskPage(
-        data=_resources(ctx, caller, shown),
-        **present.pagination(
-            str(request.url_for("list_tasks")),
-            page,
-            per_page,
-            len(owned),
-            len(shown),
-            DEFAULT_PER_PAGE,
-        ),
-    )
+    # This route's own URL: the same as url_for("list_tasks"), without searching the routes.
+    path = str(request.url.replace(query=""))
+    pagination = present.pagination(path, page, per_page, len(owned), len(shown), DEFAULT_PER_PAGE)
+    live = await ctx.reader.run(lambda: _live_resources(ctx, caller, desired, shown))
+    data = present.json_array(live)
+    members = {key: present.json_model(part) for key, part in pagination.items()}
+    return _json_response({"data": data, **members})
 
 
 @router.get(
@@ -127,7 +124,7 @@ def list_tasks(
 )
 def upcoming(ctx: Ctx, caller: Annotated[Caller, _caller(Ability.VIEW)]) -> Any:
     runs = []
-    for resolved in _owned(ctx.engine.desired, caller):
+    for resolved in ctx.reads.owned(ctx.engine.desired, caller.user):
         at = ctx.engine.next_fire(resolved.id)
         if at is not None:
             runs.append((at, resolved))
@@ -154,8 +151,9 @@ def upcoming(ctx: Ctx, caller: Annotated[Caller, _caller(Ability.VIEW)]) -> Any:
 )
 def show_task(
     ctx: Ctx, caller: Annotated[Caller, _caller(Ability.VIEW)], resolved: ViewedTask
-) -> Any:
-    return schemas.TaskResponse(data=_resources(ctx, caller, [resolved])[0])
+) -> Response:
+    desired = ctx.engine.desired
+    return _json_response({"data": _live_resources(ctx, caller, desired, [resolved])[0]})
 
 
 @router.get(
@@ -222,7 +220,8 @@ def sync_state(ctx: Ctx, caller: Annotated[Caller, Depends(require(None))]) -> A
     if caller.token.operator:
         errors, tasks = desired.errors, len(desired.tasks)
     else:
-        errors, tasks = errors_for_user(desired, caller.user.id), len(_owned(desired, caller))
+        errors = errors_for_user(desired, caller.user.id)
+        tasks = len(ctx.reads.owned(desired, caller.user))
     return schemas.SyncResponse(
         data=schemas.SyncData(
             revision=engine.revision,
@@ -389,13 +388,6 @@ def _replay_task(ctx: ApiContext, caller: Caller) -> Callable[[DesiredState, int
     return replay
 
 
-def _owned(desired: DesiredState, caller: Caller) -> list[ResolvedTask]:
-    return sorted(
-        (task for task in desired.tasks.values() if task.task.user_id == caller.user.id),
-        key=lambda task: task.id,
-    )
-
-
 def _resources(
     ctx: ApiContext, caller: Caller, tasks: Sequence[ResolvedTask]
 ) -> list[schemas.Task]:
@@ -416,6 +408,28 @@ def _resources(
         )
         for resolved in tasks
     ]
+
+
+def _live_resources(
+    ctx: ApiContext, caller: Caller, desired: DesiredState, tasks: Sequence[ResolvedTask]
+) -> list[str]:
+    """The tasks' resources as JSON text: what the revision decides from the read cache, the
+    run state live from the state store (one query each for the page's statuses and last runs)."""
+    templates = ctx.reads.resources(desired, caller.user, tasks, ctx.clock.now())
+    ids = [task.id for task in tasks]
+    last = ctx.state.runs.last_run_at(ids)
+    statuses = ctx.state.runs.task_statuses(ids)
+    zone = caller.user.timezone
+    return [
+        template.render(statuses[task.id], last.get(task.id), zone)
+        for template, task in zip(templates, tasks, strict=True)
+    ]
+
+
+def _json_response(members: Mapping[str, str]) -> Response:
+    # Answered as written: FastAPI would re-validate a returned model against the route's
+    # response model, which costs a page more than building it.
+    return Response(present.json_object(members), media_type="application/json")
 
 
 def _written(

@@ -5,13 +5,12 @@ Only a hash of a token is stored; its plaintext is returned once, when it is cre
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Protocol
 
 TOKEN_PREFIX = "rk_"  # noqa: S105 - a public marker that makes leaked tokens recognisable
-TOKEN_USE_RESOLUTION = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -38,9 +37,14 @@ class Tokens(Protocol):
         """A new token and its plaintext, which is returned this once and never stored."""
         ...
 
-    def authenticate(self, plaintext: str, now: datetime) -> TokenRecord | None:
-        """The token `plaintext` names, None if none; its last use is recorded to within
-        TOKEN_USE_RESOLUTION."""
+    def find(self, plaintext: str) -> TokenRecord | None:
+        """The token `plaintext` names, None if none (never created, or revoked). A read alone:
+        its use is recorded apart, with `record_uses`."""
+        ...
+
+    def record_uses(self, uses: Mapping[int, datetime]) -> None:
+        """Record when each token (by id) was last used, in one write; a token's last use only
+        moves forward, and a token revoked meanwhile is left revoked."""
         ...
 
     def list(self, user_id: int | None = None) -> list[TokenRecord]:

@@ -149,7 +149,9 @@ def to_text(moment: datetime) -> str:
 
 
 def from_text(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    # What `to_text` wrote; fromisoformat reads it (UTC included) hundreds of times faster than
+    # strptime, and every API request reads its token's times.
+    return datetime.fromisoformat(text)
 
 
 def optional_time(text: str | None) -> datetime | None:

@@ -6,7 +6,7 @@ import hashlib
 import json
 import secrets
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from reconciler.state.sqlite.connection import (
@@ -15,7 +15,7 @@ from reconciler.state.sqlite.connection import (
     optional_time,
     to_text,
 )
-from reconciler.state.tokens import TOKEN_PREFIX, TOKEN_USE_RESOLUTION, TokenRecord
+from reconciler.state.tokens import TOKEN_PREFIX, TokenRecord
 
 
 def _token_hash(plaintext: str) -> str:
@@ -77,27 +77,25 @@ class SqliteTokens:
         )
         return record, plaintext
 
-    def authenticate(self, plaintext: str, now: datetime) -> TokenRecord | None:
-        """The token, its use recorded to the minute: a token used again within a minute of its
-        recorded use is checked with a read alone, so requests do not queue for SQLite's write
-        lock."""
+    def find(self, plaintext: str) -> TokenRecord | None:
         # Looking up by hash keeps the comparison independent of how much of a guess is right.
         if not plaintext.startswith(TOKEN_PREFIX):
             return None
-        digest = _token_hash(plaintext)
         with self._connection.locked() as db:
-            row = db.execute("SELECT * FROM tokens WHERE hash = ?", (digest,)).fetchone()
-        if row is None:
-            return None
-        token = _token(row)
-        if token.last_used_at is not None and now - token.last_used_at < TOKEN_USE_RESOLUTION:
-            return token
-        with self._connection.write() as db:
             row = db.execute(
-                "UPDATE tokens SET last_used_at = ? WHERE hash = ? RETURNING *",
-                (to_text(now), digest),
+                "SELECT * FROM tokens WHERE hash = ?", (_token_hash(plaintext),)
             ).fetchone()
         return None if row is None else _token(row)
+
+    def record_uses(self, uses: Mapping[int, datetime]) -> None:
+        if not uses:
+            return
+        with self._connection.write() as db:
+            # Fixed-width UTC text: text order is time order, so MAX keeps the later use.
+            db.executemany(
+                "UPDATE tokens SET last_used_at = MAX(COALESCE(last_used_at, ''), ?) WHERE id = ?",
+                [(to_text(at), token_id) for token_id, at in uses.items()],
+            )
 
     def list(self, user_id: int | None = None) -> list[TokenRecord]:
         with self._connection.locked() as db:
