@@ -14,28 +14,28 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import uvicorn
-from fastapi import FastAPI
-
-from reconciler.api import DEFAULT_MAX_BODY_BYTES, create_app
-from reconciler.api.secretkeys import forget_unreferenced
 from reconciler.engine import Engine
 from reconciler.executor import CONNECT_TIMEOUT, STALL_TIMEOUT
 from reconciler.gitstore import GitStore
-from reconciler.metrics import install_operational_routes
 from reconciler.models import ResolvedTask
-from reconciler.restore import restore
 from reconciler.runner import DEFAULT_KEEP_RUN_AGE, DEFAULT_KEEP_RUNS, Runner, RunRequest
 from reconciler.scheduler import Scheduler
 from reconciler.secrets import Secrets
 from reconciler.state import StateStore, open_state
 from reconciler.state.schedule import ScheduleBookkeeping
-from reconciler.types import Clock, ReconcilerError
-from reconciler.watcher import ref_changes
+from reconciler.types import DEFAULT_MAX_BODY_BYTES, Clock, ReconcilerError
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+# The HTTP API (FastAPI, uvicorn), the ref watch and restoring are imported where they are
+# used: a one-off command (`reconciler run`) needs none of them, and importing FastAPI and the
+# API's schemas alone took about half a second of its start.
 
 log = logging.getLogger("reconciler.daemon")
 
@@ -76,7 +76,9 @@ def secrets_path(state: Path) -> Path:
 
 
 @dataclass
-class Daemon:
+class Core:
+    """The parts a one-off command needs: every part of the daemon but its HTTP API."""
+
     settings: Settings
     clock: Clock
     state: StateStore
@@ -85,9 +87,13 @@ class Daemon:
     runner: Runner
     scheduler: Scheduler
     engine: Engine
-    app: FastAPI
     dispatch: Callable[[ResolvedTask, datetime], None]
     fires: ThreadPoolExecutor
+
+
+@dataclass
+class Daemon(Core):
+    app: FastAPI
 
 
 def build(
@@ -98,6 +104,27 @@ def build(
     `clock` (default: the system's) and `environ` (where `{env: NAME}` secrets are read,
     default: the process's) are parameters so that tests can pass in their own.
     """
+    from reconciler.api import create_app
+    from reconciler.metrics import install_operational_routes
+
+    core = build_core(settings, clock=clock, environ=environ)
+    app = create_app(
+        engine=core.engine,
+        state=core.state,
+        secrets=core.secrets,
+        runner=core.runner,
+        clock=core.clock,
+        push=settings.push,
+        max_body_bytes=settings.max_body_bytes,
+    )
+    install_operational_routes(app, engine=core.engine, runner=core.runner)
+    return Daemon(**{field.name: getattr(core, field.name) for field in fields(Core)}, app=app)
+
+
+def build_core(
+    settings: Settings, *, clock: Clock | None = None, environ: Mapping[str, str] | None = None
+) -> Core:
+    """`build` without the HTTP API."""
     clock = SystemClock() if clock is None else clock
     state = open_state(settings.state)
     secrets = Secrets(secrets_path(settings.state), os.environ if environ is None else environ)
@@ -118,19 +145,7 @@ def build(
     dispatch = scheduled_dispatch(state.schedule, runner.dispatch, fires)
     scheduler = Scheduler(clock, dispatch)
     engine = Engine(store=store, scheduler=scheduler, state=state, clock=clock)
-    app = create_app(
-        engine=engine,
-        state=state,
-        secrets=secrets,
-        runner=runner,
-        clock=clock,
-        push=settings.push,
-        max_body_bytes=settings.max_body_bytes,
-    )
-    install_operational_routes(app, engine=engine, runner=runner)
-    return Daemon(
-        settings, clock, state, secrets, store, runner, scheduler, engine, app, dispatch, fires
-    )
+    return Core(settings, clock, state, secrets, store, runner, scheduler, engine, dispatch, fires)
 
 
 def scheduled_dispatch(
@@ -166,6 +181,8 @@ async def running(
     first reconcile, freeze the GC, recover interrupted runs, sweep unreferenced secrets, catch
     up missed slots, record the up-interval, start the workers (heartbeat, scheduler, ref watch,
     periodic resync). Yields it running; on exit stops the workers and closes every part."""
+    from reconciler.api.secretkeys import forget_unreferenced
+
     daemon = build(settings, clock=clock, environ=environ)
     stop = asyncio.Event()
     workers: list[asyncio.Task[None]] = []
@@ -226,6 +243,8 @@ async def running(
 
 
 async def serve(settings: Settings) -> None:
+    import uvicorn
+
     server: uvicorn.Server | None = None
     stop_requested = False
 
@@ -263,7 +282,7 @@ async def serve(settings: Settings) -> None:
         await server.serve()
 
 
-async def close(daemon: Daemon, alive: int | None = None) -> None:
+async def close(daemon: Core, alive: int | None = None) -> None:
     """Stop the parts that run on their own (fires, then runs), then close the state store;
     `alive`: this daemon's up-interval, to record it as lasting until now."""
     await asyncio.to_thread(daemon.fires.shutdown, wait=True)
@@ -285,10 +304,10 @@ async def _heartbeat(daemon: Daemon, alive: int) -> None:
 
 
 @asynccontextmanager
-async def synced(settings: Settings) -> AsyncIterator[Daemon]:
-    """For a one-off command: the daemon built and reconciled to the branch head, nothing
+async def synced(settings: Settings) -> AsyncIterator[Core]:
+    """For a one-off command: the daemon's core built and reconciled to the branch head, nothing
     started; closed on exit."""
-    daemon = build(settings)
+    daemon = build_core(settings)
     try:
         await daemon.engine.sync()
         yield daemon
@@ -296,7 +315,7 @@ async def synced(settings: Settings) -> AsyncIterator[Daemon]:
         await close(daemon)
 
 
-def start_run(daemon: Daemon, task_id: int, trigger: str) -> None:
+def start_run(daemon: Core, task_id: int, trigger: str) -> None:
     """Start one run of the task now, or say why it cannot start."""
     outcome = daemon.runner.request_run(_task(daemon, task_id), trigger=trigger)
     if outcome is not RunRequest.ACCEPTED:
@@ -305,6 +324,8 @@ def start_run(daemon: Daemon, task_id: int, trigger: str) -> None:
 
 async def restore_backup(settings: Settings, task_id: int, run_id: int | None, to: Path) -> Path:
     """`reconciler restore`: the given run's backup (default: the newest) into `to`."""
+    from reconciler.restore import restore
+
     async with synced(settings) as daemon:
         task = _task(daemon, task_id)
         run = None
@@ -321,7 +342,7 @@ class DaemonError(ReconcilerError):
     """A request the config set or state cannot satisfy; the message says why."""
 
 
-def _task(daemon: Daemon, task_id: int) -> ResolvedTask:
+def _task(daemon: Core, task_id: int) -> ResolvedTask:
     task = daemon.engine.desired.tasks.get(task_id)
     if task is None:
         raise DaemonError(f"task {task_id} is not in the config set at {daemon.settings.repo}")
@@ -329,6 +350,8 @@ def _task(daemon: Daemon, task_id: int) -> ResolvedTask:
 
 
 async def _on_commits(daemon: Daemon, stop: asyncio.Event) -> None:
+    from reconciler.watcher import ref_changes
+
     async for _ in ref_changes(daemon.store.git_dir, stop):
         await _logged(daemon.engine.sync)
 

@@ -23,6 +23,10 @@ class ConfigError:
         return f"{where}: {self.field or '(file)'}: {self.message}"
 
 
+# The largest request body the API reads: a daemon setting's default, and the API's own.
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+
+
 class TaskStatus(StrEnum):
     READY = "ready"
     RUNNING = "running"
