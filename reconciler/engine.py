@@ -95,12 +95,19 @@ class Engine:
         async with self._lock:
             started = time.perf_counter()
             snapshot = await asyncio.to_thread(self._compute, full)
-            plan = make_plan(snapshot.desired.tasks, self._scheduler.tasks)
+            # The scheduler runs what the engine last applied, so the tasks the new desired state
+            # may have revised are the only ones that can differ.
+            plan = make_plan(
+                snapshot.desired.tasks, self._scheduler.tasks, snapshot.desired.revised
+            )
             if plan.added:
                 # A state store write, which can wait for SQLite's lock: never on the event loop.
                 added = [task.id for task in plan.added]
                 await asyncio.to_thread(self._schedule.mark_seen, added, self._clock.now())
             self._apply(snapshot, plan)
+            # After the scheduler has the commit: the index is observed state, never on the way
+            # from a commit to its schedule.
+            await asyncio.to_thread(self._follow_file_times, snapshot.revision)
             self.last_duration = time.perf_counter() - started
             self.reconciles += 1
             self.last_parsed = snapshot.parsed
@@ -139,14 +146,17 @@ class Engine:
                 blobs[path] = blob
         changed = {path: blob for path, blob in updates.items() if blob is not None}
         files.update(parse_entries(self.store, changed, self._parse_workers))
-        desired = build_desired(files, self._desired)
-        # Per applied commit, so a task list never walks git history for its file times. It is
-        # observed state: failing to keep it (a busy state store) never holds back the config.
+        # The periodic resync rebuilds everything: its way of repairing whatever was missed.
+        desired = build_desired(files, self._desired, None if full else updates.keys())
+        return _Snapshot(head, blobs, files, desired, len(updates))
+
+    def _follow_file_times(self, head: str | None) -> None:
+        """Per applied commit, so a task list never walks git history for its file times. It is
+        observed state: failing to keep it (a busy state store) never holds back the config."""
         try:
             self._file_times.follow(head)
         except Exception:
             log.exception("the file-time index could not follow %s; lists walk git meanwhile", head)
-        return _Snapshot(head, blobs, files, desired, len(updates))
 
     def _changed_blobs(self, head: str | None, full: bool) -> dict[str, TreeEntry | None]:
         """Config paths whose entry differs from the applied one: the new entry, None if gone."""
