@@ -193,7 +193,7 @@ def test_an_edit_of_one_task_file_revises_only_its_tasks() -> None:
     before = build_desired(files, DesiredState())
     files["tasks/b.yaml"] = parse_file("tasks/b.yaml", configset.task(2, label="new").encode())
     after = build_desired(files, before, changed=["tasks/b.yaml"])
-    assert after.revised == {2}
+    assert after.revised == frozenset({2})
     assert after.tasks[2].task.label == "new"
     assert after.tasks[1] is before.tasks[1]
     assert after == build_desired(files, before)
