@@ -6,6 +6,8 @@ Prints, for the reconcile engine with the real GitStore, state store, Scheduler 
 - one committed edit's latency: `git commit` returns -> the scheduler runs the new version
   (median and p90 over several edits), through the same file watch the daemon uses;
 - peak RSS of the process;
+- two parts of the first reconcile alone (medians of 5): listing the 10,000 files of the head
+  commit, and marking 10,000 tasks seen in a new state store;
 - as baselines measured in the same run: single-threaded PyYAML (libyaml) loading the same
   10,000 files, and the ratio of the cold start to it; for the edit latency, the floor under it:
   the same ref watch, then the tree diff from the previous commit and the changed file's parse
@@ -132,6 +134,26 @@ async def watch_diff_parse_floor(repo: Path, store: GitStore, edits: Iterable[in
     return statistics.median(latencies)
 
 
+def parts(store: GitStore, scratch: Path) -> tuple[float, float]:
+    """Median seconds of listing the head's files, and of marking 10,000 tasks seen."""
+    from reconciler.state.sqlite import SqliteStateStore
+
+    head = store.head()
+    assert head is not None
+    listings, markings = [], []
+    scratch.mkdir()
+    for attempt in range(5):
+        started = time.perf_counter()
+        store.list_entries(head)
+        listings.append(time.perf_counter() - started)
+        history = SqliteStateStore(scratch / f"state-{attempt}.db")
+        started = time.perf_counter()
+        history.schedule.mark_seen(range(1, 10_001), datetime.now(UTC))
+        markings.append(time.perf_counter() - started)
+        history.close()
+    return statistics.median(listings), statistics.median(markings)
+
+
 async def measure(repo: Path, state: Path, edits: int, process_start: float) -> dict[str, float]:
     from reconciler.engine import Engine
     from reconciler.scheduler import Scheduler
@@ -163,6 +185,7 @@ async def measure(repo: Path, state: Path, edits: int, process_start: float) -> 
     engine.close()
     history.close()
     floor = await watch_diff_parse_floor(repo, store, range(edits, 2 * edits))
+    listing, marking = parts(store, state.with_name("parts"))
     latencies.sort()
     return {
         "tasks": count,
@@ -172,6 +195,8 @@ async def measure(repo: Path, state: Path, edits: int, process_start: float) -> 
         "edit_p90_ms": latencies[int(len(latencies) * 0.9) - 1] * 1000,
         "baseline_watch_diff_parse_median_ms": floor * 1000,
         "edit_median_vs_watch_diff_parse": statistics.median(latencies) / floor,
+        "list_entries_10000_ms": listing * 1000,
+        "mark_seen_10000_ms": marking * 1000,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
