@@ -129,6 +129,7 @@ def child(server: dict[str, Any], tree: Path, scratch: Path) -> None:
     """Run one backup per `run <compression>` line on stdin; report timings, then peak RSS on
     `quit`."""
     # Imported here, so the driver stays small and the RSS below is the backup process's own.
+    from reconciler.backup import BackupPipeline
     from reconciler.models import Compression, Storage
     from reconciler.runner import Runner
     from reconciler.secrets import Secrets
@@ -145,9 +146,9 @@ def child(server: dict[str, Any], tree: Path, scratch: Path) -> None:
         Path(server["directory"]),
     )
     history = SqliteStateStore(scratch / "history.sqlite")
-    runner = Runner(
-        runs=history.runs, secrets=Secrets(scratch / "secrets.json", {}), clock=_Clock()
-    )
+    secrets, clock = Secrets(scratch / "secrets.json", {}), _Clock()
+    pipeline = BackupPipeline(runs=history.runs, secrets=secrets, clock=clock)
+    runner = Runner(pipeline, runs=history.runs, clock=clock)
     tasks, destinations = {}, {}
     for task_id, compression in enumerate(Compression, start=1):
         destination = scratch / f"destination-{compression.value}"

@@ -19,12 +19,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from reconciler.backup import DEFAULT_KEEP_RUN_AGE, DEFAULT_KEEP_RUNS, BackupPipeline
 from reconciler.engine import Engine
 from reconciler.executor import CONNECT_TIMEOUT, STALL_TIMEOUT
 from reconciler.gitstore import GitStore
 from reconciler.models import ResolvedTask
-from reconciler.runner import DEFAULT_KEEP_RUN_AGE, DEFAULT_KEEP_RUNS, Runner, RunRequest
-from reconciler.scheduler import Scheduler
+from reconciler.runner import Admission, Runner
+from reconciler.scheduler import Fire, Scheduler
 from reconciler.secrets import Secrets
 from reconciler.state import StateStore, open_state
 from reconciler.state.schedule import ScheduleBookkeeping
@@ -87,7 +88,7 @@ class Core:
     runner: Runner
     scheduler: Scheduler
     engine: Engine
-    dispatch: Callable[[ResolvedTask, datetime], None]
+    fire: Fire
     fires: ThreadPoolExecutor
 
 
@@ -129,11 +130,10 @@ def build_core(
     state = open_state(settings.state)
     secrets = Secrets(secrets_path(settings.state), os.environ if environ is None else environ)
     store = GitStore(settings.repo)
-    runner = Runner(
+    pipeline = BackupPipeline(
         runs=state.runs,
         secrets=secrets,
         clock=clock,
-        max_workers=settings.max_workers,
         default_timeout=settings.run_timeout,
         known_hosts=settings.known_hosts,
         keep_runs=settings.keep_runs,
@@ -141,34 +141,32 @@ def build_core(
         connect_timeout=settings.connect_timeout,
         stall_timeout=settings.stall_timeout,
     )
+    runner = Runner(pipeline, runs=state.runs, clock=clock, max_workers=settings.max_workers)
     fires = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fire")
-    dispatch = scheduled_dispatch(state.schedule, runner.dispatch, fires)
-    scheduler = Scheduler(clock, dispatch)
+    fire = record_then_queue(state.schedule, runner, fires)
+    scheduler = Scheduler(clock, fire)
     engine = Engine(store=store, scheduler=scheduler, state=state, clock=clock)
-    return Core(settings, clock, state, secrets, store, runner, scheduler, engine, dispatch, fires)
+    return Core(settings, clock, state, secrets, store, runner, scheduler, engine, fire, fires)
 
 
-def scheduled_dispatch(
-    schedule: ScheduleBookkeeping,
-    dispatch: Callable[[ResolvedTask, datetime], None],
-    fires: Executor,
-) -> Callable[[ResolvedTask, datetime], None]:
-    """Remember each fired slot before handing it on, so a restart never fires it again.
+def record_then_queue(schedule: ScheduleBookkeeping, runner: Runner, fires: Executor) -> Fire:
+    """The scheduler's `Fire`: remember the slot, so a restart never fires it again, then hand
+    its run to admission (`Runner.queue_scheduled`).
 
     Both write to the state store, which can wait for SQLite's lock, so they run on `fires` (one
     thread: in firing order) and the scheduler's loop, on the event loop, never waits for them.
     """
 
-    def record_and_dispatch(task: ResolvedTask, slot: datetime) -> None:
+    def record_and_queue(task: ResolvedTask, slot: datetime) -> None:
         schedule.record_fire(task.id, slot)
-        dispatch(task, slot)
+        runner.queue_scheduled(task, slot)
 
     def fire(task: ResolvedTask, slot: datetime) -> None:
         def log_failure(done: Future[None]) -> None:
             if (error := done.exception()) is not None:
                 log.error("task %d: firing its %s slot failed", task.id, slot, exc_info=error)
 
-        fires.submit(record_and_dispatch, task, slot).add_done_callback(log_failure)
+        fires.submit(record_and_queue, task, slot).add_done_callback(log_failure)
 
     return fire
 
@@ -216,7 +214,7 @@ async def running(
             log.info(
                 "task %d missed its %s run while the daemon was down: running it now", task.id, slot
             )
-            daemon.dispatch(task, slot)
+            daemon.fire(task, slot)
         # From here on the scheduler fires every slot, so from here on we were up for it.
         alive = await asyncio.to_thread(
             daemon.state.schedule.begin_alive,
@@ -317,9 +315,9 @@ async def synced(settings: Settings) -> AsyncIterator[Core]:
 
 def start_run(daemon: Core, task_id: int, trigger: str) -> None:
     """Start one run of the task now, or say why it cannot start."""
-    outcome = daemon.runner.request_run(_task(daemon, task_id), trigger=trigger)
-    if outcome is not RunRequest.ACCEPTED:
-        raise DaemonError(f"task {task_id}: {outcome.message}")
+    admission = daemon.runner.request_run(_task(daemon, task_id), trigger=trigger)
+    if admission is not Admission.ACCEPTED:
+        raise DaemonError(f"task {task_id}: {admission.message}")
 
 
 async def restore_backup(settings: Settings, task_id: int, run_id: int | None, to: Path) -> Path:

@@ -52,10 +52,14 @@ class _StateCollector(Collector):
                 "How long the last reconcile took.",
                 value=self._engine.last_duration,
             )
+        running, queued = self._runner.counts()
         yield GaugeMetricFamily(
-            "reconciler_runs_in_progress",
-            "Backup runs executing now.",
-            value=sum(1 for task_id in tasks if self._runner.is_running(task_id)),
+            "reconciler_runs_in_progress", "Backup runs executing now.", value=running
+        )
+        yield GaugeMetricFamily(
+            "reconciler_runs_queued",
+            "Backup runs admitted and waiting for a worker or for a slot of their server.",
+            value=queued,
         )
 
 

@@ -212,6 +212,8 @@ class RemoteServer(Model):
     known_hosts: str | None = None  # path; None: ~/.ssh/known_hosts of the daemon's user
     accept_new_host_keys: bool = False
     database: DatabaseConnection | None = None
+    # How many of its backups may run at once; more wait (scheduled) or are refused (manual).
+    max_parallel_runs: Annotated[int, Field(strict=True, ge=1)] = 1
 
     @field_validator("private_key", "known_hosts")
     @classmethod

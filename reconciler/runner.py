@@ -1,13 +1,16 @@
-"""Runs backups: SSH command -> (encryption) -> destination, then rotation, history, notifications.
+"""Admission: which runs start, when, and on which thread; what one run does is
+`reconciler.backup`'s.
 
-Runs execute on a bounded thread pool (paramiko is blocking); `request_run` and `dispatch` only
-record the run and queue it, so both are safe to call from the asyncio event loop. A task is
-reserved from the moment it is queued until its run ends, which is what keeps it from ever running
-twice at once; the reservation is released however the run ends, and anything a run raises is
-logged (a pool's future would keep it unread).
+Every run, scheduled or manual, is admitted here, once: a paused task is refused, a task never
+runs twice at once (its reservation holds from admission until its run ends, however it ends),
+and a server runs at most `max_parallel_runs` backups at once. An admitted run is recorded
+`queued` and waits in one first-come queue until a worker (`max_workers` of them) and a slot of
+its server are free; it occupies no worker while it waits, and it is recorded `running`, with its
+start time, when it really starts. A manual run that finds its server's slots taken is refused
+(`SERVER_BUSY`); a scheduled one waits its turn. Admission only records and queues, so it is safe
+to call from the asyncio event loop (through a thread: recording waits for SQLite's lock).
 
-Each run writes one line to the daemon's log when it starts and one when it ends, and its own log
-lines to the state store in batches (`_RunLog`).
+Each run writes one line to the daemon's log when it starts and one when it ends.
 """
 
 from __future__ import annotations
@@ -16,60 +19,27 @@ import asyncio
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
-from pathlib import Path
 
-from pydantic import TypeAdapter
-
-from reconciler.commands import (
-    DETECT_ENGINE_COMMAND,
-    EXIT_PRODUCER_WARNING,
-    BackupFormat,
-    RemoteCommand,
-    backup_format,
-    choose_engine,
-    make_backup_command,
-)
-from reconciler.destinations import BackupWriter, DestinationStore, open_destination
-from reconciler.encryption import EncryptingWriter
-from reconciler.executor import CONNECT_TIMEOUT, STALL_TIMEOUT, RemoteShell, SshTarget
-from reconciler.models import (
-    BackupDestination,
-    DatabaseConnection,
-    DatabaseEngine,
-    ResolvedTask,
-    SourceType,
-)
-from reconciler.notify import RunOutcome, send_notifications
-from reconciler.retention import backup_name, backups_to_delete
-from reconciler.secrets import Secrets
+from reconciler.backup import BackupPipeline, RunResult
+from reconciler.models import ResolvedTask
 from reconciler.state.errors import StateError
-from reconciler.state.runs import RunInProgressError, RunRecord, Runs, RunTarget
+from reconciler.state.runs import RunInProgressError, RunRecord, Runs
 from reconciler.types import Clock, RunStatus
-from reconciler.verifier import StreamVerifier
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT = timedelta(hours=6)
-LOG_TAIL_LINES = 20
-PROGRESS_EVERY = timedelta(seconds=30)
-DEFAULT_KEEP_RUNS = 200
-DEFAULT_KEEP_RUN_AGE = timedelta(days=90)
-# A run's log lines reach the state store when this many are waiting, or this long after the first
-# of them: a reader sees a running backup's log within about a second.
-LOG_BATCH_LINES = 500
-LOG_BATCH_CHARS = 256 << 10
-LOG_FLUSH_SECONDS = 0.5
-MAX_RUN_LOG_LINES = 100_000
 # Seconds between attempts to record the end of a run whose first attempt failed.
 _FINISH_RETRY_WAITS = (0.5, 1.0, 2.0, 4.0, 8.0)
+_NEVER_STARTED = "cancelled: the daemon stopped before the run started"
 
 
-class RunRequest(StrEnum):
+class Admission(StrEnum):
+    """What admission decided about a run."""
+
     ACCEPTED = "accepted"
     PAUSED = "paused"
     ALREADY_RUNNING = "already_running"
@@ -81,299 +51,205 @@ class RunRequest(StrEnum):
 
 
 _MESSAGES = {
-    RunRequest.ACCEPTED: "the run was queued",
-    RunRequest.PAUSED: "the task is paused; resume it to run it",
-    RunRequest.ALREADY_RUNNING: "the task is already running",
-    RunRequest.SERVER_BUSY: "another task is running on the same remote server",
+    Admission.ACCEPTED: "the run was queued",
+    Admission.PAUSED: "the task is paused; resume it to run it",
+    Admission.ALREADY_RUNNING: "the task is already running",
+    Admission.SERVER_BUSY: "another task is running on the same remote server",
 }
 
 
-class RunFailed(Exception):
-    """A run failed for a reason worth showing as is."""
+@dataclass(eq=False)
+class _Run:
+    """An admitted run: queued until it is handed to a worker, then running until it ends."""
 
-
-_DESTINATION: TypeAdapter[BackupDestination] = TypeAdapter(BackupDestination)
-
-
-@dataclass(frozen=True, slots=True)
-class _Reservation:
-    task_id: int
-    server_id: int
+    task: ResolvedTask
     run_id: int
+    trigger: str
+    started: datetime | None  # None: recorded queued, its worker records it running
+    ended: Future[None] = field(default_factory=Future)
 
-
-class _RunLog:
-    """One run's log lines, written to the state store in batches: when `LOG_BATCH_LINES` lines or
-    `LOG_BATCH_CHARS` characters wait, `LOG_FLUSH_SECONDS` after the first waiting line (a short
-    timer), and on `flush`. Callable from any thread.
-
-    A run stores at most `max_lines` lines as they come; past that only the last
-    `LOG_TAIL_LINES` are kept, and `flush(final=True)` stores them after a line saying how many
-    were left out, so a runaway remote cannot grow the state store without bound and the end of the
-    run (its failure, say) is still there.
-    """
-
-    def __init__(self, runs: Runs, run_id: int, clock: Clock, max_lines: int) -> None:
-        self._runs = runs
-        self._run_id = run_id
-        self._clock = clock
-        self._max_lines = max_lines
-        self._pending: list[tuple[datetime, str]] = []
-        self._chars = 0
-        self._accepted = 0
-        self._overflow: deque[tuple[datetime, str]] = deque(maxlen=LOG_TAIL_LINES)
-        self._dropped = 0
-        self._timer: threading.Timer | None = None
-        self._lock = threading.Lock()  # guards the fields above
-        self._writing = threading.Lock()  # one batch at a time, so batches stay in order
-
-    def __call__(self, line: str) -> None:
-        with self._lock:
-            entry = (self._clock.now(), line)
-            if self._accepted >= self._max_lines:
-                if len(self._overflow) == self._overflow.maxlen:
-                    self._dropped += 1
-                self._overflow.append(entry)
-                return
-            self._accepted += 1
-            self._pending.append(entry)
-            self._chars += len(line)
-            full = len(self._pending) >= LOG_BATCH_LINES or self._chars >= LOG_BATCH_CHARS
-            if not full and self._timer is None:
-                self._timer = threading.Timer(LOG_FLUSH_SECONDS, self._flush_on_time)
-                self._timer.daemon = True
-                self._timer.start()
-        if full:
-            self.flush()
-
-    def flush(self, *, final: bool = False) -> None:
-        with self._writing:
-            with self._lock:
-                batch, self._pending, self._chars = self._pending, [], 0
-                if self._timer is not None:
-                    self._timer.cancel()
-                    self._timer = None
-                if final and self._overflow:
-                    if self._dropped:
-                        note = (
-                            f"[{self._dropped:,} log lines not stored: a run stores its first"
-                            f" {self._max_lines:,} lines and its last {LOG_TAIL_LINES}]"
-                        )
-                        batch.append((self._overflow[0][0], note))
-                    batch.extend(self._overflow)
-                    self._overflow.clear()
-                    self._dropped = 0
-            self._runs.append_logs(self._run_id, batch)
-
-    def _flush_on_time(self) -> None:
-        try:
-            self.flush()
-        except Exception:  # the next flush tries again with these lines lost; the run goes on
-            logger.exception("run %d: cannot store its log lines", self._run_id)
-
-
-class _CountingSink:
-    """Counts the bytes that flow to the writer, and logs how far the stream has come every
-    `progress_every`, so a long run shows progress in its log (`latest-log`)."""
-
-    def __init__(
-        self,
-        writer: BackupWriter,
-        *,
-        clock: Clock,
-        progress_every: timedelta,
-        log: Callable[[str], None],
-    ) -> None:
-        self._writer = writer
-        self._clock = clock
-        self._every = progress_every
-        self._log = log
-        self._started = clock.now()
-        self._next_progress = self._started + progress_every
-        self.size = 0
-
-    def __call__(self, chunk: bytes) -> None:
-        self.size += len(chunk)
-        self._writer.write(chunk)
-        now = self._clock.now()
-        if now >= self._next_progress:
-            self._next_progress = now + self._every
-            seconds = (now - self._started).total_seconds()
-            self._log(
-                f"streamed {self.size / 1e6:,.1f} MB so far "
-                f"({self.size / 1e6 / seconds:,.1f} MB/s over {seconds:,.0f} s)"
-            )
+    @property
+    def server_id(self) -> int:
+        return self.task.server.id
 
 
 class Runner:
     def __init__(
-        self,
-        *,
-        runs: Runs,
-        secrets: Secrets,
-        clock: Clock,
-        max_workers: int = 4,
-        default_timeout: timedelta = DEFAULT_TIMEOUT,
-        known_hosts: Path | None = None,
-        connect_timeout: float = CONNECT_TIMEOUT,
-        stall_timeout: float = STALL_TIMEOUT,
-        progress_every: timedelta = PROGRESS_EVERY,
-        keep_runs: int = DEFAULT_KEEP_RUNS,
-        keep_run_age: timedelta | None = DEFAULT_KEEP_RUN_AGE,
-        max_log_lines: int = MAX_RUN_LOG_LINES,
+        self, pipeline: BackupPipeline, *, runs: Runs, clock: Clock, max_workers: int = 4
     ) -> None:
-        """`keep_runs` (0: no limit) and `keep_run_age` (None: no limit) bound the run history:
-        after each run, runs beyond its task's newest `keep_runs` and runs older than
-        `keep_run_age` are deleted with their logs. One run stores at most `max_log_lines` log
-        lines as they come, and its last few (see `_RunLog`)."""
         if max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, got {max_workers}")
-        if progress_every <= timedelta(0):
-            raise ValueError(f"progress_every must be positive, got {progress_every}")
-        if keep_runs < 0 or (keep_run_age is not None and keep_run_age <= timedelta(0)):
-            raise ValueError(f"cannot keep {keep_runs} runs for {keep_run_age}")
-        if max_log_lines < 1:
-            raise ValueError(f"max_log_lines must be at least 1, got {max_log_lines}")
-        self._max_log_lines = max_log_lines
-        self._keep_runs = keep_runs
-        self._keep_run_age = keep_run_age
+        self._pipeline = pipeline
         self._runs = runs
-        self._secrets = secrets
         self._clock = clock
-        self._default_timeout = default_timeout
-        self._known_hosts = known_hosts
-        self._connect_timeout = connect_timeout
-        self._stall_timeout = stall_timeout
-        self._progress_every = progress_every
+        self._max_workers = max_workers
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="backup")
-        self._lock = threading.Lock()
-        self._reserved: dict[int, _Reservation] = {}
-        self._futures: dict[int, Future[None]] = {}
+        self._lock = threading.Lock()  # guards the fields below
+        self._admitted: dict[int, _Run] = {}  # by task id, queued or running
+        self._waiting: deque[_Run] = deque()  # admitted, not started: in admission order
+        self._running: set[_Run] = set()
+        self._ends: dict[int, Future[None]] = {}  # by task id: its latest run's end
         self._stop = threading.Event()
 
-    # Queueing
+    # Admission
 
-    def request_run(self, task: ResolvedTask, trigger: str = "manual") -> RunRequest:
-        """Queue a manual run, unless the task is paused or it or its server is busy."""
+    def request_run(self, task: ResolvedTask, trigger: str = "manual") -> Admission:
+        """Admit a manual run: refused while the task is paused or running, or while its server
+        runs (or has queued) as many backups as it allows."""
+        return self._admit(task, trigger, wait_for_server=False)
+
+    def queue_scheduled(self, task: ResolvedTask, slot: datetime) -> Admission:
+        """Admit the run of a scheduled `slot`; it waits for its server if need be. A refusal
+        (paused, still running) skips the slot and is logged."""
+        admission = self._admit(task, "schedule", wait_for_server=True)
+        if admission is Admission.PAUSED:
+            logger.info("task %d is paused: scheduled run at %s skipped", task.id, slot)
+        elif admission is not Admission.ACCEPTED:
+            logger.warning(
+                "task %d: scheduled run at %s skipped: %s", task.id, slot, admission.message
+            )
+        return admission
+
+    def _admit(self, task: ResolvedTask, trigger: str, *, wait_for_server: bool) -> Admission:
         with self._lock:
+            if self._stop.is_set():
+                raise RuntimeError("the runner is closed")
             if task.task.paused:
-                return RunRequest.PAUSED
-            if task.id in self._reserved:
-                return RunRequest.ALREADY_RUNNING
-            if any(r.server_id == task.server.id for r in self._reserved.values()):
-                return RunRequest.SERVER_BUSY
-            if not self._queue(task, trigger):
-                return RunRequest.ALREADY_RUNNING
-        return RunRequest.ACCEPTED
+                return Admission.PAUSED
+            if task.id in self._admitted:
+                return Admission.ALREADY_RUNNING
+            if not wait_for_server and self._server_load(task.server.id) >= (
+                task.server.max_parallel_runs
+            ):
+                return Admission.SERVER_BUSY
+            # A run that can start now is recorded running at once, so it is never seen queued.
+            now = self._clock.now()
+            starts_now = self._can_start(task)
+            record = self._runs.start_run if starts_now else self._runs.queue_run
+            try:
+                run_id = record(task.id, trigger, now)
+            except RunInProgressError:  # in another process sharing the state store
+                return Admission.ALREADY_RUNNING
+            run = _Run(task, run_id, trigger, now if starts_now else None)
+            self._admitted[task.id] = run
+            self._ends[task.id] = run.ended
+            if starts_now:
+                self._start(run)
+            else:
+                self._waiting.append(run)
+        return Admission.ACCEPTED
 
-    def dispatch(self, task: ResolvedTask, slot: datetime) -> None:
-        """Queue a scheduled run for `slot`; skipped (and logged) while the task still runs."""
-        with self._lock:
-            if task.task.paused:
-                logger.info("task %d is paused: scheduled run at %s skipped", task.id, slot)
-                return
-            if task.id in self._reserved:
-                logger.warning(
-                    "task %d is still running: scheduled run at %s skipped", task.id, slot
-                )
-                return
-            if not self._queue(task, "schedule"):
-                logger.warning(
-                    "task %d is running in another process: scheduled run at %s skipped",
-                    task.id,
-                    slot,
-                )
+    def _server_load(self, server_id: int) -> int:
+        return sum(1 for run in self._admitted.values() if run.server_id == server_id)
 
-    def _queue(self, task: ResolvedTask, trigger: str) -> bool:
-        """Start a run in the pool; False if another process is running the task."""
+    def _can_start(self, task: ResolvedTask) -> bool:
+        """Whether a worker and a slot of the task's server are free (admitted runs that wait
+        are all held by one or the other, so none is passed over)."""
+        on_server = sum(1 for run in self._running if run.server_id == task.server.id)
+        return len(self._running) < self._max_workers and on_server < task.server.max_parallel_runs
+
+    def _start(self, run: _Run) -> None:
+        self._running.add(run)
+        self._pool.submit(self._work, run)
+
+    def _start_what_can_start(self) -> None:
+        """Hand waiting runs to free workers, first come first served among those whose server
+        has a free slot (a run waiting for a busy server holds up no other server's runs)."""
         if self._stop.is_set():
-            raise RuntimeError("the runner is closed")
-        try:
-            run_id = self._runs.start_run(task.id, trigger, self._clock.now())
-        except RunInProgressError:
-            return False
-        self._reserved[task.id] = _Reservation(task.id, task.server.id, run_id)
-        self._futures[task.id] = self._pool.submit(self._work, task, run_id, trigger)
-        return True
+            return
+        for run in list(self._waiting):
+            if len(self._running) >= self._max_workers:
+                return
+            if self._can_start(run.task):
+                self._waiting.remove(run)
+                self._start(run)
 
     def is_running(self, task_id: int) -> bool:
+        """Whether the task's run is running now (not waiting in the queue)."""
         with self._lock:
-            return task_id in self._reserved
+            run = self._admitted.get(task_id)
+            return run is not None and run in self._running
+
+    def counts(self) -> tuple[int, int]:
+        """How many runs are running now, and how many wait in the queue."""
+        with self._lock:
+            return len(self._running), len(self._waiting)
 
     def wait(self, task_id: int, timeout: float | None = None) -> None:
-        """Block until the task's current run (if any) has finished."""
+        """Block until the task's current run (if any), queued or running, has ended."""
         with self._lock:
-            future = self._futures.get(task_id)
-        if future is not None:
-            future.result(timeout=timeout)
+            ended = self._ends.get(task_id)
+        if ended is not None:
+            ended.result(timeout=timeout)
 
     # Start and stop
 
     def recover(self) -> list[RunRecord]:
-        """Mark runs a crash left `running` as failed and remove their partial files.
+        """End the runs a crash left unfinished: a running one failed, its partial file removed;
+        a queued one (it never started, so it wrote nothing) failed as never started.
 
-        Call once at start, before any run is queued. A run's temporary file is looked for where
-        the run recorded it was writing, so a task deleted or moved since is cleaned up too.
+        Call once at start, before any run is admitted.
         """
         interrupted = self._runs.recover_interrupted(self._clock.now())
         for record in interrupted:
-            if record.target is not None:  # else it stopped before it wrote anything
-                self._remove_partial(record.id, record.task_id, record.target)
+            self._pipeline.discard_partial(record)
         return interrupted
 
-    def _remove_partial(self, run_id: int, task_id: int, target: RunTarget) -> None:
-        try:
-            destination = _DESTINATION.validate_json(target.destination)
-            store = open_destination(
-                destination, self._secrets.resolve, known_hosts=self._known_hosts
-            )
-            try:
-                removed = store.remove_partial(target.directory, target.name)
-            finally:
-                store.close()
-        except Exception as exc:
-            logger.warning(
-                "task %d run %d: cannot remove the partial backup of %s: %s",
-                task_id,
-                run_id,
-                target.name,
-                exc,
-            )
-            return
-        if removed:
-            where = f"{target.directory or '.'}/{target.name}"
-            logger.info("task %d run %d: removed the partial backup %s", task_id, run_id, where)
-            self._runs.append_logs(
-                run_id, [(self._clock.now(), f"removed the partial backup of {where}")]
-            )
-
     async def close(self) -> None:
-        """Stop queued runs, cancel running ones (their partial files are removed), and wait."""
-        self._stop.set()
-        await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
+        """Refuse new runs, end queued ones as never started, cancel running ones (their partial
+        files are removed), and wait for them."""
         with self._lock:
-            leftover = list(self._reserved.values())
-            self._reserved.clear()
-        for reservation in leftover:  # queued but never started
-            self._runs.finish_run(
-                reservation.run_id,
-                RunStatus.FAILED,
-                self._clock.now(),
-                reason="cancelled: the daemon stopped before the run started",
-            )
+            self._stop.set()
+            never_started = list(self._waiting)
+            self._waiting.clear()
+        await asyncio.to_thread(self._pool.shutdown, wait=True)
+        for run in never_started:
+            try:
+                await asyncio.to_thread(
+                    self._runs.finish_run,
+                    run.run_id,
+                    RunStatus.FAILED,
+                    self._clock.now(),
+                    reason=_NEVER_STARTED,
+                )
+            finally:
+                self._release(run)
 
     # One run
 
-    def _work(self, task: ResolvedTask, run_id: int, trigger: str) -> None:
-        """A pool job: the run, then the task's release, whatever the run raised."""
+    def _work(self, run: _Run) -> None:
+        """A worker's job: the run, then its release, whatever the run raised."""
+        task = run.task
         try:
-            self._run(task, run_id, trigger)
+            started = run.started
+            if started is None:
+                started = self._clock.now()
+                self._runs.begin_run(run.run_id, started)
+            logger.info("task %d run %d started (%s)", task.id, run.run_id, run.trigger)
+
+            def log_end(result: RunResult) -> None:
+                seconds = result.duration.total_seconds()
+                ended = (
+                    f"task {task.id} run {run.run_id} {result.status.value} in {seconds:.1f} s,"
+                    f" {result.size or 0} bytes"
+                )
+                level = logging.INFO if result.status is RunStatus.SUCCESSFUL else logging.WARNING
+                logger.log(level, "%s", f"{ended}: {result.reason}" if result.reason else ended)
+
+            self._pipeline.run(task, run.run_id, started, self._stop, log_end)
         except Exception:
-            logger.exception("task %d run %d: unexpected error", task.id, run_id)
-            self._end_unfinished(task.id, run_id)
+            logger.exception("task %d run %d: unexpected error", task.id, run.run_id)
+            self._end_unfinished(task.id, run.run_id)
         finally:
-            with self._lock:
-                self._reserved.pop(task.id, None)
+            self._release(run)
+
+    def _release(self, run: _Run) -> None:
+        with self._lock:
+            if self._admitted.get(run.task.id) is run:
+                del self._admitted[run.task.id]
+            self._running.discard(run)
+            self._start_what_can_start()
+        run.ended.set_result(None)
 
     def _end_unfinished(self, task_id: int, run_id: int) -> None:
         """A run whose end could not be recorded (a busy or failing state store) would keep its
@@ -395,202 +271,3 @@ class Runner:
                 self._stop.wait(wait)
             else:
                 return
-
-    def _run(self, task: ResolvedTask, run_id: int, trigger: str) -> None:
-        started = self._clock.now()
-        logger.info("task %d run %d started (%s)", task.id, run_id, trigger)
-        tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
-        run_log = _RunLog(self._runs, run_id, self._clock, self._max_log_lines)
-
-        def log(line: str) -> None:
-            tail.append(line)
-            run_log(line)
-
-        status, reason, size, name = RunStatus.FAILED, "", None, None
-        try:
-            size, name = self._backup(task, run_id, started, log)
-            status = RunStatus.SUCCESSFUL
-        except Exception as exc:
-            reason = str(exc) or type(exc).__name__
-            log(f"failed: {reason}")
-        finally:
-            run_log.flush(final=True)  # before the run is seen finished: its log is complete
-            finished = self._clock.now()
-            self._runs.finish_run(
-                run_id,
-                status,
-                finished,
-                reason=reason or None,
-                size=size,
-                backup_name=name,
-            )
-        seconds = (finished - started).total_seconds()
-        ended = f"task {task.id} run {run_id} {status.value} in {seconds:.1f} s, {size or 0} bytes"
-        level = logging.INFO if status is RunStatus.SUCCESSFUL else logging.WARNING
-        logger.log(level, "%s", f"{ended}: {reason}" if reason else ended)
-        self._notify(task, run_log, status, size, finished - started, reason, tail)
-        run_log.flush(final=True)
-        self._prune(task.id, finished)
-
-    def _prune(self, task_id: int, now: datetime) -> None:
-        before = now - self._keep_run_age if self._keep_run_age is not None else None
-        deleted = self._runs.prune_runs(task_id, self._keep_runs, before)
-        if deleted:
-            logger.info("run history: deleted %d old run(s) and their logs", deleted)
-
-    def _notify(
-        self,
-        task: ResolvedTask,
-        log: Callable[[str], None],
-        status: RunStatus,
-        size: int | None,
-        duration: timedelta,
-        reason: str,
-        tail: deque[str],
-    ) -> None:
-        if not task.notifications:
-            return
-        outcome = RunOutcome(
-            task_id=task.id,
-            task_label=task.task.label,
-            successful=status is RunStatus.SUCCESSFUL,
-            size=size,
-            duration=duration,
-            reason=reason or None,
-            log_tail=tuple(tail),
-        )
-        for problem in send_notifications(task.notifications, outcome, self._secrets.resolve):
-            log(f"notification failed: {problem}")
-
-    def _target(self, task: ResolvedTask) -> SshTarget:
-        password = None
-        if task.task.isolated_password is not None:
-            password = self._secrets.resolve(task.task.isolated_password)
-        return SshTarget.for_server(
-            task.server,
-            isolated_username=task.task.isolated_username,
-            isolated_password=password,
-            known_hosts=self._known_hosts,
-        )
-
-    def _command(self, task: ResolvedTask, shell: RemoteShell) -> tuple[RemoteCommand, bytes]:
-        source, connection = task.task.source, task.server.database
-        engine: DatabaseEngine | None = None
-        if source.type is SourceType.DATABASE:
-            if connection is not None and connection.engine is not None:
-                engine = connection.engine
-            else:
-                _, found = shell.run(DETECT_ENGINE_COMMAND, timeout=self._connect_timeout)
-                engine = choose_engine(connection or DatabaseConnection(), found)
-        command = make_backup_command(source, task.task.storage, connection, engine)
-        stdin = b""
-        if command.reads_password and connection is not None and connection.password is not None:
-            password = self._secrets.resolve(connection.password)
-            if "\n" in password or "\r" in password:
-                raise RunFailed("the database password must be a single line")
-            stdin = password.encode() + b"\n"
-        return command, stdin
-
-    def _backup(
-        self, task: ResolvedTask, run_id: int, started: datetime, log: Callable[[str], None]
-    ) -> tuple[int, str]:
-        spec = task.task
-        timeout = (
-            timedelta(seconds=spec.run_timeout_seconds)
-            if spec.run_timeout_seconds is not None
-            else self._default_timeout
-        )
-        passphrase = (
-            self._secrets.resolve(spec.encryption_password)
-            if spec.encryption_password is not None
-            else None
-        )
-        target = self._target(task)
-        log(f"connecting to {target.username}@{target.host}:{target.port}")
-        store: DestinationStore = open_destination(
-            task.destination, self._secrets.resolve, known_hosts=self._known_hosts
-        )
-        try:
-            with RemoteShell(
-                target, connect_timeout=self._connect_timeout, stall_timeout=self._stall_timeout
-            ) as shell:
-                command, stdin = self._command(task, shell)
-                form = backup_format(spec.source, spec.storage, encrypted=passphrase is not None)
-                name = backup_name(spec.id, spec.storage.appended_filename, started, form.extension)
-                where = f"{spec.storage.path or '.'}/{name}"
-                log(f"streaming {spec.source.type.value} to {task.destination.label}: {where}")
-                written = RunTarget(task.destination.model_dump_json(), spec.storage.path, name)
-                self._runs.record_target(run_id, written)
-                size = self._stream(
-                    shell, command, stdin, store, name, task, passphrase, form, timeout, log
-                )
-            log(f"stored {name} ({size} bytes)")
-            try:
-                self._rotate(task, store, name, log)
-            except Exception as exc:  # the backup is stored; old ones stay until the next run
-                log(f"rotation failed: {exc}")
-        finally:
-            store.close()
-        return size, name
-
-    def _stream(
-        self,
-        shell: RemoteShell,
-        command: RemoteCommand,
-        stdin: bytes,
-        store: DestinationStore,
-        name: str,
-        task: ResolvedTask,
-        passphrase: str | None,
-        form: BackupFormat,
-        timeout: timedelta,
-        log: Callable[[str], None],
-    ) -> int:
-        inner = store.open_writer(task.task.storage.path, name)
-        encrypting = EncryptingWriter(inner, passphrase) if passphrase is not None else None
-        writer: BackupWriter = encrypting if encrypting is not None else inner
-        sink = _CountingSink(
-            writer, clock=self._clock, progress_every=self._progress_every, log=log
-        )
-        try:
-            with StreamVerifier(form) as verifier:
-
-                def store_and_verify(chunk: bytes) -> None:
-                    sink(chunk)
-                    verifier.feed(chunk)
-
-                result = shell.stream(
-                    command.command,
-                    store_and_verify,
-                    stdin=stdin,
-                    timeout=timeout.total_seconds(),
-                    on_stderr_line=lambda line: log(f"remote: {line}"),
-                    cancel=self._stop,
-                )
-                if result.exit_status == EXIT_PRODUCER_WARNING and command.producer_warning:
-                    log(f"warning: {command.producer_warning}")
-                elif result.exit_status != 0:
-                    last = result.stderr_tail[-1] if result.stderr_tail else "no error output"
-                    raise RunFailed(f"the remote command exited with {result.exit_status}: {last}")
-                # An exit status is not proof: only a stream that reached its end is stored.
-                problem = verifier.finish()
-                if problem is not None:
-                    raise RunFailed(f"the backup is incomplete, so it was not stored: {problem}")
-        except BaseException:
-            writer.abort()
-            raise
-        writer.commit()
-        return encrypting.size if encrypting is not None else sink.size
-
-    def _rotate(
-        self, task: ResolvedTask, store: DestinationStore, keep: str, log: Callable[[str], None]
-    ) -> None:
-        storage = task.task.storage
-        if storage.max_backups == 0:
-            return
-        names = [backup.name for backup in store.list_backups(storage.path)]
-        for old in backups_to_delete(
-            names, task.id, storage.appended_filename, storage.max_backups, keep
-        ):
-            store.delete(storage.path, old)
-            log(f"rotation: deleted {old} (keeping {storage.max_backups})")

@@ -24,20 +24,20 @@ from reconciler.types import Clock
 
 logger = logging.getLogger("reconciler.scheduler")
 
-Dispatch = Callable[[ResolvedTask, datetime], None]
-"""(task, scheduled slot in UTC). Must not block: the runner only queues the run."""
+Fire = Callable[[ResolvedTask, datetime], None]
+"""What to do when a task's slot is due: (task, scheduled slot in UTC). Must not block."""
 
 _COMPACT_SLACK = 64  # stale heap items tolerated beyond the live ones before a rebuild
 
 
 class Scheduler:
     def __init__(
-        self, clock: Clock, dispatch: Dispatch, *, max_sleep: timedelta = timedelta(seconds=60)
+        self, clock: Clock, fire: Fire, *, max_sleep: timedelta = timedelta(seconds=60)
     ) -> None:
         if max_sleep <= timedelta(0):
             raise ValueError(f"max_sleep must be positive, got {max_sleep}")
         self._clock = clock
-        self._dispatch = dispatch
+        self._fire = fire
         self._max_sleep = max_sleep
         self._tasks: dict[int, ResolvedTask] = {}
         self._next: dict[int, datetime] = {}  # unpaused tasks with a fire time: the truth
@@ -143,15 +143,15 @@ class Scheduler:
         self._changed.set()
 
     async def run(self) -> None:
-        """Dispatch due tasks, then sleep until the next fire time or `wake()`; until cancelled."""
+        """Fire due tasks, then sleep until the next fire time or `wake()`; until cancelled."""
         while True:
-            # Cleared before looking, so a wake() during dispatch is not lost.
+            # Cleared before looking, so a wake() while firing is not lost.
             self._changed.clear()
             for task, slot in self.pop_due(self._clock.now()):
                 try:
-                    self._dispatch(task, slot)
+                    self._fire(task, slot)
                 except Exception:
-                    logger.exception("dispatching task %d for %s failed", task.id, slot)
+                    logger.exception("firing task %d for %s failed", task.id, slot)
             try:
                 async with asyncio.timeout(self._sleep_seconds()):
                     await self._changed.wait()

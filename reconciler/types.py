@@ -29,10 +29,12 @@ DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
 class TaskStatus(StrEnum):
     READY = "ready"
+    QUEUED = "queued"  # its run waits for a worker or for a slot of its server
     RUNNING = "running"
 
 
 class RunStatus(StrEnum):
+    QUEUED = "queued"  # admitted, not started yet
     RUNNING = "running"
     SUCCESSFUL = "successful"
     FAILED = "failed"

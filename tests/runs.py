@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from reconciler.backup import BackupPipeline
 from reconciler.models import (
     BackupTask,
     DatabaseConnection,
@@ -24,7 +25,7 @@ from reconciler.models import (
 from reconciler.runner import Runner
 from reconciler.secrets import Secrets
 from reconciler.state.sqlite import SqliteStateStore
-from reconciler.types import RunStatus
+from reconciler.types import Clock, RunStatus
 from tests import configset
 from tests.clock import FakeClock
 from tests.servers import PostgresServer, SshServer
@@ -100,8 +101,13 @@ class Harness:
         )
         self.runner = self.new_runner()
 
-    def new_runner(self) -> Runner:
-        return Runner(runs=self.state.runs, secrets=self.secrets, clock=self.clock, max_workers=2)
+    def new_runner(
+        self, *, clock: Clock | None = None, max_workers: int = 2, **pipeline: Any
+    ) -> Runner:
+        """A runner on this state; `pipeline`: options of its `BackupPipeline`."""
+        clock = self.clock if clock is None else clock
+        backup = BackupPipeline(runs=self.state.runs, secrets=self.secrets, clock=clock, **pipeline)
+        return Runner(backup, runs=self.state.runs, clock=clock, max_workers=max_workers)
 
     def run(self, task: ResolvedTask) -> RunStatus:
         """One manual run to completion; returns its final status."""

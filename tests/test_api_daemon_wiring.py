@@ -1,5 +1,5 @@
 """The API tests drive the daemon as `reconciler serve` builds and starts it: its operational
-routes and its scheduled dispatch are there too, not only the `/api` routes."""
+routes and its scheduled fires are there too, not only the `/api` routes."""
 
 from __future__ import annotations
 

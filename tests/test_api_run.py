@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -82,3 +83,21 @@ async def test_the_limit_is_per_user(rig: ApiRig) -> None:
 async def test_another_users_task_cannot_be_run(rig: ApiRig) -> None:
     response = await rig.post("/api/backup-tasks/2/run")
     assert response.status_code == 404
+
+
+async def test_a_scheduled_run_waiting_for_its_busy_server_shows_queued(rig: ApiRig) -> None:
+    assert (await rig.post("/api/backup-tasks/1/run")).status_code == 202
+    rig.daemon.fire(rig.engine.desired.tasks[3], rig.clock.now())  # same server: it waits
+
+    for _ in range(200):
+        status = (await rig.get("/api/backup-tasks/3/status")).json()["data"]["status"]
+        if status != "ready":
+            break
+        await asyncio.sleep(0.05)
+    assert status == "queued"
+    latest = (await rig.get("/api/backup-tasks/3/latest-log")).json()["data"]
+    assert latest["status"] == "queued"
+    assert (await rig.get("/api/backup-tasks/1/status")).json()["data"]["status"] == "running"
+    response = await rig.post("/api/backup-tasks/3/run")
+    assert response.status_code == 409
+    assert response.json()["message"] == "The task is already running."

@@ -151,7 +151,7 @@ async def test_a_fire_waiting_for_the_state_store_leaves_healthz_answering(
 
     async def fire() -> None:
         # On the event loop, exactly as the scheduler's loop calls it when a slot comes.
-        daemon.dispatch(task, slot)
+        daemon.fire(task, slot)
         await asyncio.to_thread(wait_for_fire, daemon.state, 1, slot)
 
     await healthz_while_waiting(served, fire())

@@ -25,7 +25,7 @@ import pytest
 from reconciler.executor import CommandStalled, RemoteShell, SshTarget
 from reconciler.models import Compression, ResolvedTask, SecretRef, Storage
 from reconciler.retention import backup_name
-from reconciler.runner import Runner, RunRequest
+from reconciler.runner import Admission, Runner
 from reconciler.types import RunStatus
 from tests.runs import T0, Harness, files_task
 from tests.servers import HOST, SshServer
@@ -56,13 +56,7 @@ def assert_only(dest: Path, older: dict[str, bytes]) -> None:
 
 
 def quick_runner(harness: Harness) -> Runner:
-    return Runner(
-        runs=harness.state.runs,
-        secrets=harness.secrets,
-        clock=harness.clock,
-        connect_timeout=CONNECT_TIMEOUT,
-        stall_timeout=STALL_TIMEOUT,
-    )
+    return harness.new_runner(connect_timeout=CONNECT_TIMEOUT, stall_timeout=STALL_TIMEOUT)
 
 
 def failed_run(harness: Harness, task: ResolvedTask) -> tuple[str, float]:
@@ -146,7 +140,7 @@ def test_a_remote_tar_stopped_mid_stream_fails_within_the_stall_timeout(
     harness = Harness(tmp_path)
     harness.runner = quick_runner(harness)
 
-    assert harness.runner.request_run(task) is RunRequest.ACCEPTED
+    assert harness.runner.request_run(task) is Admission.ACCEPTED
     tar = wait_for_tar_of(source)
     time.sleep(0.2)  # let some of the stream through first
     os.kill(tar, signal.SIGSTOP)

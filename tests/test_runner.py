@@ -17,7 +17,7 @@ import pytest
 from reconciler.destinations import partial_name
 from reconciler.models import DatabaseEngine, ResolvedTask, Source, SourceType, Storage
 from reconciler.retention import backup_name
-from reconciler.runner import Runner, RunRequest
+from reconciler.runner import Admission
 from reconciler.state.runs import RunTarget
 from reconciler.state.sqlite import SqliteStateStore
 from reconciler.types import RunStatus, TaskStatus
@@ -103,7 +103,7 @@ def test_a_killed_run_is_recovered_with_its_partial_file_removed(
 def test_a_paused_task_is_not_run(sshd: SshServer, tmp_path: Path) -> None:
     task = files_task(sshd, tmp_path / "dest", source_dir(tmp_path), paused=True)
     harness = Harness(tmp_path)
-    assert harness.runner.request_run(task) is RunRequest.PAUSED
+    assert harness.runner.request_run(task) is Admission.PAUSED
     assert harness.state.runs.latest_run(task.id) is None
 
 
@@ -114,8 +114,8 @@ def test_a_task_running_in_another_process_is_already_running(
     harness = Harness(tmp_path)
     other_process = SqliteStateStore(tmp_path / "history.sqlite")
     other_process.runs.start_run(task.id, "cli", T0)
-    assert harness.runner.request_run(task) is RunRequest.ALREADY_RUNNING
-    harness.runner.dispatch(task, T0)
+    assert harness.runner.request_run(task) is Admission.ALREADY_RUNNING
+    harness.runner.queue_scheduled(task, T0)
     assert not harness.runner.is_running(task.id)
     other_process.close()
 
@@ -136,11 +136,8 @@ def test_a_long_stream_logs_its_progress(sshd: SshServer, tmp_path: Path) -> Non
     (source / "random.bin").write_bytes(os.urandom(24 << 20))
     task = files_task(sshd, tmp_path / "dest", source)
     harness = Harness(tmp_path)
-    harness.runner = Runner(
-        runs=harness.state.runs,
-        secrets=harness.secrets,
-        clock=TickingClock(T0, timedelta(seconds=10)),
-        progress_every=timedelta(seconds=30),
+    harness.runner = harness.new_runner(
+        clock=TickingClock(T0, timedelta(seconds=10)), progress_every=timedelta(seconds=30)
     )
     assert harness.run(task) is RunStatus.SUCCESSFUL
     record = harness.state.runs.latest_run(task.id)
@@ -181,7 +178,7 @@ def test_the_database_password_is_in_no_process_list_during_a_dump(
 ) -> None:
     task = slow_task(sshd, postgres, tmp_path)
     harness = Harness(tmp_path, {"DB_PASSWORD": postgres.password})
-    assert harness.runner.request_run(task) is RunRequest.ACCEPTED
+    assert harness.runner.request_run(task) is Admission.ACCEPTED
     cmdlines = wait_for_process(b"pg_dump\x00")
     assert not any(postgres.password.encode() in cmdline for cmdline in cmdlines)
     blocked.release()
@@ -200,12 +197,12 @@ def test_a_task_never_runs_twice_at_once_and_its_server_is_busy(
     same_server = files_task(sshd, tmp_path / "dest2", source_dir(tmp_path), task_id=2)
     other_server = files_task(sshd, tmp_path / "dest3", tmp_path / "src", task_id=3, server_id=2)
     harness = Harness(tmp_path, {"DB_PASSWORD": postgres.password})
-    assert harness.runner.request_run(task) is RunRequest.ACCEPTED
+    assert harness.runner.request_run(task) is Admission.ACCEPTED
     wait_for_process(b"pg_dump\x00")
     assert harness.runner.is_running(task.id)
-    assert harness.runner.request_run(task) is RunRequest.ALREADY_RUNNING
-    harness.runner.dispatch(task, T0 + timedelta(days=1))  # skipped: still running
-    assert harness.runner.request_run(same_server) is RunRequest.SERVER_BUSY
+    assert harness.runner.request_run(task) is Admission.ALREADY_RUNNING
+    harness.runner.queue_scheduled(task, T0 + timedelta(days=1))  # skipped: still running
+    assert harness.runner.request_run(same_server) is Admission.SERVER_BUSY
     assert harness.run(other_server) is RunStatus.SUCCESSFUL
     blocked.release()
     harness.runner.wait(task.id, timeout=60)
@@ -221,7 +218,7 @@ def test_closing_the_runner_cancels_a_running_backup_and_keeps_no_partial(
 ) -> None:
     task = slow_task(sshd, postgres, tmp_path)
     harness = Harness(tmp_path, {"DB_PASSWORD": postgres.password})
-    assert harness.runner.request_run(task) is RunRequest.ACCEPTED
+    assert harness.runner.request_run(task) is Admission.ACCEPTED
     wait_for_process(b"pg_dump\x00")
     asyncio.run(harness.runner.close())
     record = harness.state.runs.latest_run(task.id)
@@ -241,7 +238,7 @@ def test_a_run_whose_record_cannot_be_finished_releases_its_task_and_logs_why(
 ) -> None:
     task = slow_task(sshd, postgres, tmp_path)
     harness = Harness(tmp_path, {"DB_PASSWORD": postgres.password})
-    assert harness.runner.request_run(task) is RunRequest.ACCEPTED
+    assert harness.runner.request_run(task) is Admission.ACCEPTED
     wait_for_process(b"pg_dump\x00")
     record = harness.state.runs.latest_run(task.id)
     assert record is not None
@@ -251,7 +248,7 @@ def test_a_run_whose_record_cannot_be_finished_releases_its_task_and_logs_why(
     blocked.release()
     harness.runner.wait(task.id, timeout=60)
     assert not harness.runner.is_running(task.id)
-    assert harness.runner.request_run(task) is RunRequest.ACCEPTED
+    assert harness.runner.request_run(task) is Admission.ACCEPTED
     harness.runner.wait(task.id, timeout=60)
     failures = [r for r in caplog.records if r.levelno >= logging.ERROR and r.exc_info]
     assert [r.getMessage() for r in failures] == [f"task 1 run {record.id}: unexpected error"]
@@ -273,7 +270,7 @@ def test_a_run_whose_end_cannot_be_recorded_at_first_is_recorded_failed_once_it_
         "CREATE TRIGGER refuse_finish BEFORE UPDATE OF status ON runs"
         " WHEN (SELECT COUNT(*) FROM refuse) > 0 BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END;"
     )
-    assert harness.runner.request_run(task) is RunRequest.ACCEPTED
+    assert harness.runner.request_run(task) is Admission.ACCEPTED
     for _ in range(600):  # until the run has tried to record its end, and failed
         if any("unexpected error" in record.getMessage() for record in caplog.records):
             break
@@ -286,7 +283,7 @@ def test_a_run_whose_end_cannot_be_recorded_at_first_is_recorded_failed_once_it_
     assert record is not None
     assert record.status is RunStatus.FAILED
     assert record.reason == "the run's end could not be recorded (the daemon's log says why)"
-    assert harness.runner.request_run(task) is RunRequest.ACCEPTED
+    assert harness.runner.request_run(task) is Admission.ACCEPTED
     harness.runner.wait(task.id, timeout=60)
 
 
@@ -339,13 +336,7 @@ def test_runs_beyond_the_newest_per_task_or_older_than_the_age_limit_are_pruned(
 ) -> None:
     task = files_task(sshd, tmp_path / "dest", source_dir(tmp_path), storage=Storage(max_backups=0))
     harness = Harness(tmp_path)
-    harness.runner = Runner(
-        runs=harness.state.runs,
-        secrets=harness.secrets,
-        clock=harness.clock,
-        keep_runs=3,
-        keep_run_age=timedelta(days=90),
-    )
+    harness.runner = harness.new_runner(keep_runs=3, keep_run_age=timedelta(days=90))
     ids = []
     for _ in range(5):
         assert harness.run(task) is RunStatus.SUCCESSFUL
@@ -368,9 +359,7 @@ def test_a_run_stores_its_first_lines_and_its_last_ones_when_it_logs_too_many(
             unix.bind(str(source / f"s{i:03}"))
     task = files_task(sshd, tmp_path / "dest", source, storage=Storage(max_backups=1))
     harness = Harness(tmp_path)
-    harness.runner = Runner(
-        runs=harness.state.runs, secrets=harness.secrets, clock=harness.clock, max_log_lines=100
-    )
+    harness.runner = harness.new_runner(max_log_lines=100)
     assert harness.run(task) is RunStatus.SUCCESSFUL
     record = harness.state.runs.latest_run(task.id)
     assert record is not None

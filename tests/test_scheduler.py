@@ -64,7 +64,7 @@ def at(hour: int, minute: int = 0, *, day: int = 1) -> datetime:
 
 
 def ignore(task: ResolvedTask, slot: datetime) -> None:
-    raise AssertionError(f"nothing should be dispatched here, got task {task.id} at {slot}")
+    raise AssertionError(f"nothing should fire here, got task {task.id} at {slot}")
 
 
 def scheduler_with(*tasks: ResolvedTask, now: datetime = START) -> Scheduler:
@@ -321,7 +321,7 @@ def run_loop(scheduler: Scheduler, scenario: Callable[[], Awaitable[None]]) -> N
 
 
 class Recorder:
-    """A dispatch that records runs and lets a test await the next one."""
+    """A fire callback that records runs and lets a test await the next one."""
 
     def __init__(self) -> None:
         self.runs: list[tuple[int, datetime]] = []
@@ -336,7 +336,7 @@ class Recorder:
         self._arrived.clear()
 
 
-def test_the_loop_dispatches_a_task_when_its_time_comes() -> None:
+def test_the_loop_fires_a_task_when_its_time_comes() -> None:
     clock = FakeClock(START)
     recorder = Recorder()
     scheduler = Scheduler(clock, recorder)
@@ -351,7 +351,7 @@ def test_the_loop_dispatches_a_task_when_its_time_comes() -> None:
     run_loop(scheduler, scenario)
 
 
-def test_the_loop_does_not_dispatch_before_the_fire_time() -> None:
+def test_the_loop_does_not_fire_before_the_fire_time() -> None:
     clock = FakeClock(START)
     recorder = Recorder()
     scheduler = Scheduler(clock, recorder)
@@ -362,13 +362,13 @@ def test_the_loop_does_not_dispatch_before_the_fire_time() -> None:
         clock.advance(timedelta(minutes=30))  # 09:30: task 2 only
         scheduler.wake()
         await recorder.next_run()
-        await asyncio.sleep(0.05)  # room for a wrong extra dispatch to show up
+        await asyncio.sleep(0.05)  # room for a wrong extra fire to show up
         assert recorder.runs == [(2, at(9, 30))]
 
     run_loop(scheduler, scenario)
 
 
-def test_the_loop_dispatches_a_task_added_while_it_sleeps() -> None:
+def test_the_loop_fires_a_task_added_while_it_sleeps() -> None:
     clock = FakeClock(at(10))
     recorder = Recorder()
     scheduler = Scheduler(clock, recorder)
@@ -411,18 +411,18 @@ def test_an_idle_loop_sleeps_instead_of_polling() -> None:
     run_loop(scheduler, scenario)
 
 
-def test_a_failing_dispatch_is_logged_and_the_loop_goes_on(
+def test_a_failing_fire_is_logged_and_the_loop_goes_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     clock = FakeClock(START)
     recorder = Recorder()
 
-    def dispatch(task: ResolvedTask, slot: datetime) -> None:
+    def fire(task: ResolvedTask, slot: datetime) -> None:
         if task.id == 1:
             raise RuntimeError("queue is full")
         recorder(task, slot)
 
-    scheduler = Scheduler(clock, dispatch)
+    scheduler = Scheduler(clock, fire)
     scheduler.upsert(make_task(1), clock.now())
     scheduler.upsert(make_task(2), clock.now())
 

@@ -14,7 +14,6 @@ import pytest
 from reconciler.destinations import DestinationError, open_destination
 from reconciler.executor import HostKeyError, RemoteShell, SshTarget
 from reconciler.models import SecretRef
-from reconciler.runner import Runner
 from reconciler.types import RunStatus
 from tests.runs import Harness, files_task, sftp_destination
 from tests.servers import SshServer
@@ -225,12 +224,7 @@ def test_a_run_uses_the_daemons_known_hosts_for_its_server_and_its_sftp_destinat
         }
     )
     harness = Harness(tmp_path)
-    harness.runner = Runner(
-        runs=harness.state.runs,
-        secrets=harness.secrets,
-        clock=harness.clock,
-        known_hosts=sshd.known_hosts,
-    )
+    harness.runner = harness.new_runner(known_hosts=sshd.known_hosts)
     assert harness.run(task) == RunStatus.SUCCESSFUL
     assert len(list((remote / task.task.storage.path.strip("/")).iterdir())) == 1
 

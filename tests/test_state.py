@@ -11,7 +11,7 @@ import pytest
 
 from reconciler.state import StateStore
 from reconciler.state.errors import StateError
-from reconciler.state.runs import LogTail, RunInProgressError
+from reconciler.state.runs import INTERRUPTED, NEVER_STARTED, LogTail, RunInProgressError
 from reconciler.state.sqlite import SqliteStateStore
 from reconciler.types import RunStatus, TaskStatus
 
@@ -94,6 +94,81 @@ def test_a_finished_run_lets_the_next_one_start(store: StateStore) -> None:
     first = store.runs.start_run(7, "schedule", T0)
     store.runs.finish_run(first, RunStatus.SUCCESSFUL, T0)
     assert store.runs.start_run(7, "manual", T0) != first
+
+
+def test_a_queued_run_is_queued_and_so_is_its_task(store: StateStore) -> None:
+    run_id = store.runs.queue_run(7, "schedule", T0)
+
+    run = store.runs.run(run_id)
+    assert run is not None
+    assert (run.status, run.finished_at) == (RunStatus.QUEUED, None)
+    assert store.runs.task_statuses([7, 8]) == {7: TaskStatus.QUEUED, 8: TaskStatus.READY}
+
+
+def test_a_task_with_a_queued_run_cannot_queue_or_start_another(open_store: OpenStore) -> None:
+    daemon, cli = open_store(), open_store()
+    daemon.runs.queue_run(7, "schedule", T0)
+    with pytest.raises(RunInProgressError):
+        cli.runs.start_run(7, "cli", T0)
+    with pytest.raises(RunInProgressError):
+        cli.runs.queue_run(7, "cli", T0)
+    daemon.runs.start_run(8, "schedule", T0)
+    with pytest.raises(RunInProgressError):
+        cli.runs.queue_run(8, "cli", T0)
+
+
+def test_a_queued_run_that_begins_is_running_from_then(store: StateStore) -> None:
+    run_id = store.runs.queue_run(7, "schedule", T0)
+    store.runs.begin_run(run_id, T0 + timedelta(minutes=3))
+
+    run = store.runs.run(run_id)
+    assert run is not None
+    assert (run.status, run.started_at) == (RunStatus.RUNNING, T0 + timedelta(minutes=3))
+    assert store.runs.last_run_at([7]) == {7: T0 + timedelta(minutes=3)}
+    assert store.runs.task_status(7) is TaskStatus.RUNNING
+
+
+def test_only_a_queued_run_can_begin(store: StateStore) -> None:
+    running = store.runs.start_run(7, "schedule", T0)
+    with pytest.raises(StateError, match=f"cannot start run {running}: it is running"):
+        store.runs.begin_run(running, T0)
+    with pytest.raises(StateError, match="no such run"):
+        store.runs.begin_run(999, T0)
+
+
+def test_a_queued_run_can_end_without_starting(store: StateStore) -> None:
+    run_id = store.runs.queue_run(7, "schedule", T0)
+    store.runs.finish_run(run_id, RunStatus.FAILED, T0, reason="cancelled")
+
+    assert store.runs.task_status(7) is TaskStatus.READY
+    with pytest.raises(ValueError, match="cannot finish"):
+        store.runs.finish_run(store.runs.queue_run(7, "schedule", T0), RunStatus.QUEUED, T0)
+
+
+def test_recovery_ends_queued_runs_as_never_started_and_running_ones_as_interrupted(
+    store: StateStore,
+) -> None:
+    running = store.runs.start_run(7, "schedule", T0)
+    queued = store.runs.queue_run(8, "schedule", T0)
+
+    recovered = store.runs.recover_interrupted(T0 + timedelta(hours=1))
+
+    assert [(run.id, run.status, run.reason) for run in recovered] == [
+        (running, RunStatus.FAILED, INTERRUPTED),
+        (queued, RunStatus.FAILED, NEVER_STARTED),
+    ]
+    assert recovered[1].output.endswith(f"{NEVER_STARTED}\n")
+    assert store.runs.task_statuses([7, 8]) == {7: TaskStatus.READY, 8: TaskStatus.READY}
+
+
+def test_pruning_never_deletes_a_queued_run(store: StateStore) -> None:
+    for hour in range(3):
+        completed_run(store, 7, T0 + timedelta(hours=hour))
+    queued = store.runs.queue_run(7, "schedule", T0 - timedelta(days=1))
+
+    store.runs.prune_runs(7, keep=1, started_before=T0 + timedelta(days=1))
+
+    assert [run.id for run in store.runs.page(7, 0, 10)[0]] == [queued]
 
 
 def test_a_task_never_run_is_ready(store: StateStore) -> None:

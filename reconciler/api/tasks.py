@@ -23,7 +23,7 @@ from reconciler.api.writer import Base, Prepared
 from reconciler.desired import DesiredState, errors_for_user
 from reconciler.gitstore import Author
 from reconciler.models import MAX_ID, BackupTask, ResolvedTask
-from reconciler.runner import RunRequest
+from reconciler.runner import Admission
 from reconciler.state.runs import LogTail
 
 router = APIRouter(prefix="/api", tags=["backup tasks"])
@@ -231,9 +231,9 @@ async def run_task(
             {"Retry-After": str(seconds)},
         )
     # It records the run in the state store, which can wait for SQLite's write lock.
-    outcome = await run_in_threadpool(ctx.runner.request_run, resolved, "api")
-    if outcome is not RunRequest.ACCEPTED:
-        raise ApiError(409, f"{outcome.message[:1].upper()}{outcome.message[1:]}.")
+    admission = await run_in_threadpool(ctx.runner.request_run, resolved, "api")
+    if admission is not Admission.ACCEPTED:
+        raise ApiError(409, f"{admission.message[:1].upper()}{admission.message[1:]}.")
     return schemas.Message(message=INITIATED)
 
 

@@ -16,6 +16,7 @@ from reconciler.state.errors import StateError
 from reconciler.types import RunStatus, TaskStatus
 
 INTERRUPTED = "interrupted by a daemon restart"
+NEVER_STARTED = "never started: the daemon restarted while the run was queued"
 
 
 class RunInProgressError(StateError):
@@ -59,8 +60,17 @@ class RunRecord:
 
 class Runs(Protocol):
     def start_run(self, task_id: int, trigger: str, now: datetime) -> int:
-        """A new running run; RunInProgressError if the task already has one, in this process
-        or another sharing the store."""
+        """A new running run; RunInProgressError if the task already has an unfinished (queued
+        or running) one, in this process or another sharing the store."""
+        ...
+
+    def queue_run(self, task_id: int, trigger: str, now: datetime) -> int:
+        """A new queued run (admitted, not started); RunInProgressError as for `start_run`."""
+        ...
+
+    def begin_run(self, run_id: int, now: datetime) -> None:
+        """A queued run starts: it is running, and `now` is its start time; StateError when it
+        is unknown or not queued."""
         ...
 
     def record_target(self, run_id: int, target: RunTarget) -> None:
@@ -85,7 +95,7 @@ class Runs(Protocol):
         size: int | None = None,
         backup_name: str | None = None,
     ) -> None:
-        """End a running run; StateError when it is unknown or already finished."""
+        """End a queued or running run; StateError when it is unknown or already finished."""
         ...
 
     def run(self, run_id: int, tail: LogTail = DEFAULT_TAIL) -> RunRecord | None: ...
@@ -99,7 +109,8 @@ class Runs(Protocol):
         ...
 
     def recover_interrupted(self, now: datetime) -> list[RunRecord]:
-        """Runs left running by a crash end failed, their logs saying so; returns them."""
+        """Runs a crash left unfinished end failed, their logs saying so (`INTERRUPTED` for a
+        running one, `NEVER_STARTED` for a queued one); returns them."""
         ...
 
     def prune_runs(self, task_id: int, keep: int, started_before: datetime | None) -> int:

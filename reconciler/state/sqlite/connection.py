@@ -131,6 +131,12 @@ _MIGRATIONS: tuple[str, ...] = (
         revision TEXT NOT NULL
     );
     """,
+    # A run is admitted `queued` and runs later: both are unfinished, and a task has at most one
+    # unfinished run (the check that every start_run/queue_run makes uses this index).
+    """
+    DROP INDEX runs_running;
+    CREATE INDEX runs_unfinished ON runs (task_id) WHERE status IN ('queued', 'running');
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 

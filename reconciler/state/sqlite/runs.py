@@ -15,6 +15,7 @@ from reconciler.state.errors import StateError
 from reconciler.state.runs import (
     DEFAULT_TAIL,
     INTERRUPTED,
+    NEVER_STARTED,
     LogTail,
     RunInProgressError,
     RunRecord,
@@ -30,6 +31,8 @@ from reconciler.types import RunStatus, TaskStatus
 
 # A newline inside a log line is stored escaped, so one line is always one line of output.
 _NEWLINE, _ESCAPED_NEWLINE = "\n", "\\n"
+# An unfinished run (queued or running) is matched by the literal `status IN ('queued',
+# 'running')`, never by bound values, so that SQLite uses the partial index runs_unfinished.
 
 
 def _log_line(at: datetime, line: str) -> str:
@@ -57,22 +60,44 @@ class SqliteRuns:
         self._connection = connection
 
     def start_run(self, task_id: int, trigger: str, now: datetime) -> int:
-        """A new running run; RunInProgressError if the task already has one.
+        return self._insert(task_id, RunStatus.RUNNING, trigger, now)
+
+    def queue_run(self, task_id: int, trigger: str, now: datetime) -> int:
+        return self._insert(task_id, RunStatus.QUEUED, trigger, now)
+
+    def _insert(self, task_id: int, status: RunStatus, trigger: str, now: datetime) -> int:
+        """A new run; RunInProgressError if the task already has an unfinished one.
 
         One statement checks and inserts under SQLite's write lock, so the rule holds between
         processes too (the daemon and a `reconciler run` on the same state).
         """
         with self._connection.write() as db:
             cursor = db.execute(
-                "INSERT INTO runs (task_id, status, trigger, started_at) SELECT ?, ?, ?, ? "
-                "WHERE NOT EXISTS (SELECT 1 FROM runs WHERE task_id = ? AND status = ?)",
-                (task_id, RunStatus.RUNNING.value, trigger, to_text(now), task_id,
-                 RunStatus.RUNNING.value),
-            )  # fmt: skip
+                "INSERT INTO runs (task_id, status, trigger, started_at) SELECT ?, ?, ?, ? WHERE"
+                " NOT EXISTS (SELECT 1 FROM runs WHERE task_id = ?"
+                " AND status IN ('queued', 'running'))",
+                (task_id, status.value, trigger, to_text(now), task_id),
+            )
             if cursor.rowcount == 0:
                 raise RunInProgressError(f"task {task_id} is already running")
             assert cursor.lastrowid is not None
             return cursor.lastrowid
+
+    def begin_run(self, run_id: int, now: datetime) -> None:
+        with self._connection.write() as db:
+            cursor = db.execute(
+                "UPDATE runs SET status = ?, started_at = ? WHERE id = ? AND status = ?",
+                (RunStatus.RUNNING.value, to_text(now), run_id, RunStatus.QUEUED.value),
+            )
+            if cursor.rowcount == 0:
+                now_status = self._status(db, run_id)
+                state = "no such run" if now_status is None else f"it is {now_status}"
+                raise StateError(f"cannot start run {run_id}: {state}")
+
+    @staticmethod
+    def _status(db: sqlite3.Connection, run_id: int) -> str | None:
+        row = db.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return None if row is None else str(row["status"])
 
     def record_target(self, run_id: int, target: RunTarget) -> None:
         """Remember where the run is about to write; call before its temporary file exists."""
@@ -148,25 +173,17 @@ class SqliteRuns:
         size: int | None = None,
         backup_name: str | None = None,
     ) -> None:
-        if status is RunStatus.RUNNING:
+        if status in (RunStatus.QUEUED, RunStatus.RUNNING):
             raise ValueError(f"run {run_id} cannot finish with status {status.value!r}")
         with self._connection.write() as db:
             cursor = db.execute(
                 "UPDATE runs SET status = ?, finished_at = ?, reason = ?, size = ?,"
-                " backup_name = ? WHERE id = ? AND status = ?",
-                (
-                    status.value,
-                    to_text(now),
-                    reason,
-                    size,
-                    backup_name,
-                    run_id,
-                    RunStatus.RUNNING.value,
-                ),
+                " backup_name = ? WHERE id = ? AND status IN ('queued', 'running')",
+                (status.value, to_text(now), reason, size, backup_name, run_id),
             )
             if cursor.rowcount == 0:
-                row = db.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
-                state = "no such run" if row is None else f"it is already {row['status']}"
+                now_status = self._status(db, run_id)
+                state = "no such run" if now_status is None else f"it is already {now_status}"
                 raise StateError(f"cannot finish run {run_id}: {state}")
 
     def _output(self, db: sqlite3.Connection, run_id: int, tail: LogTail) -> str:
@@ -226,29 +243,30 @@ class SqliteRuns:
             return self._records(db, rows, tail), int(total[0])
 
     def recover_interrupted(self, now: datetime) -> list[RunRecord]:
-        """Runs left `running` by a crash end failed, their logs saying so; returns them."""
+        """Runs a crash left unfinished end failed, their logs saying so; returns them."""
         with self._connection.write() as db:
-            ids = [
-                row["id"]
-                for row in db.execute(
-                    "SELECT id FROM runs WHERE status = ? ORDER BY id", (RunStatus.RUNNING.value,)
+            unfinished = db.execute(
+                "SELECT id, status FROM runs WHERE status IN ('queued', 'running') ORDER BY id"
+            ).fetchall()
+            for row in unfinished:
+                reason = INTERRUPTED if row["status"] == RunStatus.RUNNING.value else NEVER_STARTED
+                db.execute(
+                    "UPDATE runs SET status = ?, finished_at = ?, reason = ? WHERE id = ?",
+                    (RunStatus.FAILED.value, to_text(now), reason, row["id"]),
                 )
-            ]
-            db.execute(
-                "UPDATE runs SET status = ?, finished_at = ?, reason = ?"
-                " WHERE id IN (SELECT value FROM json_each(?))",
-                (RunStatus.FAILED.value, to_text(now), INTERRUPTED, json.dumps(ids)),
-            )
-            line = json.dumps([_log_line(now, INTERRUPTED)])
-            for run_id in ids:
                 db.execute(
                     "INSERT INTO run_logs (run_id, first_line, line_count, lines)"
                     " VALUES (?, ?, 1, ?)",
-                    (run_id, self._line_count(db, run_id), line),
+                    (
+                        row["id"],
+                        self._line_count(db, row["id"]),
+                        json.dumps([_log_line(now, reason)]),
+                    ),
                 )
+            ids = json.dumps([row["id"] for row in unfinished])
             rows = db.execute(
                 "SELECT * FROM runs WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
-                (json.dumps(ids),),
+                (ids,),
             ).fetchall()
             return self._records(db, rows, DEFAULT_TAIL)
 
@@ -256,19 +274,19 @@ class SqliteRuns:
         """Delete the task's finished runs beyond its `keep` newest (0: no such limit) and every
         finished run started before `started_before` (None: no such limit), with their logs.
         Returns how many runs were deleted."""
-        running = RunStatus.RUNNING.value
         with self._connection.write() as db:
             deleted = 0
             if keep > 0:
                 deleted += db.execute(
-                    "DELETE FROM runs WHERE task_id = ? AND status != ? AND id < (SELECT id FROM"
-                    " runs WHERE task_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
-                    (task_id, running, task_id, keep - 1),
+                    "DELETE FROM runs WHERE task_id = ? AND status NOT IN ('queued', 'running')"
+                    " AND id < (SELECT id FROM runs WHERE task_id = ?"
+                    " ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                    (task_id, task_id, keep - 1),
                 ).rowcount
             if started_before is not None:
                 deleted += db.execute(
-                    "DELETE FROM runs WHERE started_at < ? AND status != ?",
-                    (to_text(started_before), running),
+                    "DELETE FROM runs WHERE started_at < ? AND status NOT IN ('queued', 'running')",
+                    (to_text(started_before),),
                 ).rowcount
             return deleted
 
@@ -280,15 +298,12 @@ class SqliteRuns:
         wanted = list(task_ids)
         with self._connection.locked() as db:
             rows = db.execute(
-                "SELECT DISTINCT task_id FROM runs WHERE status = ?"
+                "SELECT task_id, status FROM runs WHERE status IN ('queued', 'running')"
                 " AND task_id IN (SELECT value FROM json_each(?))",
-                (RunStatus.RUNNING.value, json.dumps(wanted)),
+                (json.dumps(wanted),),
             ).fetchall()
-        running = {row["task_id"] for row in rows}
-        return {
-            task_id: TaskStatus.RUNNING if task_id in running else TaskStatus.READY
-            for task_id in wanted
-        }
+        unfinished = {row["task_id"]: TaskStatus(row["status"]) for row in rows}
+        return {task_id: unfinished.get(task_id, TaskStatus.READY) for task_id in wanted}
 
     def last_run_at(self, task_ids: Iterable[int] | None = None) -> dict[int, datetime]:
         with self._connection.locked() as db:
