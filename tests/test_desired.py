@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from reconciler.desired import DesiredState, build_desired
@@ -231,7 +231,6 @@ edits = st.one_of(
 )
 
 
-@settings(deadline=None)  # up to 16 builds per example
 @given(st.lists(st.lists(edits, min_size=1, max_size=3), max_size=8))
 def test_a_build_told_what_changed_equals_the_full_build(
     steps: list[list[tuple[str, str | None]]],
