@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from reconciler.types import ReconcilerError
 
 if TYPE_CHECKING:
-    from reconciler.daemon import Daemon, Settings
+    from reconciler.daemon import Core, Settings
     from reconciler.state.runs import RunRecord
     from reconciler.state.tokens import Tokens
 
@@ -227,8 +227,8 @@ def _state_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from reconciler.api import DEFAULT_MAX_BODY_BYTES
     from reconciler.daemon import Settings, serve
+    from reconciler.types import DEFAULT_MAX_BODY_BYTES
 
     settings = Settings(
         repo=args.repo,
@@ -324,7 +324,7 @@ async def _run_once(settings: Settings, task_id: int) -> bool:
         return run.status is RunStatus.SUCCESSFUL
 
 
-async def _follow(daemon: Daemon, task_id: int) -> RunRecord:
+async def _follow(daemon: Core, task_id: int) -> RunRecord:
     """Print the task's run's log lines as they are stored, until it ends; return the finished run.
 
     `start_run` records the run before it accepts it, so the task's latest run is this one.

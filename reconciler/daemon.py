@@ -14,31 +14,37 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import uvicorn
-from fastapi import FastAPI
-
-from reconciler.api import DEFAULT_MAX_BODY_BYTES, create_app
-from reconciler.api.reader import StateReader
-from reconciler.api.secretkeys import forget_unreferenced
-from reconciler.api.tokenuse import FLUSH_SECONDS, TokenUses
 from reconciler.backup import DEFAULT_KEEP_RUN_AGE, DEFAULT_KEEP_RUNS, BackupPipeline
 from reconciler.engine import Engine
 from reconciler.executor import CONNECT_TIMEOUT, STALL_TIMEOUT
 from reconciler.gitstore import GitStore
-from reconciler.metrics import install_operational_routes
 from reconciler.models import ResolvedTask
-from reconciler.restore import restore
 from reconciler.runner import Admission, Runner
 from reconciler.scheduler import Fire, Scheduler
 from reconciler.secrets import Secrets
 from reconciler.state import StateStore, open_state
 from reconciler.state.schedule import ScheduleBookkeeping
-from reconciler.types import Clock, ReconcilerError
-from reconciler.watcher import ref_changes
+from reconciler.types import (
+    DEFAULT_MAX_BODY_BYTES,
+    TOKEN_USE_FLUSH_SECONDS,
+    Clock,
+    ReconcilerError,
+)
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from reconciler.api.reader import StateReader
+    from reconciler.api.tokenuse import TokenUses
+
+# The HTTP API (FastAPI, uvicorn), the ref watch and restoring are imported where they are
+# used: a one-off command (`reconciler run`) needs none of them, and importing FastAPI and the
+# API's schemas alone took about half a second of its start.
 
 log = logging.getLogger("reconciler.daemon")
 
@@ -71,7 +77,7 @@ class Settings:
     keep_runs: int = DEFAULT_KEEP_RUNS
     keep_run_age: timedelta | None = DEFAULT_KEEP_RUN_AGE
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    token_use_interval: float = FLUSH_SECONDS
+    token_use_interval: float = TOKEN_USE_FLUSH_SECONDS
 
 
 def secrets_path(state: Path) -> Path:
@@ -80,7 +86,9 @@ def secrets_path(state: Path) -> Path:
 
 
 @dataclass
-class Daemon:
+class Core:
+    """The parts a one-off command needs: every part of the daemon but its HTTP API."""
+
     settings: Settings
     clock: Clock
     state: StateStore
@@ -89,9 +97,15 @@ class Daemon:
     runner: Runner
     scheduler: Scheduler
     engine: Engine
-    app: FastAPI
     fire: Fire
     fires: ThreadPoolExecutor
+
+
+@dataclass
+class Daemon(Core):
+    """The core and its HTTP API."""
+
+    app: FastAPI
     token_uses: TokenUses
     reader: StateReader
 
@@ -104,6 +118,34 @@ def build(
     `clock` (default: the system's) and `environ` (where `{env: NAME}` secrets are read,
     default: the process's) are parameters so that tests can pass in their own.
     """
+    from reconciler.api import create_app
+    from reconciler.api.reader import StateReader
+    from reconciler.api.tokenuse import TokenUses
+    from reconciler.metrics import install_operational_routes
+
+    core = build_core(settings, clock=clock, environ=environ)
+    token_uses = TokenUses(core.state.tokens)
+    reader = StateReader()
+    app = create_app(
+        engine=core.engine,
+        state=core.state,
+        secrets=core.secrets,
+        runner=core.runner,
+        clock=core.clock,
+        token_uses=token_uses,
+        reader=reader,
+        push=settings.push,
+        max_body_bytes=settings.max_body_bytes,
+    )
+    install_operational_routes(app, engine=core.engine, runner=core.runner)
+    parts = {field.name: getattr(core, field.name) for field in fields(Core)}
+    return Daemon(**parts, app=app, token_uses=token_uses, reader=reader)
+
+
+def build_core(
+    settings: Settings, *, clock: Clock | None = None, environ: Mapping[str, str] | None = None
+) -> Core:
+    """`build` without the HTTP API."""
     clock = SystemClock() if clock is None else clock
     state = open_state(settings.state)
     secrets = Secrets(secrets_path(settings.state), os.environ if environ is None else environ)
@@ -134,35 +176,7 @@ def build(
     fire = record_then_queue(state.schedule, runner, fires)
     scheduler = Scheduler(clock, fire)
     engine = Engine(store=store, scheduler=scheduler, state=state, clock=clock)
-    token_uses = TokenUses(state.tokens)
-    reader = StateReader()
-    app = create_app(
-        engine=engine,
-        state=state,
-        secrets=secrets,
-        runner=runner,
-        clock=clock,
-        token_uses=token_uses,
-        reader=reader,
-        push=settings.push,
-        max_body_bytes=settings.max_body_bytes,
-    )
-    install_operational_routes(app, engine=engine, runner=runner)
-    return Daemon(
-        settings,
-        clock,
-        state,
-        secrets,
-        store,
-        runner,
-        scheduler,
-        engine,
-        app,
-        fire,
-        fires,
-        token_uses,
-        reader,
-    )
+    return Core(settings, clock, state, secrets, store, runner, scheduler, engine, fire, fires)
 
 
 def record_then_queue(schedule: ScheduleBookkeeping, runner: Runner, fires: Executor) -> Fire:
@@ -196,6 +210,8 @@ async def running(
     up missed slots, record the up-interval, start the workers (heartbeat, scheduler, ref watch,
     periodic resync, token-use writes). Yields it running; on exit stops the workers and closes
     every part."""
+    from reconciler.api.secretkeys import forget_unreferenced
+
     daemon = build(settings, clock=clock, environ=environ)
     stop = asyncio.Event()
     workers: list[asyncio.Task[None]] = []
@@ -260,6 +276,8 @@ async def running(
 
 
 async def serve(settings: Settings) -> None:
+    import uvicorn
+
     server: uvicorn.Server | None = None
     stop_requested = False
 
@@ -297,19 +315,20 @@ async def serve(settings: Settings) -> None:
         await server.serve()
 
 
-async def close(daemon: Daemon, alive: int | None = None) -> None:
+async def close(daemon: Core, alive: int | None = None) -> None:
     """Stop the parts that run on their own (fires, then runs, then the API's reader), write
-    the token uses noted since the last write, then close the state store; `alive`: this
-    daemon's up-interval, to record it as lasting until now."""
+    the token uses noted since the last write (a daemon with its API), then close the state
+    store; `alive`: this daemon's up-interval, to record it as lasting until now."""
     await asyncio.to_thread(daemon.fires.shutdown, wait=True)
     await daemon.runner.close()
     if alive is not None:
         await asyncio.to_thread(daemon.state.schedule.still_alive, alive, daemon.clock.now())
-    await asyncio.to_thread(daemon.reader.close)
-    try:
-        await asyncio.to_thread(daemon.token_uses.flush)
-    except Exception:
-        log.exception("cannot record the API tokens' last uses")
+    if isinstance(daemon, Daemon):
+        await asyncio.to_thread(daemon.reader.close)
+        try:
+            await asyncio.to_thread(daemon.token_uses.flush)
+        except Exception:
+            log.exception("cannot record the API tokens' last uses")
     await asyncio.to_thread(daemon.engine.close)
     daemon.state.close()
 
@@ -335,10 +354,10 @@ async def _write_token_uses(seconds: float, uses: TokenUses) -> None:
 
 
 @asynccontextmanager
-async def synced(settings: Settings) -> AsyncIterator[Daemon]:
-    """For a one-off command: the daemon built and reconciled to the branch head, nothing
+async def synced(settings: Settings) -> AsyncIterator[Core]:
+    """For a one-off command: the daemon's core built and reconciled to the branch head, nothing
     started; closed on exit."""
-    daemon = build(settings)
+    daemon = build_core(settings)
     try:
         await daemon.engine.sync()
         yield daemon
@@ -346,7 +365,7 @@ async def synced(settings: Settings) -> AsyncIterator[Daemon]:
         await close(daemon)
 
 
-def start_run(daemon: Daemon, task_id: int, trigger: str) -> None:
+def start_run(daemon: Core, task_id: int, trigger: str) -> None:
     """Start one run of the task now, or say why it cannot start."""
     admission = daemon.runner.request_run(_task(daemon, task_id), trigger=trigger)
     if admission is not Admission.ACCEPTED:
@@ -355,6 +374,8 @@ def start_run(daemon: Daemon, task_id: int, trigger: str) -> None:
 
 async def restore_backup(settings: Settings, task_id: int, run_id: int | None, to: Path) -> Path:
     """`reconciler restore`: the given run's backup (default: the newest) into `to`."""
+    from reconciler.restore import restore
+
     async with synced(settings) as daemon:
         task = _task(daemon, task_id)
         run = None
@@ -371,7 +392,7 @@ class DaemonError(ReconcilerError):
     """A request the config set or state cannot satisfy; the message says why."""
 
 
-def _task(daemon: Daemon, task_id: int) -> ResolvedTask:
+def _task(daemon: Core, task_id: int) -> ResolvedTask:
     task = daemon.engine.desired.tasks.get(task_id)
     if task is None:
         raise DaemonError(f"task {task_id} is not in the config set at {daemon.settings.repo}")
@@ -379,6 +400,8 @@ def _task(daemon: Daemon, task_id: int) -> ResolvedTask:
 
 
 async def _on_commits(daemon: Daemon, stop: asyncio.Event) -> None:
+    from reconciler.watcher import ref_changes
+
     async for _ in ref_changes(daemon.store.git_dir, stop):
         await _logged(daemon.engine.sync)
 

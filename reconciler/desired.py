@@ -1,7 +1,9 @@
 """The desired state: every file's objects resolved into runnable tasks. Pure.
 
 `build_desired(files, previous)` is the whole rule book, applied from scratch on every reconcile
-(level-triggered) but cheap, because unchanged objects are reused by identity:
+(level-triggered) but cheap, because unchanged objects are reused by identity. Told which files
+changed, an edit that cannot move anything else (task files whose ids, owners and health stay as
+they were) revises just their tasks: the same result, at the cost of what changed.
 
 - A file with errors keeps the objects of its last good version in force, so a typo never takes a
   working schedule down. A deleted file takes its objects with it.
@@ -15,7 +17,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,15 +79,43 @@ class DesiredState:
     # The users each file with an error belongs to (see `file_users`); empty: operators only.
     error_users: Mapping[str, frozenset[int]] = field(default_factory=dict)
     resolutions: Mapping[int, _Resolution] = field(default_factory=dict, repr=False)
+    # The (kind, id) pairs more than one current file claims.
+    contested: frozenset[Key] = field(default_factory=frozenset, repr=False)
+    # The task ids whose resolved task may differ from the state this one was built from; None:
+    # any of them. Says how the state was built, not what it is, so equality ignores it.
+    revised: frozenset[int] | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class _Referenced:
+    """The objects tasks name, by kind."""
+
+    users: Mapping[int, User]
+    servers: Mapping[int, RemoteServer]
+    destinations: Mapping[int, Destination]
+    notifications: Mapping[int, NotificationStream]
 
 
 Objects = dict[Kind, dict[int, Any]]
 Owners = dict[Kind, dict[int, str]]
 
 
-def build_desired(files: Mapping[str, ParsedFile], previous: DesiredState) -> DesiredState:
+def build_desired(
+    files: Mapping[str, ParsedFile],
+    previous: DesiredState,
+    changed: Collection[str] | None = None,
+) -> DesiredState:
+    """The desired state of `files`, after `previous`.
+
+    `changed`: the paths whose entry in `files` differs from the files `previous` was built from
+    (added, edited or gone), if the caller knows them. The result is the same either way.
+    """
+    if changed is not None:
+        revised = _revise_tasks(files, previous, changed)
+        if revised is not None:
+            return revised
     errors: list[ConfigError] = [error for parsed in files.values() for error in parsed.errors]
-    owners, objects, rejected = _claim_ids(files, previous, errors)
+    owners, objects, rejected, contested = _claim_ids(files, previous, errors)
     good_files = _fall_back_to_last_good(files, previous, owners, objects, rejected)
 
     users: dict[int, User] = objects[Kind.USER]
@@ -93,31 +123,17 @@ def build_desired(files: Mapping[str, ParsedFile], previous: DesiredState) -> De
     destinations: dict[int, Destination] = objects[Kind.DESTINATION]
     notifications: dict[int, NotificationStream] = objects[Kind.NOTIFICATION]
     task_owners = owners[Kind.TASK]
+    referenced = _Referenced(users, servers, destinations, notifications)
     tasks: dict[int, ResolvedTask] = {}
     resolutions: dict[int, _Resolution] = {}
-    last_resolutions = previous.resolutions
     for task_id, task in objects[Kind.TASK].items():
-        path = task_owners[task_id]
-        streams = task.notification_stream_ids
-        inputs = (
-            task,
-            path,
-            users.get(task.user_id),
-            servers.get(task.remote_server_id),
-            destinations.get(task.backup_destination_id),
-            tuple(map(notifications.get, streams)) if streams else (),
-        )
-        last = last_resolutions.get(task_id)
-        # Tuple equality checks identity first, so an untouched task costs one comparison.
-        if last is None or last.inputs != inputs:
-            last = _resolution(task, path, inputs, files, previous)
+        last = _task_resolution(task, task_owners[task_id], referenced, files, previous)
         resolutions[task_id] = last
         if last.problems:
             errors.extend(last.problems)
         if last.task is not None:
             tasks[task_id] = last.task
 
-    error_paths = {error.path for error in errors}
     return DesiredState(
         users=users,
         servers=servers,
@@ -128,12 +144,114 @@ def build_desired(files: Mapping[str, ParsedFile], previous: DesiredState) -> De
         owners=owners,
         good_files=good_files,
         files=files,
-        errors=tuple(sorted(errors, key=lambda e: (e.path, e.line or 0, e.field))),
-        error_users={
-            path: file_users(files.get(path), previous.good_files.get(path)) for path in error_paths
-        },
+        errors=_sorted_errors(errors),
+        error_users=_error_users(errors, files, previous),
         resolutions=resolutions,
+        contested=contested,
     )
+
+
+def _revise_tasks(
+    files: Mapping[str, ParsedFile], previous: DesiredState, changed: Collection[str]
+) -> DesiredState | None:
+    """`build_desired` for an edit of task files alone, or None when the edit can move more.
+
+    Each changed file must be a task file, valid now, that was valid, in force and without any
+    error before, with the same ids, none of them claimed by another file: then no id changes
+    hands, no file starts or stops falling back, and only its own tasks resolve anew.
+    """
+    task_owners = previous.owners.get(Kind.TASK, {})
+    for path in changed:
+        parsed, last = files.get(path), previous.good_files.get(path)
+        if (
+            parsed is None
+            or last is None
+            or not parsed.ok
+            or parsed.kind is not Kind.TASK
+            or last.kind is not Kind.TASK
+            or path in previous.error_users
+        ):
+            return None
+        ids = [document.id for document in parsed.objects]
+        if ids != [document.id for document in last.objects] or any(
+            task_owners.get(task_id) != path or (Kind.TASK, task_id) in previous.contested
+            for task_id in ids
+        ):
+            return None
+    tasks, task_paths = dict(previous.tasks), dict(previous.task_paths)
+    resolutions = dict(previous.resolutions)
+    errors = list(previous.errors)  # none of them is a changed file's: see above
+    referenced = _Referenced(
+        previous.users, previous.servers, previous.destinations, previous.notifications
+    )
+    for path in changed:
+        for task in files[path].objects:
+            assert isinstance(task, BackupTask)
+            resolution = _task_resolution(task, path, referenced, files, previous)
+            resolutions[task.id] = resolution
+            errors.extend(resolution.problems)
+            if resolution.task is None:
+                tasks.pop(task.id, None)
+                task_paths.pop(task.id, None)
+            else:
+                tasks[task.id] = resolution.task
+                task_paths[task.id] = path
+    good_files = dict(previous.good_files)
+    good_files.update((path, files[path]) for path in changed)
+    return DesiredState(
+        users=previous.users,
+        servers=previous.servers,
+        destinations=previous.destinations,
+        notifications=previous.notifications,
+        tasks=tasks,
+        task_paths=task_paths,
+        owners=previous.owners,
+        good_files=good_files,
+        files=files,
+        errors=_sorted_errors(errors),
+        error_users=_error_users(errors, files, previous),
+        resolutions=resolutions,
+        contested=previous.contested,
+        revised=frozenset(task.id for path in changed for task in files[path].objects),
+    )
+
+
+def _task_resolution(
+    task: BackupTask,
+    path: str,
+    objects: _Referenced,
+    files: Mapping[str, ParsedFile],
+    previous: DesiredState,
+) -> _Resolution:
+    """How `task` (of the file at `path`) resolves against `objects`: the previous resolution
+    when its inputs are the same."""
+    streams = task.notification_stream_ids
+    inputs = (
+        task,
+        path,
+        objects.users.get(task.user_id),
+        objects.servers.get(task.remote_server_id),
+        objects.destinations.get(task.backup_destination_id),
+        tuple(map(objects.notifications.get, streams)) if streams else (),
+    )
+    last = previous.resolutions.get(task.id)
+    # Tuple equality checks identity first, so an untouched task costs one comparison.
+    if last is None or last.inputs != inputs:
+        last = _resolution(task, path, inputs, files, previous)
+    return last
+
+
+def _sorted_errors(errors: list[ConfigError]) -> tuple[ConfigError, ...]:
+    return tuple(sorted(errors, key=lambda e: (e.path, e.line or 0, e.field)))
+
+
+def _error_users(
+    errors: list[ConfigError], files: Mapping[str, ParsedFile], previous: DesiredState
+) -> dict[str, frozenset[int]]:
+    error_paths = {error.path for error in errors}
+    return {
+        path: file_users(files.get(path), previous.good_files.get(path)) for path in error_paths
+    }
 
 
 def file_users(current: ParsedFile | None, last_good: ParsedFile | None) -> frozenset[int]:
@@ -175,7 +293,7 @@ def errors_for_user(desired: DesiredState, user_id: int) -> tuple[ConfigError, .
 
 def _claim_ids(
     files: Mapping[str, ParsedFile], previous: DesiredState, errors: list[ConfigError]
-) -> tuple[Owners, Objects, set[str]]:
+) -> tuple[Owners, Objects, set[str], frozenset[Key]]:
     owners: Owners = {kind: {} for kind in Kind}
     objects: Objects = {kind: {} for kind in Kind}
     contested: dict[tuple[Kind, int], list[tuple[str, Document]]] = {}
@@ -210,7 +328,7 @@ def _claim_ids(
             where = winner if same_owner else "a file of another user"
             message = f"{kind} id {object_id} is already defined in {where}; ids must be unique"
             errors.append(ConfigError(path, line, "id", message))
-    return owners, objects, rejected
+    return owners, objects, rejected, frozenset(contested)
 
 
 def _fall_back_to_last_good(

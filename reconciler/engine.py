@@ -117,12 +117,19 @@ class Engine:
             if not full and self.reconciled_at is not None and head == self.revision:
                 return Plan()
             snapshot = await asyncio.to_thread(self._compute, head, full)
-            plan = make_plan(snapshot.desired.tasks, self._scheduler.tasks)
+            # The scheduler runs what the engine last applied, so the tasks the new desired state
+            # may have revised are the only ones that can differ.
+            plan = make_plan(
+                snapshot.desired.tasks, self._scheduler.tasks, snapshot.desired.revised
+            )
             if plan.added:
                 # A state store write, which can wait for SQLite's lock: never on the event loop.
                 added = [task.id for task in plan.added]
                 await asyncio.to_thread(self._schedule.mark_seen, added, self._clock.now())
             self._apply(snapshot, plan)
+            # After the scheduler has the commit: the index is observed state, never on the way
+            # from a commit to its schedule.
+            await asyncio.to_thread(self._follow_file_times, snapshot.revision)
             self.last_duration = time.perf_counter() - started
             self.reconciles += 1
             self.last_parsed = snapshot.parsed
@@ -163,13 +170,13 @@ class Engine:
         files.update(expected)
         unparsed = {path: blob for path, blob in changed.items() if path not in expected}
         files.update(parse_entries(self.store, unparsed, self._parse_workers))
-        desired = build_desired(files, self._desired)
-        self._follow_file_times(head)
+        # The periodic resync rebuilds everything: its way of repairing whatever was missed.
+        desired = build_desired(files, self._desired, None if full else updates.keys())
         return _Snapshot(head, blobs, files, desired, len(updates) - len(expected))
 
     def _follow_file_times(self, head: str | None) -> None:
-        # Per applied commit, so a task list never walks git history for its file times. It is
-        # observed state: failing to keep it (a busy state store) never holds back the config.
+        """Per applied commit, so a task list never walks git history for its file times. It is
+        observed state: failing to keep it (a busy state store) never holds back the config."""
         try:
             self._file_times.follow(head)
         except Exception:

@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import parse_qsl, urlsplit
 
-import apprise
-
 from reconciler.models import NotificationStream, SecretRef
 
 logger = logging.getLogger("reconciler.notify")
@@ -113,6 +111,10 @@ def _send(
     """None when delivered, else why not, with no secret in it."""
     url = ""
     try:
+        # Here, not at the top: apprise and its plugins take about 80 ms to import, which every
+        # command paid, most runs having no notification to send.
+        import apprise
+
         url = stream.url if isinstance(stream.url, str) else resolve_secret(stream.url)
         sender = apprise.Apprise()
         if not sender.add(url):

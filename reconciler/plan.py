@@ -6,7 +6,7 @@ nothing at all), never a delete plus a create.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,16 +37,24 @@ class Plan:
         return not (self.added or self.changed or self.removed)
 
 
-def make_plan(desired: Mapping[int, ResolvedTask], running: Mapping[int, ResolvedTask]) -> Plan:
-    added = [task for task_id, task in desired.items() if task_id not in running]
-    removed = [task for task_id, task in running.items() if task_id not in desired]
-    changed = []
-    for task_id, task in desired.items():
-        current = running.get(task_id)
+def make_plan(
+    desired: Mapping[int, ResolvedTask],
+    running: Mapping[int, ResolvedTask],
+    only: Collection[int] | None = None,
+) -> Plan:
+    """What turns `running` into `desired`. `only`: the task ids the two can differ in, if the
+    caller knows them (they are equal everywhere else); the plan then costs what they are."""
+    added, removed, changed = [], [], []
+    for task_id in desired.keys() | running.keys() if only is None else only:
+        task, current = desired.get(task_id), running.get(task_id)
+        if current is None:
+            if task is not None:
+                added.append(task)
+        elif task is None:
+            removed.append(current)
         # Identity first: an unchanged task is the very same object, so 10,000 compare for free.
-        if current is None or current is task or current == task:
-            continue
-        changed.append(TaskChange(task, tuple(field_changes(current, task))))
+        elif current is not task and current != task:
+            changed.append(TaskChange(task, tuple(field_changes(current, task))))
     return Plan(
         added=tuple(sorted(added, key=_by_id)),
         changed=tuple(sorted(changed, key=lambda change: change.task.id)),

@@ -23,6 +23,12 @@ class ConfigError:
         return f"{where}: {self.field or '(file)'}: {self.message}"
 
 
+# The largest request body the API reads: a daemon setting's default, and the API's own.
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+# How often the API's token uses are written (see `reconciler.api.tokenuse`): the same.
+TOKEN_USE_FLUSH_SECONDS = 10.0
+
+
 class TaskStatus(StrEnum):
     READY = "ready"
     QUEUED = "queued"  # its run waits for a worker or for a slot of its server

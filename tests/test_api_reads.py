@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from reconciler import daemon
-from reconciler.api.tokenuse import FLUSH_SECONDS
 from reconciler.state import open_state
+from reconciler.types import TOKEN_USE_FLUSH_SECONDS as FLUSH_SECONDS
 from tests import configset
 from tests.apirig import START, ApiRig, api_rig, config_files, settings
 from tests.clock import FakeClock

@@ -275,3 +275,33 @@ def test_a_new_state_store_is_private_from_its_first_byte(tmp_path: Path) -> Non
     assert result.returncode == 0, result.stderr
     assert stat.S_IMODE(state.parent.stat().st_mode) == 0o700
     assert stat.S_IMODE(state.stat().st_mode) == 0o600
+
+
+ONE_OFF = """
+import asyncio, sys
+from pathlib import Path
+from reconciler.daemon import Settings, synced
+
+async def main() -> None:
+    async with synced(Settings(repo=Path(sys.argv[1]), state=Path(sys.argv[2]))) as core:
+        assert 1 in core.engine.desired.tasks
+
+asyncio.run(main())
+print(" ".join(sorted(name for name in sys.argv[3:] if name in sys.modules)))
+"""
+
+
+def test_a_one_off_command_loads_neither_the_http_api_nor_the_ref_watch(tmp_path: Path) -> None:
+    """What `reconciler run` and `restore` build; importing FastAPI and the API's schemas alone
+    took half of `reconciler run`'s second."""
+    init_repo(tmp_path / "config", {**configset.base_files(), "tasks/1.yaml": configset.task(1)})
+    heavy = ["fastapi", "uvicorn", "starlette", "watchfiles", "apprise", "boto3", "reconciler.api"]
+    result = subprocess.run(
+        [sys.executable, "-c", ONE_OFF, tmp_path / "config", tmp_path / "state.db", *heavy],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""

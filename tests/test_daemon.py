@@ -44,9 +44,11 @@ def test_the_daemon_serves_the_head_commit(daemon: RunningDaemon) -> None:
     assert sync["errors"] == []
 
 
-def test_a_commit_reaches_the_running_daemon_well_under_a_second(daemon: RunningDaemon) -> None:
+def test_a_commit_reaches_the_running_daemon_through_its_ref_watch(daemon: RunningDaemon) -> None:
+    """Long before the periodic resync (every 60 s) could: bench/bench_core.py measures how
+    long after the commit."""
     revision = commit_files(daemon.repo, {"tasks/1-home.yaml": configset.task(1, label="x")}, "e")
-    assert daemon.wait_for_revision(revision, within=5) < 1.0
+    daemon.wait_for_revision(revision, within=10)
     assert daemon.get("/api/backup-tasks/1")["data"]["label"] == "x"
 
 

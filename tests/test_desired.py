@@ -186,3 +186,81 @@ def test_the_result_does_not_depend_on_the_order_files_are_listed(
     backward = build_desired(dict(reversed(list(files.items()))), DesiredState())
     assert forward.tasks == backward.tasks
     assert forward.errors == backward.errors
+
+
+def test_an_edit_of_one_task_file_revises_only_its_tasks() -> None:
+    files = parsed(with_tasks(a=configset.task(1), b=configset.task(2)))
+    before = build_desired(files, DesiredState())
+    files["tasks/b.yaml"] = parse_file("tasks/b.yaml", configset.task(2, label="new").encode())
+    after = build_desired(files, before, changed=["tasks/b.yaml"])
+    assert after.revised == frozenset({2})
+    assert after.tasks[2].task.label == "new"
+    assert after.tasks[1] is before.tasks[1]
+    assert after == build_desired(files, before)
+
+
+def test_an_edit_that_moves_an_id_rebuilds_everything() -> None:
+    files = parsed(with_tasks(a=configset.task(1), b=configset.task(2)))
+    before = build_desired(files, DesiredState())
+    files["tasks/b.yaml"] = parse_file("tasks/b.yaml", configset.task(3).encode())
+    after = build_desired(files, before, changed=["tasks/b.yaml"])
+    assert after.revised is None
+    assert sorted(after.tasks) == [1, 3]
+
+
+# One step of editing a config set: which file, and what it becomes (None: deleted).
+edits = st.one_of(
+    st.tuples(
+        st.sampled_from(["tasks/a.yaml", "tasks/b.yaml", "tasks/c.yaml"]),
+        st.none()
+        | st.just("id: [broken")
+        | st.builds(
+            lambda task_id, user_id, server_id, label: configset.task(
+                task_id, user_id=user_id, remote_server_id=server_id, label=label
+            ),
+            st.integers(1, 3),
+            st.integers(1, 2),
+            st.integers(1, 3),
+            st.sampled_from(["x", "y"]),
+        ),
+    ),
+    st.tuples(
+        st.just("servers/one.yaml"),
+        st.none() | st.builds(lambda user_id: configset.server(1, user_id), st.integers(1, 2)),
+    ),
+)
+
+
+@given(st.lists(st.lists(edits, min_size=1, max_size=3), max_size=8))
+def test_a_build_told_what_changed_equals_the_full_build(
+    steps: list[list[tuple[str, str | None]]],
+) -> None:
+    texts = with_tasks(a=configset.task(1), b=configset.task(2))
+    files = parsed(texts)
+    state = build_desired(files, DesiredState())
+    for step in steps:
+        changed = set()
+        for path, text in step:
+            changed.add(path)
+            if text is None:
+                files.pop(path, None)
+            else:
+                files[path] = parse_file(path, text.encode())
+        told = build_desired(files, state, changed)
+        full = build_desired(files, state)
+        assert told == full
+        if told.revised is not None:
+            ids = full.tasks.keys() | state.tasks.keys()
+            assert {i for i in ids if full.tasks.get(i) is not state.tasks.get(i)} <= told.revised
+        state = full
+
+
+def test_an_edit_of_a_task_whose_id_another_file_claims_rebuilds_that_files_error() -> None:
+    files = parsed(with_tasks(a=configset.task(1), b=configset.task(1, label="copy")))
+    before = build_desired(files, DesiredState())
+    files["tasks/a.yaml"] = parse_file("tasks/a.yaml", configset.task(1, user_id=2).encode())
+    after = build_desired(files, before, changed=["tasks/a.yaml"])
+    assert after == build_desired(files, before)
+    (error,) = after.errors
+    assert (error.path, error.field) == ("tasks/b.yaml", "id")
+    assert "a file of another user" in error.message

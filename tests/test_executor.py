@@ -147,9 +147,12 @@ def test_a_command_that_sends_nothing_for_the_stall_timeout_has_stalled(sshd: Ss
 def test_output_on_stdout_or_stderr_keeps_a_slow_command_from_counting_as_stalled(
     sshd: SshServer,
 ) -> None:
-    slow = "for i in 1 2 3 4 5 6; do sleep 0.25; echo $i; echo $i >&2; done"
-    with RemoteShell(target(sshd), stall_timeout=0.6) as shell:
-        assert shell.run(slow) == (0, "1\n2\n3\n4\n5\n6\n")
+    # Twice as long as the stall timeout in all, with output 6 times as often: a loaded
+    # machine's scheduling gaps (0.35 s was enough to trip 0.25 s against 0.6 s) stay far under it.
+    numbers = range(1, 13)
+    slow = f"for i in {' '.join(map(str, numbers))}; do sleep 0.25; echo $i; echo $i >&2; done"
+    with RemoteShell(target(sshd), stall_timeout=1.5) as shell:
+        assert shell.run(slow) == (0, "".join(f"{i}\n" for i in numbers))
         result = shell.stream(f"{{ {slow}; }} >/dev/null", lambda chunk: None, timeout=60)
     assert result.exit_status == 0
 

@@ -89,3 +89,16 @@ def test_planning_again_after_applying_finds_nothing(
 ) -> None:
     wanted, current = _tasks(desired), _tasks(running)
     assert make_plan(wanted, apply(make_plan(wanted, current), current)).empty
+
+
+@given(task_maps, task_maps, st.sets(st.integers(1, 6)))
+def test_a_plan_told_where_the_states_can_differ_is_the_full_plan(
+    desired: Mapping[int, str], running: Mapping[int, str], extra: set[int]
+) -> None:
+    wanted, current = _tasks(desired), _tasks(running)
+    differing = {
+        task_id
+        for task_id in wanted.keys() | current.keys()
+        if wanted.get(task_id) != current.get(task_id)
+    }
+    assert make_plan(wanted, current, differing | extra) == make_plan(wanted, current)

@@ -14,8 +14,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reconciler.api.auth import CALLER_SCOPE_KEY, UNAUTHENTICATED, Caller
 from reconciler.api.errors import error_body
+from reconciler.types import DEFAULT_MAX_BODY_BYTES as DEFAULT_MAX_BODY_BYTES
 
-DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 GUARDED_PREFIX = "/api"
 
 

@@ -1,8 +1,9 @@
 """When each API token was last used: noted in memory per request, written in batches.
 
 A request never waits for SQLite's write lock to record its token's use: the daemon writes the
-uses noted since the last write every FLUSH_SECONDS, and once more when it stops, so `reconciler
-token list` shows a token's last use at most FLUSH_SECONDS late (or after a crash, lost).
+uses noted since the last write every `types.TOKEN_USE_FLUSH_SECONDS`, and once more when it
+stops, so `reconciler token list` shows a token's last use at most that late (or after a crash,
+lost).
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ import threading
 from datetime import datetime
 
 from reconciler.state.tokens import Tokens
-
-FLUSH_SECONDS = 10.0
 
 
 class TokenUses:
