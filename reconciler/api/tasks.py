@@ -149,11 +149,12 @@ def upcoming(ctx: Ctx, caller: Annotated[Caller, _caller(Ability.VIEW)]) -> Any:
     responses=responses(401, 403, 404),
     summary="Show one backup task",
 )
-def show_task(
+async def show_task(
     ctx: Ctx, caller: Annotated[Caller, _caller(Ability.VIEW)], resolved: ViewedTask
 ) -> Response:
     desired = ctx.engine.desired
-    return _json_response({"data": _live_resources(ctx, caller, desired, [resolved])[0]})
+    (live,) = await ctx.reader.run(lambda: _live_resources(ctx, caller, desired, [resolved]))
+    return _json_response({"data": live})
 
 
 @router.get(
