@@ -197,7 +197,7 @@ async def test_a_persons_commit_racing_a_group_is_kept_and_so_is_every_write(
     rig: ApiRig, caplog: pytest.LogCaptureFixture
 ) -> None:
     # A long comment makes preparing task 7's edit slow enough for the person to commit inside.
-    long = (rig.repo / FAR).read_text() + "# note\n" * 20_000
+    long = (rig.repo / FAR).read_text() + "# note\n" * 60_000
     (rig.repo / FAR).write_text(long)
     git(rig.repo, "commit", "-q", "-am", "person: notes")
     caplog.set_level(logging.INFO, logger="reconciler.api")
