@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +33,10 @@ _CONFIG_SUFFIXES = (".yaml", ".yml")
 _REGULAR_FILES = (FileMode.BLOB, FileMode.BLOB_EXECUTABLE)
 _FILE_TIMES_CACHE = 4096
 _JOURNAL = "reconciler-commit.json"
+_STAGED_INDEX = "reconciler-index"
+_INDEX_LOCK_MARKER = "reconciler-index-lock"
+# Seconds between tries to take git's index lock from a git command that holds it.
+_INDEX_LOCK_WAITS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.8)
 _FEW_LOOKUPS = 16
 # libgit2 caches trees of up to 4 KiB only, so every diff from the applied commit read and parsed
 # its 10,000-file folder again (about 4 ms of a commit's 8 ms tree diff). Trees this size and
@@ -357,57 +364,60 @@ class GitStore:
                 raise BranchMovedError(
                     f"{branch} moved from {parent or 'no commit'} to {current or 'no commit'}"
                 )
-            parent_commit = None if current is None else self._commit(current)
-            head = _Entries(None if parent_commit is None else parent_commit.tree)
-            repo.index.read(force=True)
-            each_targets: list[dict[str, bytes | None]] = []
-            for index, change in enumerate(changes):
-                try:
-                    targets = {self._full_path(path): data for path, data in change.writes.items()}
-                    for full in targets:
-                        self._check_clean(full, head)
-                except GitError as exc:
-                    raise RefusedChangeError(index, exc) from exc
-                each_targets.append(targets)
+            with self._index_lock():
+                parent_commit = None if current is None else self._commit(current)
+                head = _Entries(None if parent_commit is None else parent_commit.tree)
+                repo.index.read(force=True)
+                each_targets: list[dict[str, bytes | None]] = []
+                for index, change in enumerate(changes):
+                    try:
+                        targets = {
+                            self._full_path(path): data for path, data in change.writes.items()
+                        }
+                        for full in targets:
+                            self._check_clean(full, head)
+                    except GitError as exc:
+                        raise RefusedChangeError(index, exc) from exc
+                    each_targets.append(targets)
 
-            blob_ids: dict[str, pygit2.Oid] = {}
-            final: dict[str, bytes | None] = {}
-            tip = None if parent_commit is None else parent_commit.id
-            tree = head.tree
-            landed: list[str] = []
-            for index, (change, targets, signature) in enumerate(
-                zip(changes, each_targets, signatures, strict=True)
-            ):
-                edits: dict[str, tuple[pygit2.Oid, FileMode] | None] = {}
-                for full, content in targets.items():
-                    final[full] = content
-                    if content is None:
-                        blob_ids.pop(full, None)
-                        edits[full] = None
-                    else:
-                        blob_ids[full] = repo.create_blob(content)
-                        edits[full] = (blob_ids[full], head.mode(full))
-                try:
-                    tree_id = _edited_tree(repo, tree, edits) or repo.TreeBuilder().write()
-                except GitError as exc:
-                    raise RefusedChangeError(index, exc) from exc
-                if tree is None or tree_id != tree.id:
-                    message = change.message
-                    tip = repo.create_commit(
-                        None,
-                        signature,
-                        signature,
-                        message if message.endswith("\n") else f"{message}\n",
-                        tree_id,
-                        [] if tip is None else [tip],
-                    )
-                    tree = repo[tree_id].peel(pygit2.Tree)
-                assert tip is not None  # on an unborn branch the first change always commits
-                landed.append(str(tip))
-            if parent_commit is None or tip != parent_commit.id:
-                assert tip is not None
-                self._apply(final, blob_ids, head, ref, branch, tip, changes[-1].message)
-            return landed
+                blob_ids: dict[str, pygit2.Oid] = {}
+                final: dict[str, bytes | None] = {}
+                tip = None if parent_commit is None else parent_commit.id
+                tree = head.tree
+                landed: list[str] = []
+                for index, (change, targets, signature) in enumerate(
+                    zip(changes, each_targets, signatures, strict=True)
+                ):
+                    edits: dict[str, tuple[pygit2.Oid, FileMode] | None] = {}
+                    for full, content in targets.items():
+                        final[full] = content
+                        if content is None:
+                            blob_ids.pop(full, None)
+                            edits[full] = None
+                        else:
+                            blob_ids[full] = repo.create_blob(content)
+                            edits[full] = (blob_ids[full], head.mode(full))
+                    try:
+                        tree_id = _edited_tree(repo, tree, edits) or repo.TreeBuilder().write()
+                    except GitError as exc:
+                        raise RefusedChangeError(index, exc) from exc
+                    if tree is None or tree_id != tree.id:
+                        message = change.message
+                        tip = repo.create_commit(
+                            None,
+                            signature,
+                            signature,
+                            message if message.endswith("\n") else f"{message}\n",
+                            tree_id,
+                            [] if tip is None else [tip],
+                        )
+                        tree = repo[tree_id].peel(pygit2.Tree)
+                    assert tip is not None  # on an unborn branch the first change always commits
+                    landed.append(str(tip))
+                if parent_commit is None or tip != parent_commit.id:
+                    assert tip is not None
+                    self._apply(final, blob_ids, head, ref, branch, tip, changes[-1].message)
+                return landed
 
     def _apply(
         self,
@@ -426,8 +436,6 @@ class GitStore:
         Each folder written to is synced once, after its last file.
         """
         repo = self._repo
-        index_file = self.git_dir / "index"
-        saved_index = index_file.read_bytes() if index_file.exists() else None
         originals: dict[str, _Original] = {}
         created_dirs: list[Path] = []
         reflog = f"commit: {message.splitlines()[0]}"
@@ -457,17 +465,7 @@ class GitStore:
                 folders[target.parent] = None
             for folder in folders:
                 fsync_directory(folder)
-            index = repo.index
-            for full, content in targets.items():
-                if content is None:
-                    if full in index:
-                        index.remove(full)
-                    continue
-                index.add(full)
-                if index[full].id != blob_ids[full]:
-                    # A filter (say eol=crlf) changed the bytes: stage exactly what we commit.
-                    index.add(pygit2.IndexEntry(full, blob_ids[full], head.mode(full)))
-            index.write()
+            self._stage(targets, blob_ids, head)
             if ref is None:
                 repo.create_reference_direct(branch, commit_id, False, message=reflog)
             else:
@@ -475,15 +473,73 @@ class GitStore:
                 # commit`) moved the branch since `ref` was read above.
                 ref.set_target(commit_id, reflog)
         except BaseException as exc:
-            self._restore(originals, created_dirs, index_file, saved_index)
+            # The index was never replaced: only the work tree needs putting back.
+            self._restore(originals, created_dirs)
             (self.git_dir / _JOURNAL).unlink(missing_ok=True)
             if isinstance(exc, pygit2.GitError) and self._branch_moved(branch, ref):
                 raise BranchMovedError(f"{branch} moved while committing") from exc
             if isinstance(exc, OSError | pygit2.GitError | ValueError):
                 raise GitError(f"commit failed, nothing was changed: {exc}") from exc
             raise
+        # The branch has moved: the commit landed. Committing git's lock puts the index in place
+        # (a failure here leaves the journal, and the next start repairs the index).
+        os.replace(self.git_dir / "index.lock", self.git_dir / "index")
+        repo.index.read(force=True)
         (self.git_dir / _JOURNAL).unlink()
         self._times.clear()
+
+    @contextlib.contextmanager
+    def _index_lock(self) -> Iterator[None]:
+        """Hold git's own index lock (`.git/index.lock`) while a commit checks, writes and moves
+        the branch, as git itself does: a person's `git commit` meanwhile is refused by git
+        ("Another git process seems to be running") instead of interleaving with ours and
+        leaving a stale index. A git command holding it now is waited for, a little."""
+        lock, marker = self.git_dir / "index.lock", self.git_dir / _INDEX_LOCK_MARKER
+        # Says the lock is ours, so that a start after a kill knows it may remove it.
+        marker.touch()
+        for wait in (*_INDEX_LOCK_WAITS, None):
+            try:
+                os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+                break
+            except FileExistsError:
+                if wait is None:
+                    marker.unlink(missing_ok=True)
+                    raise GitError(
+                        "another git process is using the repository (.git/index.lock exists);"
+                        " nothing was written"
+                    ) from None
+                time.sleep(wait)
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)  # gone already when the commit put it in place
+            (self.git_dir / _STAGED_INDEX).unlink(missing_ok=True)
+            marker.unlink(missing_ok=True)
+
+    def _stage(
+        self,
+        targets: Mapping[str, bytes | None],
+        blob_ids: Mapping[str, pygit2.Oid],
+        head: _Entries,
+    ) -> None:
+        """The index with these paths as committed, written into the index lock we hold, to be
+        put in place once the branch has moved. Every other entry is kept as it was, staged work
+        and file stat data included."""
+        index_file, staged = self.git_dir / "index", self.git_dir / _STAGED_INDEX
+        if index_file.exists():
+            shutil.copyfile(index_file, staged)
+        else:
+            staged.unlink(missing_ok=True)
+        index = pygit2.Index(str(staged))
+        for full, content in targets.items():
+            if content is None:
+                if full in index:
+                    index.remove(full)
+            else:
+                # Exactly the blob committed, whatever a filter (say eol=crlf) would stage.
+                index.add(pygit2.IndexEntry(full, blob_ids[full], head.mode(full)))
+        index.write()
+        os.replace(staged, self.git_dir / "index.lock")
 
     def repair_interrupted_commit(self) -> list[str]:
         """Put back what a process killed mid-commit left half-done; the paths repaired.
@@ -495,6 +551,11 @@ class GitStore:
         start-up, before anything else writes to the repository.
         """
         with self._lock:
+            marker = self.git_dir / _INDEX_LOCK_MARKER
+            if marker.exists():  # killed holding git's index lock, maybe before the journal
+                (self.git_dir / "index.lock").unlink(missing_ok=True)
+                (self.git_dir / _STAGED_INDEX).unlink(missing_ok=True)
+                marker.unlink()
             journal_file = self.git_dir / _JOURNAL
             try:
                 journal: dict[str, list[str | None]] = json.loads(journal_file.read_bytes())
@@ -558,13 +619,7 @@ class GitStore:
                 return
             directory = directory.parent
 
-    def _restore(
-        self,
-        originals: dict[str, _Original],
-        created_dirs: list[Path],
-        index_file: Path,
-        saved_index: bytes | None,
-    ) -> None:
+    def _restore(self, originals: dict[str, _Original], created_dirs: list[Path]) -> None:
         for full, original in originals.items():
             target = self.root / full
             if original.content is None:
@@ -576,11 +631,6 @@ class GitStore:
         for directory in reversed(created_dirs):
             with contextlib.suppress(OSError):
                 directory.rmdir()
-        if saved_index is None:
-            index_file.unlink(missing_ok=True)
-        else:
-            write_atomically(index_file, saved_index, 0o644)
-        self._repo.index.read(force=True)
 
     # History
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -43,6 +44,19 @@ def git(repo: Path | str, *args: str, extra_env: Mapping[str, str] | None = None
     if result.returncode != 0:
         raise RuntimeError(f"git {' '.join(args)} failed in {repo}: {result.stderr.strip()}")
     return result.stdout
+
+
+def git_as_a_person(repo: Path | str, *args: str) -> str:
+    """`git ARGS` as a person at a terminal runs it: told that another git process holds the
+    index lock (the daemon, committing), they run it again."""
+    for _ in range(200):
+        try:
+            return git(repo, *args)
+        except RuntimeError as refused:
+            if "index.lock" not in str(refused):
+                raise
+            time.sleep(0.01)
+    raise RuntimeError(f"git {' '.join(args)}: the index stayed locked in {repo}")
 
 
 def _write(repo: Path, files: Mapping[str, str | None]) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.apirig import ApiRig, api_rig
-from tests.gitrepo import commit_files, git
+from tests.gitrepo import commit_files, git_as_a_person
 
 pytestmark = pytest.mark.anyio
 
@@ -30,7 +30,7 @@ def _person_sets_max_backups(repo: Path, value: int) -> None:
     path = repo / TASK
     text = re.sub(r"max_backups: \d+", f"max_backups: {value}", path.read_text())
     path.write_text(text)
-    git(repo, "commit", "-q", "-am", f"person: keep {value}")
+    git_as_a_person(repo, "commit", "-q", "-am", f"person: keep {value}")
 
 
 async def test_a_persons_concurrent_commit_to_the_same_file_is_never_reverted(

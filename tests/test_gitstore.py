@@ -3,6 +3,7 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pygit2
 import pytest
@@ -260,6 +261,58 @@ def test_a_commit_writes_stages_and_commits_the_files(repo: Path) -> None:
     assert (repo / "tasks" / "b.yaml").read_bytes() == b"id: 2\n"
     assert git(repo, "show", f"{sha}:tasks/a.yaml") == "id: 1\npaused: true\n"
     assert status(repo) == ""
+
+
+def test_a_commit_while_a_git_command_holds_the_index_lock_writes_nothing(repo: Path) -> None:
+    store = GitStore(repo)
+    before = head(repo)
+    (repo / ".git/index.lock").write_bytes(b"")  # a person's git command, still running
+
+    with pytest.raises(GitError, match="another git process"):
+        store.commit({"tasks/a.yaml": b"id: 1\npaused: true\n"}, AUTHOR, "m", NOW, parent=before)
+
+    assert (repo / "tasks/a.yaml").read_text() == "id: 1\n"
+    assert head(repo) == before
+    assert (repo / ".git/index.lock").exists()  # theirs: left alone
+    (repo / ".git/index.lock").unlink()
+    assert status(repo) == ""
+
+
+def test_a_commit_waits_for_a_git_command_that_releases_the_index_lock(repo: Path) -> None:
+    store = GitStore(repo)
+    lock = repo / ".git/index.lock"
+    lock.write_bytes(b"")
+    threading.Timer(0.1, lock.unlink).start()
+
+    sha = store.commit({"tasks/a.yaml": b"id: 2\n"}, AUTHOR, "m", NOW, parent=store.head())
+
+    assert sha == head(repo)
+    assert status(repo) == ""
+
+
+def test_a_persons_git_commit_while_the_store_commits_is_refused_by_git_itself(
+    repo: Path,
+) -> None:
+    """While a commit holds git's index lock, `git commit` says so instead of interleaving."""
+    store = GitStore(repo)
+    (repo / "users.yaml").write_text("users: [1]\n")
+    refused: list[str] = []
+    real_stage = store._stage
+
+    def stage_then_person_commits(*args: Any) -> None:
+        real_stage(*args)
+        try:
+            git(repo, "commit", "-q", "-am", "person")
+        except RuntimeError as error:
+            refused.append(str(error))
+
+    store._stage = stage_then_person_commits  # type: ignore[method-assign,assignment]
+    sha = store.commit({"tasks/a.yaml": b"id: 2\n"}, AUTHOR, "api", NOW, parent=store.head())
+
+    (error,) = refused
+    assert "index.lock" in error
+    assert sha == head(repo)
+    assert status(repo) == " M users.yaml\n"  # the person's edit, untouched, to commit again
 
 
 def test_a_commit_records_author_committer_time_and_message(repo: Path) -> None:
