@@ -7,6 +7,7 @@ what a test sees.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -137,3 +138,22 @@ def commit_symlink(repo: Path | str, link: str, target: str, message: str) -> st
     git(root, "add", "--", link)
     git(root, "commit", "-q", "-m", message)
     return head(root)
+
+
+def person_sets_max_backups(repo: Path, path: str, value: int) -> None:
+    """A person on the backup host: edit `max_backups` in the work tree, `git commit -a`."""
+    file = Path(repo) / path
+    file.write_text(re.sub(r"max_backups: \d+", f"max_backups: {value}", file.read_text()))
+    git_as_a_person(repo, "commit", "-q", "-am", f"person: keep {value}")
+
+
+def work_tree_status(repo: Path) -> str:
+    """`git status --porcelain` with every untracked file: empty when the work tree is clean."""
+    return git(repo, "status", "--porcelain", "--untracked-files=all")
+
+
+def small_config_repo(tmp_path: Path) -> Path:
+    """A repository at `tmp_path/config` with one task, a users file and a README."""
+    path = tmp_path / "config"
+    init_repo(path, {"tasks/a.yaml": "id: 1\n", "users.yaml": "users: []\n", "README.md": "hi\n"})
+    return path

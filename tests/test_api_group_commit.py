@@ -22,7 +22,7 @@ import pytest
 from reconciler.api.writer import Base, Prepared
 from tests import configset
 from tests.apirig import ApiRig, api_rig, config_files
-from tests.gitrepo import git, git_as_a_person
+from tests.gitrepo import git, person_sets_max_backups
 from tests.test_api_tasks import NEW_TASK
 
 pytestmark = pytest.mark.anyio
@@ -186,13 +186,6 @@ async def test_a_retry_queued_with_its_first_attempt_answers_from_that_commit(
     assert len(rig.commits()) - before == 1
 
 
-def _person_sets_max_backups(repo: Path, value: int) -> None:
-    path = repo / FAR
-    text = re.sub(r"max_backups: \d+", f"max_backups: {value}", path.read_text())
-    path.write_text(text)
-    git_as_a_person(repo, "commit", "-q", "-am", f"person: keep {value}")
-
-
 async def test_a_persons_commit_racing_a_group_is_kept_and_so_is_every_write(
     rig: ApiRig, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -204,7 +197,7 @@ async def test_a_persons_commit_racing_a_group_is_kept_and_so_is_every_write(
     others = (10, 11, 12)
     for round_ in range(3):
         person = asyncio.create_task(
-            asyncio.to_thread(_person_sets_max_backups, rig.repo, 100 + round_)
+            asyncio.to_thread(person_sets_max_backups, rig.repo, FAR, 100 + round_)
         )
         api = await asyncio.gather(
             rig.put("/api/backup-tasks/7", {"label": f"api {round_}"}),

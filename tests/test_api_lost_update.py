@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from tests.apirig import ApiRig, api_rig
-from tests.gitrepo import commit_files, git_as_a_person
+from tests.gitrepo import commit_files, person_sets_max_backups
 
 pytestmark = pytest.mark.anyio
 
@@ -25,14 +24,6 @@ async def rig(tmp_path: Path) -> AsyncIterator[ApiRig]:
         yield made
 
 
-def _person_sets_max_backups(repo: Path, value: int) -> None:
-    """A person on the backup host: edit the file in the work tree, `git commit -a`."""
-    path = repo / TASK
-    text = re.sub(r"max_backups: \d+", f"max_backups: {value}", path.read_text())
-    path.write_text(text)
-    git_as_a_person(repo, "commit", "-q", "-am", f"person: keep {value}")
-
-
 async def test_a_persons_concurrent_commit_to_the_same_file_is_never_reverted(
     rig: ApiRig, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -42,7 +33,7 @@ async def test_a_persons_concurrent_commit_to_the_same_file_is_never_reverted(
     both_kept = 0
     for round_ in range(ROUNDS):
         person = asyncio.create_task(
-            asyncio.to_thread(_person_sets_max_backups, rig.repo, 100 + round_)
+            asyncio.to_thread(person_sets_max_backups, rig.repo, TASK, 100 + round_)
         )
         response = await rig.put("/api/backup-tasks/7", {"label": f"api {round_}"})
         await person

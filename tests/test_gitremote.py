@@ -15,22 +15,16 @@ import pytest
 from reconciler import gitremote
 from reconciler.gitremote import GitConflictError, push
 from reconciler.gitstore import Author, GitError, GitStore
-from tests.gitrepo import commit_files, git, head, init_repo
+from tests.gitrepo import commit_files, git, head, small_config_repo, work_tree_status
 
 AUTHOR = Author("Ada Admin", "ada@example.com")
 NOW = datetime(2024, 5, 1, 9, 30, tzinfo=UTC)
 HOOK_WAIT_SECONDS = 15
 
 
-def status(repo: Path) -> str:
-    return git(repo, "status", "--porcelain", "--untracked-files=all")
-
-
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    path = tmp_path / "config"
-    init_repo(path, {"tasks/a.yaml": "id: 1\n", "users.yaml": "users: []\n", "README.md": "hi\n"})
-    return path
+    return small_config_repo(tmp_path)
 
 
 @pytest.fixture
@@ -88,7 +82,7 @@ def test_a_rejected_push_is_rebased_onto_the_upstream_and_pushed(
         "tasks/theirs.yaml",
         "users.yaml",
     }
-    assert status(repo) == ""
+    assert work_tree_status(repo) == ""
 
 
 def test_a_real_conflict_raises_and_loses_nothing(
@@ -106,7 +100,7 @@ def test_a_real_conflict_raises_and_loses_nothing(
     assert head(repo) == ours
     assert (repo / "tasks" / "a.yaml").read_text() == "id: 1\nlabel: ours\n"
     assert git(upstream, "rev-parse", "main").strip() == theirs
-    assert status(repo) == ""
+    assert work_tree_status(repo) == ""
 
 
 def test_local_modifications_in_the_way_of_a_rebase_raise_and_move_nothing(
@@ -122,7 +116,7 @@ def test_local_modifications_in_the_way_of_a_rebase_raise_and_move_nothing(
 
     assert head(repo) == ours
     assert (repo / "tasks" / "a.yaml").read_text() == "id: 1\nlabel: being edited\n"
-    assert status(repo) == " M tasks/a.yaml\n"
+    assert work_tree_status(repo) == " M tasks/a.yaml\n"
 
 
 def slow_upstream(tmp_path: Path, repo: Path) -> tuple[Path, Path]:
@@ -203,7 +197,7 @@ def test_a_file_touched_but_unchanged_does_not_block_a_rebase(
 
     assert touched.read_text() == "id: 1\nlabel: theirs\n"
     assert git(upstream, "rev-parse", "main").strip() == head(repo)
-    assert status(repo) == ""
+    assert work_tree_status(repo) == ""
 
 
 def test_a_commit_landing_during_a_rebase_is_kept_and_pushed(
@@ -230,4 +224,4 @@ def test_a_commit_landing_during_a_rebase_is_kept_and_pushed(
     assert subjects[:3] == ["meanwhile", "ours", "someone else's change"]
     assert git(upstream, "rev-parse", "main").strip() == head(repo)
     assert (repo / "tasks" / "meanwhile.yaml").read_text() == "id: 7\n"
-    assert status(repo) == ""
+    assert work_tree_status(repo) == ""

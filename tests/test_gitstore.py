@@ -17,21 +17,24 @@ from reconciler.gitstore import (
     GitStore,
     TreeEntry,
 )
-from tests.gitrepo import commit_files, commit_symlink, git, head, init_repo, rename
+from tests.gitrepo import (
+    commit_files,
+    commit_symlink,
+    git,
+    head,
+    init_repo,
+    rename,
+    small_config_repo,
+    work_tree_status,
+)
 
 AUTHOR = Author("Ada Admin", "ada@example.com")
 NOW = datetime(2024, 5, 1, 9, 30, tzinfo=UTC)
 
 
-def status(repo: Path) -> str:
-    return git(repo, "status", "--porcelain", "--untracked-files=all")
-
-
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    path = tmp_path / "config"
-    init_repo(path, {"tasks/a.yaml": "id: 1\n", "users.yaml": "users: []\n", "README.md": "hi\n"})
-    return path
+    return small_config_repo(tmp_path)
 
 
 @pytest.fixture
@@ -260,7 +263,7 @@ def test_a_commit_writes_stages_and_commits_the_files(repo: Path) -> None:
     assert git(repo, "rev-parse", f"{sha}^").strip() == before
     assert (repo / "tasks" / "b.yaml").read_bytes() == b"id: 2\n"
     assert git(repo, "show", f"{sha}:tasks/a.yaml") == "id: 1\npaused: true\n"
-    assert status(repo) == ""
+    assert work_tree_status(repo) == ""
 
 
 def test_a_commit_while_a_git_command_holds_the_index_lock_writes_nothing(repo: Path) -> None:
@@ -275,7 +278,7 @@ def test_a_commit_while_a_git_command_holds_the_index_lock_writes_nothing(repo: 
     assert head(repo) == before
     assert (repo / ".git/index.lock").exists()  # theirs: left alone
     (repo / ".git/index.lock").unlink()
-    assert status(repo) == ""
+    assert work_tree_status(repo) == ""
 
 
 def test_a_commit_waits_for_a_git_command_that_releases_the_index_lock(repo: Path) -> None:
@@ -287,7 +290,7 @@ def test_a_commit_waits_for_a_git_command_that_releases_the_index_lock(repo: Pat
     sha = store.commit({"tasks/a.yaml": b"id: 2\n"}, AUTHOR, "m", NOW, parent=store.head())
 
     assert sha == head(repo)
-    assert status(repo) == ""
+    assert work_tree_status(repo) == ""
 
 
 def test_a_persons_git_commit_while_the_store_commits_is_refused_by_git_itself(
@@ -312,7 +315,9 @@ def test_a_persons_git_commit_while_the_store_commits_is_refused_by_git_itself(
     (error,) = refused
     assert "index.lock" in error
     assert sha == head(repo)
-    assert status(repo) == " M users.yaml\n"  # the person's edit, untouched, to commit again
+    assert (
+        work_tree_status(repo) == " M users.yaml\n"
+    )  # the person's edit, untouched, to commit again
 
 
 def test_a_commit_records_author_committer_time_and_message(repo: Path) -> None:
@@ -336,7 +341,7 @@ def test_a_commit_in_a_nested_config_set_writes_under_its_folder(nested: Path) -
     assert git(nested, "diff", "--name-only", f"{sha}^", sha).split() == [
         "deploy/backups/tasks/b.yaml"
     ]
-    assert status(nested) == ""
+    assert work_tree_status(nested) == ""
 
 
 def test_a_none_write_deletes_the_file_and_its_empty_folder(repo: Path) -> None:
@@ -344,7 +349,7 @@ def test_a_none_write_deletes_the_file_and_its_empty_folder(repo: Path) -> None:
 
     assert not (repo / "tasks").exists()
     assert git(repo, "ls-files").split() == ["README.md", "users.yaml"]
-    assert status(repo) == ""
+    assert work_tree_status(repo) == ""
 
 
 def test_writes_that_change_nothing_make_no_commit(repo: Path) -> None:
@@ -366,7 +371,7 @@ def test_a_commit_keeps_the_mode_of_an_executable_file(repo: Path) -> None:
     sha = GitStore(repo).commit({"hook.yaml": b"x: 2\n"}, AUTHOR, "edit", NOW, parent=head(repo))
 
     assert git(repo, "ls-tree", sha, "hook.yaml").split()[0] == "100755"
-    assert status(repo) == ""
+    assert work_tree_status(repo) == ""
 
 
 def test_the_first_commit_on_an_unborn_branch_has_no_parent(tmp_path: Path) -> None:
@@ -377,7 +382,7 @@ def test_the_first_commit_on_an_unborn_branch_has_no_parent(tmp_path: Path) -> N
     )
 
     assert git(tmp_path, "rev-list", "--parents", "main").split() == [sha]
-    assert status(tmp_path) == ""
+    assert work_tree_status(tmp_path) == ""
 
 
 def test_a_commit_prepared_from_an_older_head_is_refused_and_writes_nothing(repo: Path) -> None:
@@ -390,7 +395,7 @@ def test_a_commit_prepared_from_an_older_head_is_refused_and_writes_nothing(repo
 
     assert head(repo) == theirs
     assert (repo / "tasks/a.yaml").read_text() == "id: 1\nlabel: theirs\n"
-    assert status(repo) == ""
+    assert work_tree_status(repo) == ""
 
 
 def test_a_first_commit_is_refused_once_the_branch_has_one(tmp_path: Path) -> None:
@@ -427,7 +432,7 @@ def test_a_file_modified_in_the_work_tree_is_not_overwritten(repo: Path) -> None
     assert head(repo) == before
     assert (repo / "tasks" / "a.yaml").read_text() == "id: 1\n# my local edit\n"
     assert (repo / "users.yaml").read_text() == "users: []\n"
-    assert status(repo) == " M tasks/a.yaml\n"
+    assert work_tree_status(repo) == " M tasks/a.yaml\n"
 
 
 def test_a_staged_change_to_a_target_file_is_refused(repo: Path) -> None:
@@ -471,7 +476,7 @@ def test_other_local_work_is_left_alone_and_not_committed(repo: Path) -> None:
     )
 
     assert git(repo, "diff", "--name-only", f"{sha}^", sha).split() == ["users.yaml"]
-    assert status(repo) == "M  README.md\n?? tasks/draft.yaml\n"
+    assert work_tree_status(repo) == "M  README.md\n?? tasks/draft.yaml\n"
 
 
 def test_a_failed_write_leaves_neither_files_nor_a_commit_behind(repo: Path) -> None:
@@ -497,7 +502,7 @@ def test_a_failed_write_leaves_neither_files_nor_a_commit_behind(repo: Path) -> 
     assert (repo / "tasks" / "a.yaml").read_text() == "id: 1\n"
     assert not (repo / "new").exists()
     assert (repo / ".git" / "index").read_bytes() == index_before
-    assert status(repo) == "?? blocker\n"
+    assert work_tree_status(repo) == "?? blocker\n"
     assert [p.name for p in (repo / "tasks").iterdir()] == ["a.yaml"]
 
 
@@ -532,7 +537,7 @@ def test_fifty_concurrent_committers_each_land_once_and_lose_nothing(repo: Path)
     assert git(repo, "rev-list", "--count", "HEAD").strip() == "51"
     assert git(repo, "rev-list", "--merges", "HEAD").strip() == ""
     assert len(store.list_files("HEAD")) == 52
-    assert status(repo) == ""
+    assert work_tree_status(repo) == ""
 
 
 # File times
