@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import random
-import subprocess
-import sys
 import textwrap
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,7 +17,7 @@ from reconciler.gitstore import (
     GitStore,
     RefusedChangeError,
 )
-from tests.gitrepo import commit_files, git, head, init_repo
+from tests.gitrepo import assert_repaired_after_kills, commit_files, git, head, init_repo
 
 ADA = Author("Ada Admin", "ada@example.com")
 GRACE = Author("Grace Hopper", "grace@example.com")
@@ -166,18 +162,4 @@ _CHAIN_FOREVER = textwrap.dedent(
 
 
 def test_a_chain_killed_at_any_point_is_repaired_to_a_clean_work_tree(repo: Path) -> None:
-    chance = random.Random(11)
-    for trial in range(6):
-        with subprocess.Popen(
-            [sys.executable, "-c", _CHAIN_FOREVER, str(repo)], stdout=subprocess.PIPE
-        ) as child:
-            assert child.stdout is not None
-            child.stdout.readline()  # one chain made: the store is warm
-            time.sleep(chance.uniform(0, 0.05))
-            child.kill()
-
-        GitStore(repo).repair_interrupted_commit()
-
-        status = git(repo, "status", "--porcelain", "--untracked-files=all")
-        assert status == "", f"trial {trial}: {status}"
-        git(repo, "fsck", "--no-progress")
+    assert_repaired_after_kills(repo, _CHAIN_FOREVER, trials=6, seed=11)

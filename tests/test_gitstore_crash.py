@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import random
-import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
 
-from reconciler.gitstore import GitStore
-from tests.gitrepo import git, init_repo
+from tests.gitrepo import assert_repaired_after_kills, init_repo
 
 TRIALS = 12
 
@@ -35,19 +30,4 @@ _COMMIT_FOREVER = textwrap.dedent(
 def test_a_commit_killed_at_any_point_is_repaired_to_a_clean_work_tree(tmp_path: Path) -> None:
     repo = tmp_path / "config"
     init_repo(repo, {"tasks/1.yaml": "id: 1\n"})
-    chance = random.Random(7)
-    for trial in range(TRIALS):
-        with subprocess.Popen(
-            [sys.executable, "-c", _COMMIT_FOREVER, str(repo)], stdout=subprocess.PIPE
-        ) as child:
-            assert child.stdout is not None
-            child.stdout.readline()  # one commit made: the store is warm
-            time.sleep(chance.uniform(0, 0.05))
-            child.kill()
-
-        GitStore(repo).repair_interrupted_commit()
-
-        status = git(repo, "status", "--porcelain", "--untracked-files=all")
-        assert status == "", f"trial {trial}: {status}"
-        assert not (repo / ".git/index.lock").exists()
-        git(repo, "fsck", "--no-progress")
+    assert_repaired_after_kills(repo, _COMMIT_FOREVER, trials=TRIALS, seed=7)
