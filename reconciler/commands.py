@@ -159,14 +159,23 @@ def _pipeline(
     )
 
 
+# GNU tar reads backslash escapes in the names it is given (`\0` is a NUL, so a folder named
+# `\0` became an empty name): told --no-unquote, it takes them as written. Other tars (busybox,
+# BSD) never unquote and do not know the option.
+_GNU_TAR_VERBATIM = (
+    "tar_options=; case $(tar --version 2>/dev/null) in *'GNU tar'*) tar_options=--no-unquote ;;"
+    " esac; "
+)
+
+
 def make_files_backup(path: str, compressor: Sequence[str] | None) -> RemoteCommand:
     """tar of `path` (file or directory) to stdout, members named after its last component."""
     target = PurePosixPath(path)
     if not target.is_absolute():
         raise CommandError(f"source path must be absolute, got {path!r}")
     parent, name = (str(target.parent), target.name) if target.name else ("/", ".")
-    tar = f"tar -C {shlex.quote(parent)} -cf - -- {shlex.quote(name)}"
-    script = _pipeline(tar, compressor, warning_status=TAR_CHANGED_FILES)
+    tar = f"tar $tar_options -C {shlex.quote(parent)} -cf - -- {shlex.quote(name)}"
+    script = _GNU_TAR_VERBATIM + _pipeline(tar, compressor, warning_status=TAR_CHANGED_FILES)
     return RemoteCommand(login_shell_line(script), False, TAR_CHANGED_FILES_WARNING)
 
 

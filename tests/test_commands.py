@@ -45,6 +45,8 @@ HOSTILE = [
     "a\nb; touch {canary}",
     "--checkpoint=1 --checkpoint-action=exec=touch {canary}",
     "-rf",
+    "\\0",  # GNU tar would read it as a NUL, an empty name
+    "tab\\there\\\\",
 ]
 
 

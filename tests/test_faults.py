@@ -116,7 +116,7 @@ def processes_matching(marker: bytes) -> list[int]:
 
 
 def wait_for_tar_of(source: Path) -> int:
-    marker = b"tar\x00-C\x00" + str(source.parent).encode() + b"\x00"
+    marker = b"tar\x00--no-unquote\x00-C\x00" + str(source.parent).encode() + b"\x00"
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if found := processes_matching(marker):
