@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -162,3 +163,17 @@ def postgres_database(postgres: PostgresServer) -> dict[str, Any]:
         "username": postgres.username,
         "password": {"env": "PG_PASSWORD"},
     }
+
+
+def impostor_known_hosts(sshd: SshServer, tmp_path: Path) -> Path:
+    """known_hosts naming the test server with another key, as after a reinstall or an attack."""
+    impostor = tmp_path / "impostor"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(impostor)],
+        check=True,
+        capture_output=True,
+    )
+    key_type, key = impostor.with_suffix(".pub").read_text().split()[:2]
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(f"[{sshd.host}]:{sshd.port} {key_type} {key}\n")
+    return known_hosts

@@ -23,7 +23,7 @@ from reconciler.destinations.local import WRITEBACK_EVERY
 from reconciler.models import LocalDestination, S3Destination, SecretRef
 from reconciler.retention import backup_name, backups_to_delete
 from tests import s3server
-from tests.runs import sftp_destination
+from tests.runs import impostor_known_hosts, sftp_destination
 from tests.servers import SshServer
 
 T0 = datetime(2024, 5, 1, 3, 0, 0, tzinfo=UTC)
@@ -390,15 +390,7 @@ def test_sftp_accepts_and_remembers_a_new_host_when_told_to(
 def test_sftp_refuses_a_changed_host_key_even_when_accepting_new_ones(
     sshd: SshServer, tmp_path: Path
 ) -> None:
-    impostor = tmp_path / "impostor"
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(impostor)],
-        check=True,
-        capture_output=True,
-    )
-    key_type, key = impostor.with_suffix(".pub").read_text().split()[:2]
-    known_hosts = tmp_path / "known_hosts"
-    known_hosts.write_text(f"[{sshd.host}]:{sshd.port} {key_type} {key}\n")
+    known_hosts = impostor_known_hosts(sshd, tmp_path)
     destination = sftp_destination(sshd, tmp_path / "remote", known_hosts, accept_new=True)
     with pytest.raises(DestinationError, match="does not match"):
         open_destination(destination, no_secrets)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fcntl
 import shutil
-import subprocess
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +14,7 @@ from reconciler.destinations import DestinationError, open_destination
 from reconciler.executor import HostKeyError, RemoteShell, SshTarget
 from reconciler.models import SecretRef
 from reconciler.types import RunStatus
-from tests.runs import Harness, files_task, sftp_destination
+from tests.runs import Harness, files_task, impostor_known_hosts, sftp_destination
 from tests.servers import SshServer
 
 CONCURRENT_CONNECTIONS = 6
@@ -227,20 +226,6 @@ def test_a_run_uses_the_daemons_known_hosts_for_its_server_and_its_sftp_destinat
     harness.runner = harness.new_runner(known_hosts=sshd.known_hosts)
     assert harness.run(task) == RunStatus.SUCCESSFUL
     assert len(list((remote / task.task.storage.path.strip("/")).iterdir())) == 1
-
-
-def impostor_known_hosts(sshd: SshServer, tmp_path: Path) -> Path:
-    """known_hosts naming the test server with another key, as after a reinstall or an attack."""
-    impostor = tmp_path / "impostor"
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(impostor)],
-        check=True,
-        capture_output=True,
-    )
-    key_type, key = impostor.with_suffix(".pub").read_text().split()[:2]
-    known_hosts = tmp_path / "known_hosts"
-    known_hosts.write_text(f"[{sshd.host}]:{sshd.port} {key_type} {key}\n")
-    return known_hosts
 
 
 def test_a_changed_host_key_is_refused_for_a_server_and_the_file_is_left_alone(
