@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -23,6 +24,8 @@ from tests.clock import FakeClock
 from tests.gitrepo import commit_files, init_repo
 
 pytestmark = pytest.mark.anyio
+
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -111,6 +114,48 @@ async def test_a_token_revoked_by_another_process_is_refused_at_once(rig: ApiRig
 
     for path in ("/api/backup-tasks", "/api/backup-tasks/1"):
         assert (await rig.client.get(path, headers=headers)).status_code == 401
+
+
+def _count_state_reads(rig: ApiRig, monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """A list that grows by one for every call the API hands to its state reader's thread."""
+    calls: list[object] = []
+    reader = rig.daemon.reader
+    run = reader.run
+
+    async def counted(call: Callable[[], T]) -> T:
+        calls.append(call)
+        return await run(call)
+
+    monkeypatch.setattr(reader, "run", counted)
+    return calls
+
+
+async def test_a_page_read_again_with_no_write_since_asks_the_state_store_nothing(
+    rig: ApiRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = await rig.get("/api/backup-tasks")
+    calls = _count_state_reads(rig, monkeypatch)
+
+    again = await rig.get("/api/backup-tasks")
+    shown = await rig.get("/api/backup-tasks/1")
+    shown_again = await rig.get("/api/backup-tasks/1")
+
+    assert again.json() == first.json()
+    assert shown.json() == shown_again.json()
+    assert len(calls) == 1  # the show's run state, never read before
+
+
+async def test_a_write_to_the_state_store_makes_the_next_read_ask_it_again(
+    rig: ApiRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await rig.get("/api/backup-tasks")
+    calls = _count_state_reads(rig, monkeypatch)
+
+    rig.state.runs.start_run(1, "cli", START)
+    listed = (await rig.get("/api/backup-tasks")).json()["data"][0]
+
+    assert listed["status"] == "running"
+    assert len(calls) == 2  # the token, then the page's run states
 
 
 @asynccontextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -508,3 +509,62 @@ def test_alive_intervals_are_extended_by_the_heartbeat_and_old_ones_forgotten(
         (T0 + timedelta(hours=5), T0 + timedelta(hours=5)),
     ]
     assert third != second
+
+
+def test_the_change_marker_moves_when_another_handle_writes(open_store: OpenStore) -> None:
+    store, other = open_store(), open_store()
+    before = store.changes.current()
+
+    other.runs.start_run(7, "cli", T0)
+
+    assert before is not None
+    assert store.changes.current() not in (None, before)
+
+
+def test_the_change_marker_moves_when_its_own_handle_writes(store: StateStore) -> None:
+    record, _ = store.tokens.create_token(1, "t", ["*"], T0)
+    before = store.changes.current()
+
+    store.tokens.revoke_token(record.id)
+
+    assert store.changes.current() not in (None, before)
+
+
+def test_the_change_marker_stays_while_the_store_is_only_read(open_store: OpenStore) -> None:
+    store, other = open_store(), open_store()
+    completed_run(store, 7, T0, "line")
+    before = store.changes.current()
+
+    other.runs.latest_run(7)
+    store.runs.task_statuses([7])
+    other.tokens.find("rk_unknown")
+
+    assert store.changes.current() == before
+
+
+def test_a_closed_stores_change_marker_cannot_tell(open_store: OpenStore) -> None:
+    store = open_store()
+    store.close()
+
+    assert store.changes.current() is None
+
+
+def test_the_sqlite_change_marker_moves_with_a_write_after_the_wal_was_truncated(
+    tmp_path: Path,
+) -> None:
+    store = sqlite_store(tmp_path)
+    try:
+        completed_run(store, 7, T0)
+        direct = sqlite3.connect(tmp_path / "history.sqlite3")
+        try:
+            direct.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            direct.close()
+        before = store.changes.current()
+
+        # The first write after a truncated WAL starts it afresh, from frame 1 again.
+        completed_run(store, 8, T0)
+
+        assert store.changes.current() not in (None, before)
+    finally:
+        store.close()

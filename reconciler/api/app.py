@@ -12,11 +12,13 @@ from reconciler.api.ids import TaskIds
 from reconciler.api.readcache import ReadCache
 from reconciler.api.reader import StateReader
 from reconciler.api.tokenuse import TokenUses
+from reconciler.api.unchanged import UnchangedReads
 from reconciler.api.writer import Writer
 from reconciler.engine import Engine
 from reconciler.runner import Runner
 from reconciler.secrets import Secrets
 from reconciler.state import StateStore
+from reconciler.state.tokens import TokenRecord
 from reconciler.types import Clock
 
 
@@ -34,7 +36,8 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
     """The `/api` routes. `token_uses` notes each token's use (the caller writes it out);
-    `reader` runs each request's token check and reads' run states (the caller closes it);
+    `reader` runs the state-store reads of requests (the caller closes it): a token check and a
+    page's run states, when the store changed since they were last read;
     `push`: push every API commit to the branch's upstream.
 
     `max_body_bytes` bounds every request body; `/api` requests need a valid token before any
@@ -56,14 +59,17 @@ def create_app(
         task_ids=TaskIds(engine.store),
         reads=ReadCache(engine.file_times),
         reader=reader,
+        unchanged=UnchangedReads(state.changes, reader),
     )
     app.state.reconciler = ctx
+
+    async def find_token(plaintext: str) -> TokenRecord | None:
+        return await ctx.unchanged.read(("token", plaintext), lambda: state.tokens.find(plaintext))
+
     app.add_middleware(
         RequestGuard,
-        identify=lambda authorization: reader.run(
-            lambda: identify(
-                authorization, state.tokens, token_uses, engine.desired.users, clock.now()
-            )
+        identify=lambda authorization: identify(
+            authorization, find_token, token_uses, engine.desired.users, clock.now()
         ),
         max_body_bytes=max_body_bytes,
     )

@@ -15,7 +15,7 @@ from fastapi.security.utils import get_authorization_scheme_param
 from reconciler.api.errors import ApiError
 from reconciler.api.tokenuse import TokenUses
 from reconciler.models import User
-from reconciler.state.tokens import TokenRecord, Tokens
+from reconciler.state.tokens import TokenRecord
 
 
 class Ability(StrEnum):
@@ -45,22 +45,22 @@ CALLER_SCOPE_KEY = "reconciler.caller"
 UNAUTHENTICATED = "Unauthenticated."
 
 
-def identify(
+async def identify(
     authorization: str | None,
-    tokens: Tokens,
+    find: Callable[[str], Awaitable[TokenRecord | None]],
     uses: TokenUses,
     users: Mapping[int, User],
     now: datetime,
 ) -> Caller | None:
     """The caller an `Authorization: Bearer` header names; None when it is missing, malformed,
-    unknown or revoked, or names a user no longer in `users`. Blocking: it reads the token from
-    the state store on every request, so a revoked token is refused from the next request on;
-    its use is noted in `uses`.
+    unknown or revoked, or names a user no longer in `users`. `find` looks the token up in the
+    state store as it is now (see `Tokens.find`), so a revoked token is refused from the next
+    request on; its use is noted in `uses`.
     """
     scheme, credentials = get_authorization_scheme_param(authorization)
     if scheme.lower() != "bearer" or not credentials:
         return None
-    token = tokens.find(credentials)
+    token = await find(credentials)
     if token is None:
         return None
     # A token outlives its user in users.yaml only as a dead token.

@@ -11,6 +11,7 @@ from fastapi import Request
 from reconciler.api.ids import TaskIds
 from reconciler.api.readcache import ReadCache
 from reconciler.api.reader import StateReader
+from reconciler.api.unchanged import UnchangedReads
 from reconciler.api.writer import Writer
 from reconciler.engine import Engine
 from reconciler.runner import Runner
@@ -50,6 +51,7 @@ class ApiContext:
     task_ids: TaskIds
     reads: ReadCache
     reader: StateReader
+    unchanged: UnchangedReads
 
 
 # Async: a plain function would be called in a worker thread, one more hop on every request.

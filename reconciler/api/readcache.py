@@ -30,7 +30,8 @@ class _Presented:
 
 
 class ReadCache:
-    """Owned by the API context; thread-safe (reads run in worker threads).
+    """Owned by the API context; thread-safe (reads run in worker threads), and its lock is never
+    held across a blocking read.
 
     `file_times` is the engine's (blocking: the file-time index), asked once per task per
     revision.
@@ -56,26 +57,50 @@ class ReadCache:
                 cached = self._owned[user.id] = (user, tasks)
             return cached[1]
 
+    def presented(
+        self, desired: DesiredState, user: User, tasks: Sequence[ResolvedTask], now: datetime
+    ) -> list[present.TaskTemplate] | None:
+        """Each task's resource, waiting for its run state, if all are presented already; None
+        if any is not. Never blocks: safe on the event loop."""
+        templates = []
+        with self._lock:
+            self._follow(desired)
+            for resolved in tasks:
+                cached = self._cached(resolved.id, user, now)
+                if cached is None:
+                    return None
+                templates.append(cached.template)
+        return templates
+
     def resources(
         self, desired: DesiredState, user: User, tasks: Sequence[ResolvedTask], now: datetime
     ) -> list[present.TaskTemplate]:
         """Each task's resource, waiting for its run state. Blocking: a task not presented yet
-        reads its file times."""
+        reads its file times, outside the lock, so that `presented` never waits for them."""
         with self._lock:
             self._follow(desired)
-            found: dict[int, _Presented] = {}
-            for resolved in tasks:
-                cached = self._presented.get(resolved.id)
-                if cached is not None and cached[0] is user and _fresh(cached[1], now):
-                    found[resolved.id] = cached[1]
-            missing = [resolved for resolved in tasks if resolved.id not in found]
-            if missing:
-                for resolved, presented in zip(
-                    missing, self._present(desired, user, missing, now), strict=True
-                ):
-                    self._presented[resolved.id] = (user, presented)
+            found = {
+                resolved.id: cached
+                for resolved in tasks
+                if (cached := self._cached(resolved.id, user, now)) is not None
+            }
+        missing = [resolved for resolved in tasks if resolved.id not in found]
+        if missing:
+            made = self._present(desired, user, missing, now)
+            with self._lock:
+                # Kept only if no newer revision was followed meanwhile.
+                keep = desired is self._desired
+                for resolved, presented in zip(missing, made, strict=True):
+                    if keep:
+                        self._presented[resolved.id] = (user, presented)
                     found[resolved.id] = presented
-            return [found[resolved.id].template for resolved in tasks]
+        return [found[resolved.id].template for resolved in tasks]
+
+    def _cached(self, task_id: int, user: User, now: datetime) -> _Presented | None:
+        cached = self._presented.get(task_id)
+        if cached is not None and cached[0] is user and _fresh(cached[1], now):
+            return cached[1]
+        return None
 
     def _follow(self, desired: DesiredState) -> None:
         if desired is not self._desired:

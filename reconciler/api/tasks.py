@@ -109,7 +109,7 @@ async def list_tasks(
     # This route's own URL: the same as url_for("list_tasks"), without searching the routes.
     path = str(request.url.replace(query=""))
     pagination = present.pagination(path, page, per_page, len(owned), len(shown), DEFAULT_PER_PAGE)
-    live = await ctx.reader.run(lambda: _live_resources(ctx, caller, desired, shown))
+    live = await _live_resources(ctx, caller, desired, shown)
     data = present.json_array(live)
     members = {key: present.json_model(part) for key, part in pagination.items()}
     return _json_response({"data": data, **members})
@@ -153,7 +153,7 @@ async def show_task(
     ctx: Ctx, caller: Annotated[Caller, _caller(Ability.VIEW)], resolved: ViewedTask
 ) -> Response:
     desired = ctx.engine.desired
-    (live,) = await ctx.reader.run(lambda: _live_resources(ctx, caller, desired, [resolved]))
+    (live,) = await _live_resources(ctx, caller, desired, [resolved])
     return _json_response({"data": live})
 
 
@@ -411,15 +411,23 @@ def _resources(
     ]
 
 
-def _live_resources(
+async def _live_resources(
     ctx: ApiContext, caller: Caller, desired: DesiredState, tasks: Sequence[ResolvedTask]
 ) -> list[str]:
     """The tasks' resources as JSON text: what the revision decides from the read cache, the
-    run state live from the state store (one query each for the page's statuses and last runs)."""
-    templates = ctx.reads.resources(desired, caller.user, tasks, ctx.clock.now())
-    ids = [task.id for task in tasks]
-    last = ctx.state.runs.last_run_at(ids)
-    statuses = ctx.state.runs.task_statuses(ids)
+    run state live (one query each for the page's statuses and last runs, unless the state store
+    is unchanged since the same page was read)."""
+    now = ctx.clock.now()
+    templates = ctx.reads.presented(desired, caller.user, tasks, now)
+    if templates is None:
+        templates = await ctx.reader.run(
+            lambda: ctx.reads.resources(desired, caller.user, tasks, now)
+        )
+    ids = tuple(task.id for task in tasks)
+    runs = ctx.state.runs
+    last, statuses = await ctx.unchanged.read(
+        ("run states", ids), lambda: (runs.last_run_at(ids), runs.task_statuses(ids))
+    )
     zone = caller.user.timezone
     return [
         template.render(statuses[task.id], last.get(task.id), zone)

@@ -4,8 +4,9 @@ file-time index and task ids.
 Nothing here is configuration (that lives in git), so the store can be deleted and rebuilt; what
 is lost is history, never intent. Each record kind has its own interface (`runs`, `tokens`,
 `schedule`, `idempotency`, `filetimes`, `taskids`); a `StateStore` holds one of each behind one
-connection, and callers take the narrowest interface they need. `open_state` chooses the backend
-(today SQLite, `reconciler.state.sqlite`).
+connection, and callers take the narrowest interface they need; `changes` tells whether anyone
+wrote to the store since (`changes.py`). `open_state` chooses the backend (today SQLite,
+`reconciler.state.sqlite`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+from reconciler.state.changes import ChangeMarker
 from reconciler.state.filetimes import StoredFileTimes
 from reconciler.state.idempotency import IdempotencyKeys
 from reconciler.state.runs import Runs
@@ -40,6 +42,9 @@ class StateStore(Protocol):
 
     @property
     def task_id_counter(self) -> TaskIdCounter: ...
+
+    @property
+    def changes(self) -> ChangeMarker: ...
 
     @property
     def created(self) -> bool:

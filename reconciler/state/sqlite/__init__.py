@@ -11,6 +11,7 @@ from reconciler.state.sqlite.runs import SqliteRuns
 from reconciler.state.sqlite.schedule import SqliteScheduleBookkeeping
 from reconciler.state.sqlite.taskids import SqliteTaskIdCounter
 from reconciler.state.sqlite.tokens import SqliteTokens
+from reconciler.state.sqlite.walindex import WalIndexMarker
 
 
 class SqliteStateStore:
@@ -24,6 +25,8 @@ class SqliteStateStore:
         self.idempotency = SqliteIdempotencyKeys(self._connection)
         self.file_times = SqliteStoredFileTimes(self._connection)
         self.task_id_counter = SqliteTaskIdCounter(self._connection)
+        # Opened after the connection has made the file a WAL database, so its -shm exists.
+        self.changes = WalIndexMarker(Path(path))
 
     @property
     def created(self) -> bool:
@@ -31,4 +34,5 @@ class SqliteStateStore:
         return self._connection.created
 
     def close(self) -> None:
+        self.changes.close()
         self._connection.close()
