@@ -183,6 +183,12 @@ class GitStore:
             return None
         return subtree if isinstance(subtree, pygit2.Tree) else None
 
+    def commit_summary(self, rev: str) -> tuple[str, str]:
+        """(full sha, subject line) of the commit `rev` names: any revision git accepts."""
+        with self._lock:
+            commit = self._commit(rev)
+            return str(commit.id), commit.message.split("\n", 1)[0].strip()
+
     def list_files(self, rev: str) -> dict[str, str]:
         """The YAML files of the config set at `rev` (symbolic links left out), with blob ids."""
         return {
