@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from reconciler import yamlsyntax
 from reconciler.desired import DesiredState, build_desired
 from reconciler.documents import parse_file
 from reconciler.models import (
@@ -23,10 +24,7 @@ from reconciler.models import (
     Frequency,
     LocalDestination,
     RemoteServer,
-    Schedule,
-    Source,
     SourceType,
-    Storage,
     User,
 )
 from reconciler.taskfile import new_task_text, task_file_path
@@ -89,9 +87,9 @@ def scaffold_files(host: Host) -> dict[str, str]:
         description="An example: archives this config repository every night",
         remote_server_id=server.id,
         backup_destination_id=destination.id,
-        source=Source(type=SourceType.FILES, path=host.repository),
-        schedule=Schedule(frequency=Frequency.DAILY, time="03:00", timezone="UTC"),
-        storage=Storage(max_backups=7, path="config-repository"),
+        source={"type": SourceType.FILES.value, "path": host.repository},
+        schedule={"frequency": Frequency.DAILY.value, "time": "03:00", "timezone": "UTC"},
+        storage={"max_backups": 7, "path": "config-repository"},
     )
     task_path = task_file_path(task.id, task.label)
     documents: dict[str, tuple[str, Sequence[Document]]] = {
@@ -107,12 +105,28 @@ def scaffold_files(host: Host) -> dict[str, str]:
 
 
 def _build(model: type[Any], what: str, **fields: Any) -> Any:
+    """The model of `fields`, which must hold every value exactly as given: a model that
+    normalises one (strips a path's trailing space, say) would describe another thing."""
     try:
-        return model(**fields)
+        built = model(**fields)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
         raise ScaffoldError(f"cannot write {what}: {where}: {first['msg']}") from None
+    for name, (given, kept) in _leaves(fields, _fields(built)).items():
+        if given != kept:
+            raise ScaffoldError(f"cannot write {what}: {name}: {given!r} would read as {kept!r}")
+    return built
+
+
+def _leaves(given: Mapping[str, Any], kept: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    leaves: dict[str, Any] = {}
+    for key, value in given.items():
+        if isinstance(value, Mapping):
+            leaves.update(_leaves(value, kept.get(key, {}), f"{prefix}{key}."))
+        else:
+            leaves[f"{prefix}{key}"] = (value, kept.get(key))
+    return leaves
 
 
 def _check(files: Mapping[str, str], expected: Mapping[str, tuple[Document, ...]]) -> None:
@@ -132,8 +146,27 @@ def _fields(model: BaseModel) -> dict[str, Any]:
     return model.model_dump(mode="json", exclude_unset=True)
 
 
+class _Dumper(yaml.SafeDumper):
+    """PyYAML's safe dumper quotes what a YAML 1.1 reader would misread; this also quotes what
+    the daemon's YAML 1.2 reader would (`1e3` is a number there, so is `0o17`)."""
+
+
+def _represent_text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    node = dumper.represent_str(value)
+    try:
+        plain_reads_back = yamlsyntax.load(value) == value
+    except yamlsyntax.YamlSyntaxError:
+        plain_reads_back = False
+    if not plain_reads_back and node.style is None:
+        node.style = '"'
+    return node
+
+
+_Dumper.add_representer(str, _represent_text)
+
+
 def _yaml(data: Any) -> str:
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
 
 
 def _comment(*lines: str) -> str:
@@ -197,7 +230,6 @@ describes, and every commit on `main` is applied within moments.
 ```
 {_layout(task_path, host)}
 ```
-```
 
 Every object has an integer `id`, unique within its kind and stable forever; files point at each
 other by these ids. Sub-folders are allowed (`tasks/team-a/db.yaml`), hidden files and folders
@@ -227,7 +259,7 @@ The server in `{SERVER_FILE}` logs in as `{host.login}` with the key
 def _layout(task_path: str, host: Host) -> str:
     rows = (
         (USERS_FILE, "the users (a list); an API token acts as one of them"),
-        (SERVER_FILE, "one remote server per file: this machine, over SSH on 127.0.0.1"),
+        (SERVER_FILE, "a server per file: this machine, over SSH on 127.0.0.1"),
         (DESTINATION_FILE, f"where backups go: {host.backup_dir}"),
         (task_path, "one backup task per file, named <id>-<slug>.yaml"),
         ("notifications/", "optional: where to report runs (apprise URLs)"),
