@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 _T = TypeVar("_T")
 _N = TypeVar("_N", int, float)
+# The longest commit subject `plan` shows when it says what it compares with.
+SUBJECT_CHARS = 72
 # How often `reconciler run` looks for new log lines of the run it follows.
 FOLLOW_SECONDS = 0.5
 DEFAULT_STATE = Path(os.environ.get("RECONCILER_STATE", "reconciler-state/state.db"))
@@ -330,10 +332,15 @@ class _Baseline:
 
     @property
     def sentence(self) -> str:
+        from reconciler.documents import printable_path
+
         if self.commit is None:
             return "Comparing the working tree with an empty config set: nothing is committed yet."
-        commit = f'commit {self.commit[:12]} "{self.subject}"'
-        return f"Comparing the working tree with {self.rev}, {commit}."
+        # Anyone who can push writes the subject: shown escaped and cut, never as terminal codes.
+        subject = printable_path(self.subject)
+        subject = subject if len(subject) <= SUBJECT_CHARS else f"{subject[: SUBJECT_CHARS - 3]}..."
+        commit = f'commit {self.commit[:12]} "{subject}"'
+        return f"Comparing the working tree with {printable_path(self.rev)}, {commit}."
 
 
 def _committed_state(directory: Path, against: str | None = None) -> tuple[_Baseline, Any]:

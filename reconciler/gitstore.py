@@ -187,7 +187,9 @@ class GitStore:
         """(full sha, subject line) of the commit `rev` names: any revision git accepts."""
         with self._lock:
             commit = self._commit(rev)
-            return str(commit.id), commit.message.split("\n", 1)[0].strip()
+            # Raw bytes: a message in an encoding this host lacks must not fail a plan.
+            subject = commit.raw_message.decode("utf-8", "replace").split("\n", 1)[0]
+            return str(commit.id), subject.strip()
 
     def list_files(self, rev: str) -> dict[str, str]:
         """The YAML files of the config set at `rev` (symbolic links left out), with blob ids."""

@@ -371,6 +371,17 @@ def test_plan_says_it_compares_with_the_branch_head(tmp_path: Path) -> None:
     ]
 
 
+def test_plan_shows_a_hostile_commit_subject_escaped_and_cut(tmp_path: Path) -> None:
+    init_repo(tmp_path, configset.base_files())
+    git(tmp_path, "commit", "-q", "--allow-empty", "-m", "\x1b]0;owned\x07" + "x" * 200)
+    result = reconciler("plan", tmp_path)
+    header = result.stdout.splitlines()[0]
+    assert "\x1b" not in header
+    assert '"\\x1b]0;owned\\x07xxx' in header
+    assert header.endswith('xxx...".')
+    assert len(header) < 140
+
+
 def test_plan_against_the_head_itself_has_nothing_to_do(tmp_path: Path) -> None:
     two_commits(tmp_path)
     result = reconciler("plan", "--against", "main", tmp_path)
