@@ -8,7 +8,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from reconciler.documents import parse_file
 from reconciler.models import RemoteServer
 from reconciler.scaffold import SERVER_FILE, Host, ScaffoldError, scaffold_files
 from tests import configset
-from tests.daemonproc import create_token, serving
+from tests.daemonproc import create_token, reconciler, serving
 from tests.gitrepo import commit_files, git, head, init_repo
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -39,25 +38,10 @@ def home(tmp_path: Path) -> Path:
 
 def isolated_env(home: Path, gitconfig: Path | None = None) -> dict[str, str]:
     return {
-        **os.environ,
         "HOME": str(home),
         "GIT_CONFIG_NOSYSTEM": "1",
         "GIT_CONFIG_GLOBAL": str(gitconfig or os.devnull),
     }
-
-
-def reconciler(
-    *args: str | Path, env: Mapping[str, str] | None = None, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "reconciler", *map(str, args)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-        env=dict(env) if env is not None else None,
-        cwd=cwd,
-    )
 
 
 def init(directory: Path, home: Path, gitconfig: Path | None = None) -> Path:
@@ -150,7 +134,8 @@ def test_init_commits_as_the_configured_git_author_and_makes_them_user_1(
     config = gitconfig_file(tmp_path, "[user]\n\tname = Ada Lovelace\n\temail = ada@example.com\n")
     repo = init(tmp_path / "config", home, config)
     log = subprocess.run(
-        ["git", "log", "-1", "--format=%an <%ae>"], cwd=repo, env=isolated_env(home, config),
+        ["git", "log", "-1", "--format=%an <%ae>"], cwd=repo,
+        env={**os.environ, **isolated_env(home, config)},
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert log.stdout.strip() == "Ada Lovelace <ada@example.com>"
@@ -353,7 +338,7 @@ def test_plan_against_origin_main_reviews_a_branch_before_it_is_merged(tmp_path:
     git(tmp_path, "clone", "-q", remote, "reviewer")
     git(tmp_path / "reviewer", "fetch", "-q", str(tmp_path / "person"), "main:feature")
     git(tmp_path / "reviewer", "checkout", "-q", "feature")
-    result = reconciler("plan", "--against", "origin/main", cwd=tmp_path / "reviewer")
+    result = reconciler("plan", "--against", "origin/main", tmp_path / "reviewer")
     assert result.returncode == 0, result.stderr
     main = git(tmp_path / "reviewer", "rev-parse", "origin/main").strip()
     assert result.stdout.splitlines() == [
