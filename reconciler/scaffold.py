@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -35,6 +35,7 @@ SERVER_FILE = "servers/this-machine.yaml"
 DESTINATION_FILE = "destinations/local-disk.yaml"
 README_FILE = "README.md"
 TASK_LABEL = "This config repository"
+_M = TypeVar("_M", bound=BaseModel)
 
 
 class ScaffoldError(ReconcilerError):
@@ -92,19 +93,19 @@ def scaffold_files(host: Host) -> dict[str, str]:
         storage={"max_backups": 7, "path": "config-repository"},
     )
     task_path = task_file_path(task.id, task.label)
-    documents: dict[str, tuple[str, Sequence[Document]]] = {
-        USERS_FILE: (_users_text([user]), [user]),
-        SERVER_FILE: (_server_text(server, host), [server]),
-        DESTINATION_FILE: (_destination_text(destination), [destination]),
-        task_path: (_task_text(task), [task]),
+    rendered: dict[str, tuple[str, Document]] = {
+        USERS_FILE: (_users_text([user]), user),
+        SERVER_FILE: (_server_text(server, host), server),
+        DESTINATION_FILE: (_destination_text(destination), destination),
+        task_path: (_task_text(task), task),
     }
-    files = {path: text for path, (text, _) in documents.items()}
-    _check(files, {path: tuple(objects) for path, (_, objects) in documents.items()})
+    files = {path: text for path, (text, _) in rendered.items()}
+    _check(files, {path: document for path, (_, document) in rendered.items()})
     files[README_FILE] = _readme(task_path, host)
     return files
 
 
-def _build(model: type[Any], what: str, **fields: Any) -> Any:
+def _build(model: type[_M], what: str, **fields: Any) -> _M:
     """The model of `fields`, which must hold every value exactly as given: a model that
     normalises one (strips a path's trailing space, say) would describe another thing."""
     try:
@@ -129,15 +130,15 @@ def _leaves(given: Mapping[str, Any], kept: Mapping[str, Any], prefix: str = "")
     return leaves
 
 
-def _check(files: Mapping[str, str], expected: Mapping[str, tuple[Document, ...]]) -> None:
-    """Parse the rendered files as the daemon does: each must give back exactly its models, and
+def _check(files: Mapping[str, str], expected: Mapping[str, Document]) -> None:
+    """Parse the rendered files as the daemon does: each must give back exactly its model, and
     the set must resolve without a problem."""
     parsed = {path: parse_file(path, text.encode()) for path, text in files.items()}
     desired = build_desired(parsed, DesiredState())
     for error in desired.errors:
         raise ScaffoldError(f"cannot write a valid config set: {error.render()}")
-    for path, objects in expected.items():
-        if parsed[path].objects != objects:
+    for path, document in expected.items():
+        if parsed[path].objects != (document,):
             raise ScaffoldError(f"cannot write a valid config set: {path} reads back differently")
 
 
@@ -170,7 +171,7 @@ def _yaml(data: Any) -> str:
 
 
 def _comment(*lines: str) -> str:
-    return "".join(f"# {line}\n" if line else "#\n" for line in lines)
+    return "".join(f"# {line}\n" for line in lines)
 
 
 def _users_text(users: Sequence[User]) -> str:
