@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 
 _T = TypeVar("_T")
 _N = TypeVar("_N", int, float)
+# The longest commit subject `plan` shows when it says what it compares with.
+SUBJECT_CHARS = 72
 # How often `reconciler run` looks for new log lines of the run it follows.
 FOLLOW_SECONDS = 0.5
 DEFAULT_STATE = Path(os.environ.get("RECONCILER_STATE", "reconciler-state/state.db"))
@@ -144,7 +147,19 @@ def _parser() -> argparse.ArgumentParser:
         "plan", help="show what committing the working tree would change in the running schedule"
     )
     plan.add_argument("directory", nargs="?", type=Path, default=Path("."))
+    plan.add_argument(
+        "--against",
+        metavar="REV",
+        help="compare with this git revision instead of the branch head (a pull request's "
+        "review: --against origin/main; also a sha, a tag, HEAD~1)",
+    )
     plan.set_defaults(command=_plan)
+
+    init = commands.add_parser(
+        "init", help="create a new config repository that validate and serve accept as is"
+    )
+    init.add_argument("directory", type=Path, help="a new or empty directory")
+    init.set_defaults(command=_init)
 
     run = commands.add_parser("run", help="run one backup task now, in the foreground")
     run.add_argument("task_id", type=int)
@@ -268,7 +283,27 @@ def _validate(args: argparse.Namespace) -> int:
         print(f"{len(desired.errors)} problem(s) in {summary}", file=sys.stderr)
         return 1
     print(f"valid: {summary}", file=sys.stderr)
+    for note in _missing_key_notes(desired):
+        print(note, file=sys.stderr)
     return 0
+
+
+def _missing_key_notes(desired: Any) -> list[str]:
+    """A note for each SSH key file a valid config names that is not on this machine: not an
+    error (validate also runs on laptops and in CI), but the reason a first run here would fail."""
+    from reconciler.documents import Kind
+
+    notes = []
+    for kind, objects in ((Kind.SERVER, desired.servers), (Kind.DESTINATION, desired.destinations)):
+        for object_id, item in sorted(objects.items()):
+            key = getattr(item, "private_key", None)
+            if key is not None and not Path(key).expanduser().is_file():
+                notes.append(
+                    f"note: {desired.owners[kind][object_id]}: private_key {key} is not a file "
+                    "on this machine; a run from here cannot log in until it exists (ssh-keygen "
+                    f"-t ed25519 -f {key}, then add the .pub file to the remote's authorized_keys)"
+                )
+    return notes
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -276,17 +311,41 @@ def _plan(args: argparse.Namespace) -> int:
     from reconciler.loader import parse_directory
     from reconciler.plan import make_plan, render_plan
 
-    committed = _committed_state(args.directory)
+    baseline, committed = _committed_state(args.directory, args.against)
+    print(baseline.sentence)
     working = build_desired(_guarded(lambda: parse_directory(args.directory)), committed)
     for error in working.errors:
         print(error.render(), file=sys.stderr)
-    for line in render_plan(make_plan(working.tasks, committed.tasks)):
+    unchanged = args.against or "the running schedule"
+    for line in render_plan(make_plan(working.tasks, committed.tasks), unchanged):
         print(line)
     return 1 if working.errors else 0
 
 
-def _committed_state(directory: Path) -> Any:
-    """What the daemon runs: the desired state of the branch head (empty before any commit)."""
+@dataclass(frozen=True, slots=True)
+class _Baseline:
+    """What a plan compares the working tree with: a commit, or nothing committed yet."""
+
+    rev: str
+    commit: str | None
+    subject: str = ""
+
+    @property
+    def sentence(self) -> str:
+        from reconciler.documents import printable_path
+
+        if self.commit is None:
+            return "Comparing the working tree with an empty config set: nothing is committed yet."
+        # Anyone who can push writes the subject: shown escaped and cut, never as terminal codes.
+        subject = printable_path(self.subject)
+        subject = subject if len(subject) <= SUBJECT_CHARS else f"{subject[: SUBJECT_CHARS - 3]}..."
+        commit = f'commit {self.commit[:12]} "{subject}"'
+        return f"Comparing the working tree with {printable_path(self.rev)}, {commit}."
+
+
+def _committed_state(directory: Path, against: str | None = None) -> tuple[_Baseline, Any]:
+    """The revision compared with and its desired state: `against`, else what the daemon runs,
+    the branch head (empty before any commit)."""
     from reconciler.desired import DesiredState, build_desired
     from reconciler.documents import is_ignored
     from reconciler.engine import parse_entries
@@ -294,13 +353,40 @@ def _committed_state(directory: Path) -> Any:
 
     try:
         store = GitStore(directory)
+        rev = against if against is not None else store.head()
+        if rev is None:
+            return _Baseline("HEAD", None), DesiredState()
+        commit, subject = store.commit_summary(rev)
+        entries = {p: e for p, e in store.list_entries(commit).items() if not is_ignored(p)}
     except GitError as exc:
         raise UserError(str(exc)) from exc
-    head = store.head()
-    if head is None:
-        return DesiredState()
-    entries = {p: e for p, e in store.list_entries(head).items() if not is_ignored(p)}
-    return build_desired(parse_entries(store, entries), DesiredState())
+    baseline = _Baseline(against or "HEAD", commit, subject)
+    return baseline, build_desired(parse_entries(store, entries), DesiredState())
+
+
+def _init(args: argparse.Namespace) -> int:
+    from reconciler.repoinit import init_config_repo
+
+    created = _guarded(lambda: init_config_repo(args.directory))
+    print(
+        f"Created the config repository {created.root} (branch main, commit {created.commit[:12]}):"
+    )
+    for path in created.files:
+        print(f"  {path}")
+    if not created.author_configured:
+        print(
+            "git had no author configured, so this repository commits as "
+            f"{created.host.person_name} <{created.host.person_email}> (git config user.name "
+            "and user.email change it)."
+        )
+    if not created.host.key_exists:
+        print(
+            f"No SSH key found: create {created.host.private_key} (ssh-keygen -t ed25519 -f "
+            f"{created.host.private_key}) and add its .pub file to ~{created.host.login}/.ssh/"
+            "authorized_keys before the first run."
+        )
+    print(f"Next: reconciler validate {args.directory}; reconciler serve --repo {args.directory}")
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:

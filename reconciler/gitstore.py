@@ -183,6 +183,14 @@ class GitStore:
             return None
         return subtree if isinstance(subtree, pygit2.Tree) else None
 
+    def commit_summary(self, rev: str) -> tuple[str, str]:
+        """(full sha, subject line) of the commit `rev` names: any revision git accepts."""
+        with self._lock:
+            commit = self._commit(rev)
+            # Raw bytes: a message in an encoding this host lacks must not fail a plan.
+            subject = commit.raw_message.decode("utf-8", "replace").split("\n", 1)[0]
+            return str(commit.id), subject.strip()
+
     def list_files(self, rev: str) -> dict[str, str]:
         """The YAML files of the config set at `rev` (symbolic links left out), with blob ids."""
         return {

@@ -76,10 +76,11 @@ def _diff(prefix: str, old: Any, new: Any) -> Iterator[FieldChange]:
         yield FieldChange(prefix.rstrip("."), old, new)
 
 
-def render_plan(plan: Plan) -> list[str]:
-    """Lines in the spirit of `terraform plan`: + added, ~ changed (field by field), - removed."""
+def render_plan(plan: Plan, baseline: str = "the running schedule") -> list[str]:
+    """Lines in the spirit of `terraform plan`: + added, ~ changed (field by field), - removed.
+    `baseline` names what the plan starts from (a git revision, say)."""
     if plan.empty:
-        return ["No changes: the running schedule matches the config set."]
+        return [f"No changes: {baseline} matches the config set."]
     lines = []
     for task in plan.added:
         lines.append(f"+ task {task.id} ({task.task.label}) will be added")

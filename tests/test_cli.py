@@ -140,7 +140,7 @@ def test_plan_shows_what_committing_the_working_tree_would_change(tmp_path: Path
     (tmp_path / "tasks/3.yaml").unlink()
     result = reconciler("plan", tmp_path)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == [
+    assert result.stdout.splitlines()[1:] == [
         "+ task 2 (task 2) will be added",
         "~ task 1 (renamed) will change:",
         "    task.label: 'task 1' -> 'renamed'",
@@ -152,7 +152,9 @@ def test_plan_shows_what_committing_the_working_tree_would_change(tmp_path: Path
 def test_plan_of_a_clean_work_tree_has_nothing_to_do(tmp_path: Path) -> None:
     init_repo(tmp_path, {**configset.base_files(), "tasks/1.yaml": configset.task(1)})
     result = reconciler("plan", tmp_path)
-    assert result.stdout.strip() == "No changes: the running schedule matches the config set."
+    assert result.stdout.splitlines()[1:] == [
+        "No changes: the running schedule matches the config set."
+    ]
 
 
 def test_a_token_is_printed_once_listed_without_its_value_and_revoked(tmp_path: Path) -> None:
