@@ -1,4 +1,4 @@
-"""`reconciler`: serve, validate, plan, run, restore, token, secret. Thin: each command wires and reports.
+"""`reconciler`: serve, validate, plan, run, restore, token. Thin: each command wires and reports.
 
 Anything a user can get wrong ends in one clear sentence on stderr and a non-zero exit, never a
 traceback.

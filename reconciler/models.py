@@ -186,7 +186,9 @@ def check_age_armor(value: str) -> str:
         raise ValueError(f"the age-encrypted secret does not end with {_AGE_END} (cut short?)")
     body = "".join(text[len(_AGE_BEGIN) : -len(_AGE_END)].split())
     if not body or not _BASE64.match(body) or len(body) % 4:
-        raise ValueError("the age-encrypted secret's armor is not base64 between its BEGIN/END lines")
+        raise ValueError(
+            "the age-encrypted secret's armor is not base64 between its BEGIN/END lines"
+        )
     try:
         decoded = base64.b64decode(body, validate=True)
     except binascii.Error:

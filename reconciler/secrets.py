@@ -98,7 +98,9 @@ class Secrets:
                     problems.append(((*location, "age"), f"the age-encrypted secret {exc}"))
                     continue
                 if value == "":
-                    problems.append(((*location, "age"), "the age-encrypted secret decrypts to nothing"))
+                    problems.append(
+                        ((*location, "age"), "the age-encrypted secret decrypts to nothing")
+                    )
         return failed_with(parsed, problems) if problems else parsed
 
     def _decrypted(self, armor: str) -> str:
