@@ -222,3 +222,37 @@ async def test_the_plaintext_is_never_written_to_disk(rig: ApiRig) -> None:
     ]
     assert written == []
     assert SECRET not in git(rig.repo, "log", "--all", "-p")
+
+
+async def test_an_api_edit_of_a_file_whose_reference_does_not_decrypt_is_refused(
+    rig: ApiRig, other_key: AgeKey
+) -> None:
+    wrong = task_with_age_password(age_encrypt(SECRET.encode(), other_key.recipient))
+    commit_files(rig.repo, {TASK: wrong}, "a password for the wrong key")
+    await rig.engine.sync()
+    commits = rig.commits()
+
+    response = await rig.put("/api/backup-tasks/1", {"label": "relabelled"})
+
+    assert response.status_code == 422, response.text
+    (message,) = response.json()["errors"]["encryption_password"]
+    assert "encrypted to other recipients" in message
+    assert rig.commits() == commits
+    assert rig.file(TASK) == wrong
+
+
+async def test_a_new_password_through_the_api_replaces_a_reference_that_does_not_decrypt(
+    rig: ApiRig, other_key: AgeKey
+) -> None:
+    wrong = task_with_age_password(age_encrypt(SECRET.encode(), other_key.recipient))
+    commit_files(rig.repo, {TASK: wrong}, "a password for the wrong key")
+    await rig.engine.sync()
+
+    response = await rig.put("/api/backup-tasks/1", {"encryption_password": "from the API"})
+
+    assert response.status_code == 200, response.text
+    assert "BEGIN AGE" not in rig.file(TASK)
+    assert rig.engine.errors == ()
+    password = rig.engine.desired.tasks[1].task.encryption_password
+    assert password is not None
+    assert rig.secrets.resolve(password) == "from the API"
