@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator
 from enum import StrEnum
 from functools import cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from croniter import croniter
@@ -494,12 +494,27 @@ class ResolvedTask(Model):
         return self.task.id
 
 
-def secret_references(model: BaseModel) -> Iterator[tuple[tuple[str | int, ...], SecretRef]]:
-    """Every secret reference a document holds, with its location (keys and list indexes)."""
-    for name in type(model).model_fields:
+def secret_references(model: BaseModel) -> Iterator[tuple[tuple[str, ...], SecretRef]]:
+    """Every secret reference a document holds, with its location (its keys)."""
+    for name in _secret_fields(type(model)):
         value = getattr(model, name)
         if isinstance(value, SecretRef):
             yield (name,), value
         elif isinstance(value, BaseModel):
             for location, ref in secret_references(value):
                 yield (name, *location), ref
+
+
+@cache
+def _secret_fields(model: type[BaseModel]) -> tuple[str, ...]:
+    """The fields of `model` whose type can hold a SecretRef: the reconcile looks at those alone
+    (walking every field of 10,000 tasks cost a tenth of a cold start's parse)."""
+    return tuple(
+        name for name, info in model.model_fields.items() if _may_hold_secret(info.annotation)
+    )
+
+
+def _may_hold_secret(annotation: object) -> bool:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation is SecretRef or bool(_secret_fields(annotation))
+    return any(_may_hold_secret(part) for part in get_args(annotation))

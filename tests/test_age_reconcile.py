@@ -197,7 +197,8 @@ async def test_the_plaintext_is_never_logged(
     tmp_path: Path, daemon_key: AgeKey, other_key: AgeKey, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    files = {**config_files(), TASK: task_with_age_password(age_encrypt(SECRET.encode(), daemon_key.recipient))}  # fmt: skip
+    good = task_with_age_password(age_encrypt(SECRET.encode(), daemon_key.recipient))
+    files = {**config_files(), TASK: good}
     async with api_rig(tmp_path, files, age_identity=daemon_key.identity) as rig:
         wrong = task_with_age_password(age_encrypt(SECRET.encode(), other_key.recipient), "x")
         commit_files(rig.repo, {TASK: wrong}, "wrong key")

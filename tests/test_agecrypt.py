@@ -26,6 +26,7 @@ from tests import configset
 from tests.agekeys import AgeKey, age_decrypt, age_encrypt, age_keygen, indented
 
 SECRET = "correct horse, battery staple"
+BEGIN, END = "-----BEGIN AGE ENCRYPTED FILE-----", "-----END AGE ENCRYPTED FILE-----"
 
 
 @pytest.fixture
@@ -123,13 +124,11 @@ def test_any_whitespace_between_armor_lines_canonicalises_to_64_columns(
 ) -> None:
     body = base64.b64encode(b"age-encryption.org/v1\n" + payload).decode()
     lines = [body[start : start + 64] for start in range(0, len(body), 64)]
-    canonical = "\n".join(["-----BEGIN AGE ENCRYPTED FILE-----", *lines, "-----END AGE ENCRYPTED FILE-----", ""])  # fmt: skip
+    canonical = "\n".join([BEGIN, *lines, END, ""])
     glue = iter(separators)
     # Split the body at arbitrary places and join with arbitrary whitespace.
     pieces = [body[start : start + 13] for start in range(0, len(body), 13)]
-    messy = "-----BEGIN AGE ENCRYPTED FILE-----\n"
-    messy += "".join(piece + next(glue, "\n") for piece in pieces)
-    messy += "-----END AGE ENCRYPTED FILE-----"
+    messy = BEGIN + "\n" + "".join(piece + next(glue, "\n") for piece in pieces) + END
 
     assert check_age_armor(messy) == canonical
 

@@ -15,8 +15,8 @@ from reconciler.api.auth import Ability, Caller, require
 from reconciler.api.context import ApiContext, context
 from reconciler.api.edits import Edit, TaskChange
 from reconciler.api.errors import ApiError, Invalid, NotFound, responses
-from reconciler.api.mapping import request_field
 from reconciler.api.idempotency import HEADER, KeyedRequest, fingerprint
+from reconciler.api.mapping import request_field
 from reconciler.api.secretkeys import forget_unreferenced
 from reconciler.api.writer import Base, Prepared
 from reconciler.desired import DesiredState, errors_for_user
