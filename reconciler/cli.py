@@ -137,6 +137,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="BYTES",
         help="refuse (413) a request body larger than BYTES before reading it (default 1 MiB)",
     )
+    _age_identity_option(serve)
     serve.set_defaults(command=_serve)
 
     validate = commands.add_parser("validate", help="check a config set; exit 1 on any problem")
@@ -166,6 +167,7 @@ def _parser() -> argparse.ArgumentParser:
     _repo_option(run)
     _state_option(run)
     run.add_argument("--known-hosts", type=Path, help="known_hosts file for SSH host keys")
+    _age_identity_option(run)
     run.set_defaults(command=_run)
 
     restore = commands.add_parser("restore", help="fetch, decrypt and unpack a backup")
@@ -175,6 +177,7 @@ def _parser() -> argparse.ArgumentParser:
     _repo_option(restore)
     _state_option(restore)
     restore.add_argument("--known-hosts", type=Path, help="known_hosts file for SSH host keys")
+    _age_identity_option(restore)
     restore.set_defaults(command=_restore)
 
     token = commands.add_parser("token", help="manage API tokens")
@@ -205,6 +208,23 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("token_id", type=int)
     _state_option(revoke)
     revoke.set_defaults(command=_token_revoke)
+
+    secret = commands.add_parser("secret", help="age-encrypted secrets for the config set")
+    secret_actions = secret.add_subparsers(required=True, metavar="ACTION")
+    encrypt = secret_actions.add_parser(
+        "encrypt",
+        help="encrypt a secret read on stdin and print the {age: ...} reference to paste",
+    )
+    encrypt.add_argument(
+        "--recipient",
+        action="append",
+        required=True,
+        dest="recipients",
+        metavar="AGE_PUBKEY",
+        help="an age public key (age1...) or SSH public key that may decrypt it: the daemon's "
+        "(age-keygen -y IDENTITY), and yours if you want to read it back; repeat for several",
+    )
+    encrypt.set_defaults(command=_secret_encrypt)
     return parser
 
 
@@ -241,6 +261,18 @@ def _state_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _age_identity_option(parser: argparse.ArgumentParser) -> None:
+    default = os.environ.get("RECONCILER_AGE_IDENTITY")
+    parser.add_argument(
+        "--age-identity",
+        type=Path,
+        default=Path(default) if default else None,
+        metavar="FILE",
+        help="age identity file (as age-keygen writes it) that decrypts {age: ...} secret "
+        "references (env RECONCILER_AGE_IDENTITY)",
+    )
+
+
 def _serve(args: argparse.Namespace) -> int:
     from reconciler.daemon import Settings, serve
     from reconciler.types import DEFAULT_MAX_BODY_BYTES
@@ -261,6 +293,7 @@ def _serve(args: argparse.Namespace) -> int:
         keep_runs=args.keep_runs,
         keep_run_age=timedelta(days=args.keep_run_days) if args.keep_run_days else None,
         max_body_bytes=args.max_body_bytes or DEFAULT_MAX_BODY_BYTES,
+        age_identity=args.age_identity,
     )
     _guarded(lambda: asyncio.run(serve(settings)))
     return 0
@@ -392,7 +425,12 @@ def _init(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from reconciler.daemon import Settings
 
-    settings = Settings(repo=args.repo, state=args.state, known_hosts=args.known_hosts)
+    settings = Settings(
+        repo=args.repo,
+        state=args.state,
+        known_hosts=args.known_hosts,
+        age_identity=args.age_identity,
+    )
     succeeded = _guarded(lambda: asyncio.run(_run_once(settings, args.task_id)))
     return 0 if succeeded else 1
 
@@ -439,7 +477,12 @@ async def _follow(daemon: Core, task_id: int) -> RunRecord:
 def _restore(args: argparse.Namespace) -> int:
     from reconciler.daemon import Settings, restore_backup
 
-    settings = Settings(repo=args.repo, state=args.state, known_hosts=args.known_hosts)
+    settings = Settings(
+        repo=args.repo,
+        state=args.state,
+        known_hosts=args.known_hosts,
+        age_identity=args.age_identity,
+    )
     where = _guarded(
         lambda: asyncio.run(restore_backup(settings, args.task_id, args.run_id, args.to))
     )
@@ -477,6 +520,30 @@ def _token_revoke(args: argparse.Namespace) -> int:
     if not _tokens(args.state).revoke_token(args.token_id):
         raise UserError(f"no token with id {args.token_id}")
     print(f"revoked token {args.token_id}")
+    return 0
+
+
+def _secret_encrypt(args: argparse.Namespace) -> int:
+    from reconciler.agecrypt import MAX_SECRET_BYTES, encrypt, reference_text
+
+    if sys.stdin.isatty():
+        import getpass
+
+        secret = getpass.getpass("secret (not shown): ")
+    else:
+        raw = sys.stdin.buffer.read(MAX_SECRET_BYTES + 2)
+        try:
+            secret = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UserError("the secret on stdin is not UTF-8 text") from None
+    # `echo secret | reconciler secret encrypt`: the newline is echo's, not the secret's.
+    secret = secret.removesuffix("\n").removesuffix("\r")
+    armor = _guarded(lambda: encrypt(secret, args.recipients))
+    print(reference_text(armor), end="")
+    print(
+        "paste it as the value of a secret field, indented under it (encryption_password:)",
+        file=sys.stderr,
+    )
     return 0
 
 

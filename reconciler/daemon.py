@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from reconciler.agecrypt import load_identities
 from reconciler.backup import DEFAULT_KEEP_RUN_AGE, DEFAULT_KEEP_RUNS, BackupPipeline
 from reconciler.engine import Engine
 from reconciler.executor import CONNECT_TIMEOUT, STALL_TIMEOUT
@@ -78,6 +79,8 @@ class Settings:
     keep_run_age: timedelta | None = DEFAULT_KEEP_RUN_AGE
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     token_use_interval: float = TOKEN_USE_FLUSH_SECONDS
+    # The age identity file that decrypts `{age: ...}` secret references; None: they fail.
+    age_identity: Path | None = None
 
 
 def secrets_path(state: Path) -> Path:
@@ -147,8 +150,11 @@ def build_core(
 ) -> Core:
     """`build` without the HTTP API."""
     clock = SystemClock() if clock is None else clock
+    identities = None if settings.age_identity is None else load_identities(settings.age_identity)
     state = open_state(settings.state)
-    secrets = Secrets(secrets_path(settings.state), os.environ if environ is None else environ)
+    secrets = Secrets(
+        secrets_path(settings.state), os.environ if environ is None else environ, identities
+    )
     store = GitStore(settings.repo)
     pipeline = BackupPipeline(
         runs=state.runs,
@@ -175,7 +181,7 @@ def build_core(
     fires = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fire")
     fire = record_then_queue(state.schedule, runner, fires)
     scheduler = Scheduler(clock, fire)
-    engine = Engine(store=store, scheduler=scheduler, state=state, clock=clock)
+    engine = Engine(store=store, scheduler=scheduler, state=state, clock=clock, vet=secrets.vet)
     return Core(settings, clock, state, secrets, store, runner, scheduler, engine, fire, fires)
 
 

@@ -191,6 +191,15 @@ def to_documents(path: str, text: bytes, raw: RawYaml) -> ParsedFile:
     return ParsedFile(path, kind, (document,), (), text)
 
 
+def failed_with(parsed: ParsedFile, problems: Sequence[Problem]) -> ParsedFile:
+    """`parsed`, valid until a check beyond the models found `problems` in it (a secret that does
+    not decrypt): a file with errors, so its last good version stays in force."""
+    owners = {doc.user_id for doc in parsed.objects if not isinstance(doc, User)}
+    declared = owners.pop() if len(owners) == 1 else None
+    errors = tuple(located(parsed.path, parsed.text, problems))
+    return ParsedFile(parsed.path, parsed.kind, (), errors, parsed.text, declared)
+
+
 def _declared_user_id(data: dict[str, Any]) -> int | None:
     user_id = data.get("user_id")
     is_id = isinstance(user_id, int) and not isinstance(user_id, bool) and user_id > 0

@@ -14,7 +14,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -56,12 +56,16 @@ class Engine:
         state: StateStore,
         clock: Clock,
         parse_workers: int | None = None,
+        vet: Callable[[ParsedFile], ParsedFile] | None = None,
     ) -> None:
+        """`vet`: a check of each newly parsed file beyond the models (the secrets' decryption,
+        `Secrets.vet`), which may turn it into a file with errors."""
         self.store = store
         self._scheduler = scheduler
         self._schedule = state.schedule
         self._clock = clock
         self._parse_workers = parse_workers
+        self._vet = vet
         self._lock = asyncio.Lock()
         self._file_times = FileTimesIndex(store, state.file_times)
         self._blobs: Mapping[str, TreeEntry] = {}
@@ -167,9 +171,10 @@ class Engine:
                 blobs[path] = blob
         changed = {path: blob for path, blob in updates.items() if blob is not None}
         expected = self._take_expected(changed)
-        files.update(expected)
         unparsed = {path: blob for path, blob in changed.items() if path not in expected}
-        files.update(parse_entries(self.store, unparsed, self._parse_workers))
+        fresh = {**expected, **parse_entries(self.store, unparsed, self._parse_workers)}
+        vet = self._vet
+        files.update(fresh if vet is None else {path: vet(file) for path, file in fresh.items()})
         # The periodic resync rebuilds everything: its way of repairing whatever was missed.
         desired = build_desired(files, self._desired, None if full else updates.keys())
         return _Snapshot(head, blobs, files, desired, len(updates) - len(expected))

@@ -7,10 +7,13 @@ location rather than a silently ignored setting.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
+from collections.abc import Iterator
 from enum import StrEnum
 from functools import cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from croniter import croniter
@@ -157,25 +160,70 @@ def check_cron(value: str) -> str:
     return expression
 
 
+_AGE_BEGIN = "-----BEGIN AGE ENCRYPTED FILE-----"
+_AGE_END = "-----END AGE ENCRYPTED FILE-----"
+_BASE64 = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
+# The armor of a 64 KiB secret for a few dozen recipients; larger is not a secret.
+MAX_AGE_ARMOR = 128 * 1024
+
+
+def check_age_armor(value: str) -> str:
+    """An armored age file, in canonical form (64-column lines, LF endings).
+
+    Line breaks may have become spaces (a YAML flow scalar folds them) or CRLFs: the body is
+    re-wrapped, which changes no byte of the file it encodes. Only the form is checked here;
+    whether it decrypts is the daemon's to find out, with its identity.
+    """
+    if len(value) > MAX_AGE_ARMOR:
+        raise ValueError(f"the age-encrypted secret is longer than {MAX_AGE_ARMOR:,} characters")
+    text = value.strip()
+    if not text.startswith(_AGE_BEGIN):
+        raise ValueError(
+            f"an age-encrypted secret must be an armored age file starting with {_AGE_BEGIN}"
+            " (made by `reconciler secret encrypt` or `age -a`)"
+        )
+    if not text.endswith(_AGE_END):
+        raise ValueError(f"the age-encrypted secret does not end with {_AGE_END} (cut short?)")
+    body = "".join(text[len(_AGE_BEGIN) : -len(_AGE_END)].split())
+    if not body or not _BASE64.match(body) or len(body) % 4:
+        raise ValueError(
+            "the age-encrypted secret's armor is not base64 between its BEGIN/END lines"
+        )
+    try:
+        decoded = base64.b64decode(body, validate=True)
+    except binascii.Error:
+        raise ValueError("the age-encrypted secret's armor is not valid base64") from None
+    if not decoded.startswith(b"age-encryption.org/v1\n"):
+        raise ValueError("the armor does not hold an age file (no age-encryption.org/v1 header)")
+    lines = [body[start : start + 64] for start in range(0, len(body), 64)]
+    return "\n".join([_AGE_BEGIN, *lines, _AGE_END, ""])
+
+
+AgeArmor = Annotated[str, AfterValidator(check_age_armor)]
+
+
 class SecretRef(Model):
-    """Where a secret lives on the backup host; the value itself never enters git.
+    """Where a secret lives on the backup host; the value itself never enters git in the clear.
 
     Exactly one of: `env` (an environment variable of the daemon), `file` (an absolute path on the
-    backup host, first line is the secret) or `secret` (a key in the daemon's own secrets store,
-    written by the API).
+    backup host, first line is the secret), `secret` (a key in the daemon's own secrets store,
+    written by the API) or `age` (the secret itself, age-encrypted to the daemon's identity).
     """
 
     env: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
     file: str | None = None
     secret: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,128}$")] | None = None
+    age: AgeArmor | None = Field(default=None, repr=False)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> SecretRef:
-        given = [name for name in ("env", "file", "secret") if getattr(self, name) is not None]
+        kinds = ("env", "file", "secret", "age")
+        given = [name for name in kinds if getattr(self, name) is not None]
         if len(given) != 1:
             raise ValueError(
-                "a secret reference needs exactly one of env, file or secret "
+                "a secret reference needs exactly one of env, file, secret or age "
                 f"(got {', '.join(given) or 'none'}); secret values never go in the YAML"
+                " unencrypted"
             )
         if self.file is not None and not self.file.startswith("/"):
             raise ValueError(f"secret file must be an absolute path, got {self.file!r}")
@@ -444,3 +492,29 @@ class ResolvedTask(Model):
     @property
     def id(self) -> int:
         return self.task.id
+
+
+def secret_references(model: BaseModel) -> Iterator[tuple[tuple[str, ...], SecretRef]]:
+    """Every secret reference a document holds, with its location (its keys)."""
+    for name in _secret_fields(type(model)):
+        value = getattr(model, name)
+        if isinstance(value, SecretRef):
+            yield (name,), value
+        elif isinstance(value, BaseModel):
+            for location, ref in secret_references(value):
+                yield (name, *location), ref
+
+
+@cache
+def _secret_fields(model: type[BaseModel]) -> tuple[str, ...]:
+    """The fields of `model` whose type can hold a SecretRef: the reconcile looks at those alone
+    (walking every field of 10,000 tasks cost a tenth of a cold start's parse)."""
+    return tuple(
+        name for name, info in model.model_fields.items() if _may_hold_secret(info.annotation)
+    )
+
+
+def _may_hold_secret(annotation: object) -> bool:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation is SecretRef or bool(_secret_fields(annotation))
+    return any(_may_hold_secret(part) for part in get_args(annotation))

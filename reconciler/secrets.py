@@ -2,6 +2,9 @@
 
 Values never appear in an error message, a repr or a log line: errors name the reference and the
 reason only, and exceptions from lower layers (which may quote file content) are not chained.
+An `age` reference is decrypted in memory each time it is resolved, and `vet` decrypts every one
+a config file holds when the reconcile reads the file (the value is dropped at once), so one that
+does not decrypt is a config error with its line, not a surprise at 3 a.m.
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from reconciler.agecrypt import AgeError, AgeIdentities, decrypt
 from reconciler.atomicfile import write_atomically
-from reconciler.models import SecretRef
+from reconciler.documents import ParsedFile, Problem, failed_with
+from reconciler.models import SecretRef, secret_references
 from reconciler.types import ReconcilerError
 
 # A secret is a password or a token: anything bigger is the wrong file.
@@ -25,19 +30,33 @@ class SecretError(ReconcilerError):
     """A secret cannot be resolved or stored; says which reference and why, never the value."""
 
 
+_NO_IDENTITY = (
+    "cannot be decrypted: the daemon was given no age identity (reconciler serve --age-identity"
+    " FILE, or RECONCILER_AGE_IDENTITY)"
+)
+
+
 def describe(ref: SecretRef) -> str:
-    """`env:NAME`, `file:/path` or `secret:key`: how errors and logs name a reference."""
+    """`env:NAME`, `file:/path`, `secret:key` or `age`: how errors and logs name a reference."""
     if ref.env is not None:
         return f"env:{ref.env}"
     if ref.file is not None:
         return f"file:{ref.file}"
+    if ref.age is not None:
+        return "age-encrypted secret"
     return f"secret:{ref.secret}"
 
 
 class Secrets:
-    def __init__(self, store_path: Path, environ: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        store_path: Path,
+        environ: Mapping[str, str],
+        age_identities: AgeIdentities | None = None,
+    ) -> None:
         self._store_path = Path(store_path)
         self._environ = environ
+        self._age_identities = age_identities
         self._lock = threading.Lock()
 
     def resolve(self, ref: SecretRef) -> str:
@@ -47,6 +66,11 @@ class Secrets:
                 raise SecretError(f"{describe(ref)}: environment variable {ref.env} is not set")
         elif ref.file is not None:
             value = _first_line(ref)
+        elif ref.age is not None:
+            try:
+                value = self._decrypted(ref.age)
+            except AgeError as exc:
+                raise SecretError(f"{describe(ref)}: {exc}") from None
         else:
             assert ref.secret is not None
             with self._lock:
@@ -58,6 +82,31 @@ class Secrets:
         if value == "":
             raise SecretError(f"{describe(ref)}: the secret is empty")
         return value
+
+    def vet(self, parsed: ParsedFile) -> ParsedFile:
+        """`parsed` as the reconcile applies it: a file with an `age` reference that does not
+        decrypt (or decrypts to nothing) becomes a file with errors at those references' lines,
+        so its last good version stays in force. Blocking (CPU): run off the event loop."""
+        problems: list[Problem] = []
+        for document in parsed.objects:
+            for location, ref in secret_references(document):
+                if ref.age is None:
+                    continue
+                try:
+                    value = self._decrypted(ref.age)
+                except AgeError as exc:
+                    problems.append(((*location, "age"), f"the age-encrypted secret {exc}"))
+                    continue
+                if value == "":
+                    problems.append(
+                        ((*location, "age"), "the age-encrypted secret decrypts to nothing")
+                    )
+        return failed_with(parsed, problems) if problems else parsed
+
+    def _decrypted(self, armor: str) -> str:
+        if self._age_identities is None:
+            raise AgeError(_NO_IDENTITY)
+        return decrypt(armor, self._age_identities)
 
     def put(self, key: str, value: str) -> SecretRef:
         """Store `value` under `key` (replacing any old value); the reference to put in YAML."""

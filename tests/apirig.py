@@ -130,9 +130,14 @@ class ApiRig:
         return git(self.repo, "status", "--porcelain", "--untracked-files=all")
 
 
-def settings(tmp: Path, *, push: bool = False) -> daemon.Settings:
+def settings(tmp: Path, *, push: bool = False, age_identity: Path | None = None) -> daemon.Settings:
     return daemon.Settings(
-        repo=tmp / "config", state=tmp / "state.db", max_workers=2, connect_timeout=5.0, push=push
+        repo=tmp / "config",
+        state=tmp / "state.db",
+        max_workers=2,
+        connect_timeout=5.0,
+        push=push,
+        age_identity=age_identity,
     )
 
 
@@ -175,14 +180,20 @@ async def close(rig: ApiRig) -> None:
 
 @asynccontextmanager
 async def api_rig(
-    tmp: Path, files: Mapping[str, str] | None = None, *, clone: bool = False, push: bool = False
+    tmp: Path,
+    files: Mapping[str, str] | None = None,
+    *,
+    clone: bool = False,
+    push: bool = False,
+    age_identity: Path | None = None,
 ) -> AsyncIterator[ApiRig]:
     """The daemon started as `reconciler serve` starts it (first reconcile, recovery, catch-up,
     scheduler, ref watch...), over the config repository `tmp/config`, made from `files` (or
     already there with `clone`)."""
     _config_repo(tmp, files, clone)
     clock = FakeClock(START)
-    async with daemon.running(settings(tmp, push=push), clock=clock, environ={}) as running:
+    configured = settings(tmp, push=push, age_identity=age_identity)
+    async with daemon.running(configured, clock=clock, environ={}) as running:
         rig = _rig(running, clock)
         try:
             yield rig

@@ -14,11 +14,13 @@ from reconciler.api import edits, present, schemas
 from reconciler.api.auth import Ability, Caller, require
 from reconciler.api.context import ApiContext, context
 from reconciler.api.edits import Edit, TaskChange
-from reconciler.api.errors import ApiError, NotFound, responses
+from reconciler.api.errors import ApiError, Invalid, NotFound, responses
 from reconciler.api.idempotency import HEADER, KeyedRequest, fingerprint
+from reconciler.api.mapping import request_field
 from reconciler.api.secretkeys import forget_unreferenced
 from reconciler.api.writer import Base, Prepared
 from reconciler.desired import DesiredState, errors_for_user
+from reconciler.documents import ParsedFile
 from reconciler.gitstore import Author
 from reconciler.models import BackupTask, ResolvedTask
 from reconciler.runner import Admission
@@ -474,6 +476,8 @@ def _prepared(
     the rest once it is committed."""
     if not edit.writes:
         return Prepared(respond=respond)
+    if edit.parsed is not None:
+        _check_secrets_decrypt(ctx, edit.parsed)
     for key, value in edit.secrets.items():
         ctx.secrets.put(key, value)
     stored = list(edit.secrets)
@@ -495,6 +499,16 @@ def _prepared(
         rollback=lambda: ctx.secrets.forget(stored),
         committed=committed,
     )
+
+
+def _check_secrets_decrypt(ctx: ApiContext, parsed: ParsedFile) -> None:
+    """The reconcile refuses a file whose age-encrypted secrets do not decrypt: so does a write
+    (the file's own `age:` references, which the API never writes but keeps as they are)."""
+    errors: dict[str, list[str]] = {}
+    for error in ctx.secrets.vet(parsed).errors:
+        errors.setdefault(request_field(error.field), []).append(error.message)
+    if errors:
+        raise Invalid(errors)
 
 
 def _respond_task(
