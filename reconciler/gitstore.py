@@ -73,6 +73,25 @@ class FileChanges:
     removed: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class CommitInfo:
+    """Who made a commit, when it was committed, and why (its whole message)."""
+
+    sha: str
+    author: Author
+    time: datetime
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class CommitFiles:
+    """One commit and each YAML path it changed (as FileChanges counts them): the path's blob
+    in the commit's first parent and in the commit (None: absent there)."""
+
+    commit: CommitInfo
+    files: Mapping[str, tuple[str | None, str | None]]
+
+
 class GitError(ReconcilerError):
     """A git operation failed; the message says which and why."""
 
@@ -748,24 +767,55 @@ class GitStore:
         """The YAML paths one commit changed, added and removed (see FileChanges)."""
         with self._lock:
             commit = self._commit(commit_id)
-            tree = self._config_tree(commit)
-            parents = [self._config_tree(parent) for parent in commit.parents] or [None]
-            # One tree diff per parent: its cost is the files that differ, never the folder size.
-            diffs = [self._entries_changed(parent, tree) for parent in parents]
             changed, added, removed = [], [], []
-            for path in sorted(set().union(*diffs)):
-                if not _is_config_file(path):
-                    continue
-                here = next(_file_blob(diff[path][1]) for diff in diffs if path in diff)
-                before = [_file_blob(diff[path][0]) if path in diff else here for diff in diffs]
+            for path, (here, before) in self._file_versions(commit).items():
                 if here is None:
-                    if any(before):
-                        removed.append(path)
-                elif here not in before:
+                    removed.append(path)
+                else:
                     changed.append(path)
                     if not any(before):
                         added.append(path)
             return FileChanges(_commit_time(commit), tuple(changed), tuple(added), tuple(removed))
+
+    def commit_files(self, commit_id: str) -> CommitFiles:
+        """One commit and the YAML files it changed, as FileChanges counts them."""
+        with self._lock:
+            commit = self._commit(commit_id)
+            author = commit.author
+            info = CommitInfo(
+                sha=str(commit.id),
+                # Decoded here, never refused: a commit's bytes are whatever its author's git wrote.
+                author=Author(
+                    author.raw_name.decode("utf-8", "replace"),
+                    author.raw_email.decode("utf-8", "replace"),
+                ),
+                time=_commit_time(commit),
+                message=commit.raw_message.decode("utf-8", "replace"),
+            )
+            files = {
+                path: (before[0], here)
+                for path, (here, before) in self._file_versions(commit).items()
+            }
+            return CommitFiles(info, files)
+
+    def _file_versions(
+        self, commit: pygit2.Commit
+    ) -> dict[str, tuple[str | None, list[str | None]]]:
+        """Each YAML path the commit changed (its blob differs from every parent's) or removed
+        (some parent has it), sorted: its blob in the commit and in each parent (None: absent)."""
+        tree = self._config_tree(commit)
+        parents = [self._config_tree(parent) for parent in commit.parents] or [None]
+        # One tree diff per parent: its cost is the files that differ, never the folder size.
+        diffs = [self._entries_changed(parent, tree) for parent in parents]
+        versions: dict[str, tuple[str | None, list[str | None]]] = {}
+        for path in sorted(set().union(*diffs)):
+            if not _is_config_file(path):
+                continue
+            here = next(_file_blob(diff[path][1]) for diff in diffs if path in diff)
+            before = [_file_blob(diff[path][0]) if path in diff else here for diff in diffs]
+            if (here is None and any(before)) or (here is not None and here not in before):
+                versions[path] = (here, before)
+        return versions
 
     def _entries_changed(
         self, old: pygit2.Tree | None, new: pygit2.Tree | None

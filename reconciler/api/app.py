@@ -17,6 +17,7 @@ from reconciler.engine import Engine
 from reconciler.runner import Runner
 from reconciler.secrets import Secrets
 from reconciler.state import StateStore
+from reconciler.taskhistory import TaskHistory
 from reconciler.types import Clock
 
 
@@ -56,6 +57,7 @@ def create_app(
         task_ids=TaskIds(engine.store),
         reads=ReadCache(engine.file_times),
         reader=reader,
+        history=TaskHistory(engine.store),
     )
     app.state.reconciler = ctx
     app.add_middleware(

@@ -16,6 +16,7 @@ from reconciler.engine import Engine
 from reconciler.runner import Runner
 from reconciler.secrets import Secrets
 from reconciler.state import StateStore
+from reconciler.taskhistory import TaskHistory
 from reconciler.types import Clock
 
 
@@ -50,6 +51,7 @@ class ApiContext:
     task_ids: TaskIds
     reads: ReadCache
     reader: StateReader
+    history: TaskHistory
 
 
 # Async: a plain function would be called in a worker thread, one more hop on every request.
