@@ -38,6 +38,8 @@ _INDEX_LOCK_MARKER = "reconciler-index-lock"
 # Seconds between tries to take git's index lock from a git command that holds it.
 _INDEX_LOCK_WAITS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.8)
 _FEW_LOOKUPS = 16
+# Commits `commits_since` follows back one parent at a time before it walks the history.
+_LINE_STEPS = 64
 # libgit2 caches trees of up to 4 KiB only, so every diff from the applied commit read and parsed
 # its 10,000-file folder again (about 4 ms of a commit's 8 ms tree diff). Trees this size and
 # under stay in its object cache (bounded by its own 256 MiB total).
@@ -758,6 +760,9 @@ class GitStore:
                     base = self._commit(old)
                 except GitError:
                     return None
+                line = _line_back_to(head, base.id)
+                if line is not None:
+                    return line
                 if base.id != head.id and not self._repo.descendant_of(head.id, base.id):
                     return None
                 walker.hide(base.id)
@@ -843,6 +848,22 @@ class GitStore:
             was_before, was_after = changed.get(delta.new_file.path, (None, None))
             changed[delta.new_file.path] = (before or was_before, after or was_after)
         return changed
+
+
+def _line_back_to(head: pygit2.Commit, base: pygit2.Oid) -> list[str] | None:
+    """The commits from `head` back to `base` (left out), newest first, when they are a short
+    line of single-parent commits (the usual new commits); else None. A hidden walk costs the
+    whole history (17 ms at 2,000 commits once the history was walked), this the line's length."""
+    line: list[str] = []
+    commit = head
+    for _ in range(_LINE_STEPS):
+        if commit.id == base:
+            return line
+        if len(commit.parents) != 1:
+            return None
+        line.append(str(commit.id))
+        commit = commit.parents[0]
+    return None
 
 
 class _Entries:

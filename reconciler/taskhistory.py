@@ -16,6 +16,7 @@ desired state (the last version of each task file).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from typing import Any
 from reconciler import documents
 from reconciler.fielddiff import changed_fields, field_paths
 from reconciler.gitstore import CommitFiles, CommitInfo, GitStore
+
+log = logging.getLogger("reconciler.taskhistory")
 
 
 class Change(StrEnum):
@@ -154,6 +157,35 @@ class TaskHistory:
         self._store = store
         self._lock = threading.Lock()
         self._index = _Index()
+        self._stop = threading.Event()
+        self._warming: threading.Thread | None = None
+
+    @property
+    def revision(self) -> str | None:
+        """The head the history has been read up to (None: not read yet)."""
+        return self._index.revision
+
+    def warm(self, revision: str | None) -> None:
+        """Read the history up to `revision` in a background thread, once, so that even the
+        first page after a start is a lookup (0.8 s of reading at 2,000 commits)."""
+        if self._warming is None:
+            self._warming = threading.Thread(
+                target=self._warm, args=(revision,), name="task-history", daemon=True
+            )
+            self._warming.start()
+
+    def close(self) -> None:
+        """Stop reading the history in the background (nothing is kept) and wait for it."""
+        self._stop.set()
+        if self._warming is not None:
+            self._warming.join()
+
+    def _warm(self, revision: str | None) -> None:
+        try:
+            with self._lock:
+                self._follow(revision)
+        except Exception:
+            log.exception("reading the task history failed; the first history page reads it")
 
     def page(
         self, revision: str | None, task_id: int, offset: int, limit: int
@@ -183,6 +215,8 @@ class TaskHistory:
             index, commits = _Index(), self._store.commits_since(None, revision) or []
         self._index = _Index()  # until the walk is done: a failure leaves no half-built index
         for commit in reversed(commits):
+            if self._stop.is_set():
+                return
             self._apply(index, self._store.commit_files(commit))
         index.revision = revision
         self._index = index

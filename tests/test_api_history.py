@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -148,3 +149,11 @@ async def test_a_per_page_over_100_is_a_422(rig: ApiRig) -> None:
     response = await rig.get("/api/backup-tasks/7/history?per_page=101")
     assert response.status_code == 422
     assert list(response.json()["errors"]) == ["per_page"]
+
+
+async def test_the_daemon_reads_the_history_in_the_background_at_start(rig: ApiRig) -> None:
+    for _ in range(1000):  # up to 10 s on a loaded machine
+        if rig.daemon.history.revision == rig.engine.revision:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the history was not read: {rig.daemon.history.revision}")

@@ -33,13 +33,14 @@ def create_app(
     push: bool = False,
     run_rate_limit: int = 5,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    history: TaskHistory,
 ) -> FastAPI:
     """The `/api` routes. `token_uses` notes each token's use (the caller writes it out);
     `reader` runs each request's token check and reads' run states (the caller closes it);
     `push`: push every API commit to the branch's upstream.
 
     `max_body_bytes` bounds every request body; `/api` requests need a valid token before any
-    of their body is read.
+    of their body is read. `history`: the tasks' history (the caller warms and closes it).
     """
     app = FastAPI(
         title="reconciler",
@@ -57,7 +58,7 @@ def create_app(
         task_ids=TaskIds(engine.store),
         reads=ReadCache(engine.file_times),
         reader=reader,
-        history=TaskHistory(engine.store),
+        history=history,
     )
     app.state.reconciler = ctx
     app.add_middleware(
