@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -28,6 +28,9 @@ from reconciler.fielddiff import changed_fields, field_paths
 from reconciler.gitstore import CommitFiles, CommitInfo, GitStore
 
 log = logging.getLogger("reconciler.taskhistory")
+
+MAX_MESSAGE = 16 << 10
+"""A commit message longer than this (16 Ki characters) is cut, saying so."""
 
 
 class Change(StrEnum):
@@ -243,7 +246,7 @@ class TaskHistory:
             after[path] = _version(
                 new, texts, previous, declared if parent is None else parent.task_id
             )
-        index.apply(changes.commit, before, after)
+        index.apply(_bounded(changes.commit), before, after)
 
     def _read(self, blobs: Sequence[str]) -> dict[str, bytes | None]:
         """Each blob's content; None for one over the size limit (never read)."""
@@ -252,6 +255,17 @@ class TaskHistory:
         texts: dict[str, bytes | None] = dict.fromkeys(blobs)
         texts.update(self._store.read_blobs(readable))
         return texts
+
+
+def _bounded(commit: CommitInfo) -> CommitInfo:
+    """The commit with its message cut to MAX_MESSAGE characters: a message is whatever its
+    author's git wrote, and the history keeps every one in memory."""
+    if len(commit.message) <= MAX_MESSAGE:
+        return commit
+    cut = (
+        f"{commit.message[:MAX_MESSAGE]}\n[message cut: {len(commit.message):,} characters in all]"
+    )
+    return replace(commit, message=cut)
 
 
 def _is_known(version: _Version | None, blob: str) -> bool:

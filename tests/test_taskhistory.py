@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.gitstore import GitStore
-from reconciler.taskhistory import HistoryEntry, TaskHistory
+from reconciler.taskhistory import MAX_MESSAGE, HistoryEntry, TaskHistory
 from tests import configset
 from tests.gitrepo import append_commits, commit_files, git, head, init_repo, rename
 
@@ -75,6 +75,13 @@ def test_an_entry_carries_the_commits_author_time_and_whole_message(repo: Path) 
     assert newest.commit.time == datetime(2026, 4, 1, 8, 0, tzinfo=UTC)
     assert newest.commit.message == "Later\n\nThe import runs long.\n"
     assert (newest.change.value, newest.fields) == ("updated", ("schedule.time",))
+
+
+def test_a_huge_commit_message_is_cut_saying_so(repo: Path) -> None:
+    text = configset.task(5, label="long")
+    commit_files(repo, {"tasks/5-web.yaml": text}, "x" * (MAX_MESSAGE + 10))
+    message = history(repo, 5)[0].commit.message
+    assert message == "x" * MAX_MESSAGE + f"\n[message cut: {MAX_MESSAGE + 11:,} characters in all]"
 
 
 def test_a_commit_that_changes_only_comments_is_an_update_of_no_fields(repo: Path) -> None:
