@@ -20,11 +20,6 @@ def changed_fields(before: Mapping[Any, Any], after: Mapping[Any, Any]) -> tuple
     return tuple(sorted(found))
 
 
-def field_paths(document: Mapping[Any, Any]) -> tuple[str, ...]:
-    """Every field of a document (its leaves), sorted: what creating or deleting it changes."""
-    return changed_fields({}, document)
-
-
 def _compare(before: Any, after: Any, path: str, found: set[str]) -> None:
     if isinstance(before, Mapping) and isinstance(after, Mapping):
         for key in before.keys() | after.keys():

@@ -24,7 +24,7 @@ from enum import StrEnum
 from typing import Any
 
 from reconciler import documents
-from reconciler.fielddiff import changed_fields, field_paths
+from reconciler.fielddiff import changed_fields
 from reconciler.gitstore import CommitFiles, CommitInfo, GitStore
 
 log = logging.getLogger("reconciler.taskhistory")
@@ -135,13 +135,7 @@ class _Index:
 
 
 def _fields(before: Mapping[Any, Any] | None, after: Mapping[Any, Any] | None) -> tuple[str, ...]:
-    if before is None or after is None:
-        return ()
-    if not before:
-        return field_paths(after)
-    if not after:
-        return field_paths(before)
-    return changed_fields(before, after)
+    return () if before is None or after is None else changed_fields(before, after)
 
 
 def _is_task_file(path: str) -> bool:
