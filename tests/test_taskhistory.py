@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reconciler.gitstore import GitStore
-from reconciler.taskhistory import MAX_MESSAGE, HistoryEntry, TaskHistory
+from reconciler.taskhistory import MAX_MESSAGE, Change, HistoryEntry, TaskHistory
 from tests import configset
 from tests.gitrepo import append_commits, commit_files, git, head, init_repo, rename
 
@@ -203,6 +207,57 @@ def test_pages_cut_the_history_newest_first(repo: Path) -> None:
 
 def test_an_unknown_task_has_no_history(repo: Path) -> None:
     assert TaskHistory(GitStore(repo)).page(head(repo), 99, 0, 15) == ([], 0)
+
+
+PATHS = ["tasks/a.yaml", "tasks/b.yaml", "tasks/c/d.yaml"]
+IDS = st.sampled_from([1, 2])
+CONTENTS = st.one_of(
+    st.builds(lambda i, label: configset.task(i, label=label), IDS, st.sampled_from(["x", "y"])),
+    st.builds(lambda i: "# a comment\n" + configset.task(i), IDS),
+    st.just("id: [broken\n"),
+    st.none(),
+)
+STEPS = st.lists(
+    st.dictionaries(st.sampled_from(PATHS), CONTENTS, min_size=1, max_size=2),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=20, deadline=None)
+@given(STEPS)
+def test_any_history_read_commit_by_commit_is_the_same_read_at_once_and_alternates_lives(
+    steps: list[dict[str, str | None]],
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Path(tmp) / "config"
+        init_repo(repo, {"users.yaml": configset.USERS})
+        append_commits(repo, steps, start=1_800_000_000)
+        commits = git(repo, "rev-list", "--reverse", "HEAD").split()
+        followed = TaskHistory(GitStore(repo))
+        for commit in commits:
+            followed.page(commit, 1, 0, 0)
+        declared = {_declared(repo / path) for path in PATHS if (repo / path).exists()}
+        for task_id in (1, 2):
+            at_once = TaskHistory(GitStore(repo)).page(commits[-1], task_id, 0, 1000)
+            assert followed.page(commits[-1], task_id, 0, 1000) == at_once
+            alive = False
+            for entry in reversed(at_once[0]):
+                assert (entry.change is Change.CREATED) == (not alive), entry
+                alive = entry.change is not Change.DELETED
+            if task_id in declared:
+                assert alive
+            if alive:
+                assert declared  # some task file is left to hold it
+
+
+def _declared(path: Path) -> int | None:
+    """The id a task file declares, if it reads."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        return None
+    return data.get("id") if isinstance(data, dict) else None
 
 
 def _every_field() -> tuple[str, ...]:
