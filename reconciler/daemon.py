@@ -30,6 +30,7 @@ from reconciler.scheduler import Fire, Scheduler
 from reconciler.secrets import Secrets
 from reconciler.state import StateStore, open_state
 from reconciler.state.schedule import ScheduleBookkeeping
+from reconciler.taskhistory import TaskHistory
 from reconciler.types import (
     DEFAULT_MAX_BODY_BYTES,
     TOKEN_USE_FLUSH_SECONDS,
@@ -111,6 +112,7 @@ class Daemon(Core):
     app: FastAPI
     token_uses: TokenUses
     reader: StateReader
+    history: TaskHistory
 
 
 def build(
@@ -129,6 +131,7 @@ def build(
     core = build_core(settings, clock=clock, environ=environ)
     token_uses = TokenUses(core.state.tokens)
     reader = StateReader()
+    history = TaskHistory(core.store)
     app = create_app(
         engine=core.engine,
         state=core.state,
@@ -139,10 +142,11 @@ def build(
         reader=reader,
         push=settings.push,
         max_body_bytes=settings.max_body_bytes,
+        history=history,
     )
     install_operational_routes(app, engine=core.engine, runner=core.runner)
     parts = {field.name: getattr(core, field.name) for field in fields(Core)}
-    return Daemon(**parts, app=app, token_uses=token_uses, reader=reader)
+    return Daemon(**parts, app=app, token_uses=token_uses, reader=reader, history=history)
 
 
 def build_core(
@@ -233,6 +237,7 @@ async def running(
         if repaired:
             log.warning("repaired a commit interrupted by a crash: %s", ", ".join(repaired))
         await daemon.engine.sync()
+        daemon.history.warm(daemon.engine.revision)
         # The config set's objects live as long as the daemon: keep the cyclic GC from scanning
         # them again on every collection (it made 10,000-task reconciles several times slower).
         gc.freeze()
@@ -331,6 +336,7 @@ async def close(daemon: Core, alive: int | None = None) -> None:
         await asyncio.to_thread(daemon.state.schedule.still_alive, alive, daemon.clock.now())
     if isinstance(daemon, Daemon):
         await asyncio.to_thread(daemon.reader.close)
+        await asyncio.to_thread(daemon.history.close)
         try:
             await asyncio.to_thread(daemon.token_uses.flush)
         except Exception:

@@ -38,6 +38,8 @@ _INDEX_LOCK_MARKER = "reconciler-index-lock"
 # Seconds between tries to take git's index lock from a git command that holds it.
 _INDEX_LOCK_WAITS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.8)
 _FEW_LOOKUPS = 16
+# Commits `commits_since` follows back one parent at a time before it walks the history.
+_LINE_STEPS = 64
 # libgit2 caches trees of up to 4 KiB only, so every diff from the applied commit read and parsed
 # its 10,000-file folder again (about 4 ms of a commit's 8 ms tree diff). Trees this size and
 # under stay in its object cache (bounded by its own 256 MiB total).
@@ -71,6 +73,25 @@ class FileChanges:
     changed: tuple[str, ...]
     added: tuple[str, ...]
     removed: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CommitInfo:
+    """Who made a commit, when it was committed, and why (its whole message)."""
+
+    sha: str
+    author: Author
+    time: datetime
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class CommitFiles:
+    """One commit and each YAML path it changed (as FileChanges counts them): the path's blob
+    in the commit's first parent and in the commit (None: absent there)."""
+
+    commit: CommitInfo
+    files: Mapping[str, tuple[str | None, str | None]]
 
 
 class GitError(ReconcilerError):
@@ -747,6 +768,9 @@ class GitStore:
                     base = self._commit(old)
                 except GitError:
                     return None
+                line = _line_back_to(head, base.id)
+                if line is not None:
+                    return line
                 if base.id != head.id and not self._repo.descendant_of(head.id, base.id):
                     return None
                 walker.hide(base.id)
@@ -756,24 +780,55 @@ class GitStore:
         """The YAML paths one commit changed, added and removed (see FileChanges)."""
         with self._lock:
             commit = self._commit(commit_id)
-            tree = self._config_tree(commit)
-            parents = [self._config_tree(parent) for parent in commit.parents] or [None]
-            # One tree diff per parent: its cost is the files that differ, never the folder size.
-            diffs = [self._entries_changed(parent, tree) for parent in parents]
             changed, added, removed = [], [], []
-            for path in sorted(set().union(*diffs)):
-                if not _is_config_file(path):
-                    continue
-                here = next(_file_blob(diff[path][1]) for diff in diffs if path in diff)
-                before = [_file_blob(diff[path][0]) if path in diff else here for diff in diffs]
+            for path, (here, before) in self._file_versions(commit).items():
                 if here is None:
-                    if any(before):
-                        removed.append(path)
-                elif here not in before:
+                    removed.append(path)
+                else:
                     changed.append(path)
                     if not any(before):
                         added.append(path)
             return FileChanges(_commit_time(commit), tuple(changed), tuple(added), tuple(removed))
+
+    def commit_files(self, commit_id: str) -> CommitFiles:
+        """One commit and the YAML files it changed, as FileChanges counts them."""
+        with self._lock:
+            commit = self._commit(commit_id)
+            author = commit.author
+            info = CommitInfo(
+                sha=str(commit.id),
+                # Decoded here, never refused: a commit's bytes are whatever its author's git wrote.
+                author=Author(
+                    author.raw_name.decode("utf-8", "replace"),
+                    author.raw_email.decode("utf-8", "replace"),
+                ),
+                time=_commit_time(commit),
+                message=commit.raw_message.decode("utf-8", "replace"),
+            )
+            files = {
+                path: (before[0], here)
+                for path, (here, before) in self._file_versions(commit).items()
+            }
+            return CommitFiles(info, files)
+
+    def _file_versions(
+        self, commit: pygit2.Commit
+    ) -> dict[str, tuple[str | None, list[str | None]]]:
+        """Each YAML path the commit changed (its blob differs from every parent's) or removed
+        (some parent has it), sorted: its blob in the commit and in each parent (None: absent)."""
+        tree = self._config_tree(commit)
+        parents = [self._config_tree(parent) for parent in commit.parents] or [None]
+        # One tree diff per parent: its cost is the files that differ, never the folder size.
+        diffs = [self._entries_changed(parent, tree) for parent in parents]
+        versions: dict[str, tuple[str | None, list[str | None]]] = {}
+        for path in sorted(set().union(*diffs)):
+            if not _is_config_file(path):
+                continue
+            here = next(_file_blob(diff[path][1]) for diff in diffs if path in diff)
+            before = [_file_blob(diff[path][0]) if path in diff else here for diff in diffs]
+            if (here is None and any(before)) or (here is not None and here not in before):
+                versions[path] = (here, before)
+        return versions
 
     def _entries_changed(
         self, old: pygit2.Tree | None, new: pygit2.Tree | None
@@ -801,6 +856,22 @@ class GitStore:
             was_before, was_after = changed.get(delta.new_file.path, (None, None))
             changed[delta.new_file.path] = (before or was_before, after or was_after)
         return changed
+
+
+def _line_back_to(head: pygit2.Commit, base: pygit2.Oid) -> list[str] | None:
+    """The commits from `head` back to `base` (left out), newest first, when they are a short
+    line of single-parent commits (the usual new commits); else None. A hidden walk costs the
+    whole history (17 ms at 2,000 commits once the history was walked), this the line's length."""
+    line: list[str] = []
+    commit = head
+    for _ in range(_LINE_STEPS):
+        if commit.id == base:
+            return line
+        if len(commit.parents) != 1:
+            return None
+        line.append(str(commit.id))
+        commit = commit.parents[0]
+    return None
 
 
 class _Entries:

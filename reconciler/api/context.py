@@ -17,6 +17,7 @@ from reconciler.engine import Engine
 from reconciler.runner import Runner
 from reconciler.secrets import Secrets
 from reconciler.state import StateStore
+from reconciler.taskhistory import TaskHistory
 from reconciler.types import Clock
 
 
@@ -52,6 +53,7 @@ class ApiContext:
     reads: ReadCache
     reader: StateReader
     unchanged: UnchangedReads
+    history: TaskHistory
 
 
 # Async: a plain function would be called in a worker thread, one more hop on every request.

@@ -17,6 +17,7 @@ from reconciler.api import schemas
 from reconciler.api.mapping import scheduled_times
 from reconciler.models import BackupTask, User
 from reconciler.state.runs import RunRecord
+from reconciler.taskhistory import HistoryEntry
 from reconciler.types import TaskStatus
 
 
@@ -161,6 +162,19 @@ def log(run: RunRecord) -> schemas.Log:
         finished_at=utc_text(run.finished_at) if run.finished_at else None,
         status=run.status.value,
         created_at=utc_text(run.started_at),
+    )
+
+
+def history_entry(entry: HistoryEntry) -> schemas.TaskCommit:
+    commit = entry.commit
+    return schemas.TaskCommit(
+        commit=commit.sha,
+        author_name=commit.author.name,
+        author_email=commit.author.email,
+        committed_at=utc_text(commit.time),
+        message=commit.message,
+        change=entry.change.value,
+        fields=list(entry.fields),
     )
 
 

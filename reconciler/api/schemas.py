@@ -6,7 +6,7 @@ client that sends extra fields keeps working; every known field is validated.
 
 from __future__ import annotations
 
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
@@ -179,6 +179,27 @@ class LogResponse(One[Log]):
 
 class LogPage(Page[Log]):
     """A page of a backup task's runs, newest first."""
+
+
+class TaskCommit(BaseModel):
+    commit: str = Field(description="the commit's full id")
+    author_name: str
+    author_email: str
+    committed_at: str = Field(description="when it was committed, in UTC")
+    message: str = Field(description="the whole commit message")
+    change: Literal["created", "updated", "renamed", "deleted"] = Field(
+        description="renamed: the task's file was renamed or moved (its fields may have changed"
+        " too)"
+    )
+    fields: list[str] = Field(
+        description="the task's fields the commit changed, as the YAML names them"
+        " (`schedule.time`); every field for created and deleted; empty when the file did not"
+        " read as YAML on either side, or only comments or formatting changed"
+    )
+
+
+class TaskHistoryPage(Page[TaskCommit]):
+    """A page of the commits that changed a backup task, newest first."""
 
 
 class Upcoming(BaseModel):
