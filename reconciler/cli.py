@@ -134,6 +134,22 @@ def _parser() -> argparse.ArgumentParser:
         metavar="BYTES",
         help="refuse (413) a request body larger than BYTES before reading it (default 1 MiB)",
     )
+    serve.add_argument(
+        "--allowed-signers",
+        type=Path,
+        default=_env_path("RECONCILER_ALLOWED_SIGNERS"),
+        metavar="FILE",
+        help="apply a new branch head only if its commit is signed by a key of FILE (git's SSH"
+        " allowed-signers format); else keep the last verified revision (env"
+        " RECONCILER_ALLOWED_SIGNERS)",
+    )
+    serve.add_argument(
+        "--signing-key",
+        type=Path,
+        default=_env_path("RECONCILER_SIGNING_KEY"),
+        metavar="FILE",
+        help="sign API commits with this SSH private key (env RECONCILER_SIGNING_KEY)",
+    )
     serve.set_defaults(command=_serve)
 
     validate = commands.add_parser("validate", help="check a config set; exit 1 on any problem")
@@ -217,6 +233,11 @@ def _repo_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None
+
+
 def _state_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--state",
@@ -246,6 +267,8 @@ def _serve(args: argparse.Namespace) -> int:
         keep_runs=args.keep_runs,
         keep_run_age=timedelta(days=args.keep_run_days) if args.keep_run_days else None,
         max_body_bytes=args.max_body_bytes or DEFAULT_MAX_BODY_BYTES,
+        allowed_signers=args.allowed_signers,
+        signing_key=args.signing_key,
     )
     _guarded(lambda: asyncio.run(serve(settings)))
     return 0

@@ -22,6 +22,7 @@ from reconciler.desired import DesiredState, build_desired
 from reconciler.documents import SYMLINK_REASON, ParsedFile, file_problem, is_ignored, refused
 from reconciler.filetimes import FileTimesIndex
 from reconciler.gitstore import GitStore, TreeEntry
+from reconciler.headtrust import HeadTrust
 from reconciler.loader import parse_files
 from reconciler.models import ResolvedTask
 from reconciler.plan import Plan, make_plan
@@ -56,8 +57,11 @@ class Engine:
         state: StateStore,
         clock: Clock,
         parse_workers: int | None = None,
+        trust: HeadTrust | None = None,
     ) -> None:
         self.store = store
+        # With it, only a head signed by an allowed key is applied (see reconciler.headtrust).
+        self.trust = trust
         self._scheduler = scheduler
         self._schedule = state.schedule
         self._clock = clock
@@ -113,7 +117,7 @@ class Engine:
         """
         async with self._lock:
             started = time.perf_counter()
-            head = await asyncio.to_thread(self.store.head)
+            head = await asyncio.to_thread(self._head_to_apply, full)
             if not full and self.reconciled_at is not None and head == self.revision:
                 return Plan()
             snapshot = await asyncio.to_thread(self._compute, head, full)
@@ -145,6 +149,16 @@ class Engine:
                     self.last_duration * 1000,
                 )
             return plan
+
+    def write_refusal(self) -> str | None:
+        """Why an API write cannot be committed now (see `HeadTrust.write_refusal`), or None."""
+        return None if self.trust is None else self.trust.write_refusal()
+
+    def _head_to_apply(self, full: bool) -> str | None:
+        """The branch head, or, when heads must be signed and this one is not, the revision
+        that stays in force: a refused head never reaches the scheduler."""
+        head = self.store.head()
+        return head if self.trust is None else self.trust.admit(head, recheck=full)
 
     def catch_up(self, deadline: timedelta) -> list[tuple[ResolvedTask, datetime]]:
         """Slots missed while no daemon was up, at most one per task, within `deadline`.

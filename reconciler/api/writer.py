@@ -255,6 +255,10 @@ class Writer:
         todo = await self._unanswered(group)
         while todo:
             await self._engine.sync()
+            if (refusal := self._engine.write_refusal()) is not None:
+                for pending in todo:
+                    pending.fail(ApiError(409, refusal))
+                return
             chain = await self._prepare_chain(todo)
             todo = []
             if not chain:
