@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -175,14 +175,20 @@ async def close(rig: ApiRig) -> None:
 
 @asynccontextmanager
 async def api_rig(
-    tmp: Path, files: Mapping[str, str] | None = None, *, clone: bool = False, push: bool = False
+    tmp: Path,
+    files: Mapping[str, str] | None = None,
+    *,
+    clone: bool = False,
+    push: bool = False,
+    overrides: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[ApiRig]:
     """The daemon started as `reconciler serve` starts it (first reconcile, recovery, catch-up,
     scheduler, ref watch...), over the config repository `tmp/config`, made from `files` (or
-    already there with `clone`)."""
+    already there with `clone`); `overrides`: other Settings fields."""
     _config_repo(tmp, files, clone)
     clock = FakeClock(START)
-    async with daemon.running(settings(tmp, push=push), clock=clock, environ={}) as running:
+    started = replace(settings(tmp, push=push), **(overrides or {}))
+    async with daemon.running(started, clock=clock, environ={}) as running:
         rig = _rig(running, clock)
         try:
             yield rig
