@@ -164,6 +164,11 @@ class GitStore:
         self._lock = threading.Lock()
         self._times: OrderedDict[tuple[str, str], tuple[datetime, datetime] | None] = OrderedDict()
 
+    @property
+    def signer(self) -> CommitSigner | None:
+        """What signs this store's commits (None: they are not signed)."""
+        return self._sign
+
     # Reading
 
     def head(self) -> str | None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.gitremote import push
 from reconciler.gitstore import Author, Change, GitStore
 from reconciler.signatures import SigningKey
 from tests import configset
@@ -102,8 +103,9 @@ async def test_api_writes_are_refused_while_the_head_is_refused(rig: ApiRig) -> 
     unsigned = commit_files(rig.repo, {"tasks/9.yaml": configset.task(9)}, "unsigned")
     response = await rig.post("/api/backup-tasks", NEW_TASK)
     assert response.status_code == 409
-    assert f"the branch head {unsigned[:12]} is not signed by an allowed key" in (
-        response.json()["message"]
+    assert (
+        f"the branch head {unsigned[:12]} is not signed by an allowed key"
+        in (response.json()["message"])
     )
     assert head(rig.repo) == unsigned
 
@@ -206,10 +208,30 @@ def test_a_signing_key_the_allowed_signers_do_not_list_stops_the_start(
     tmp_path: Path, keys: Keys
 ) -> None:
     stranger = make_key(tmp_path / "keys", "stranger")
-    result = _serve(
-        tmp_path, "--allowed-signers", keys.signers, "--signing-key", stranger.private
-    )
+    result = _serve(tmp_path, "--allowed-signers", keys.signers, "--signing-key", stranger.private)
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1].startswith(
         f"reconciler: {keys.signers}: does not list the public key of --signing-key"
     )
+
+
+def test_a_commit_rebased_before_its_push_is_signed_again(tmp_path: Path, keys: Keys) -> None:
+    repo = tmp_path / "config"
+    init_repo(repo, {"tasks/a.yaml": "id: 1\n"})
+    bare = tmp_path / "upstream.git"
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(bare))
+    git(repo, "remote", "add", "origin", str(bare))
+    git(repo, "push", "-q", "origin", "main")
+    git(tmp_path, "clone", "-q", str(bare), str(tmp_path / "laptop"))
+    theirs = signed_commit(tmp_path / "laptop", {"tasks/b.yaml": "id: 2\n"}, "b", keys.alice)
+    git(tmp_path / "laptop", "push", "-q", "origin", "main")
+    store = GitStore(repo, sign=SigningKey(keys.daemon.private).sign)
+    ada, now = Author("Ada", "ada@example.com"), datetime(2026, 3, 10, tzinfo=UTC)
+    store.commit({"tasks/c.yaml": b"id: 3\n"}, ada, "add c", now, parent=store.head())
+
+    push(repo, sign=store.signer)
+
+    assert git(repo, "rev-parse", "HEAD^").strip() == theirs  # replayed onto the person's
+    checked = verify_commit(repo, "HEAD", keys.signers)
+    assert checked.returncode == 0, checked.stderr
+    assert 'Good "git" signature for daemon@example.com' in checked.stderr

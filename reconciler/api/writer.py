@@ -431,7 +431,7 @@ class Writer:
         if not self._push:
             return None
         try:
-            await asyncio.to_thread(push, self._engine.store.root)
+            await asyncio.to_thread(push, self._engine.store.root, sign=self._engine.store.signer)
         except GitConflictError as exc:
             log.warning("commit %s not pushed: %s", tip[:12], exc)
             return lambda sha: (
