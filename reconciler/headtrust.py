@@ -68,27 +68,20 @@ class HeadTrust:
                 reason=None,
             )
             return head
-        reason = verdict.reason
+        return self._refuse(head, verdict.reason, state)
+
+    def _refuse(self, head: str, reason: str | None, state: TrustState) -> str | None:
+        """Keep the verified revision (at first start: look for one below `head`); log a
+        refusal once, not at every resync that checks the same head again."""
+        known = head == state.refused_revision and reason == state.reason
         if head != state.refused_revision:
             state = replace(state, refusals=state.refusals + 1)
         if state.verified_revision is None:
             state = self._newest_verified_below(head, state)
-        if state.verified_revision is None:
-            log.warning(
-                "commit %s is not applied: %s; no commit of the branch is verified, so nothing"
-                " runs: no task is scheduled until a commit signed by an allowed key is the head",
-                head[:12],
-                reason,
-            )
-        else:
-            log.warning(
-                "commit %s is not applied: %s; the verified revision %s keeps running",
-                head[:12],
-                reason,
-                state.verified_revision[:12],
-            )
         self.state = replace(state, refused_revision=head, reason=reason)
-        return self.state.verified_revision
+        if not known:
+            _log_refusal(head, reason, state.verified_revision)
+        return state.verified_revision
 
     def _newest_verified_below(self, head: str, state: TrustState) -> TrustState:
         for verdict in self._verifier.verdicts(head, skip=1, limit=SEARCH_DEPTH):
@@ -116,6 +109,23 @@ class HeadTrust:
                 " (or commit a signed fix) first."
             )
         return None
+
+
+def _log_refusal(head: str, reason: str | None, running: str | None) -> None:
+    if running is None:
+        log.warning(
+            "commit %s is not applied: %s; no commit of the branch is verified, so nothing runs:"
+            " no task is scheduled until a commit signed by an allowed key is the head",
+            head[:12],
+            reason,
+        )
+    else:
+        log.warning(
+            "commit %s is not applied: %s; the verified revision %s keeps running",
+            head[:12],
+            reason,
+            running[:12],
+        )
 
 
 def open_trust(root: Path, allowed_signers: Path, signing_key: SigningKey | None) -> HeadTrust:

@@ -118,6 +118,17 @@ async def test_a_refused_head_is_counted_once_however_often_it_is_seen(signed: S
     assert sorted(signed.rig.running) == [1]
 
 
+async def test_a_refused_head_is_logged_once_not_at_every_resync(
+    signed: Signed, caplog: pytest.LogCaptureFixture
+) -> None:
+    await signed.rig.engine.sync()
+    unsigned = commit_files(signed.rig.repo, {"tasks/2.yaml": configset.task(2)}, "unsigned")
+    await signed.rig.engine.sync()
+    await signed.rig.engine.sync(full=True)
+    await signed.rig.engine.sync(full=True)
+    assert caplog.text.count(f"commit {unsigned[:12]} is not applied") == 1
+
+
 async def test_the_resync_applies_a_refused_head_once_its_key_is_allowed(
     signed: Signed, tmp_path: Path
 ) -> None:
