@@ -146,7 +146,11 @@ class FileTimesIndex:
             )
 
     def _rebuild_from_git(self) -> bool:
-        head = self._store.head()
+        # The revision the engine applied, which is not the branch head while that is refused
+        # (`--allowed-signers`): rebuilt at the head, following the applied one would rebuild
+        # again, forever.
+        with self._lock:
+            head = self._wanted
         commits = self._store.commits_since(None, head) if head is not None else None
         if head is None or commits is None:
             return False

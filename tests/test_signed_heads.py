@@ -6,10 +6,12 @@ the engine, GitStore, Scheduler and state store are the daemon's. Only the clock
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 import pytest
 
 from reconciler.headtrust import HeadTrust
@@ -158,6 +160,26 @@ async def test_at_first_start_an_unsigned_head_runs_the_newest_verified_commit_b
         assert sorted(rig.running) == [1]
         assert rig.engine.revision == verified
         assert (trust.state.verified_revision, trust.state.refused_revision) == (verified, unsigned)
+    finally:
+        rig.engine.close()
+        rig.state.close()
+
+
+async def test_the_file_time_index_follows_the_verified_revision_not_the_refused_head(
+    tmp_path: Path,
+) -> None:
+    alice = make_key(tmp_path / "keys", "alice")
+    repo = tmp_path / "config"
+    init_repo(repo, configset.base_files())
+    verified = signed_commit(repo, {"tasks/1.yaml": configset.task(1)}, "task 1", alice)
+    commit_files(repo, {"tasks/2.yaml": configset.task(2)}, "unsigned")
+    rig, _ = _trusting_rig(tmp_path, alice)
+    try:
+        await rig.engine.sync()  # a first start: the index is rebuilt in the background
+        deadline = time.monotonic() + 30
+        while rig.state.file_times.file_times_revision() != verified:
+            assert time.monotonic() < deadline, "the index never reached the applied revision"
+            await anyio.sleep(0.05)
     finally:
         rig.engine.close()
         rig.state.close()
