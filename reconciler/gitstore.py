@@ -654,10 +654,12 @@ class GitStore:
         """
         return self.files_times([path])[path]
 
-    def files_times(self, paths: Iterable[str]) -> dict[str, tuple[datetime, datetime] | None]:
-        """`file_times` of several paths against one reading of the head."""
+    def files_times(
+        self, paths: Iterable[str], rev: str | None = None
+    ) -> dict[str, tuple[datetime, datetime] | None]:
+        """`file_times` of several paths against one reading of the head, or at commit `rev`."""
         with self._lock:
-            head = self._head()
+            head = self._head() if rev is None else str(self._commit(rev).id)
             return {path: self._times_at(self._full_path(path), head) for path in paths}
 
     def _times_at(self, full: str, head: str | None) -> tuple[datetime, datetime] | None:
