@@ -20,7 +20,9 @@ from reconciler.gitstore import Author, Change, GitStore
 from reconciler.signatures import SigningKey
 from tests import configset
 from tests.apirig import ApiRig, api_rig, config_files
+from tests.daemonproc import create_token, serving
 from tests.gitrepo import commit_files, git, head, init_repo
+from tests.servers import wait_until
 from tests.signers import Key, allowed_signers, make_key, signed_commit, verify_commit
 from tests.test_api_tasks import NEW_TASK
 from tests.test_cli import reconciler
@@ -235,3 +237,40 @@ def test_a_commit_rebased_before_its_push_is_signed_again(tmp_path: Path, keys: 
     checked = verify_commit(repo, "HEAD", keys.signers)
     assert checked.returncode == 0, checked.stderr
     assert 'Good "git" signature for daemon@example.com' in checked.stderr
+
+
+# As a user runs it: `reconciler serve` in its own process, the ref watch, a restart
+
+
+def test_a_serving_daemon_follows_signed_heads_refuses_others_and_remembers_across_a_restart(
+    tmp_path: Path, keys: Keys
+) -> None:
+    repo, state = tmp_path / "config", tmp_path / "state" / "state.db"
+    init_repo(repo, config_files())
+    first = signed_commit(repo, {}, "signed by alice", keys.alice)
+    env = {
+        "RECONCILER_ALLOWED_SIGNERS": str(keys.signers),
+        "RECONCILER_SIGNING_KEY": str(keys.daemon.private),
+    }
+    token, log = create_token(state), tmp_path / "daemon.log"
+    with serving(repo, state, token, log, env) as daemon:
+        assert daemon.get("/api/sync")["data"]["revision"] == first
+        unsigned = commit_files(repo, {"tasks/9.yaml": configset.task(9)}, "unsigned")
+        wait_until(
+            lambda: daemon.get("/api/sync")["data"]["signature"]["refused_revision"] == unsigned,
+            "the unsigned head refused",
+            log,
+        )
+        assert daemon.get("/api/sync")["data"]["revision"] == first
+        fixed = signed_commit(repo, {"tasks/9.yaml": None}, "signed fix", keys.alice)
+        daemon.wait_for_revision(fixed, within=30)
+        status, _ = daemon.send("POST", "/api/backup-tasks", NEW_TASK)
+        assert status == 201
+        assert verify_commit(repo, "HEAD", keys.signers).returncode == 0
+        verified = head(repo)
+        daemon.wait_for_revision(verified, within=30)
+    later = commit_files(repo, {"tasks/9.yaml": configset.task(9)}, "unsigned, while stopped")
+    with serving(repo, state, token, log, env) as restarted:
+        data = restarted.get("/api/sync")["data"]
+    assert data["revision"] == verified
+    assert data["signature"]["refused_revision"] == later
