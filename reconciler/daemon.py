@@ -24,10 +24,12 @@ from reconciler.backup import DEFAULT_KEEP_RUN_AGE, DEFAULT_KEEP_RUNS, BackupPip
 from reconciler.engine import Engine
 from reconciler.executor import CONNECT_TIMEOUT, STALL_TIMEOUT
 from reconciler.gitstore import GitStore
+from reconciler.headtrust import open_trust
 from reconciler.models import ResolvedTask
 from reconciler.runner import Admission, Runner
 from reconciler.scheduler import Fire, Scheduler
 from reconciler.secrets import Secrets
+from reconciler.signatures import SigningKey
 from reconciler.state import StateStore, open_state
 from reconciler.state.schedule import ScheduleBookkeeping
 from reconciler.taskhistory import TaskHistory
@@ -82,6 +84,8 @@ class Settings:
     token_use_interval: float = TOKEN_USE_FLUSH_SECONDS
     # The age identity file that decrypts `{age: ...}` secret references; None: they fail.
     age_identity: Path | None = None
+    allowed_signers: Path | None = None
+    signing_key: Path | None = None
 
 
 def secrets_path(state: Path) -> Path:
@@ -159,7 +163,13 @@ def build_core(
     secrets = Secrets(
         secrets_path(settings.state), os.environ if environ is None else environ, identities
     )
-    store = GitStore(settings.repo)
+    signing_key = None if settings.signing_key is None else SigningKey(settings.signing_key)
+    store = GitStore(settings.repo, sign=None if signing_key is None else signing_key.sign)
+    trust = (
+        None
+        if settings.allowed_signers is None
+        else open_trust(store.root, settings.allowed_signers, signing_key)
+    )
     pipeline = BackupPipeline(
         runs=state.runs,
         secrets=secrets,
@@ -185,7 +195,9 @@ def build_core(
     fires = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fire")
     fire = record_then_queue(state.schedule, runner, fires)
     scheduler = Scheduler(clock, fire)
-    engine = Engine(store=store, scheduler=scheduler, state=state, clock=clock, vet=secrets.vet)
+    engine = Engine(
+        store=store, scheduler=scheduler, state=state, clock=clock, vet=secrets.vet, trust=trust
+    )
     return Core(settings, clock, state, secrets, store, runner, scheduler, engine, fire, fires)
 
 

@@ -17,10 +17,11 @@ import shutil
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
+from typing import cast
 
 import pygit2
 from pygit2.enums import DeltaStatus, FileMode, ObjectType, SortMode
@@ -156,8 +157,13 @@ class _Original:
     mode: int
 
 
+# Signs a commit buffer, returning the armored signature for its `gpgsig` header; raises a
+# ReconcilerError when it cannot.
+CommitSigner = Callable[[str], str]
+
+
 class GitStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, sign: CommitSigner | None = None) -> None:
         config_set = Path(path).resolve()
         if not config_set.is_dir():
             raise GitError(f"{path}: the config set must be an existing directory")
@@ -175,8 +181,14 @@ class GitStore:
             raise GitError(f"{path}: is inside the .git directory")
         relative = config_set.relative_to(self.root).as_posix()
         self.prefix = "" if relative == "." else f"{relative}/"
+        self._sign = sign
         self._lock = threading.Lock()
         self._times: OrderedDict[tuple[str, str], tuple[datetime, datetime] | None] = OrderedDict()
+
+    @property
+    def signer(self) -> CommitSigner | None:
+        """What signs this store's commits (None: they are not signed)."""
+        return self._sign
 
     # Reading
 
@@ -432,8 +444,9 @@ class GitStore:
                         raise RefusedChangeError(index, exc) from exc
                     if tree is None or tree_id != tree.id:
                         message = change.message
-                        tip = repo.create_commit(
-                            None,
+                        tip = write_commit(
+                            repo,
+                            self._sign,
                             signature,
                             signature,
                             message if message.endswith("\n") else f"{message}\n",
@@ -670,10 +683,12 @@ class GitStore:
         """
         return self.files_times([path])[path]
 
-    def files_times(self, paths: Iterable[str]) -> dict[str, tuple[datetime, datetime] | None]:
-        """`file_times` of several paths against one reading of the head."""
+    def files_times(
+        self, paths: Iterable[str], rev: str | None = None
+    ) -> dict[str, tuple[datetime, datetime] | None]:
+        """`file_times` of several paths against one reading of the head, or at commit `rev`."""
         with self._lock:
-            head = self._head()
+            head = self._head() if rev is None else str(self._commit(rev).id)
             return {path: self._times_at(self._full_path(path), head) for path in paths}
 
     def _times_at(self, full: str, head: str | None) -> tuple[datetime, datetime] | None:
@@ -872,6 +887,29 @@ def _line_back_to(head: pygit2.Commit, base: pygit2.Oid) -> list[str] | None:
         line.append(str(commit.id))
         commit = commit.parents[0]
     return None
+
+
+def write_commit(
+    repo: pygit2.Repository,
+    sign: CommitSigner | None,
+    author: pygit2.Signature,
+    committer: pygit2.Signature,
+    message: str,
+    tree: pygit2.Oid,
+    parents: list[pygit2.Oid],
+) -> pygit2.Oid:
+    """A commit object (no ref moves), signed over its buffer as `git commit -S` signs when
+    `sign` is given. A signer's failure is a GitError: only unreferenced objects were written."""
+    if sign is None:
+        return repo.create_commit(None, author, committer, message, tree, parents)
+    parent_ids: list[str | pygit2.Oid] = list(parents)
+    # pygit2's stub says Oid; it returns the commit's buffer, the text the signature covers.
+    buffer = cast(str, repo.create_commit_string(author, committer, message, tree, parent_ids))
+    try:
+        signature = sign(buffer)
+    except ReconcilerError as exc:
+        raise GitError(f"the commit could not be signed, nothing was written: {exc}") from exc
+    return repo.create_commit_with_signature(buffer, signature, "gpgsig")
 
 
 class _Entries:

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from reconciler.api import schemas
 from reconciler.api.mapping import scheduled_times
+from reconciler.headtrust import HeadTrust
 from reconciler.models import BackupTask, User
 from reconciler.state.runs import RunRecord
 from reconciler.taskhistory import HistoryEntry
@@ -206,3 +207,23 @@ def pagination(
             total=total,
         ),
     }
+
+
+def signature_state(trust: HeadTrust | None) -> schemas.SignatureState:
+    """The `signature` object of `GET /api/sync`."""
+    if trust is None:
+        return schemas.SignatureState(
+            required=False,
+            verified_revision=None,
+            signed_by=None,
+            refused_revision=None,
+            reason=None,
+        )
+    state = trust.state
+    return schemas.SignatureState(
+        required=True,
+        verified_revision=state.verified_revision,
+        signed_by=state.signed_by,
+        refused_revision=state.refused_revision,
+        reason=state.reason,
+    )

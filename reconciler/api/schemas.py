@@ -220,11 +220,23 @@ class ErrorLocation(BaseModel):
     message: str
 
 
+class SignatureState(BaseModel):
+    """Whether heads must be signed (`--allowed-signers`), the last verified revision (the one
+    running) and its signer, and the head refused now with the reason (null when none is)."""
+
+    required: bool
+    verified_revision: str | None
+    signed_by: str | None
+    refused_revision: str | None
+    reason: str | None
+
+
 class SyncData(BaseModel):
     revision: str | None
     reconciled_at: str | None
     tasks: int
     errors: list[ErrorLocation]
+    signature: SignatureState
 
 
 class SyncResponse(One[SyncData]):

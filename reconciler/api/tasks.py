@@ -261,6 +261,7 @@ def sync_state(ctx: Ctx, caller: Annotated[Caller, Depends(require(None))]) -> A
                 )
                 for error in errors
             ],
+            signature=present.signature_state(engine.trust),
         )
     )
 
