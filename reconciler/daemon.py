@@ -14,7 +14,7 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
     from reconciler.api.reader import StateReader
     from reconciler.api.tokenuse import TokenUses
+    from reconciler.upstream import Upstream
 
 # The HTTP API (FastAPI, uvicorn), the ref watch and restoring are imported where they are
 # used: a one-off command (`reconciler run`) needs none of them, and importing FastAPI and the
@@ -78,6 +79,11 @@ class Settings:
     keep_run_age: timedelta | None = DEFAULT_KEEP_RUN_AGE
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     token_use_interval: float = TOKEN_USE_FLUSH_SECONDS
+    # Following a remote: `repo` is the daemon's own clone of `remote` (cloned when missing).
+    remote: str | None = None
+    branch: str = "main"
+    fetch_interval: float = 60.0
+    webhook_secret: str | None = field(default=None, repr=False)
 
 
 def secrets_path(state: Path) -> Path:
@@ -108,6 +114,7 @@ class Daemon(Core):
     app: FastAPI
     token_uses: TokenUses
     reader: StateReader
+    upstream: Upstream | None = None
 
 
 def build(
@@ -122,10 +129,20 @@ def build(
     from reconciler.api.reader import StateReader
     from reconciler.api.tokenuse import TokenUses
     from reconciler.metrics import install_operational_routes
+    from reconciler.upstream import Upstream
 
     core = build_core(settings, clock=clock, environ=environ)
     token_uses = TokenUses(core.state.tokens)
     reader = StateReader()
+    upstream = None
+    if settings.remote is not None:
+        upstream = Upstream(
+            engine=core.engine,
+            clock=core.clock,
+            url=settings.remote,
+            branch=settings.branch,
+            interval=settings.fetch_interval,
+        )
     app = create_app(
         engine=core.engine,
         state=core.state,
@@ -136,10 +153,12 @@ def build(
         reader=reader,
         push=settings.push,
         max_body_bytes=settings.max_body_bytes,
+        upstream=upstream,
+        webhook_secret=settings.webhook_secret,
     )
-    install_operational_routes(app, engine=core.engine, runner=core.runner)
-    parts = {field.name: getattr(core, field.name) for field in fields(Core)}
-    return Daemon(**parts, app=app, token_uses=token_uses, reader=reader)
+    install_operational_routes(app, engine=core.engine, runner=core.runner, upstream=upstream)
+    parts = {part.name: getattr(core, part.name) for part in fields(Core)}
+    return Daemon(**parts, app=app, token_uses=token_uses, reader=reader, upstream=upstream)
 
 
 def build_core(
@@ -211,7 +230,13 @@ async def running(
     periodic resync, token-use writes). Yields it running; on exit stops the workers and closes
     every part."""
     from reconciler.api.secretkeys import forget_unreferenced
+    from reconciler.gitremote import ensure_clone, redact
 
+    remote = settings.remote
+    if remote is not None and await asyncio.to_thread(
+        ensure_clone, settings.repo, remote, settings.branch
+    ):
+        log.info("cloned %s into %s", redact(remote), settings.repo)
     daemon = build(settings, clock=clock, environ=environ)
     stop = asyncio.Event()
     workers: list[asyncio.Task[None]] = []
@@ -264,6 +289,8 @@ async def running(
                 name="token-uses",
             ),
         ]
+        if daemon.upstream is not None:
+            workers.append(asyncio.create_task(daemon.upstream.run(), name="fetch"))
         yield daemon
     finally:
         stop.set()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from reconciler.api import errors, tasks
+from reconciler.api import errors, syncing, tasks
 from reconciler.api.auth import identify
 from reconciler.api.context import ApiContext, RateLimiter
 from reconciler.api.guard import DEFAULT_MAX_BODY_BYTES, RequestGuard
@@ -18,6 +18,7 @@ from reconciler.runner import Runner
 from reconciler.secrets import Secrets
 from reconciler.state import StateStore
 from reconciler.types import Clock
+from reconciler.upstream import Upstream
 
 
 def create_app(
@@ -32,10 +33,14 @@ def create_app(
     push: bool = False,
     run_rate_limit: int = 5,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    upstream: Upstream | None = None,
+    webhook_secret: str | None = None,
 ) -> FastAPI:
     """The `/api` routes. `token_uses` notes each token's use (the caller writes it out);
     `reader` runs each request's token check and reads' run states (the caller closes it);
     `push`: push every API commit to the branch's upstream.
+    `upstream`: the remote followed (every API commit is published through it);
+    `webhook_secret`: the secret `POST /api/hooks/git` checks (None: no webhook).
 
     `max_body_bytes` bounds every request body; `/api` requests need a valid token before any
     of their body is read.
@@ -51,11 +56,13 @@ def create_app(
         secrets=secrets,
         runner=runner,
         clock=clock,
-        writer=Writer(engine, state.idempotency, clock, push=push),
+        writer=Writer(engine, state.idempotency, clock, push=push, upstream=upstream),
         run_limiter=RateLimiter(run_rate_limit),
         task_ids=TaskIds(engine.store),
         reads=ReadCache(engine.file_times),
         reader=reader,
+        upstream=upstream,
+        webhook_secret=webhook_secret,
     )
     app.state.reconciler = ctx
     app.add_middleware(
@@ -66,7 +73,9 @@ def create_app(
             )
         ),
         max_body_bytes=max_body_bytes,
+        open_paths=frozenset({syncing.HOOK_PATH}),
     )
     errors.install(app)
     app.include_router(tasks.router)
+    app.include_router(syncing.router)
     return app

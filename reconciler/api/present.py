@@ -18,6 +18,7 @@ from reconciler.api.mapping import scheduled_times
 from reconciler.models import BackupTask, User
 from reconciler.state.runs import RunRecord
 from reconciler.types import TaskStatus
+from reconciler.upstream import Upstream
 
 
 def utc_text(moment: datetime) -> str:
@@ -192,3 +193,23 @@ def pagination(
             total=total,
         ),
     }
+
+
+def remote(upstream: Upstream | None) -> schemas.RemoteState | None:
+    """`/api/sync`'s `remote`: null when the daemon follows no remote."""
+    if upstream is None:
+        return None
+    status = upstream.status
+    return schemas.RemoteState(
+        url=status.url,
+        branch=status.branch,
+        last_fetch_at=utc_text(status.last_fetch_at) if status.last_fetch_at else None,
+        last_success_at=utc_text(status.last_success_at) if status.last_success_at else None,
+        last_error=status.last_error,
+        set_aside=[
+            schemas.KeptCommits(
+                ref=kept.ref, commits=list(kept.commits), upstream=kept.upstream, reason=kept.reason
+            )
+            for kept in status.set_aside
+        ],
+    )
