@@ -130,9 +130,15 @@ class ApiRig:
         return git(self.repo, "status", "--porcelain", "--untracked-files=all")
 
 
-def settings(tmp: Path, *, push: bool = False) -> daemon.Settings:
+def settings(tmp: Path, *, push: bool = False, **overrides: Any) -> daemon.Settings:
+    """`overrides`: any other Settings field (`remote=...`)."""
     return daemon.Settings(
-        repo=tmp / "config", state=tmp / "state.db", max_workers=2, connect_timeout=5.0, push=push
+        repo=tmp / "config",
+        state=tmp / "state.db",
+        max_workers=2,
+        connect_timeout=5.0,
+        push=push,
+        **overrides,
     )
 
 
@@ -175,14 +181,20 @@ async def close(rig: ApiRig) -> None:
 
 @asynccontextmanager
 async def api_rig(
-    tmp: Path, files: Mapping[str, str] | None = None, *, clone: bool = False, push: bool = False
+    tmp: Path,
+    files: Mapping[str, str] | None = None,
+    *,
+    clone: bool = False,
+    push: bool = False,
+    **overrides: Any,
 ) -> AsyncIterator[ApiRig]:
     """The daemon started as `reconciler serve` starts it (first reconcile, recovery, catch-up,
     scheduler, ref watch...), over the config repository `tmp/config`, made from `files` (or
-    already there with `clone`)."""
+    already there with `clone`); `overrides`: other Settings fields."""
     _config_repo(tmp, files, clone)
     clock = FakeClock(START)
-    async with daemon.running(settings(tmp, push=push), clock=clock, environ={}) as running:
+    config = settings(tmp, push=push, **overrides)
+    async with daemon.running(config, clock=clock, environ={}) as running:
         rig = _rig(running, clock)
         try:
             yield rig

@@ -84,9 +84,7 @@ def test_an_existing_clone_of_the_url_is_used_as_it_is(clone: Path, url: str) ->
     assert not ensure_clone(clone, url, "main")
 
 
-def test_a_clone_of_another_remote_is_refused_in_one_sentence(
-    tmp_path: Path, clone: Path
-) -> None:
+def test_a_clone_of_another_remote_is_refused_in_one_sentence(tmp_path: Path, clone: Path) -> None:
     other = "https://ada:s3cret@git.example.com/other.git"
     with pytest.raises(GitError) as refused:
         ensure_clone(clone, other, "main")
@@ -212,7 +210,11 @@ def test_after_a_force_push_our_unpushed_commit_is_replayed_onto_the_new_history
     followed = follow(clone, "main", NOW)
 
     assert followed.rewritten and followed.pushed and followed.set_aside is None
-    assert git(clone, "log", "--format=%s", "-3").splitlines() == ["api: add c", "instead", "initial"]
+    assert git(clone, "log", "--format=%s", "-3").splitlines() == [
+        "api: add c",
+        "instead",
+        "initial",
+    ]
     assert git(clone, "rev-parse", "HEAD^").strip() == rewritten
     assert upstream_head(tmp_path) == head(clone)
     assert not (clone / "tasks" / "b.yaml").exists()
