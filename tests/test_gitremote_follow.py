@@ -123,7 +123,9 @@ def test_a_persons_push_is_fast_forwarded_with_the_work_tree(
     followed = follow(clone, "main", NOW)
 
     assert (followed.before, followed.head) == (before, pushed)
-    assert not followed.rewritten and not followed.pushed and followed.set_aside is None
+    assert not followed.rewritten
+    assert not followed.pushed
+    assert followed.set_aside is None
     assert head(clone) == pushed
     assert (clone / "tasks" / "b.yaml").read_text() == "id: 2\n"
     assert work_tree_status(clone) == ""
@@ -209,7 +211,9 @@ def test_after_a_force_push_our_unpushed_commit_is_replayed_onto_the_new_history
 
     followed = follow(clone, "main", NOW)
 
-    assert followed.rewritten and followed.pushed and followed.set_aside is None
+    assert followed.rewritten
+    assert followed.pushed
+    assert followed.set_aside is None
     assert git(clone, "log", "--format=%s", "-3").splitlines() == [
         "api: add c",
         "instead",
