@@ -250,7 +250,7 @@ def _webhook_secret(args: argparse.Namespace) -> str | None:
         secret = lines[0].strip() if lines else ""
         where = str(args.webhook_secret_file)
     else:
-        secret = os.environ.get("RECONCILER_WEBHOOK_SECRET")
+        secret = os.environ.get("RECONCILER_WEBHOOK_SECRET") or None
         where = "RECONCILER_WEBHOOK_SECRET"
     if secret is None:
         return None
