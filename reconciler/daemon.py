@@ -224,11 +224,12 @@ def record_then_queue(schedule: ScheduleBookkeeping, runner: Runner, fires: Exec
 async def running(
     settings: Settings, *, clock: Clock | None = None, environ: Mapping[str, str] | None = None
 ) -> AsyncIterator[Daemon]:
-    """The daemon built (see `build`) and started, in this order: repair an interrupted commit,
-    first reconcile, freeze the GC, recover interrupted runs, sweep unreferenced secrets, catch
-    up missed slots, record the up-interval, start the workers (heartbeat, scheduler, ref watch,
-    periodic resync, token-use writes). Yields it running; on exit stops the workers and closes
-    every part."""
+    """The daemon built (see `build`) and started, in this order: clone the remote when
+    following one and `repo` is missing or empty, repair an interrupted commit, first reconcile,
+    freeze the GC, recover interrupted runs, sweep unreferenced secrets, catch up missed slots,
+    record the up-interval, start the workers (heartbeat, scheduler, ref watch, periodic
+    resync, token-use writes, and the fetch loop when following a remote). Yields it running;
+    on exit stops the workers and closes every part."""
     from reconciler.api.secretkeys import forget_unreferenced
     from reconciler.gitremote import ensure_clone, redact
 
