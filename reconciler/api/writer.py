@@ -464,7 +464,9 @@ class Writer:
             log.warning("commit %s not pushed: %s", tip[:12], exc)
             return lambda sha: (
                 f"Committed locally as {sha[:12]} but not pushed: the push to the remote failed"
-                " (GET /api/sync says why). The daemon pushes it with its next fetch."
+                " (GET /api/sync says why). The daemon pushes it with its next fetch, unless a"
+                " commit on the remote conflicts with it: then the remote wins and it is kept on"
+                " a ref under refs/reconciler/ (GET /api/sync lists them)."
             )
         kept = followed.set_aside
         if kept is None or tip not in kept.commits:
