@@ -182,6 +182,45 @@ async def test_a_person_and_the_api_at_once_the_persons_commit_stays_and_the_api
     assert (await rig.get("/api/backup-tasks/2", user_id=2)).json()["data"]["label"] == "Grace's"
 
 
+def person_keeps_pushing(person: Path, task_ids: range) -> None:
+    """A person adding one task file per commit, each pushed as a person pushes: rejected
+    because the daemon pushed meanwhile, they pull --rebase and push again."""
+    for task_id in task_ids:
+        commit_files(person, {f"tasks/{task_id}-p.yaml": configset.task(task_id)}, f"p{task_id}")
+        for _ in range(50):
+            try:
+                git(person, "push", "-q", "origin", "main")
+                break
+            except RuntimeError:
+                git(person, "pull", "-q", "--rebase", "origin", "main")
+        else:
+            raise AssertionError("the person's push was never accepted")
+
+
+async def test_a_person_pushing_while_the_api_writes_loses_nothing_on_either_side(
+    tmp_path: Path, person: Path, rig: ApiRig
+) -> None:
+    pushing = asyncio.create_task(asyncio.to_thread(person_keeps_pushing, person, range(20, 24)))
+    answers = await asyncio.gather(
+        *(rig.put(f"/api/backup-tasks/{task_id}", {"label": f"API {n}"}) for n, task_id in
+          enumerate((1, 7, 1, 7)))
+    )  # fmt: skip
+    await pushing
+    await rig.post("/api/sync")  # pushes what a push rejected too often left behind
+
+    for answer in answers:
+        # A remote that moved at every one of the push's attempts is a 409 saying so.
+        assert answer.status_code == 200 or "not pushed" in answer.json()["message"]
+    subjects = upstream_subjects(tmp_path)
+    assert sum(subject.startswith("api: update backup task") for subject in subjects) == 4
+    assert {f"p{task_id}" for task_id in range(20, 24)} <= set(subjects)
+    assert upstream_head(tmp_path) == head(rig.repo) == rig.engine.revision
+    assert git(rig.repo, "rev-list", "--merges", "HEAD") == ""
+    assert all(rig.engine.next_fire(task_id) is not None for task_id in range(20, 24))
+    assert (await rig.get("/api/backup-tasks/1")).json()["data"]["label"] == "API 2"
+    assert rig.work_tree_status() == ""
+
+
 async def test_a_real_conflict_is_a_409_the_person_wins_and_nothing_is_lost(
     tmp_path: Path, person: Path, rig: ApiRig
 ) -> None:
