@@ -80,7 +80,7 @@ class Settings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     token_use_interval: float = TOKEN_USE_FLUSH_SECONDS
     # Following a remote: `repo` is the daemon's own clone of `remote` (cloned when missing).
-    remote: str | None = None
+    remote: str | None = field(default=None, repr=False)  # may carry credentials
     branch: str = "main"
     fetch_interval: float = 60.0
     webhook_secret: str | None = field(default=None, repr=False)

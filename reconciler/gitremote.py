@@ -73,15 +73,13 @@ def clone_argv(url: str, branch: str, directory: Path) -> list[str]:
 def redact(url: str) -> str:
     """`url` without credentials: no password, and for http(s) no user either (a token is
     often given as the user name). scp-like `user@host:path` names no secret and stays."""
-    if "://" not in url:
-        return url
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
+    parts = urlsplit(url) if "://" in url else None
+    if parts is None or (parts.username is None and parts.password is None):
         return url
     host = parts.hostname or ""
     if parts.port is not None:
         host = f"{host}:{parts.port}"
-    if parts.username and parts.scheme not in ("http", "https"):
+    if parts.username and not _user_is_secret(parts.scheme):
         host = f"{parts.username}@{host}"
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
@@ -91,10 +89,15 @@ def scrub(text: str, url: str) -> str:
     text = text.replace(url, redact(url))
     if "://" in url:
         parts = urlsplit(url)
-        for secret in (parts.password, parts.username if redact(url) != url else None):
+        user = parts.username if _user_is_secret(parts.scheme) else None
+        for secret in (parts.password, user):
             if secret:
                 text = text.replace(secret, "***")
     return text
+
+
+def _user_is_secret(scheme: str) -> bool:
+    return scheme in ("http", "https")
 
 
 def push_argv(remote: str, branch: str) -> list[str]:
@@ -267,6 +270,9 @@ def check_clone(directory: Path, url: str, branch: str) -> None:
     if workdir is None or Path(workdir).resolve() != directory.resolve():
         raise GitError(expected)
     origin = repo.remotes[ORIGIN].url if ORIGIN in repo.remotes.names() else None
+    if origin is not None and origin != url and redact(origin) == redact(url):
+        repo.remotes.set_url(ORIGIN, url)  # new credentials for the same remote (a new token)
+        origin = url
     if origin is None or origin.rstrip("/") != url.rstrip("/"):
         cloned_from = "no origin" if origin is None else f"origin {redact(origin)}"
         raise GitError(

@@ -95,6 +95,19 @@ def test_a_clone_of_another_remote_is_refused_in_one_sentence(tmp_path: Path, cl
     assert "\n" not in message
 
 
+def test_new_credentials_for_the_same_remote_are_taken_into_the_clone(
+    tmp_path: Path, person: Path
+) -> None:
+    bare = tmp_path / "upstream.git"
+    old, new = f"file://ada:old@localhost{bare}", f"file://ada:new@localhost{bare}"
+    git(tmp_path, "clone", "-q", f"file://{bare}", str(tmp_path / "daemon"))
+    git(tmp_path / "daemon", "remote", "set-url", "origin", old)
+
+    assert not ensure_clone(tmp_path / "daemon", new, "main")
+
+    assert git(tmp_path / "daemon", "remote", "get-url", "origin").strip() == new
+
+
 def test_a_directory_that_is_no_clone_is_refused(tmp_path: Path, url: str) -> None:
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "notes.txt").write_text("mine\n")
