@@ -92,7 +92,7 @@ class Upstream:
                 error = scrub(str(exc) or type(exc).__name__, self._url)
                 if self.status.last_error != error:
                     log.warning(
-                        "fetching %s failed; the last good revision keeps running: %s",
+                        "syncing with %s failed; the last good revision keeps running: %s",
                         self.status.url,
                         error,
                     )
@@ -105,7 +105,7 @@ class Upstream:
                 )
                 raise GitError(error) from exc
             if self.status.last_error is not None:
-                log.info("fetching %s works again", self.status.url)
+                log.info("syncing with %s works again", self.status.url)
             self._report(followed)
             self.status = replace(
                 self.status,
