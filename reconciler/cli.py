@@ -154,6 +154,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="sign API commits with this SSH private key (env RECONCILER_SIGNING_KEY)",
     )
+    _remote_options(serve)
     serve.set_defaults(command=_serve)
 
     validate = commands.add_parser("validate", help="check a config set; exit 1 on any problem")
@@ -257,6 +258,60 @@ def _at_least(kind: Callable[[str], _N], minimum: _N) -> Callable[[str], _N]:
     return parse
 
 
+def _remote_options(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument(
+        "--remote",
+        default=os.environ.get("RECONCILER_REMOTE") or None,
+        metavar="URL",
+        help="follow the branch of this git remote; --repo is the daemon's own clone, made on "
+        "first start (env RECONCILER_REMOTE)",
+    )
+    serve.add_argument("--branch", default="main", help="the remote's branch (default main)")
+    serve.add_argument(
+        "--fetch-interval",
+        type=_positive,
+        default=60.0,
+        metavar="SECONDS",
+        help="fetch from the remote every SECONDS (default 60)",
+    )
+    serve.add_argument(
+        "--webhook-secret-file",
+        type=Path,
+        metavar="FILE",
+        help="accept POST /api/hooks/git signed with the secret in FILE "
+        "(or env RECONCILER_WEBHOOK_SECRET)",
+    )
+
+
+def _positive(text: str) -> float:
+    value = _at_least(float, 0.0)(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return value
+
+
+def _webhook_secret(args: argparse.Namespace) -> str | None:
+    """The webhook's secret, from --webhook-secret-file (its first line) or the environment."""
+    secret: str | None
+    if args.webhook_secret_file is not None:
+        try:
+            lines = args.webhook_secret_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"cannot read the webhook secret: {exc}") from exc
+        secret = lines[0].strip() if lines else ""
+        where = str(args.webhook_secret_file)
+    else:
+        secret = os.environ.get("RECONCILER_WEBHOOK_SECRET") or None
+        where = "RECONCILER_WEBHOOK_SECRET"
+    if secret is None:
+        return None
+    if not secret:
+        raise UserError(f"the webhook secret in {where} is empty")
+    if args.remote is None:
+        raise UserError("a webhook secret needs --remote: the webhook fetches from the remote")
+    return secret
+
+
 def _repo_option(parser: argparse.ArgumentParser) -> None:
     default = os.environ.get("RECONCILER_REPO")
     parser.add_argument(
@@ -317,6 +372,10 @@ def _serve(args: argparse.Namespace) -> int:
         age_identity=args.age_identity,
         allowed_signers=args.allowed_signers,
         signing_key=args.signing_key,
+        remote=args.remote,
+        branch=args.branch,
+        fetch_interval=args.fetch_interval,
+        webhook_secret=_webhook_secret(args),
     )
     _guarded(lambda: asyncio.run(serve(settings)))
     return 0

@@ -14,7 +14,7 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
     from reconciler.api.reader import StateReader
     from reconciler.api.tokenuse import TokenUses
+    from reconciler.upstream import Upstream
 
 # The HTTP API (FastAPI, uvicorn), the ref watch and restoring are imported where they are
 # used: a one-off command (`reconciler run`) needs none of them, and importing FastAPI and the
@@ -86,6 +87,11 @@ class Settings:
     age_identity: Path | None = None
     allowed_signers: Path | None = None
     signing_key: Path | None = None
+    # Following a remote: `repo` is the daemon's own clone of `remote` (cloned when missing).
+    remote: str | None = field(default=None, repr=False)  # may carry credentials
+    branch: str = "main"
+    fetch_interval: float = 60.0
+    webhook_secret: str | None = field(default=None, repr=False)
 
 
 def secrets_path(state: Path) -> Path:
@@ -117,6 +123,7 @@ class Daemon(Core):
     token_uses: TokenUses
     reader: StateReader
     history: TaskHistory
+    upstream: Upstream | None = None
 
 
 def build(
@@ -131,11 +138,21 @@ def build(
     from reconciler.api.reader import StateReader
     from reconciler.api.tokenuse import TokenUses
     from reconciler.metrics import install_operational_routes
+    from reconciler.upstream import Upstream
 
     core = build_core(settings, clock=clock, environ=environ)
     token_uses = TokenUses(core.state.tokens)
     reader = StateReader()
     history = TaskHistory(core.store)
+    upstream = None
+    if settings.remote is not None:
+        upstream = Upstream(
+            engine=core.engine,
+            clock=core.clock,
+            url=settings.remote,
+            branch=settings.branch,
+            interval=settings.fetch_interval,
+        )
     app = create_app(
         engine=core.engine,
         state=core.state,
@@ -147,10 +164,19 @@ def build(
         push=settings.push,
         max_body_bytes=settings.max_body_bytes,
         history=history,
+        upstream=upstream,
+        webhook_secret=settings.webhook_secret,
     )
-    install_operational_routes(app, engine=core.engine, runner=core.runner)
-    parts = {field.name: getattr(core, field.name) for field in fields(Core)}
-    return Daemon(**parts, app=app, token_uses=token_uses, reader=reader, history=history)
+    install_operational_routes(app, engine=core.engine, runner=core.runner, upstream=upstream)
+    parts = {part.name: getattr(core, part.name) for part in fields(Core)}
+    return Daemon(
+        **parts,
+        app=app,
+        token_uses=token_uses,
+        reader=reader,
+        history=history,
+        upstream=upstream,
+    )
 
 
 def build_core(
@@ -227,13 +253,20 @@ def record_then_queue(schedule: ScheduleBookkeeping, runner: Runner, fires: Exec
 async def running(
     settings: Settings, *, clock: Clock | None = None, environ: Mapping[str, str] | None = None
 ) -> AsyncIterator[Daemon]:
-    """The daemon built (see `build`) and started, in this order: repair an interrupted commit,
-    first reconcile, freeze the GC, recover interrupted runs, sweep unreferenced secrets, catch
-    up missed slots, record the up-interval, start the workers (heartbeat, scheduler, ref watch,
-    periodic resync, token-use writes). Yields it running; on exit stops the workers and closes
-    every part."""
+    """The daemon built (see `build`) and started, in this order: clone the remote when
+    following one and `repo` is missing or empty, repair an interrupted commit, first reconcile,
+    freeze the GC, recover interrupted runs, sweep unreferenced secrets, catch up missed slots,
+    record the up-interval, start the workers (heartbeat, scheduler, ref watch, periodic
+    resync, token-use writes, and the fetch loop when following a remote). Yields it running;
+    on exit stops the workers and closes every part."""
     from reconciler.api.secretkeys import forget_unreferenced
+    from reconciler.gitremote import ensure_clone, redact
 
+    remote = settings.remote
+    if remote is not None and await asyncio.to_thread(
+        ensure_clone, settings.repo, remote, settings.branch
+    ):
+        log.info("cloned %s into %s", redact(remote), settings.repo)
     daemon = build(settings, clock=clock, environ=environ)
     stop = asyncio.Event()
     workers: list[asyncio.Task[None]] = []
@@ -287,6 +320,8 @@ async def running(
                 name="token-uses",
             ),
         ]
+        if daemon.upstream is not None:
+            workers.append(asyncio.create_task(daemon.upstream.run(), name="fetch"))
         yield daemon
     finally:
         stop.set()

@@ -16,12 +16,14 @@ from prometheus_client.registry import Collector
 
 from reconciler.engine import Engine
 from reconciler.runner import Runner
+from reconciler.upstream import Upstream
 
 
 class _StateCollector(Collector):
-    def __init__(self, engine: Engine, runner: Runner) -> None:
+    def __init__(self, engine: Engine, runner: Runner, upstream: Upstream | None) -> None:
         self._engine = engine
         self._runner = runner
+        self._upstream = upstream
 
     def collect(self) -> Iterator[Metric]:
         tasks = self._engine.desired.tasks
@@ -73,11 +75,43 @@ class _StateCollector(Collector):
             "Backup runs admitted and waiting for a worker or for a slot of their server.",
             value=queued,
         )
+        if self._upstream is not None:
+            yield from _remote_metrics(self._upstream)
 
 
-def install_operational_routes(app: FastAPI, *, engine: Engine, runner: Runner) -> None:
+def _remote_metrics(upstream: Upstream) -> Iterator[Metric]:
+    status = upstream.status
+    yield GaugeMetricFamily(
+        "reconciler_remote_up",
+        "1 if the last fetch from the remote succeeded (0: the last good revision runs on).",
+        value=1 if status.fetches and status.last_error is None else 0,
+    )
+    yield CounterMetricFamily(
+        "reconciler_remote_fetches", "Fetches from the remote attempted.", value=status.fetches
+    )
+    yield CounterMetricFamily(
+        "reconciler_remote_fetch_failures",
+        "Fetches from the remote that failed.",
+        value=status.failures,
+    )
+    if status.last_success_at is not None:
+        yield GaugeMetricFamily(
+            "reconciler_remote_last_success_timestamp_seconds",
+            "When a fetch from the remote last succeeded (unix time).",
+            value=status.last_success_at.timestamp(),
+        )
+    yield GaugeMetricFamily(
+        "reconciler_remote_set_aside_refs",
+        "Refs under refs/reconciler/ holding our commits that no longer applied to the remote.",
+        value=len(status.set_aside),
+    )
+
+
+def install_operational_routes(
+    app: FastAPI, *, engine: Engine, runner: Runner, upstream: Upstream | None = None
+) -> None:
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(_StateCollector(engine, runner))
+    registry.register(_StateCollector(engine, runner, upstream))
 
     @app.get("/healthz", operation_id="showHealth", include_in_schema=False)
     def healthz() -> JSONResponse:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -130,14 +130,15 @@ class ApiRig:
         return git(self.repo, "status", "--porcelain", "--untracked-files=all")
 
 
-def settings(tmp: Path, *, push: bool = False, age_identity: Path | None = None) -> daemon.Settings:
+def settings(tmp: Path, *, push: bool = False, **overrides: Any) -> daemon.Settings:
+    """`overrides`: any other Settings field (`remote=...`)."""
     return daemon.Settings(
         repo=tmp / "config",
         state=tmp / "state.db",
         max_workers=2,
         connect_timeout=5.0,
         push=push,
-        age_identity=age_identity,
+        **overrides,
     )
 
 
@@ -185,16 +186,15 @@ async def api_rig(
     *,
     clone: bool = False,
     push: bool = False,
-    age_identity: Path | None = None,
-    overrides: Mapping[str, Any] | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[ApiRig]:
     """The daemon started as `reconciler serve` starts it (first reconcile, recovery, catch-up,
     scheduler, ref watch...), over the config repository `tmp/config`, made from `files` (or
     already there with `clone`); `overrides`: other Settings fields."""
     _config_repo(tmp, files, clone)
     clock = FakeClock(START)
-    configured = replace(settings(tmp, push=push, age_identity=age_identity), **(overrides or {}))
-    async with daemon.running(configured, clock=clock, environ={}) as running:
+    config = settings(tmp, push=push, **overrides)
+    async with daemon.running(config, clock=clock, environ={}) as running:
         rig = _rig(running, clock)
         try:
             yield rig

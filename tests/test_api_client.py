@@ -42,6 +42,8 @@ API_OPERATION_IDS = {
     ("GET", "/api/backup-tasks/{task_id}/history"): "listBackupTaskHistory",
     ("POST", "/api/backup-tasks/{task_id}/run"): "runBackupTask",
     ("GET", "/api/sync"): "showSyncState",
+    ("POST", "/api/sync"): "syncNow",
+    ("POST", "/api/hooks/git"): "receiveGitWebhook",
 }
 # For probes and scrapers: named the same way, and outside the API's schema.
 OPERATIONAL_IDS = {("GET", "/healthz"): "showHealth", ("GET", "/metrics"): "showMetrics"}

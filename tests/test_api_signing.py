@@ -49,8 +49,9 @@ async def rig(tmp_path: Path, keys: Keys) -> AsyncIterator[ApiRig]:
     """The config repository's head signed by alice; the daemon signs with its key."""
     init_repo(tmp_path / "config", config_files())
     signed_commit(tmp_path / "config", {}, "signed by alice", keys.alice)
-    overrides = {"allowed_signers": keys.signers, "signing_key": keys.daemon.private}
-    async with api_rig(tmp_path, clone=True, overrides=overrides) as made:
+    async with api_rig(
+        tmp_path, clone=True, allowed_signers=keys.signers, signing_key=keys.daemon.private
+    ) as made:
         yield made
 
 
@@ -116,8 +117,7 @@ async def test_a_daemon_that_cannot_sign_refuses_api_writes(tmp_path: Path, keys
     init_repo(tmp_path / "config", config_files())
     signed_commit(tmp_path / "config", {}, "signed by alice", keys.alice)
     before = head(tmp_path / "config")
-    overrides = {"allowed_signers": keys.signers}
-    async with api_rig(tmp_path, clone=True, overrides=overrides) as rig:
+    async with api_rig(tmp_path, clone=True, allowed_signers=keys.signers) as rig:
         response = await rig.post("/api/backup-tasks", NEW_TASK)
     assert response.status_code == 409
     assert "has no --signing-key to sign its own" in response.json()["message"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from reconciler.api import errors, tasks
+from reconciler.api import errors, syncing, tasks
 from reconciler.api.auth import identify
 from reconciler.api.context import ApiContext, RateLimiter
 from reconciler.api.guard import DEFAULT_MAX_BODY_BYTES, RequestGuard
@@ -21,6 +21,7 @@ from reconciler.state import StateStore
 from reconciler.state.tokens import TokenRecord
 from reconciler.taskhistory import TaskHistory
 from reconciler.types import Clock
+from reconciler.upstream import Upstream
 
 
 def create_app(
@@ -36,11 +37,15 @@ def create_app(
     run_rate_limit: int = 5,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     history: TaskHistory,
+    upstream: Upstream | None = None,
+    webhook_secret: str | None = None,
 ) -> FastAPI:
     """The `/api` routes. `token_uses` notes each token's use (the caller writes it out);
     `reader` runs the state-store reads of requests (the caller closes it): a token check and a
     page's run states, when the store changed since they were last read;
     `push`: push every API commit to the branch's upstream.
+    `upstream`: the remote followed (every API commit is published through it);
+    `webhook_secret`: the secret `POST /api/hooks/git` checks (None: no webhook).
 
     `max_body_bytes` bounds every request body; `/api` requests need a valid token before any
     of their body is read. `history`: the tasks' history (the caller warms and closes it).
@@ -56,13 +61,15 @@ def create_app(
         secrets=secrets,
         runner=runner,
         clock=clock,
-        writer=Writer(engine, state.idempotency, clock, push=push),
+        writer=Writer(engine, state.idempotency, clock, push=push, upstream=upstream),
         run_limiter=RateLimiter(run_rate_limit),
         task_ids=TaskIds(engine.store),
         reads=ReadCache(engine.file_times),
         reader=reader,
         unchanged=UnchangedReads(state.changes, reader),
         history=history,
+        upstream=upstream,
+        webhook_secret=webhook_secret,
     )
     app.state.reconciler = ctx
 
@@ -75,7 +82,9 @@ def create_app(
             authorization, find_token, token_uses, engine.desired.users, clock.now()
         ),
         max_body_bytes=max_body_bytes,
+        open_paths=frozenset({syncing.HOOK_PATH}),
     )
     errors.install(app)
     app.include_router(tasks.router)
+    app.include_router(syncing.router)
     return app

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from fastapi import Request
 
+from reconciler.api.errors import ApiError
 from reconciler.api.ids import TaskIds
 from reconciler.api.readcache import ReadCache
 from reconciler.api.reader import StateReader
@@ -19,6 +21,7 @@ from reconciler.secrets import Secrets
 from reconciler.state import StateStore
 from reconciler.taskhistory import TaskHistory
 from reconciler.types import Clock
+from reconciler.upstream import Upstream
 
 
 @dataclass
@@ -39,6 +42,18 @@ class RateLimiter:
         hits.append(now)
         return None
 
+    def enforce(self, key: int, now: datetime, what: str) -> None:
+        """`hit`, refusing with a 429 (and Retry-After) past the limit; `what` names the
+        requests in its message (`run requests`)."""
+        wait = self.hit(key, now)
+        if wait is not None:
+            seconds = max(1, math.ceil(wait.total_seconds()))
+            raise ApiError(
+                429,
+                f"Too many {what}: at most {self.limit} a minute. Try again in {seconds} seconds.",
+                {"Retry-After": str(seconds)},
+            )
+
 
 @dataclass
 class ApiContext:
@@ -54,6 +69,11 @@ class ApiContext:
     reader: StateReader
     unchanged: UnchangedReads
     history: TaskHistory
+    # Following a remote (`serve --remote`): None when the daemon follows none.
+    upstream: Upstream | None = None
+    sync_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(10))
+    # The webhook's shared secret; None: no webhook (404).
+    webhook_secret: str | None = field(default=None, repr=False)
 
 
 # Async: a plain function would be called in a worker thread, one more hop on every request.

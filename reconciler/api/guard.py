@@ -33,12 +33,16 @@ class RequestGuard:
         *,
         identify: Callable[[str | None], Awaitable[Caller | None]],
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        open_paths: frozenset[str] = frozenset(),
     ) -> None:
+        """`open_paths`: `/api` paths that authenticate on their own (the git webhook's
+        signature); their bodies are still bounded."""
         if max_body_bytes < 1:
             raise ValueError(f"max_body_bytes must be at least 1, got {max_body_bytes}")
         self._app = app
         self._identify = identify
         self._limit = max_body_bytes
+        self._open_paths = open_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -46,7 +50,8 @@ class RequestGuard:
             return
         headers = Headers(scope=scope)
         path: str = scope["path"]
-        if path == GUARDED_PREFIX or path.startswith(f"{GUARDED_PREFIX}/"):
+        guarded = path == GUARDED_PREFIX or path.startswith(f"{GUARDED_PREFIX}/")
+        if guarded and path not in self._open_paths:
             caller = await self._identify(headers.get("authorization"))
             if caller is None:
                 refusal = _refusal(401, UNAUTHENTICATED, {"WWW-Authenticate": "Bearer"})

@@ -20,6 +20,7 @@ from reconciler.models import BackupTask, User
 from reconciler.state.runs import RunRecord
 from reconciler.taskhistory import HistoryEntry
 from reconciler.types import TaskStatus
+from reconciler.upstream import Upstream
 
 
 def utc_text(moment: datetime) -> str:
@@ -226,4 +227,24 @@ def signature_state(trust: HeadTrust | None) -> schemas.SignatureState:
         signed_by=state.signed_by,
         refused_revision=state.refused_revision,
         reason=state.reason,
+    )
+
+
+def remote(upstream: Upstream | None) -> schemas.RemoteState | None:
+    """`/api/sync`'s `remote`: null when the daemon follows no remote."""
+    if upstream is None:
+        return None
+    status = upstream.status
+    return schemas.RemoteState(
+        url=status.url,
+        branch=status.branch,
+        last_fetch_at=utc_text(status.last_fetch_at) if status.last_fetch_at else None,
+        last_success_at=utc_text(status.last_success_at) if status.last_success_at else None,
+        last_error=status.last_error,
+        set_aside=[
+            schemas.KeptCommits(
+                ref=kept.ref, commits=list(kept.commits), upstream=kept.upstream, reason=kept.reason
+            )
+            for kept in status.set_aside
+        ],
     )

@@ -231,12 +231,33 @@ class SignatureState(BaseModel):
     reason: str | None
 
 
+class KeptCommits(BaseModel):
+    """Unpushed API commits that no longer applied to the remote's branch, kept on `ref`."""
+
+    ref: str
+    commits: list[str]
+    upstream: str
+    reason: str
+
+
+class RemoteState(BaseModel):
+    """The remote the daemon follows (`serve --remote`); its URL without credentials."""
+
+    url: str
+    branch: str
+    last_fetch_at: str | None
+    last_success_at: str | None
+    last_error: str | None
+    set_aside: list[KeptCommits]
+
+
 class SyncData(BaseModel):
     revision: str | None
     reconciled_at: str | None
     tasks: int
     errors: list[ErrorLocation]
     signature: SignatureState
+    remote: RemoteState | None = None
 
 
 class SyncResponse(One[SyncData]):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Annotated, Any, TypeVar
@@ -262,6 +261,7 @@ def sync_state(ctx: Ctx, caller: Annotated[Caller, Depends(require(None))]) -> A
                 for error in errors
             ],
             signature=present.signature_state(engine.trust),
+            remote=present.remote(ctx.upstream),
         )
     )
 
@@ -280,15 +280,7 @@ def sync_state(ctx: Ctx, caller: Annotated[Caller, Depends(require(None))]) -> A
 async def run_task(
     ctx: Ctx, caller: Annotated[Caller, _caller(Ability.RUN)], resolved: RunTask
 ) -> schemas.Message:
-    wait = ctx.run_limiter.hit(caller.user.id, ctx.clock.now())
-    if wait is not None:
-        seconds = max(1, math.ceil(wait.total_seconds()))
-        raise ApiError(
-            429,
-            f"Too many run requests: at most {ctx.run_limiter.limit} a minute."
-            f" Try again in {seconds} seconds.",
-            {"Retry-After": str(seconds)},
-        )
+    ctx.run_limiter.enforce(caller.user.id, ctx.clock.now(), "run requests")
     # It records the run in the state store, which can wait for SQLite's write lock.
     admission = await run_in_threadpool(ctx.runner.request_run, resolved, "api")
     if admission is not Admission.ACCEPTED:

@@ -47,6 +47,7 @@ from reconciler.gitstore import (
 )
 from reconciler.state.idempotency import IdempotencyKeys
 from reconciler.types import Clock
+from reconciler.upstream import Upstream
 
 log = logging.getLogger("reconciler.api")
 
@@ -190,11 +191,21 @@ def _outcomes(calls: Sequence[Callable[[], Any]]) -> list[tuple[Any, BaseExcepti
 
 
 class Writer:
-    def __init__(self, engine: Engine, keys: IdempotencyKeys, clock: Clock, *, push: bool) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        keys: IdempotencyKeys,
+        clock: Clock,
+        *,
+        push: bool,
+        upstream: Upstream | None = None,
+    ) -> None:
+        """`upstream`: the remote the daemon follows; every commit is published through it."""
         self._engine = engine
         self._keys = keys
         self._clock = clock
         self._push = push
+        self._upstream = upstream
         self._queue: list[_Pending] = []
         self._drainer: asyncio.Task[None] | None = None
 
@@ -428,6 +439,8 @@ class Writer:
 
     async def _push_branch(self, tip: str) -> Callable[[str], str] | None:
         """None once pushed (or when not pushing); else why the push failed, for a commit."""
+        if self._upstream is not None:
+            return await self._publish(self._upstream, tip)
         if not self._push:
             return None
         try:
@@ -446,6 +459,27 @@ class Writer:
                 " failed (the daemon's log has git's output)."
             )
         return None
+
+    async def _publish(self, upstream: Upstream, tip: str) -> Callable[[str], str] | None:
+        """`_push_branch` for a followed remote: a person's commit there wins, ours is kept."""
+        try:
+            followed = await upstream.publish()
+        except GitError as exc:
+            log.warning("commit %s not pushed: %s", tip[:12], exc)
+            return lambda sha: (
+                f"Committed locally as {sha[:12]} but not pushed: the push to the remote failed"
+                " (GET /api/sync says why). The daemon pushes it with its next fetch, unless a"
+                " commit on the remote conflicts with it: then the remote wins and it is kept on"
+                " a ref under refs/reconciler/ (GET /api/sync lists them)."
+            )
+        kept = followed.set_aside
+        if kept is None or tip not in kept.commits:
+            return None
+        return lambda sha: (
+            "Not applied: a commit on the remote changed the same lines meanwhile, and the"
+            f" remote wins. Nothing was lost: this change is commit {sha[:12]}, kept on"
+            f" {kept.ref} in the daemon's repository. Try again against the new version."
+        )
 
 
 def _change(entry: _Ready, now: datetime) -> Change:
