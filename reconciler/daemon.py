@@ -27,6 +27,7 @@ from reconciler.gitstore import GitStore
 from reconciler.headtrust import open_trust
 from reconciler.models import ResolvedTask
 from reconciler.runner import Admission, Runner
+from reconciler.runtally import RunTally
 from reconciler.scheduler import Fire, Scheduler
 from reconciler.secrets import Secrets
 from reconciler.signatures import SigningKey
@@ -107,6 +108,7 @@ class Core:
     engine: Engine
     fire: Fire
     fires: ThreadPoolExecutor
+    tally: RunTally
 
 
 @dataclass
@@ -148,7 +150,9 @@ def build(
         max_body_bytes=settings.max_body_bytes,
         history=history,
     )
-    install_operational_routes(app, engine=core.engine, runner=core.runner)
+    install_operational_routes(
+        app, engine=core.engine, runner=core.runner, runs=core.state.runs, tally=core.tally
+    )
     parts = {field.name: getattr(core, field.name) for field in fields(Core)}
     return Daemon(**parts, app=app, token_uses=token_uses, reader=reader, history=history)
 
@@ -170,6 +174,7 @@ def build_core(
         if settings.allowed_signers is None
         else open_trust(store.root, settings.allowed_signers, signing_key)
     )
+    tally = RunTally()
     pipeline = BackupPipeline(
         runs=state.runs,
         secrets=secrets,
@@ -180,6 +185,7 @@ def build_core(
         keep_run_age=settings.keep_run_age,
         connect_timeout=settings.connect_timeout,
         stall_timeout=settings.stall_timeout,
+        tally=tally,
     )
 
     def in_force(task_id: int) -> ResolvedTask | None:
@@ -198,7 +204,9 @@ def build_core(
     engine = Engine(
         store=store, scheduler=scheduler, state=state, clock=clock, vet=secrets.vet, trust=trust
     )
-    return Core(settings, clock, state, secrets, store, runner, scheduler, engine, fire, fires)
+    return Core(
+        settings, clock, state, secrets, store, runner, scheduler, engine, fire, fires, tally
+    )
 
 
 def record_then_queue(schedule: ScheduleBookkeeping, runner: Runner, fires: Executor) -> Fire:
