@@ -38,9 +38,11 @@ def receiver() -> Iterator[Receiver]:
         yield made
 
 
-def stream(stream_id: int, type: NotificationType, url: str | SecretRef, **fields: Any) -> Any:
+def stream(
+    stream_id: int, kind: NotificationType, url: str | SecretRef, **fields: Any
+) -> NotificationStream:
     return NotificationStream(
-        id=stream_id, user_id=1, label=f"{type.value} {stream_id}", type=type, url=url, **fields
+        id=stream_id, user_id=1, label=f"{kind.value} {stream_id}", type=kind, url=url, **fields
     )
 
 

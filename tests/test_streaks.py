@@ -18,10 +18,12 @@ outcomes = st.lists(st.booleans(), max_size=40)  # True: a run succeeded, oldest
 choices = st.frozensets(st.sampled_from(list(NotificationEvent)))
 
 
-def sent(history: list[bool], wanted: frozenset[NotificationEvent], repeat: bool) -> list[object]:
+def sent(
+    history: list[bool], wanted: frozenset[NotificationEvent], repeat: bool
+) -> list[NotificationEvent | None]:
     """The events a stream gets over `history`, each decided from the statuses before it, as
     the pipeline reads them from the state store (newest first)."""
-    events = []
+    events: list[NotificationEvent | None] = []
     for index, successful in enumerate(history):
         previous = [
             RunStatus.SUCCESSFUL if earlier else RunStatus.FAILED
