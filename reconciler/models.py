@@ -24,6 +24,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -381,19 +382,25 @@ class NotificationStream(Model):
     events: tuple[NotificationEvent, ...] | None = None
     repeat: bool = False  # every failure of a streak is sent, not only its first
 
+    @field_validator("url")
+    @classmethod
+    def _monitor_url(cls, url: str | SecretRef, info: ValidationInfo) -> str | SecretRef:
+        kind = info.data.get("type")
+        if kind in MONITOR_TYPES and isinstance(url, str):
+            try:
+                check_monitor_url(url)
+            except ValueError as exc:
+                raise ValueError(f"the URL of a {kind} stream {exc}") from None
+        return url
+
     @model_validator(mode="after")
-    def _check(self) -> NotificationStream:
+    def _one_way_to_choose(self) -> NotificationStream:
         given = self.model_fields_set & {"on_success", "on_failure"}
         if self.events is not None and given:
             raise ValueError(
                 f"give either events or {' and '.join(sorted(given))}, not both"
                 " (events: [failure, recovery, success] says it all)"
             )
-        if self.type in MONITOR_TYPES and isinstance(self.url, str):
-            try:
-                check_monitor_url(self.url)
-            except ValueError as exc:
-                raise ValueError(f"url of a {self.type.value} stream {exc}") from None
         return self
 
     def wanted_events(self) -> frozenset[NotificationEvent]:
