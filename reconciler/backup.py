@@ -37,10 +37,12 @@ from reconciler.models import (
     ResolvedTask,
     SourceType,
 )
-from reconciler.notify import RunOutcome, send_notifications
+from reconciler.notify import RunOutcome, send_notifications, send_run_started
 from reconciler.retention import backup_name, backups_to_delete
+from reconciler.runtally import RunTally
 from reconciler.secrets import Secrets
 from reconciler.state.runs import RunRecord, Runs, RunTarget
+from reconciler.streaks import failures_before
 from reconciler.types import Clock, RunStatus
 from reconciler.verifier import StreamVerifier
 
@@ -57,6 +59,8 @@ LOG_BATCH_LINES = 500
 LOG_BATCH_CHARS = 256 << 10
 LOG_FLUSH_SECONDS = 0.5
 MAX_RUN_LOG_LINES = 100_000
+# How far back a failure streak is counted (the history is pruned to 200 runs by default).
+STREAK_LOOKBACK_RUNS = 10_000
 
 
 class RunFailed(Exception):
@@ -194,11 +198,13 @@ class BackupPipeline:
         keep_runs: int = DEFAULT_KEEP_RUNS,
         keep_run_age: timedelta | None = DEFAULT_KEEP_RUN_AGE,
         max_log_lines: int = MAX_RUN_LOG_LINES,
+        tally: RunTally | None = None,
     ) -> None:
         """`keep_runs` (0: no limit) and `keep_run_age` (None: no limit) bound the run history:
         after each run, runs beyond its task's newest `keep_runs` and runs older than
         `keep_run_age` are deleted with their logs. One run stores at most `max_log_lines` log
-        lines as they come, and its last few (see `_RunLog`)."""
+        lines as they come, and its last few (see `_RunLog`). `tally`, if given, counts every
+        run that ends (the metrics' counters)."""
         if progress_every <= timedelta(0):
             raise ValueError(f"progress_every must be positive, got {progress_every}")
         if keep_runs < 0 or (keep_run_age is not None and keep_run_age <= timedelta(0)):
@@ -216,6 +222,7 @@ class BackupPipeline:
         self._connect_timeout = connect_timeout
         self._stall_timeout = stall_timeout
         self._progress_every = progress_every
+        self._tally = tally
 
     def run(
         self,
@@ -235,6 +242,8 @@ class BackupPipeline:
             tail.append(line)
             run_log(line)
 
+        for problem in send_run_started(task.notifications, self._secrets.resolve):
+            log(f"notification failed: {problem}")
         status, reason, size, name = RunStatus.FAILED, "", None, None
         try:
             size, name = self._backup(task, run_id, started, cancel, log)
@@ -254,7 +263,9 @@ class BackupPipeline:
                 backup_name=name,
             )
         recorded(RunResult(status, finished - started, size, reason or None))
-        self._notify(task, run_log, status, size, finished - started, reason, tail)
+        if self._tally is not None:
+            self._tally.record(task.id, status, finished - started, size)
+        self._notify(task, run_id, run_log, status, size, finished - started, reason, tail)
         run_log.flush(final=True)
         self._prune(task.id, finished)
 
@@ -300,6 +311,7 @@ class BackupPipeline:
     def _notify(
         self,
         task: ResolvedTask,
+        run_id: int,
         log: Callable[[str], None],
         status: RunStatus,
         size: int | None,
@@ -309,6 +321,11 @@ class BackupPipeline:
     ) -> None:
         if not task.notifications:
             return
+        try:
+            previous = self._runs.statuses_before(task.id, run_id, STREAK_LOOKBACK_RUNS)
+        except Exception as exc:  # without the history, every outcome is news
+            log(f"notifications: cannot read the run history, so no failure streak is known: {exc}")
+            previous = []
         outcome = RunOutcome(
             task_id=task.id,
             task_label=task.task.label,
@@ -317,6 +334,7 @@ class BackupPipeline:
             duration=duration,
             reason=reason or None,
             log_tail=tuple(tail),
+            failed_before=failures_before(previous),
         )
         for problem in send_notifications(task.notifications, outcome, self._secrets.resolve):
             log(f"notification failed: {problem}")

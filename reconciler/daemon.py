@@ -27,6 +27,7 @@ from reconciler.gitstore import GitStore
 from reconciler.headtrust import open_trust
 from reconciler.models import ResolvedTask
 from reconciler.runner import Admission, Runner
+from reconciler.runtally import RunTally
 from reconciler.scheduler import Fire, Scheduler
 from reconciler.secrets import Secrets
 from reconciler.signatures import SigningKey
@@ -113,6 +114,7 @@ class Core:
     engine: Engine
     fire: Fire
     fires: ThreadPoolExecutor
+    tally: RunTally
 
 
 @dataclass
@@ -167,7 +169,14 @@ def build(
         upstream=upstream,
         webhook_secret=settings.webhook_secret,
     )
-    install_operational_routes(app, engine=core.engine, runner=core.runner, upstream=upstream)
+    install_operational_routes(
+        app,
+        engine=core.engine,
+        runner=core.runner,
+        runs=core.state.runs,
+        tally=core.tally,
+        upstream=upstream,
+    )
     parts = {part.name: getattr(core, part.name) for part in fields(Core)}
     return Daemon(
         **parts,
@@ -196,6 +205,7 @@ def build_core(
         if settings.allowed_signers is None
         else open_trust(store.root, settings.allowed_signers, signing_key)
     )
+    tally = RunTally()
     pipeline = BackupPipeline(
         runs=state.runs,
         secrets=secrets,
@@ -206,6 +216,7 @@ def build_core(
         keep_run_age=settings.keep_run_age,
         connect_timeout=settings.connect_timeout,
         stall_timeout=settings.stall_timeout,
+        tally=tally,
     )
 
     def in_force(task_id: int) -> ResolvedTask | None:
@@ -224,7 +235,9 @@ def build_core(
     engine = Engine(
         store=store, scheduler=scheduler, state=state, clock=clock, vet=secrets.vet, trust=trust
     )
-    return Core(settings, clock, state, secrets, store, runner, scheduler, engine, fire, fires)
+    return Core(
+        settings, clock, state, secrets, store, runner, scheduler, engine, fire, fires, tally
+    )
 
 
 def record_then_queue(schedule: ScheduleBookkeeping, runner: Runner, fires: Executor) -> Fire:

@@ -1,7 +1,11 @@
 """Health and Prometheus metrics, read from the parts' own state at scrape time.
 
 A collector that asks the engine and runner when scraped keeps instrumentation out of the logic:
-nothing has to remember to bump a counter.
+nothing has to remember to bump a counter. Runs are counted in two ways (README, "Monitors and
+metrics"): the counters and the duration histogram come from the runs this process carried out
+(`RunTally`: the pruned history could only make a counter go down), the last success's time and
+size from the state store, so they are right at once after a restart. Every per-task series is
+labelled by task id alone, and only tasks of the applied revision are shown.
 """
 
 from __future__ import annotations
@@ -11,12 +15,24 @@ from collections.abc import Iterator
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from reconciler.engine import Engine
 from reconciler.runner import Runner
+from reconciler.runtally import DURATION_BUCKETS, RunTally, TaskTally
+from reconciler.state.runs import Runs
+from reconciler.types import RunStatus
 from reconciler.upstream import Upstream
+
+_RESULTS = (RunStatus.SUCCESSFUL, RunStatus.FAILED)
+_NOTHING_YET = TaskTally()
 
 
 class _StateCollector(Collector):
@@ -42,6 +58,12 @@ class _StateCollector(Collector):
         yield CounterMetricFamily(
             "reconciler_reconciles", "Reconciles completed.", value=self._engine.reconciles
         )
+        if self._engine.revision is not None:
+            yield InfoMetricFamily(
+                "reconciler_applied_revision",
+                "The commit of the config set in force.",
+                value={"revision": self._engine.revision},
+            )
         if self._engine.reconciled_at is not None:
             yield GaugeMetricFamily(
                 "reconciler_last_reconcile_timestamp_seconds",
@@ -107,11 +129,83 @@ def _remote_metrics(upstream: Upstream) -> Iterator[Metric]:
     )
 
 
+class _RunCollector(Collector):
+    def __init__(self, engine: Engine, runs: Runs, tally: RunTally) -> None:
+        self._engine = engine
+        self._runs = runs
+        self._tally = tally
+
+    def collect(self) -> Iterator[Metric]:
+        task_ids = sorted(self._engine.desired.tasks)
+        counted = self._tally.snapshot()
+        runs = CounterMetricFamily(
+            "reconciler_runs",
+            "Backup runs this daemon carried out since it started, by task and result.",
+            labels=["task_id", "result"],
+        )
+        durations = HistogramMetricFamily(
+            "reconciler_run_duration_seconds",
+            "How long the runs this daemon carried out took, by task.",
+            labels=["task_id"],
+        )
+        stored = CounterMetricFamily(
+            "reconciler_stored_bytes",
+            "Bytes the successful runs this daemon carried out stored, by task.",
+            labels=["task_id"],
+        )
+        for task_id in task_ids:
+            label = str(task_id)
+            # Every task of the schedule has its series from the start, at zero, so that the
+            # first failure is an increase PromQL sees.
+            tally = counted.get(task_id, _NOTHING_YET)
+            for result in _RESULTS:
+                runs.add_metric([label, result.value], tally.runs.get(result, 0))
+            cumulative, buckets = 0, []
+            for bound, count in zip(
+                (*DURATION_BUCKETS, float("inf")), tally.durations, strict=True
+            ):
+                cumulative += count
+                buckets.append((_bound(bound), cumulative))
+            durations.add_metric([label], buckets, tally.duration_sum)
+            stored.add_metric([label], tally.stored_bytes)
+        yield runs
+        yield durations
+        yield stored
+        last = self._runs.last_successes(task_ids)
+        when = GaugeMetricFamily(
+            "reconciler_last_success_timestamp_seconds",
+            "When each task's newest successful run finished (unix time), from the run history.",
+            labels=["task_id"],
+        )
+        size = GaugeMetricFamily(
+            "reconciler_last_backup_size_bytes",
+            "The size of each task's newest successful backup, from the run history.",
+            labels=["task_id"],
+        )
+        for task_id, success in sorted(last.items()):
+            when.add_metric([str(task_id)], success.finished_at.timestamp())
+            if success.size is not None:
+                size.add_metric([str(task_id)], success.size)
+        yield when
+        yield size
+
+
+def _bound(seconds: float) -> str:
+    return "+Inf" if seconds == float("inf") else repr(seconds)
+
+
 def install_operational_routes(
-    app: FastAPI, *, engine: Engine, runner: Runner, upstream: Upstream | None = None
+    app: FastAPI,
+    *,
+    engine: Engine,
+    runner: Runner,
+    runs: Runs,
+    tally: RunTally,
+    upstream: Upstream | None = None,
 ) -> None:
     registry = CollectorRegistry(auto_describe=True)
     registry.register(_StateCollector(engine, runner, upstream))
+    registry.register(_RunCollector(engine, runs, tally))
 
     @app.get("/healthz", operation_id="showHealth", include_in_schema=False)
     def healthz() -> JSONResponse:

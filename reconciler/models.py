@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from enum import StrEnum
 from functools import cache
 from typing import Annotated, Any, Literal, get_args
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from croniter import croniter
@@ -23,6 +24,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -331,10 +333,44 @@ class NotificationType(StrEnum):
     PUSHOVER = "pushover"
     TELEGRAM = "telegram"
     WEBHOOK = "webhook"
+    HEALTHCHECKS = "healthchecks"  # healthchecks.io and compatible: pinged, not sent a message
+    UPTIME_KUMA = "uptime_kuma"  # an Uptime Kuma push monitor's URL
+
+
+# Monitors watch for a ping per run (a missing one is how they notice a run that never happened),
+# so they are sent every outcome unless the stream says otherwise.
+MONITOR_TYPES = frozenset({NotificationType.HEALTHCHECKS, NotificationType.UPTIME_KUMA})
+
+
+class NotificationEvent(StrEnum):
+    FAILURE = "failure"
+    RECOVERY = "recovery"  # the first success after one or more failures
+    SUCCESS = "success"  # every success
+
+
+def check_monitor_url(url: str) -> str:
+    """A monitor is reached over HTTP(S) at a host; anything else is a typo or a hazard."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsing the port is what raises on a bad one
+    except ValueError as exc:
+        raise ValueError(f"is not a valid URL ({exc})") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"must be an http:// or https:// URL, got scheme {parts.scheme!r}")
+    if not parts.hostname:
+        raise ValueError("must name a host (http://host/...)")
+    if _CONTROL.search(url) or " " in url:
+        raise ValueError("must not contain spaces or control characters")
+    return url
 
 
 class NotificationStream(Model):
-    """An apprise URL and when to use it. URLs that carry a token belong in a SecretRef."""
+    """Where to tell people how runs went, and which runs to tell them about.
+
+    apprise types take an apprise URL; `healthchecks` and `uptime_kuma` an http(s) URL. URLs that
+    carry a token belong in a SecretRef. `events` chooses the outcomes sent; without it,
+    `on_failure`/`on_success` do, as before (`wanted_events`).
+    """
 
     id: Id
     user_id: Id
@@ -343,6 +379,41 @@ class NotificationStream(Model):
     url: str | SecretRef
     on_success: bool = False
     on_failure: bool = True
+    events: tuple[NotificationEvent, ...] | None = None
+    repeat: bool = False  # every failure of a streak is sent, not only its first
+
+    @field_validator("url")
+    @classmethod
+    def _monitor_url(cls, url: str | SecretRef, info: ValidationInfo) -> str | SecretRef:
+        kind = info.data.get("type")
+        if kind in MONITOR_TYPES and isinstance(url, str):
+            try:
+                check_monitor_url(url)
+            except ValueError as exc:
+                raise ValueError(f"the URL of a {kind} stream {exc}") from None
+        return url
+
+    @model_validator(mode="after")
+    def _one_way_to_choose(self) -> NotificationStream:
+        given = self.model_fields_set & {"on_success", "on_failure"}
+        if self.events is not None and given:
+            raise ValueError(
+                f"give either events or {' and '.join(sorted(given))}, not both"
+                " (events: [failure, recovery, success] says it all)"
+            )
+        return self
+
+    def wanted_events(self) -> frozenset[NotificationEvent]:
+        if self.events is not None:
+            return frozenset(self.events)
+        if self.type in MONITOR_TYPES and not self.model_fields_set & {"on_success", "on_failure"}:
+            return frozenset({NotificationEvent.FAILURE, NotificationEvent.SUCCESS})
+        wanted = set()
+        if self.on_failure:
+            wanted.add(NotificationEvent.FAILURE)
+        if self.on_success:
+            wanted.add(NotificationEvent.SUCCESS)
+        return frozenset(wanted)
 
 
 def split_table_list(value: Any) -> Any:

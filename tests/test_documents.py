@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from reconciler.documents import MAX_ERRORS_PER_FILE, MAX_FILE_BYTES, Kind, kind_of, parse_file
-from reconciler.models import BackupTask, Compression, LocalDestination, User
+from reconciler.models import (
+    BackupTask,
+    Compression,
+    LocalDestination,
+    NotificationEvent,
+    NotificationStream,
+    User,
+)
 from tests import configset
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "tasks"
@@ -241,3 +248,19 @@ def test_a_huge_value_is_not_repeated_whole_in_its_error() -> None:
     (error,) = parse_file("tasks/7.yaml", text).errors
     assert error.field == "schedule.timezone"
     assert len(error.message) <= 300
+
+
+def test_a_monitor_url_that_is_not_http_is_reported_on_its_line() -> None:
+    text = b"id: 4\nuser_id: 1\nlabel: hc\ntype: healthchecks\nurl: ftp://hc.example.com/x\n"
+    (error,) = parse_file("notifications/hc.yaml", text).errors
+    assert (error.field, error.line) == ("url", 5)
+    assert "the URL of a healthchecks stream must be an http:// or https:// URL" in error.message
+
+
+def test_a_streams_events_are_read_from_yaml() -> None:
+    text = b"id: 4\nuser_id: 1\nlabel: hook\ntype: webhook\nurl: json://h.example.com/\n"
+    text += b"events: [failure, recovery]\nrepeat: yes\n"
+    (stream,) = parse_file("notifications/hook.yaml", text).objects
+    assert isinstance(stream, NotificationStream)
+    assert stream.wanted_events() == {NotificationEvent.FAILURE, NotificationEvent.RECOVERY}
+    assert stream.repeat

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -90,14 +91,12 @@ def test_the_passphrase_never_appears_in_a_process_list() -> None:
     writer = EncryptingWriter(inner, PASSPHRASE)
     try:
         writer.write(os.urandom(CHUNK_SIZE))
-        seen = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    seen.append((entry / "cmdline").read_bytes())
-                    seen.append((entry / "environ").read_bytes())
-                except OSError:
-                    continue
+        # A loaded machine may not have exec'd gpg yet (its child still shows python's argv).
+        deadline = time.monotonic() + 30
+        seen = _process_lists()
+        while not any(b"--symmetric" in blob for blob in seen) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            seen = _process_lists()
         assert any(b"--symmetric" in cmdline for cmdline in seen)  # gpg is running now
         assert not any(PASSPHRASE.encode() in blob for blob in seen)
     finally:
@@ -107,3 +106,16 @@ def test_the_passphrase_never_appears_in_a_process_list() -> None:
 def test_a_multiline_passphrase_is_refused() -> None:
     with pytest.raises(EncryptionError, match="single line"):
         EncryptingWriter(MemoryWriter(), "two\nlines")
+
+
+def _process_lists() -> list[bytes]:
+    """Every process's command line and environment, as /proc shows them now."""
+    seen = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                seen.append((entry / "cmdline").read_bytes())
+                seen.append((entry / "environ").read_bytes())
+            except OSError:
+                continue
+    return seen

@@ -326,6 +326,37 @@ def test_last_run_at_is_the_start_of_each_tasks_latest_run(store: StateStore) ->
     assert store.runs.last_run_at([8, 9]) == {8: T0 + timedelta(hours=2)}
 
 
+def ended_run(store: StateStore, task_id: int, status: RunStatus, at: datetime) -> int:
+    run_id = store.runs.start_run(task_id, "schedule", at)
+    store.runs.finish_run(run_id, status, at + timedelta(minutes=1), size=len(status.value))
+    return run_id
+
+
+def test_the_statuses_before_a_run_are_the_tasks_older_runs_newest_first(
+    store: StateStore,
+) -> None:
+    ok, failed = RunStatus.SUCCESSFUL, RunStatus.FAILED
+    ended_run(store, 1, ok, T0)
+    ended_run(store, 2, ok, T0)
+    ended_run(store, 1, failed, T0 + timedelta(hours=1))
+    ended_run(store, 1, failed, T0 + timedelta(hours=2))
+    current = ended_run(store, 1, ok, T0 + timedelta(hours=3))
+    assert store.runs.statuses_before(1, current, 10) == [failed, failed, ok]
+    assert store.runs.statuses_before(1, current, 2) == [failed, failed]
+    assert store.runs.statuses_before(3, current, 10) == []
+
+
+def test_the_last_success_of_each_task_is_its_newest_successful_run(store: StateStore) -> None:
+    ended_run(store, 1, RunStatus.SUCCESSFUL, T0)
+    ended_run(store, 1, RunStatus.SUCCESSFUL, T0 + timedelta(hours=1))
+    ended_run(store, 1, RunStatus.FAILED, T0 + timedelta(hours=2))
+    ended_run(store, 2, RunStatus.FAILED, T0)
+    last = store.runs.last_successes([1, 2, 3])
+    assert set(last) == {1}
+    assert last[1].finished_at == T0 + timedelta(hours=1, minutes=1)
+    assert last[1].size == len("successful")
+
+
 def test_the_last_fired_slot_replaces_the_previous_one(store: StateStore) -> None:
     store.schedule.record_fire(7, T0)
     store.schedule.record_fire(7, T0 + timedelta(days=1))

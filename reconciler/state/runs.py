@@ -58,6 +58,14 @@ class RunRecord:
     target: RunTarget | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class LastSuccess:
+    """A task's newest successful run: when it finished and how many bytes it stored."""
+
+    finished_at: datetime
+    size: int | None
+
+
 class Runs(Protocol):
     def start_run(self, task_id: int, trigger: str, now: datetime) -> int:
         """A new running run; RunInProgressError if the task already has an unfinished (queued
@@ -125,4 +133,13 @@ class Runs(Protocol):
 
     def last_run_at(self, task_ids: Iterable[int] | None = None) -> dict[int, datetime]:
         """When each task's latest run started (every task's when `task_ids` is None)."""
+        ...
+
+    def statuses_before(self, task_id: int, run_id: int, limit: int) -> list[RunStatus]:
+        """The statuses of the task's `limit` newest runs older than run `run_id`, newest first
+        (what a failure streak is counted from)."""
+        ...
+
+    def last_successes(self, task_ids: Iterable[int]) -> dict[int, LastSuccess]:
+        """Each task's newest successful run; a task without one is left out."""
         ...

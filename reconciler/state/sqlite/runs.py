@@ -16,6 +16,7 @@ from reconciler.state.runs import (
     DEFAULT_TAIL,
     INTERRUPTED,
     NEVER_STARTED,
+    LastSuccess,
     LogTail,
     RunInProgressError,
     RunRecord,
@@ -319,3 +320,23 @@ class SqliteRuns:
                     (json.dumps(list(task_ids)),),
                 ).fetchall()
         return {row["task_id"]: from_text(row["started_at"]) for row in rows}
+
+    def statuses_before(self, task_id: int, run_id: int, limit: int) -> list[RunStatus]:
+        with self._connection.locked() as db:
+            rows = db.execute(
+                "SELECT status FROM runs WHERE task_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+                (task_id, run_id, limit),
+            ).fetchall()
+        return [RunStatus(row["status"]) for row in rows]
+
+    def last_successes(self, task_ids: Iterable[int]) -> dict[int, LastSuccess]:
+        with self._connection.locked() as db:
+            rows = db.execute(
+                "SELECT task_id, finished_at, size FROM runs WHERE id IN (SELECT MAX(id) FROM runs"
+                " WHERE status = 'successful' AND task_id IN (SELECT value FROM json_each(?))"
+                " GROUP BY task_id)",
+                (json.dumps(list(task_ids)),),
+            ).fetchall()
+        return {
+            row["task_id"]: LastSuccess(from_text(row["finished_at"]), row["size"]) for row in rows
+        }
