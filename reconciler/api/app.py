@@ -5,11 +5,13 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from reconciler.api import errors, tasks
-from reconciler.api.auth import identify
+from reconciler.api.auth import Caller, identify
 from reconciler.api.context import ApiContext, RateLimiter
+from reconciler.api.docs import install_docs
 from reconciler.api.guard import DEFAULT_MAX_BODY_BYTES, RequestGuard
 from reconciler.api.ids import TaskIds
 from reconciler.api.readcache import ReadCache
+from reconciler.api.statuspage import install_status_page
 from reconciler.api.reader import StateReader
 from reconciler.api.tokenuse import TokenUses
 from reconciler.api.unchanged import UnchangedReads
@@ -47,7 +49,20 @@ def create_app(
         title="reconciler",
         summary="Backup tasks kept in a git repository of YAML files",
         version="1",
+        # Served by `install_docs` from a bundled Swagger UI: FastAPI's own loads it from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
+    unchanged = UnchangedReads(state.changes, reader)
+
+    async def find_token(plaintext: str) -> TokenRecord | None:
+        return await unchanged.read(("token", plaintext), lambda: state.tokens.find(plaintext))
+
+    async def who(authorization: str | None) -> Caller | None:
+        return await identify(
+            authorization, find_token, token_uses, engine.desired.users, clock.now()
+        )
+
     ctx = ApiContext(
         engine=engine,
         state=state,
@@ -59,20 +74,13 @@ def create_app(
         task_ids=TaskIds(engine.store),
         reads=ReadCache(engine.file_times),
         reader=reader,
-        unchanged=UnchangedReads(state.changes, reader),
+        unchanged=unchanged,
+        identify=who,
     )
     app.state.reconciler = ctx
-
-    async def find_token(plaintext: str) -> TokenRecord | None:
-        return await ctx.unchanged.read(("token", plaintext), lambda: state.tokens.find(plaintext))
-
-    app.add_middleware(
-        RequestGuard,
-        identify=lambda authorization: identify(
-            authorization, find_token, token_uses, engine.desired.users, clock.now()
-        ),
-        max_body_bytes=max_body_bytes,
-    )
+    app.add_middleware(RequestGuard, identify=who, max_body_bytes=max_body_bytes)
     errors.install(app)
     app.include_router(tasks.router)
+    install_docs(app)
+    install_status_page(app)
     return app

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from fastapi import Request
 
+from reconciler.api.auth import Caller
 from reconciler.api.ids import TaskIds
 from reconciler.api.readcache import ReadCache
 from reconciler.api.reader import StateReader
@@ -52,6 +54,9 @@ class ApiContext:
     reads: ReadCache
     reader: StateReader
     unchanged: UnchangedReads
+    # The caller an Authorization header names (None: refused): the one token check, for the
+    # request guard and for the status page's cookie alike.
+    identify: Callable[[str | None], Awaitable[Caller | None]]
 
 
 # Async: a plain function would be called in a worker thread, one more hop on every request.

@@ -58,6 +58,19 @@ class RunRecord:
     target: RunTarget | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """A run without its log: what a status page shows of it."""
+
+    id: int
+    task_id: int
+    status: RunStatus
+    trigger: str
+    started_at: datetime
+    finished_at: datetime | None
+    size: int | None
+
+
 class Runs(Protocol):
     def start_run(self, task_id: int, trigger: str, now: datetime) -> int:
         """A new running run; RunInProgressError if the task already has an unfinished (queued
@@ -125,4 +138,9 @@ class Runs(Protocol):
 
     def last_run_at(self, task_ids: Iterable[int] | None = None) -> dict[int, datetime]:
         """When each task's latest run started (every task's when `task_ids` is None)."""
+        ...
+
+    def recent_runs(self, task_ids: Iterable[int], since: datetime) -> dict[int, list[RunSummary]]:
+        """Each task's runs started at `since` or later, and its latest run however old, oldest
+        first, without their logs (a task without runs is left out)."""
         ...
