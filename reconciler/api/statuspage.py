@@ -156,7 +156,8 @@ def _page_headers(nonce: str, status: int) -> dict[str, str]:
             " frame-ancestors 'none'; base-uri 'none'"
         ),
         "Cache-Control": "no-store",
-        "Referrer-Policy": "no-referrer",
+        # "no-referrer" would make a browser send `Origin: null` with the login form.
+        "Referrer-Policy": "same-origin",
         "X-Content-Type-Options": "nosniff",
     }
     if status == 401:
