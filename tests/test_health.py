@@ -163,7 +163,10 @@ def test_a_slot_with_no_run_since_it_is_missed() -> None:
 
 def test_the_latest_run_since_the_last_slot_decides_its_verdict() -> None:
     slot = datetime(2026, 3, 10, 2, 30, tzinfo=UTC)
-    failed, retried = Run(slot, RunStatus.FAILED), Run(slot + timedelta(hours=1), RunStatus.SUCCESSFUL)
+    failed, retried = (
+        Run(slot, RunStatus.FAILED),
+        Run(slot + timedelta(hours=1), RunStatus.SUCCESSFUL),
+    )
 
     assert last_slot(tracked(daily()), [failed], NOW) is SlotVerdict.FAILED
     assert last_slot(tracked(daily()), [failed, retried], NOW) is SlotVerdict.SUCCEEDED

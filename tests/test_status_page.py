@@ -126,9 +126,7 @@ async def test_a_revoked_tokens_cookie_is_refused_and_cleared(rig: ApiRig) -> No
 
 
 async def test_a_token_without_the_view_ability_cannot_log_in(rig: ApiRig) -> None:
-    response = await rig.client.post(
-        "/login", data={"token": token(rig, 1, ("run-backup-tasks",))}
-    )
+    response = await rig.client.post("/login", data={"token": token(rig, 1, ("run-backup-tasks",))})
 
     assert response.status_code == 401
     assert "set-cookie" not in response.headers

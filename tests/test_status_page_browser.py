@@ -116,9 +116,10 @@ def test_a_failed_run_shows_a_red_mark(page: WebDriver, daemon: RunningDaemon) -
     mark = page.find_element(By.CSS_SELECTOR, "#task-1 .mark")
     assert mark.value_of_css_property("background-color") == "rgba(217, 45, 32, 1)"
     assert "failed" in row_text(page, 1)
-    assert page.find_element(By.CSS_SELECTOR, "#task-1 .cell:last-child").get_attribute(
-        "data-state"
-    ) == "failure"
+    assert (
+        page.find_element(By.CSS_SELECTOR, "#task-1 .cell:last-child").get_attribute("data-state")
+        == "failure"
+    )
     assert "need attention" in page.find_element(By.ID, "summary").text
     screenshot(page, "status-page-failed-run")
 
@@ -157,7 +158,9 @@ def test_the_docs_render_their_operations_from_the_daemons_own_files(
     browser.get(daemon.url + "/docs")
     wait_for(browser, lambda: bool(browser.find_elements(By.CSS_SELECTOR, ".opblock")))
 
-    paths = {element.text for element in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+    paths = {
+        element.text for element in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")
+    }
     assert {"/api/backup-tasks", "/api/sync"} <= {path.replace("\u200b", "") for path in paths}
     loaded = browser.execute_script(
         "return performance.getEntriesByType('resource').map(entry => entry.name)"

@@ -11,8 +11,8 @@ from reconciler.api.docs import install_docs
 from reconciler.api.guard import DEFAULT_MAX_BODY_BYTES, RequestGuard
 from reconciler.api.ids import TaskIds
 from reconciler.api.readcache import ReadCache
-from reconciler.api.statuspage import install_status_page
 from reconciler.api.reader import StateReader
+from reconciler.api.statuspage import install_status_page
 from reconciler.api.tokenuse import TokenUses
 from reconciler.api.unchanged import UnchangedReads
 from reconciler.api.writer import Writer
