@@ -170,17 +170,21 @@ async def _view(ctx: ApiContext, caller: Caller) -> statusview.StatusView:
     desired = engine.desired
     now = ctx.clock.now()
     owned = ctx.reads.owned(desired, caller.user)
-    ids = [task.id for task in owned]
+    schedule, runs = ctx.state.schedule, ctx.state.runs
+
+    def observed() -> tuple[dict[int, health.Timing], dict[int, list[RunSummary]]]:
+        first_seen = schedule.first_seen()
+        timings = {task.id: _timing(task, first_seen) for task in owned}
+        since = statusview.runs_needed_since(list(timings.values()), now)
+        return timings, runs.recent_runs(timings, since)
+
     # Blocking reads of the state store, off the event loop.
-    first_seen = await ctx.reader.run(ctx.state.schedule.first_seen)
-    timings = {task.id: _timing(task, first_seen) for task in owned}
-    since = statusview.runs_needed_since(list(timings.values()), now)
-    runs = await ctx.reader.run(lambda: ctx.state.runs.recent_runs(ids, since))
+    timings, recent = await ctx.reader.run(observed)
     errors = desired.errors if caller.token.operator else errors_for_user(desired, caller.user.id)
     return statusview.StatusView(
         user=caller.user.name,
         zone=caller.user.timezone,
-        tasks=_rows(owned, timings, runs, ctx, caller.user.timezone, now),
+        tasks=_rows(owned, timings, recent, ctx, caller.user.timezone, now),
         errors=[statusview.error_row(error) for error in errors],
         revision=engine.revision,
         reconciled_at=statusview.revision_time(engine.reconciled_at),
