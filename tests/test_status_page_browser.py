@@ -91,6 +91,7 @@ def test_logging_in_through_the_form_shows_the_users_tasks(
     rows = browser.find_elements(By.CSS_SELECTOR, "tr.task")
     assert [row.get_attribute("data-task-id") for row in rows] == ["1", "3", "7"]
     assert browser.find_element(By.CSS_SELECTOR, "#task-3 .label").text == HOSTILE
+    assert not browser.find_elements(By.TAG_NAME, "img")  # the label stayed text
     assert len(browser.find_elements(By.CSS_SELECTOR, "#task-1 .cell")) == 30
     assert "Shop database" in row_text(browser, 7)
     cookie = browser.get_cookie("reconciler_token")
