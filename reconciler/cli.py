@@ -138,6 +138,22 @@ def _parser() -> argparse.ArgumentParser:
         help="refuse (413) a request body larger than BYTES before reading it (default 1 MiB)",
     )
     _age_identity_option(serve)
+    serve.add_argument(
+        "--allowed-signers",
+        type=Path,
+        default=_env_path("RECONCILER_ALLOWED_SIGNERS"),
+        metavar="FILE",
+        help="apply a new branch head only if its commit is signed by a key of FILE (git's SSH"
+        " allowed-signers format); else keep the last verified revision (env"
+        " RECONCILER_ALLOWED_SIGNERS)",
+    )
+    serve.add_argument(
+        "--signing-key",
+        type=Path,
+        default=_env_path("RECONCILER_SIGNING_KEY"),
+        metavar="FILE",
+        help="sign API commits with this SSH private key (env RECONCILER_SIGNING_KEY)",
+    )
     serve.set_defaults(command=_serve)
 
     validate = commands.add_parser("validate", help="check a config set; exit 1 on any problem")
@@ -252,6 +268,11 @@ def _repo_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None
+
+
 def _state_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--state",
@@ -294,6 +315,8 @@ def _serve(args: argparse.Namespace) -> int:
         keep_run_age=timedelta(days=args.keep_run_days) if args.keep_run_days else None,
         max_body_bytes=args.max_body_bytes or DEFAULT_MAX_BODY_BYTES,
         age_identity=args.age_identity,
+        allowed_signers=args.allowed_signers,
+        signing_key=args.signing_key,
     )
     _guarded(lambda: asyncio.run(serve(settings)))
     return 0

@@ -24,12 +24,15 @@ from reconciler.backup import DEFAULT_KEEP_RUN_AGE, DEFAULT_KEEP_RUNS, BackupPip
 from reconciler.engine import Engine
 from reconciler.executor import CONNECT_TIMEOUT, STALL_TIMEOUT
 from reconciler.gitstore import GitStore
+from reconciler.headtrust import open_trust
 from reconciler.models import ResolvedTask
 from reconciler.runner import Admission, Runner
 from reconciler.scheduler import Fire, Scheduler
 from reconciler.secrets import Secrets
+from reconciler.signatures import SigningKey
 from reconciler.state import StateStore, open_state
 from reconciler.state.schedule import ScheduleBookkeeping
+from reconciler.taskhistory import TaskHistory
 from reconciler.types import (
     DEFAULT_MAX_BODY_BYTES,
     TOKEN_USE_FLUSH_SECONDS,
@@ -81,6 +84,8 @@ class Settings:
     token_use_interval: float = TOKEN_USE_FLUSH_SECONDS
     # The age identity file that decrypts `{age: ...}` secret references; None: they fail.
     age_identity: Path | None = None
+    allowed_signers: Path | None = None
+    signing_key: Path | None = None
 
 
 def secrets_path(state: Path) -> Path:
@@ -111,6 +116,7 @@ class Daemon(Core):
     app: FastAPI
     token_uses: TokenUses
     reader: StateReader
+    history: TaskHistory
 
 
 def build(
@@ -129,6 +135,7 @@ def build(
     core = build_core(settings, clock=clock, environ=environ)
     token_uses = TokenUses(core.state.tokens)
     reader = StateReader()
+    history = TaskHistory(core.store)
     app = create_app(
         engine=core.engine,
         state=core.state,
@@ -139,10 +146,11 @@ def build(
         reader=reader,
         push=settings.push,
         max_body_bytes=settings.max_body_bytes,
+        history=history,
     )
     install_operational_routes(app, engine=core.engine, runner=core.runner)
     parts = {field.name: getattr(core, field.name) for field in fields(Core)}
-    return Daemon(**parts, app=app, token_uses=token_uses, reader=reader)
+    return Daemon(**parts, app=app, token_uses=token_uses, reader=reader, history=history)
 
 
 def build_core(
@@ -155,7 +163,13 @@ def build_core(
     secrets = Secrets(
         secrets_path(settings.state), os.environ if environ is None else environ, identities
     )
-    store = GitStore(settings.repo)
+    signing_key = None if settings.signing_key is None else SigningKey(settings.signing_key)
+    store = GitStore(settings.repo, sign=None if signing_key is None else signing_key.sign)
+    trust = (
+        None
+        if settings.allowed_signers is None
+        else open_trust(store.root, settings.allowed_signers, signing_key)
+    )
     pipeline = BackupPipeline(
         runs=state.runs,
         secrets=secrets,
@@ -181,7 +195,9 @@ def build_core(
     fires = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fire")
     fire = record_then_queue(state.schedule, runner, fires)
     scheduler = Scheduler(clock, fire)
-    engine = Engine(store=store, scheduler=scheduler, state=state, clock=clock, vet=secrets.vet)
+    engine = Engine(
+        store=store, scheduler=scheduler, state=state, clock=clock, vet=secrets.vet, trust=trust
+    )
     return Core(settings, clock, state, secrets, store, runner, scheduler, engine, fire, fires)
 
 
@@ -233,6 +249,7 @@ async def running(
         if repaired:
             log.warning("repaired a commit interrupted by a crash: %s", ", ".join(repaired))
         await daemon.engine.sync()
+        daemon.history.warm(daemon.engine.revision)
         # The config set's objects live as long as the daemon: keep the cyclic GC from scanning
         # them again on every collection (it made 10,000-task reconciles several times slower).
         gc.freeze()
@@ -331,6 +348,7 @@ async def close(daemon: Core, alive: int | None = None) -> None:
         await asyncio.to_thread(daemon.state.schedule.still_alive, alive, daemon.clock.now())
     if isinstance(daemon, Daemon):
         await asyncio.to_thread(daemon.reader.close)
+        await asyncio.to_thread(daemon.history.close)
         try:
             await asyncio.to_thread(daemon.token_uses.flush)
         except Exception:

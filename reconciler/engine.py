@@ -22,6 +22,7 @@ from reconciler.desired import DesiredState, build_desired
 from reconciler.documents import SYMLINK_REASON, ParsedFile, file_problem, is_ignored, refused
 from reconciler.filetimes import FileTimesIndex
 from reconciler.gitstore import GitStore, TreeEntry
+from reconciler.headtrust import HeadTrust
 from reconciler.loader import parse_files
 from reconciler.models import ResolvedTask
 from reconciler.plan import Plan, make_plan
@@ -57,10 +58,13 @@ class Engine:
         clock: Clock,
         parse_workers: int | None = None,
         vet: Callable[[ParsedFile], ParsedFile] | None = None,
+        trust: HeadTrust | None = None,
     ) -> None:
         """`vet`: a check of each newly parsed file beyond the models (the secrets' decryption,
         `Secrets.vet`), which may turn it into a file with errors."""
         self.store = store
+        # With it, only a head signed by an allowed key is applied (see reconciler.headtrust).
+        self.trust = trust
         self._scheduler = scheduler
         self._schedule = state.schedule
         self._clock = clock
@@ -117,7 +121,7 @@ class Engine:
         """
         async with self._lock:
             started = time.perf_counter()
-            head = await asyncio.to_thread(self.store.head)
+            head = await asyncio.to_thread(self._head_to_apply, full)
             if not full and self.reconciled_at is not None and head == self.revision:
                 return Plan()
             snapshot = await asyncio.to_thread(self._compute, head, full)
@@ -149,6 +153,16 @@ class Engine:
                     self.last_duration * 1000,
                 )
             return plan
+
+    def write_refusal(self) -> str | None:
+        """Why an API write cannot be committed now (see `HeadTrust.write_refusal`), or None."""
+        return None if self.trust is None else self.trust.write_refusal()
+
+    def _head_to_apply(self, full: bool) -> str | None:
+        """The branch head, or, when heads must be signed and this one is not, the revision
+        that stays in force: a refused head never reaches the scheduler."""
+        head = self.store.head()
+        return head if self.trust is None else self.trust.admit(head, recheck=full)
 
     def catch_up(self, deadline: timedelta) -> list[tuple[ResolvedTask, datetime]]:
         """Slots missed while no daemon was up, at most one per task, within `deadline`.

@@ -100,14 +100,16 @@ class FileTimesIndex:
         """(created, last changed) of each path; None for a path not in the indexed commit.
         From the index when there is one; otherwise, and for paths it lacks, walked from git."""
         revision, rows = self._stored.indexed_file_times(paths)
+        # Walked from the applied revision, which is not the branch head while that is refused.
+        applied = self._wanted
         if revision is None or self._rebuilding is not None:
-            return self._store.files_times(paths)
+            return self._store.files_times(paths, applied)
         found: dict[str, Times | None] = {
             path: (row.created, row.updated) for path, row in rows.items() if row.present
         }
         missing = [path for path in paths if path not in found]
         if missing:
-            found.update(self._store.files_times(missing))
+            found.update(self._store.files_times(missing, applied))
         return {path: found[path] for path in paths}
 
     def close(self) -> None:
@@ -146,7 +148,11 @@ class FileTimesIndex:
             )
 
     def _rebuild_from_git(self) -> bool:
-        head = self._store.head()
+        # The revision the engine applied, which is not the branch head while that is refused
+        # (`--allowed-signers`): rebuilt at the head, following the applied one would rebuild
+        # again, forever.
+        with self._lock:
+            head = self._wanted
         commits = self._store.commits_since(None, head) if head is not None else None
         if head is None or commits is None:
             return False

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pygit2
 
-from reconciler.gitstore import GitError
+from reconciler.gitstore import CommitSigner, GitError, write_commit
 from reconciler.processes import Completed, ProcessError, run
 
 PUSH_ATTEMPTS = 3
@@ -63,10 +63,11 @@ def rejected(porcelain: str) -> bool:
     return any(line.startswith("!") and "[rejected]" in line for line in porcelain.splitlines())
 
 
-def push(root: Path, remote: str = "origin") -> None:
+def push(root: Path, remote: str = "origin", *, sign: CommitSigner | None = None) -> None:
     """Push the checked-out branch of the repository at `root` to the same name on `remote`.
 
-    A real conflict raises GitConflictError and leaves our branch exactly as it was.
+    A real conflict raises GitConflictError and leaves our branch exactly as it was. Commits
+    replayed onto the upstream are new commits: signed with `sign`, as the store signed them.
     """
     repo = pygit2.Repository(str(root))
     if remote not in repo.remotes.names():
@@ -83,7 +84,7 @@ def push(root: Path, remote: str = "origin") -> None:
         if _push_once(root, remote, branch):
             return
         _git(root, fetch_argv(remote, branch, tracking))
-        _rebase_onto(root, repo, branch, tracking)
+        _rebase_onto(root, repo, branch, tracking, sign)
     raise GitError(f"push of {name} to {remote} was still rejected after {PUSH_ATTEMPTS} attempts")
 
 
@@ -106,10 +107,12 @@ def _push_once(root: Path, remote: str, branch: str) -> bool:
     raise GitError(f"git push to {remote} failed: {detail}")
 
 
-def _rebase_onto(root: Path, repo: pygit2.Repository, branch: str, tracking: str) -> None:
+def _rebase_onto(
+    root: Path, repo: pygit2.Repository, branch: str, tracking: str, sign: CommitSigner | None
+) -> None:
     head = _commit(repo, branch)
     upstream = _commit(repo, tracking)
-    onto = _replay(repo, head, upstream)
+    onto = _replay(repo, head, upstream, sign)
     reason = f"rebase onto {upstream.id}"
     moved = _git(root, move_branch_argv(branch, str(onto.id), str(head.id), reason), check=False)
     if moved.returncode != 0:
@@ -132,7 +135,12 @@ def _commit(repo: pygit2.Repository, rev: str) -> pygit2.Commit:
         raise GitError(f"{rev!r} is not a commit in {repo.path}") from exc
 
 
-def _replay(repo: pygit2.Repository, head: pygit2.Commit, upstream: pygit2.Commit) -> pygit2.Commit:
+def _replay(
+    repo: pygit2.Repository,
+    head: pygit2.Commit,
+    upstream: pygit2.Commit,
+    sign: CommitSigner | None,
+) -> pygit2.Commit:
     """Our commits since the merge base, replayed one by one onto `upstream` (objects only)."""
     base = repo.merge_base(head.id, upstream.id)
     if base is None:
@@ -157,8 +165,8 @@ def _replay(repo: pygit2.Repository, head: pygit2.Commit, upstream: pygit2.Commi
                 f" {upstream.id} in {', '.join(paths)}; our branch is unchanged, merge by hand"
             )
         tree_id = merged.write_tree(repo)
-        created = repo.create_commit(
-            None, commit.author, commit.committer, commit.message, tree_id, [onto.id]
+        created = write_commit(
+            repo, sign, commit.author, commit.committer, commit.message, tree_id, [onto.id]
         )
         onto = _commit(repo, str(created))
     return onto

@@ -52,6 +52,18 @@ class _StateCollector(Collector):
                 "How long the last reconcile took.",
                 value=self._engine.last_duration,
             )
+        if (trust := self._engine.trust) is not None:
+            state = trust.state
+            yield CounterMetricFamily(
+                "reconciler_signature_refusals",
+                "Branch heads not applied because no allowed key signed them.",
+                value=state.refusals,
+            )
+            yield GaugeMetricFamily(
+                "reconciler_head_refused",
+                "1 while the branch head is refused and the last verified revision runs.",
+                value=int(state.refused_revision is not None),
+            )
         running, queued = self._runner.counts()
         yield GaugeMetricFamily(
             "reconciler_runs_in_progress", "Backup runs executing now.", value=running

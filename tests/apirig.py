@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -186,13 +186,14 @@ async def api_rig(
     clone: bool = False,
     push: bool = False,
     age_identity: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[ApiRig]:
     """The daemon started as `reconciler serve` starts it (first reconcile, recovery, catch-up,
     scheduler, ref watch...), over the config repository `tmp/config`, made from `files` (or
-    already there with `clone`)."""
+    already there with `clone`); `overrides`: other Settings fields."""
     _config_repo(tmp, files, clone)
     clock = FakeClock(START)
-    configured = settings(tmp, push=push, age_identity=age_identity)
+    configured = replace(settings(tmp, push=push, age_identity=age_identity), **(overrides or {}))
     async with daemon.running(configured, clock=clock, environ={}) as running:
         rig = _rig(running, clock)
         try:

@@ -109,10 +109,10 @@ def head(repo: Path | str) -> str:
     return git(repo, "rev-parse", "HEAD").strip()
 
 
-def append_commits(repo: Path | str, edits: Sequence[Mapping[str, str]], start: int) -> str:
-    """One commit per mapping of `edits` (path -> new content) on `main`, committed at `start`,
-    `start + 1`, ... (unix seconds), with git fast-import: thousands of commits in a second.
-    The work tree is then checked out at the new head; its sha."""
+def append_commits(repo: Path | str, edits: Sequence[Mapping[str, str | None]], start: int) -> str:
+    """One commit per mapping of `edits` (path -> new content, None deletes) on `main`,
+    committed at `start`, `start + 1`, ... (unix seconds), with git fast-import: thousands of
+    commits in a second. The work tree is then checked out at the new head; its sha."""
     root = Path(repo)
     stream = bytearray()
     for number, files in enumerate(edits):
@@ -123,6 +123,9 @@ def append_commits(repo: Path | str, edits: Sequence[Mapping[str, str]], start: 
         if number == 0:
             stream += b"from refs/heads/main^0\n"
         for path, content in files.items():
+            if content is None:
+                stream += f"D {path}\n".encode()
+                continue
             data = content.encode()
             stream += f"M 100644 inline {path}\n".encode() + b"data %d\n%s\n" % (len(data), data)
     env = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}

@@ -39,6 +39,7 @@ API_OPERATION_IDS = {
     ("GET", "/api/backup-tasks/{task_id}/status"): "showBackupTaskStatus",
     ("GET", "/api/backup-tasks/{task_id}/latest-log"): "showLatestBackupTaskLog",
     ("GET", "/api/backup-tasks/{task_id}/logs"): "listBackupTaskLogs",
+    ("GET", "/api/backup-tasks/{task_id}/history"): "listBackupTaskHistory",
     ("POST", "/api/backup-tasks/{task_id}/run"): "runBackupTask",
     ("GET", "/api/sync"): "showSyncState",
 }

@@ -582,6 +582,19 @@ def test_file_times_follow_new_commits(repo: Path) -> None:
     assert store.file_times("tasks/b.yaml") == (NOW, later)
 
 
+def test_file_times_at_a_revision_leave_out_the_commits_after_it(repo: Path) -> None:
+    store = GitStore(repo)
+    applied = store.commit({"tasks/b.yaml": b"id: 2\n"}, AUTHOR, "add", NOW, parent=store.head())
+    later = NOW + timedelta(days=1)
+    store.commit({"tasks/b.yaml": b"id: 2\nx: 1\n"}, AUTHOR, "edit", later, parent=applied)
+    store.commit({"tasks/c.yaml": b"id: 3\n"}, AUTHOR, "add c", later, parent=store.head())
+
+    assert store.files_times(["tasks/b.yaml", "tasks/c.yaml"], applied) == {
+        "tasks/b.yaml": (NOW, NOW),
+        "tasks/c.yaml": None,
+    }
+
+
 def test_times_of_several_files_match_each_files_own(repo: Path) -> None:
     store = GitStore(repo)
     store.commit({"tasks/x.yaml": b"id: 1\n"}, AUTHOR, "add x", NOW, parent=store.head())

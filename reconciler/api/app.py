@@ -21,6 +21,7 @@ from reconciler.runner import Runner
 from reconciler.secrets import Secrets
 from reconciler.state import StateStore
 from reconciler.state.tokens import TokenRecord
+from reconciler.taskhistory import TaskHistory
 from reconciler.types import Clock
 
 
@@ -36,6 +37,7 @@ def create_app(
     push: bool = False,
     run_rate_limit: int = 5,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    history: TaskHistory,
 ) -> FastAPI:
     """The `/api` routes. `token_uses` notes each token's use (the caller writes it out);
     `reader` runs the state-store reads of requests (the caller closes it): a token check and a
@@ -43,7 +45,7 @@ def create_app(
     `push`: push every API commit to the branch's upstream.
 
     `max_body_bytes` bounds every request body; `/api` requests need a valid token before any
-    of their body is read.
+    of their body is read. `history`: the tasks' history (the caller warms and closes it).
     """
     app = FastAPI(
         title="reconciler",
@@ -76,6 +78,7 @@ def create_app(
         reader=reader,
         unchanged=unchanged,
         identify=who,
+        history=history,
     )
     app.state.reconciler = ctx
     app.add_middleware(RequestGuard, identify=who, max_body_bytes=max_body_bytes)

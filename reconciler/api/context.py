@@ -19,6 +19,7 @@ from reconciler.engine import Engine
 from reconciler.runner import Runner
 from reconciler.secrets import Secrets
 from reconciler.state import StateStore
+from reconciler.taskhistory import TaskHistory
 from reconciler.types import Clock
 
 
@@ -57,6 +58,7 @@ class ApiContext:
     # The caller an Authorization header names (None: refused): the one token check, for the
     # request guard and for the status page's cookie alike.
     identify: Callable[[str | None], Awaitable[Caller | None]]
+    history: TaskHistory
 
 
 # Async: a plain function would be called in a worker thread, one more hop on every request.

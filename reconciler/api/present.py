@@ -15,8 +15,10 @@ from pydantic import BaseModel
 
 from reconciler.api import schemas
 from reconciler.api.mapping import scheduled_times
+from reconciler.headtrust import HeadTrust
 from reconciler.models import BackupTask, User
 from reconciler.state.runs import RunRecord
+from reconciler.taskhistory import HistoryEntry
 from reconciler.types import TaskStatus
 
 
@@ -164,6 +166,19 @@ def log(run: RunRecord) -> schemas.Log:
     )
 
 
+def history_entry(entry: HistoryEntry) -> schemas.TaskCommit:
+    commit = entry.commit
+    return schemas.TaskCommit(
+        commit=commit.sha,
+        author_name=commit.author.name,
+        author_email=commit.author.email,
+        committed_at=utc_text(commit.time),
+        message=commit.message,
+        change=entry.change.value,
+        fields=list(entry.fields),
+    )
+
+
 def pagination(
     path: str, page: int, per_page: int, total: int, shown: int, default_per_page: int
 ) -> dict[str, Any]:
@@ -192,3 +207,23 @@ def pagination(
             total=total,
         ),
     }
+
+
+def signature_state(trust: HeadTrust | None) -> schemas.SignatureState:
+    """The `signature` object of `GET /api/sync`."""
+    if trust is None:
+        return schemas.SignatureState(
+            required=False,
+            verified_revision=None,
+            signed_by=None,
+            refused_revision=None,
+            reason=None,
+        )
+    state = trust.state
+    return schemas.SignatureState(
+        required=True,
+        verified_revision=state.verified_revision,
+        signed_by=state.signed_by,
+        refused_revision=state.refused_revision,
+        reason=state.reason,
+    )

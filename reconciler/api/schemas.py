@@ -6,7 +6,7 @@ client that sends extra fields keeps working; every known field is validated.
 
 from __future__ import annotations
 
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
@@ -181,6 +181,27 @@ class LogPage(Page[Log]):
     """A page of a backup task's runs, newest first."""
 
 
+class TaskCommit(BaseModel):
+    commit: str = Field(description="the commit's full id")
+    author_name: str
+    author_email: str
+    committed_at: str = Field(description="when it was committed, in UTC")
+    message: str = Field(description="the whole commit message")
+    change: Literal["created", "updated", "renamed", "deleted"] = Field(
+        description="renamed: the task's file was renamed or moved (its fields may have changed"
+        " too)"
+    )
+    fields: list[str] = Field(
+        description="the task's fields the commit changed, as the YAML names them"
+        " (`schedule.time`); every field for created and deleted; empty when the file did not"
+        " read as YAML on either side, or only comments or formatting changed"
+    )
+
+
+class TaskHistoryPage(Page[TaskCommit]):
+    """A page of the commits that changed a backup task, newest first."""
+
+
 class Upcoming(BaseModel):
     id: int
     label: str
@@ -199,11 +220,23 @@ class ErrorLocation(BaseModel):
     message: str
 
 
+class SignatureState(BaseModel):
+    """Whether heads must be signed (`--allowed-signers`), the last verified revision (the one
+    running) and its signer, and the head refused now with the reason (null when none is)."""
+
+    required: bool
+    verified_revision: str | None
+    signed_by: str | None
+    refused_revision: str | None
+    reason: str | None
+
+
 class SyncData(BaseModel):
     revision: str | None
     reconciled_at: str | None
     tasks: int
     errors: list[ErrorLocation]
+    signature: SignatureState
 
 
 class SyncResponse(One[SyncData]):

@@ -210,6 +210,31 @@ def logs(
 
 
 @router.get(
+    "/backup-tasks/{task_id}/history",
+    operation_id="listBackupTaskHistory",
+    response_model=schemas.TaskHistoryPage,
+    responses=responses(401, 403, 404, 422),
+    summary="The commits that changed the task, newest first",
+)
+def task_history(
+    request: Request,
+    ctx: Ctx,
+    resolved: ViewedTask,
+    page: Page = 1,
+    per_page: PerPage = DEFAULT_PER_PAGE,
+) -> Any:
+    """A sync route, so its git walk runs in a worker thread: the first after a start reads the
+    branch's whole history, later ones only the commits since."""
+    revision = ctx.engine.revision
+    entries, total = ctx.history.page(revision, resolved.id, (page - 1) * per_page, per_page)
+    path = str(request.url_for("task_history", task_id=str(resolved.id)))
+    return schemas.TaskHistoryPage(
+        data=[present.history_entry(entry) for entry in entries],
+        **present.pagination(path, page, per_page, total, len(entries), DEFAULT_PER_PAGE),
+    )
+
+
+@router.get(
     "/sync",
     operation_id="showSyncState",
     response_model=schemas.SyncResponse,
@@ -236,6 +261,7 @@ def sync_state(ctx: Ctx, caller: Annotated[Caller, Depends(require(None))]) -> A
                 )
                 for error in errors
             ],
+            signature=present.signature_state(engine.trust),
         )
     )
 

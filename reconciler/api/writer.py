@@ -255,6 +255,10 @@ class Writer:
         todo = await self._unanswered(group)
         while todo:
             await self._engine.sync()
+            if (refusal := self._engine.write_refusal()) is not None:
+                for pending in todo:
+                    pending.fail(ApiError(409, refusal))
+                return
             chain = await self._prepare_chain(todo)
             todo = []
             if not chain:
@@ -427,7 +431,7 @@ class Writer:
         if not self._push:
             return None
         try:
-            await asyncio.to_thread(push, self._engine.store.root)
+            await asyncio.to_thread(push, self._engine.store.root, sign=self._engine.store.signer)
         except GitConflictError as exc:
             log.warning("commit %s not pushed: %s", tip[:12], exc)
             return lambda sha: (
