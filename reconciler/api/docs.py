@@ -23,7 +23,7 @@ def install_docs(app: FastAPI) -> None:
     openapi_url = app.openapi_url or "/openapi.json"
     title = f"{app.title} API"
 
-    @app.get(DOCS, include_in_schema=False)
+    @app.get(DOCS, operation_id="showDocs", include_in_schema=False)
     async def docs() -> HTMLResponse:
         return get_swagger_ui_html(
             openapi_url=openapi_url,

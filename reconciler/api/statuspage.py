@@ -55,7 +55,9 @@ def install_status_page(app: FastAPI) -> None:
         )
         return HTMLResponse(body, status, headers=_page_headers(nonce, status))
 
-    @app.get(PAGE, include_in_schema=False, response_class=HTMLResponse)
+    @app.get(
+        PAGE, operation_id="showStatusPage", include_in_schema=False, response_class=HTMLResponse
+    )
     async def status_page(request: Request) -> Response:
         ctx: ApiContext = request.app.state.reconciler
         caller = await _caller(ctx, request)
@@ -69,7 +71,7 @@ def install_status_page(app: FastAPI) -> None:
         view = await _view(ctx, caller)
         return render("status.html", 200, view=view)
 
-    @app.post(LOGIN, include_in_schema=False, response_class=HTMLResponse)
+    @app.post(LOGIN, operation_id="logIn", include_in_schema=False, response_class=HTMLResponse)
     async def login(request: Request) -> Response:
         if not _same_origin(request):
             return render("login.html", 403, error=CROSS_SITE)
@@ -91,7 +93,7 @@ def install_status_page(app: FastAPI) -> None:
         )
         return response
 
-    @app.post(LOGOUT, include_in_schema=False, response_class=HTMLResponse)
+    @app.post(LOGOUT, operation_id="logOut", include_in_schema=False, response_class=HTMLResponse)
     async def logout(request: Request) -> Response:
         if not _same_origin(request):
             return render("login.html", 403, error=CROSS_SITE)
