@@ -46,7 +46,14 @@ API_OPERATION_IDS = {
     ("POST", "/api/hooks/git"): "receiveGitWebhook",
 }
 # For probes and scrapers: named the same way, and outside the API's schema.
-OPERATIONAL_IDS = {("GET", "/healthz"): "showHealth", ("GET", "/metrics"): "showMetrics"}
+OPERATIONAL_IDS = {
+    ("GET", "/healthz"): "showHealth",
+    ("GET", "/metrics"): "showMetrics",
+    ("GET", "/"): "showStatusPage",
+    ("POST", "/login"): "logIn",
+    ("POST", "/logout"): "logOut",
+    ("GET", "/docs"): "showDocs",
+}
 SCHEMA_NAME = re.compile(r"^[A-Z][A-Za-z]+$")  # no `Page_Task_`, `One_list_Upcoming__`, `[`
 PACKAGE = "reconciler_api_client"
 # No post-generation hooks: the generated code is used as generated, with no formatter run.

@@ -5,12 +5,14 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from reconciler.api import errors, syncing, tasks
-from reconciler.api.auth import identify
+from reconciler.api.auth import Caller, identify
 from reconciler.api.context import ApiContext, RateLimiter
+from reconciler.api.docs import install_docs
 from reconciler.api.guard import DEFAULT_MAX_BODY_BYTES, RequestGuard
 from reconciler.api.ids import TaskIds
 from reconciler.api.readcache import ReadCache
 from reconciler.api.reader import StateReader
+from reconciler.api.statuspage import install_status_page
 from reconciler.api.tokenuse import TokenUses
 from reconciler.api.unchanged import UnchangedReads
 from reconciler.api.writer import Writer
@@ -54,7 +56,20 @@ def create_app(
         title="reconciler",
         summary="Backup tasks kept in a git repository of YAML files",
         version="1",
+        # Served by `install_docs` from a bundled Swagger UI: FastAPI's own loads it from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
+    unchanged = UnchangedReads(state.changes, reader)
+
+    async def find_token(plaintext: str) -> TokenRecord | None:
+        return await unchanged.read(("token", plaintext), lambda: state.tokens.find(plaintext))
+
+    async def who(authorization: str | None) -> Caller | None:
+        return await identify(
+            authorization, find_token, token_uses, engine.desired.users, clock.now()
+        )
+
     ctx = ApiContext(
         engine=engine,
         state=state,
@@ -66,25 +81,22 @@ def create_app(
         task_ids=TaskIds(engine.store),
         reads=ReadCache(engine.file_times),
         reader=reader,
-        unchanged=UnchangedReads(state.changes, reader),
+        unchanged=unchanged,
+        identify=who,
         history=history,
         upstream=upstream,
         webhook_secret=webhook_secret,
     )
     app.state.reconciler = ctx
-
-    async def find_token(plaintext: str) -> TokenRecord | None:
-        return await ctx.unchanged.read(("token", plaintext), lambda: state.tokens.find(plaintext))
-
     app.add_middleware(
         RequestGuard,
-        identify=lambda authorization: identify(
-            authorization, find_token, token_uses, engine.desired.users, clock.now()
-        ),
+        identify=who,
         max_body_bytes=max_body_bytes,
         open_paths=frozenset({syncing.HOOK_PATH}),
     )
     errors.install(app)
     app.include_router(tasks.router)
     app.include_router(syncing.router)
+    install_docs(app)
+    install_status_page(app)
     return app

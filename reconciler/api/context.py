@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from fastapi import Request
 
+from reconciler.api.auth import Caller
 from reconciler.api.errors import ApiError
 from reconciler.api.ids import TaskIds
 from reconciler.api.readcache import ReadCache
@@ -68,6 +70,9 @@ class ApiContext:
     reads: ReadCache
     reader: StateReader
     unchanged: UnchangedReads
+    # The caller an Authorization header names (None: refused): the one token check, for the
+    # request guard and for the status page's cookie alike.
+    identify: Callable[[str | None], Awaitable[Caller | None]]
     history: TaskHistory
     # Following a remote (`serve --remote`): None when the daemon follows none.
     upstream: Upstream | None = None

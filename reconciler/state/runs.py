@@ -66,6 +66,19 @@ class LastSuccess:
     size: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """A run without its log: what a status page shows of it."""
+
+    id: int
+    task_id: int
+    status: RunStatus
+    trigger: str
+    started_at: datetime
+    finished_at: datetime | None
+    size: int | None
+
+
 class Runs(Protocol):
     def start_run(self, task_id: int, trigger: str, now: datetime) -> int:
         """A new running run; RunInProgressError if the task already has an unfinished (queued
@@ -142,4 +155,8 @@ class Runs(Protocol):
 
     def last_successes(self, task_ids: Iterable[int]) -> dict[int, LastSuccess]:
         """Each task's newest successful run; a task without one is left out."""
+
+    def recent_runs(self, task_ids: Iterable[int], since: datetime) -> dict[int, list[RunSummary]]:
+        """Each task's runs started at `since` or later, and its latest run however old, oldest
+        first, without their logs (a task without runs is left out)."""
         ...

@@ -20,6 +20,7 @@ from reconciler.state.runs import (
     LogTail,
     RunInProgressError,
     RunRecord,
+    RunSummary,
     RunTarget,
 )
 from reconciler.state.sqlite.connection import (
@@ -340,3 +341,29 @@ class SqliteRuns:
         return {
             row["task_id"]: LastSuccess(from_text(row["finished_at"]), row["size"]) for row in rows
         }
+
+    def recent_runs(self, task_ids: Iterable[int], since: datetime) -> dict[int, list[RunSummary]]:
+        wanted = json.dumps(list(task_ids))
+        with self._connection.locked() as db:
+            rows = db.execute(
+                "SELECT id, task_id, status, trigger, started_at, finished_at, size FROM runs"
+                " WHERE task_id IN (SELECT value FROM json_each(?))"
+                " AND (started_at >= ? OR id IN (SELECT MAX(id) FROM runs"
+                " WHERE task_id IN (SELECT value FROM json_each(?)) GROUP BY task_id))"
+                " ORDER BY id",
+                (wanted, to_text(since), wanted),
+            ).fetchall()
+        runs: dict[int, list[RunSummary]] = {}
+        for row in rows:
+            runs.setdefault(row["task_id"], []).append(
+                RunSummary(
+                    id=row["id"],
+                    task_id=row["task_id"],
+                    status=RunStatus(row["status"]),
+                    trigger=row["trigger"],
+                    started_at=from_text(row["started_at"]),
+                    finished_at=optional_time(row["finished_at"]),
+                    size=row["size"],
+                )
+            )
+        return runs
