@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,15 +70,20 @@ def create_token(state: Path) -> str:
 
 @contextmanager
 def serving(
-    repo: Path, state: Path, token: str, log: Path, env: Mapping[str, str] | None = None
+    repo: Path,
+    state: Path,
+    token: str,
+    log: Path,
+    env: Mapping[str, str] | None = None,
+    args: Sequence[str] = (),
 ) -> Iterator[RunningDaemon]:
-    """The daemon on `repo` and `state`, healthy; stopped with SIGTERM on exit. Its output is
-    appended to `log`, so restarts keep one log."""
+    """The daemon on `repo` and `state` (more `reconciler serve` options in `args`), healthy;
+    stopped with SIGTERM on exit. Its output is appended to `log`, so restarts keep one log."""
     port = free_port()
     with log.open("ab") as output:
         process = subprocess.Popen(
             [sys.executable, "-m", "reconciler", "serve", "--repo", str(repo),
-             "--state", str(state), "--port", str(port)],
+             "--state", str(state), "--port", str(port), *args],
             stdout=output,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
