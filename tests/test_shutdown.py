@@ -10,6 +10,7 @@ the test wants.
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -179,3 +180,14 @@ def test_a_second_sigterm_during_the_grace_interrupts_the_run_at_once(setup: Set
     assert run is not None
     assert run.reason == INTERRUPTED_BY_STOP
     assert setup.partials() == []
+
+
+def test_the_systemd_units_stop_timeout_outlasts_its_shutdown_grace() -> None:
+    unit = (Path(__file__).resolve().parent.parent / "deploy" / "reconciler.service").read_text()
+    settings = dict(
+        line.split("=", 1) for line in unit.splitlines() if "=" in line and line[0] != "#"
+    )
+    grace = re.search(r"--shutdown-grace (\d+)", settings["ExecStart"])
+    assert grace is not None
+    assert int(settings["TimeoutStopSec"]) > int(grace.group(1))
+    assert settings["KillMode"] == "mixed"  # the backup's gpg and zstd are not signalled
