@@ -16,6 +16,7 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -191,3 +192,21 @@ def test_the_systemd_units_stop_timeout_outlasts_its_shutdown_grace() -> None:
     assert grace is not None
     assert int(settings["TimeoutStopSec"]) > int(grace.group(1))
     assert settings["KillMode"] == "mixed"  # the backup's gpg and zstd are not signalled
+
+
+def test_the_up_interval_ends_when_scheduling_stopped_so_slots_of_the_grace_are_caught_up(
+    setup: Setup,
+) -> None:
+    with held_run(setup, grace="600") as daemon:
+        daemon.process.send_signal(signal.SIGTERM)
+        _wait_for_log(setup, "waiting up to 600s")
+        seen_waiting = datetime.now(UTC)  # scheduling had stopped before that line was logged
+        setup.remote.open_gate()
+        assert _exit_code(daemon) == 0
+
+    store = open_state(setup.state)
+    try:
+        ((since, until),) = store.schedule.alive_since(seen_waiting - timedelta(hours=1))
+    finally:
+        store.close()
+    assert since <= until <= seen_waiting
