@@ -1,8 +1,8 @@
 """The desired state, as pydantic models. No I/O: files are parsed elsewhere.
 
-Field names follow the API's backup-task resource (the daemon's `/openapi.json`) so that a task file, an API body and a
-response speak one vocabulary. Every model forbids unknown keys, so a typo is an error with a
-location rather than a silently ignored setting.
+Field names follow the API's backup-task resource (the daemon's `/openapi.json`) so that a task
+file, an API body and a response speak one vocabulary. Every model forbids unknown keys, so a
+typo is an error with a location rather than a silently ignored setting.
 """
 
 from __future__ import annotations
