@@ -61,6 +61,7 @@ LOG_FLUSH_SECONDS = 0.5
 MAX_RUN_LOG_LINES = 100_000
 # How far back a failure streak is counted (the history is pruned to 200 runs by default).
 STREAK_LOOKBACK_RUNS = 10_000
+INTERRUPTED_BY_STOP = "interrupted: the daemon stopped before the backup finished"
 
 
 class RunFailed(Exception):
@@ -234,7 +235,7 @@ class BackupPipeline:
     ) -> None:
         """Back the task up as run `run_id` (recorded running since `started`), record its end
         and tell `recorded`, then notify and prune the history. Setting `cancel` stops the
-        stream (the run fails)."""
+        stream (the run fails as `INTERRUPTED_BY_STOP`, its partial file removed)."""
         tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
         run_log = _RunLog(self._runs, run_id, self._clock, self._max_log_lines)
 
@@ -249,7 +250,8 @@ class BackupPipeline:
             size, name = self._backup(task, run_id, started, cancel, log)
             status = RunStatus.SUCCESSFUL
         except Exception as exc:
-            reason = str(exc) or type(exc).__name__
+            # The runner cancels only when the daemon stops.
+            reason = INTERRUPTED_BY_STOP if cancel.is_set() else str(exc) or type(exc).__name__
             log(f"failed: {reason}")
         finally:
             run_log.flush(final=True)  # before the run is seen finished: its log is complete

@@ -115,6 +115,14 @@ def _parser() -> argparse.ArgumentParser:
         help="a backup whose remote command sends nothing for SECONDS fails (default 600; "
         "0 disables)",
     )
+    serve.add_argument(
+        "--shutdown-grace",
+        type=_at_least(float, 0.0),
+        default=600.0,
+        metavar="SECONDS",
+        help="on SIGTERM or SIGINT, let running backups finish for up to SECONDS before "
+        "interrupting them (default 600; a second signal interrupts them at once)",
+    )
     serve.add_argument("--known-hosts", type=Path, help="known_hosts file for SSH host keys")
     serve.add_argument("--push", action="store_true", help="push API commits to the upstream")
     serve.add_argument(
@@ -376,6 +384,7 @@ def _serve(args: argparse.Namespace) -> int:
         branch=args.branch,
         fetch_interval=args.fetch_interval,
         webhook_secret=_webhook_secret(args),
+        shutdown_grace=args.shutdown_grace,
     )
     _guarded(lambda: asyncio.run(serve(settings)))
     return 0

@@ -10,10 +10,9 @@ import asyncio
 import gc
 import logging
 import os
-import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -54,6 +53,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("reconciler.daemon")
 
+# How long a stopping daemon lets running backups finish (`reconciler serve --shutdown-grace`).
+SHUTDOWN_GRACE_SECONDS = 600.0
+# How long the HTTP server waits for open requests once the daemon has stopped its runs.
+HTTP_SHUTDOWN_SECONDS = 5
+
 # How often a serving daemon records that it is still up (catch-up at the next start treats a
 # slot within this long of a crash as one the daemon was up for only if it fired it).
 HEARTBEAT_SECONDS = 30.0
@@ -93,6 +97,7 @@ class Settings:
     branch: str = "main"
     fetch_interval: float = 60.0
     webhook_secret: str | None = field(default=None, repr=False)
+    shutdown_grace: float = SHUTDOWN_GRACE_SECONDS
 
 
 def secrets_path(state: Path) -> Path:
@@ -347,43 +352,59 @@ async def running(
 
 
 async def serve(settings: Settings) -> None:
+    """Serve until SIGTERM or SIGINT, then stop in order (see `reconciler.stopping`): runs
+    finish or are interrupted while the API still answers (503 to run requests), then the HTTP
+    server stops, then `running` closes every part. A signal during start-up stops the daemon
+    as soon as it has started."""
     import uvicorn
 
-    server: uvicorn.Server | None = None
-    stop_requested = False
+    from reconciler.stopping import StopSignals, stop_gracefully
 
-    def shut_down(_signal: int, _frame: object) -> None:
-        nonlocal stop_requested
-        stop_requested = True
-        if server is not None:
+    class Server(uvicorn.Server):
+        @contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield  # the daemon's StopSignals handle them: uvicorn would stop serving at once
+
+    async def stop_when_asked(daemon: Daemon, server: Server) -> None:
+        await signals.requested.wait()
+        try:
+            await stop_gracefully(
+                daemon.scheduler, daemon.runner, daemon.clock, settings.shutdown_grace, signals
+            )
+        finally:
+            log.info("stopping: closing the HTTP server, then the state store")
             server.should_exit = True
 
-    # uvicorn handles SIGINT/SIGTERM while it serves, then raises the signal again to whatever
-    # handler was there before: this one, so runs and the state store close before we exit. A
-    # signal during start-up stops the daemon as soon as it has started.
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, shut_down)
-    async with running(settings) as daemon:
-        server = uvicorn.Server(
-            uvicorn.Config(
-                daemon.app,
-                host=settings.host,
-                port=settings.port,
-                log_config=None,
-                access_log=False,
-                # Start-up and shut-down are `running`'s, so a failed start-up ends in its error.
-                lifespan="off",
+    signals = StopSignals()
+    with signals.installed():
+        async with running(settings) as daemon:
+            server = Server(
+                uvicorn.Config(
+                    daemon.app,
+                    host=settings.host,
+                    port=settings.port,
+                    log_config=None,
+                    access_log=False,
+                    # Start-up and shut-down are `running`'s, so a failed start-up ends in its
+                    # error.
+                    lifespan="off",
+                    timeout_graceful_shutdown=HTTP_SHUTDOWN_SECONDS,
+                )
             )
-        )
-        server.should_exit = stop_requested
-        log.info(
-            "serving %s (%d tasks) on http://%s:%d",
-            settings.repo,
-            len(daemon.engine.desired.tasks),
-            settings.host,
-            settings.port,
-        )
-        await server.serve()
+            log.info(
+                "serving %s (%d tasks) on http://%s:%d",
+                settings.repo,
+                len(daemon.engine.desired.tasks),
+                settings.host,
+                settings.port,
+            )
+            stopper = asyncio.create_task(stop_when_asked(daemon, server), name="stop")
+            try:
+                await server.serve()
+            finally:
+                stopper.cancel()
+                await asyncio.gather(stopper, return_exceptions=True)
+    log.info("stopped")
 
 
 async def close(daemon: Core, alive: int | None = None) -> None:
@@ -393,7 +414,7 @@ async def close(daemon: Core, alive: int | None = None) -> None:
     await asyncio.to_thread(daemon.fires.shutdown, wait=True)
     await daemon.runner.close()
     if alive is not None:
-        await asyncio.to_thread(daemon.state.schedule.still_alive, alive, daemon.clock.now())
+        await asyncio.to_thread(daemon.state.schedule.still_alive, alive, _up_until(daemon))
     if isinstance(daemon, Daemon):
         await asyncio.to_thread(daemon.reader.close)
         await asyncio.to_thread(daemon.history.close)
@@ -410,9 +431,15 @@ async def _heartbeat(daemon: Daemon, alive: int) -> None:
     while True:
         await asyncio.sleep(HEARTBEAT_SECONDS)
         try:
-            await asyncio.to_thread(daemon.state.schedule.still_alive, alive, daemon.clock.now())
+            await asyncio.to_thread(daemon.state.schedule.still_alive, alive, _up_until(daemon))
         except Exception:
             log.exception("cannot record that the daemon is up; catch-up may run a slot twice")
+
+
+def _up_until(daemon: Core) -> datetime:
+    """Where this daemon's up-interval ends: now, or when its scheduler stopped firing (a slot
+    due while it stopped was not fired, so the next start catches it up)."""
+    return daemon.scheduler.stopped_at or daemon.clock.now()
 
 
 async def _write_token_uses(seconds: float, uses: TokenUses) -> None:

@@ -9,7 +9,9 @@ Anyone can decrypt a backup without this project, with the passphrase at hand:
 
     gpg --decrypt backup_1_20250101020304.tar.zst.gpg | zstd -d | tar -x
 
-(a database dump: `gpg --decrypt backup_1_20250101020304.sql.zst.gpg | zstd -d > dump.sql`).
+(a database dump: `gpg --decrypt backup_1_20250101020304.sql.zst.gpg | zstd -d > dump.sql`);
+without a terminal, add `--batch --pinentry-mode loopback --passphrase-file FILE` (the README's
+"Restoring by hand", which its tests run).
 """
 
 from __future__ import annotations

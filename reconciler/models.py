@@ -1,8 +1,8 @@
 """The desired state, as pydantic models. No I/O: files are parsed elsewhere.
 
-Field names follow the API resource of `../shared/seeds/` so that a task file, an API body and a
-response speak one vocabulary. Every model forbids unknown keys, so a typo is an error with a
-location rather than a silently ignored setting.
+Field names follow the API's backup-task resource (the daemon's `/openapi.json`) so that a task
+file, an API body and a response speak one vocabulary. Every model forbids unknown keys, so a
+typo is an error with a location rather than a silently ignored setting.
 """
 
 from __future__ import annotations
@@ -251,6 +251,16 @@ class DatabaseConnection(Model):
     password: SecretRef | None = None
 
 
+def check_key_path(value: str | None) -> str | None:
+    """An SSH key or known_hosts file on the backup host: absolute, or under `~` (the home of
+    the user the daemon runs as, expanded when it connects)."""
+    if value is not None and not value.startswith(("/", "~")):
+        raise ValueError(
+            f"must be an absolute path on the backup host or start with ~, got {value!r}"
+        )
+    return value
+
+
 class RemoteServer(Model):
     id: Id
     user_id: Id
@@ -265,12 +275,7 @@ class RemoteServer(Model):
     # How many of its backups may run at once; more wait (scheduled) or are refused (manual).
     max_parallel_runs: Annotated[int, Field(strict=True, ge=1)] = 1
 
-    @field_validator("private_key", "known_hosts")
-    @classmethod
-    def _absolute(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("/", "~")):
-            raise ValueError(f"must be an absolute path on the backup host, got {value!r}")
-        return value
+    _key_paths = field_validator("private_key", "known_hosts")(check_key_path)
 
 
 def check_absolute_path(value: str) -> str:
@@ -305,6 +310,7 @@ class SftpDestination(Model):
     path: str
 
     _path = field_validator("path")(check_absolute_path)
+    _key_paths = field_validator("private_key", "known_hosts")(check_key_path)
 
 
 class S3Destination(Model):

@@ -49,6 +49,7 @@ class Admission(StrEnum):
     PAUSED = "paused"
     ALREADY_RUNNING = "already_running"
     SERVER_BUSY = "server_busy"
+    STOPPING = "stopping"
 
     @property
     def message(self) -> str:
@@ -60,6 +61,7 @@ _MESSAGES = {
     Admission.PAUSED: "the task is paused; resume it to run it",
     Admission.ALREADY_RUNNING: "the task is already running",
     Admission.SERVER_BUSY: "another task is running on the same remote server",
+    Admission.STOPPING: "the daemon is shutting down; it starts no new runs",
 }
 
 
@@ -106,7 +108,10 @@ class Runner:
         self._waiting: deque[_Run] = deque()  # admitted, not started: in admission order
         self._running: set[_Run] = set()
         self._ends: dict[int, Future[None]] = {}  # by task id: its latest run's end
-        self._stop = threading.Event()
+        self._closing = False  # admits and starts nothing more (`stop_starting`)
+        self._idle = threading.Condition(self._lock)  # notified whenever a run lets go
+        self._stop = threading.Event()  # cancels the running runs (`interrupt`)
+        self._interrupted: list[int] = []  # run ids that were running when `interrupt` came
 
     # Admission
 
@@ -129,8 +134,8 @@ class Runner:
 
     def _admit(self, task: ResolvedTask, trigger: str, *, wait_for_server: bool) -> Admission:
         with self._lock:
-            if self._stop.is_set():
-                raise RuntimeError("the runner is closed")
+            if self._closing:
+                return Admission.STOPPING
             if task.task.paused:
                 return Admission.PAUSED
             if task.id in self._admitted:
@@ -175,7 +180,7 @@ class Runner:
         Returns the waiting runs withdrawn because their task was removed or paused meanwhile,
         with why, for the caller to end once it has let go of the lock."""
         withdrawn: list[tuple[_Run, str]] = []
-        if self._stop.is_set():
+        if self._closing:
             return withdrawn
         for run in list(self._waiting):
             if len(self._running) >= self._max_workers:
@@ -232,25 +237,52 @@ class Runner:
             self._pipeline.discard_partial(record)
         return interrupted
 
+    def stop_starting(self) -> tuple[int, int]:
+        """Refuse new runs (`Admission.STOPPING`) and end the queued ones as never started; the
+        running ones go on. Returns how many are running and how many queued runs were ended.
+        Blocking (it records the ends)."""
+        with self._lock:
+            self._closing = True
+            never_started = list(self._waiting)
+            self._waiting.clear()
+        for run in never_started:
+            self._withdraw(run, _NEVER_STARTED)
+        return self.counts()[0], len(never_started)
+
+    def wait_running(self, timeout: float) -> int:
+        """Block until no run is running, `interrupt` is called, or `timeout` seconds have
+        passed; returns how many runs are still running."""
+        with self._idle:
+            self._idle.wait_for(lambda: not self._running or self._stop.is_set(), timeout)
+            return len(self._running)
+
+    def interrupt(self) -> None:
+        """Cancel the running runs: each ends failed as interrupted, its partial file removed
+        (`close` waits for them)."""
+        with self._idle:
+            if not self._stop.is_set():
+                self._interrupted = [run.run_id for run in self._running]
+            self._stop.set()
+            self._idle.notify_all()
+
     async def close(self) -> None:
         """Refuse new runs, end queued ones as never started, cancel running ones (their partial
         files are removed), and wait for them."""
-        with self._lock:
-            self._stop.set()
-            never_started = list(self._waiting)
-            self._waiting.clear()
+        await asyncio.to_thread(self.stop_starting)
+        self.interrupt()
         await asyncio.to_thread(self._pool.shutdown, wait=True)
-        for run in never_started:
+        await asyncio.to_thread(self._discard_interrupted_partials)
+
+    def _discard_interrupted_partials(self) -> None:
+        """A cancelled run removes its partial file itself; this catches what that missed (a
+        destination that failed as the run was cancelled), as start-up recovery would."""
+        for run_id in self._interrupted:
             try:
-                await asyncio.to_thread(
-                    self._runs.finish_run,
-                    run.run_id,
-                    RunStatus.FAILED,
-                    self._clock.now(),
-                    reason=_NEVER_STARTED,
-                )
-            finally:
-                self._release(run)
+                record = self._runs.run(run_id)
+                if record is not None and record.status is RunStatus.FAILED:
+                    self._pipeline.discard_partial(record)
+            except Exception:
+                logger.exception("run %d: cannot check for its partial backup", run_id)
 
     # One run
 
@@ -286,6 +318,7 @@ class Runner:
                 del self._admitted[run.task.id]
             self._running.discard(run)
             withdrawn = self._start_what_can_start()
+            self._idle.notify_all()
         run.ended.set_result(None)
         for other, reason in withdrawn:
             self._withdraw(other, reason)

@@ -46,6 +46,7 @@ class Scheduler:
         # (or changes its schedule) never fires a slot it already ran.
         self._last_slot: dict[int, datetime] = {}
         self._changed = asyncio.Event()
+        self._stopped_at: datetime | None = None
 
     @property
     def tasks(self) -> Mapping[int, ResolvedTask]:
@@ -142,9 +143,21 @@ class Scheduler:
         """Re-evaluate now: something changed, or the clock moved. Call from the loop's thread."""
         self._changed.set()
 
+    @property
+    def stopped_at(self) -> datetime | None:
+        """When `stop` was called; None while it fires."""
+        return self._stopped_at
+
+    def stop(self, now: datetime) -> None:
+        """Fire nothing from `now` on (the daemon is stopping): `run()` returns. Slots due from
+        then on are missed, so the next start catches them up. Call from the loop's thread."""
+        self._stopped_at = now
+        self.wake()
+
     async def run(self) -> None:
-        """Fire due tasks, then sleep until the next fire time or `wake()`; until cancelled."""
-        while True:
+        """Fire due tasks, then sleep until the next fire time or `wake()`; until cancelled or
+        stopped."""
+        while self._stopped_at is None:
             # Cleared before looking, so a wake() while firing is not lost.
             self._changed.clear()
             for task, slot in self.pop_due(self._clock.now()):

@@ -9,6 +9,7 @@ and ends there (tests.recording), so concurrency is what the server saw.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.backup import INTERRUPTED_BY_STOP
 from reconciler.documents import parse_file
 from reconciler.models import RemoteServer, ResolvedTask
 from reconciler.runner import Admission
@@ -286,6 +288,71 @@ def test_closing_the_runner_ends_queued_runs_as_never_started(
     assert record.status is RunStatus.FAILED
     assert record.reason == "cancelled: the daemon stopped before the run started"
     assert remote.started() == 1
+
+
+def test_a_runner_that_stops_starting_refuses_runs_ends_queued_ones_and_lets_running_finish(
+    remote: RecordingRemote, tmp_path: Path
+) -> None:
+    harness = Harness(tmp_path)
+    first, second, third = tasks_of_one_server(remote, tmp_path, 3)
+    remote.close_gate()
+    harness.runner.queue_scheduled(first, T0)
+    remote.wait_until_started(1)
+    harness.runner.queue_scheduled(second, T0)
+
+    assert harness.runner.stop_starting() == (1, 1)
+    assert harness.runner.request_run(third) is Admission.STOPPING
+    assert harness.runner.queue_scheduled(third, T0) is Admission.STOPPING
+    remote.open_gate()
+    assert harness.runner.wait_running(timeout=120) == 0
+    asyncio.run(harness.runner.close())
+    statuses = [harness.state.runs.latest_run(task.id) for task in (first, second, third)]
+    assert [run.status if run else None for run in statuses] == [
+        RunStatus.SUCCESSFUL,
+        RunStatus.FAILED,
+        None,
+    ]
+    assert remote.started() == 1
+
+
+def test_waiting_for_running_runs_gives_up_after_its_timeout_and_counts_them(
+    remote: RecordingRemote, tmp_path: Path
+) -> None:
+    harness = Harness(tmp_path)
+    (task,) = tasks_of_one_server(remote, tmp_path, 1)
+    remote.close_gate()
+    harness.runner.queue_scheduled(task, T0)
+    remote.wait_until_started(1)
+    harness.runner.stop_starting()
+
+    assert harness.runner.wait_running(timeout=0.2) == 1
+    assert harness.runner.is_running(task.id)
+    remote.open_gate()
+    asyncio.run(harness.runner.close())
+
+
+def test_an_interrupted_run_ends_failed_as_interrupted_with_nothing_left_in_its_destination(
+    remote: RecordingRemote, tmp_path: Path
+) -> None:
+    harness = Harness(tmp_path)
+    (task,) = tasks_of_one_server(remote, tmp_path, 1)
+    remote.close_gate()
+    harness.runner.queue_scheduled(task, T0)
+    remote.wait_until_started(1)
+    harness.runner.stop_starting()
+
+    waiting = threading.Thread(target=harness.runner.wait_running, args=(600,))
+    waiting.start()
+    harness.runner.interrupt()
+    waiting.join(timeout=60)  # far below its 600 s: the interruption woke it
+    assert not waiting.is_alive()
+    asyncio.run(harness.runner.close())
+    record = harness.state.runs.latest_run(task.id)
+    assert record is not None
+    assert record.status is RunStatus.FAILED
+    assert record.reason == INTERRUPTED_BY_STOP
+    assert list((tmp_path / "dest1").iterdir()) == []
+    remote.open_gate()
 
 
 def test_recovery_ends_a_run_left_queued_as_never_started_and_removes_nothing(

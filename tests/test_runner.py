@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.backup import INTERRUPTED_BY_STOP
 from reconciler.destinations import partial_name
 from reconciler.models import DatabaseEngine, ResolvedTask, Source, SourceType, Storage
 from reconciler.retention import backup_name
@@ -224,7 +225,7 @@ def test_closing_the_runner_cancels_a_running_backup_and_keeps_no_partial(
     record = harness.state.runs.latest_run(task.id)
     assert record is not None
     assert record.status is RunStatus.FAILED
-    assert record.reason == "the run was cancelled"
+    assert record.reason == INTERRUPTED_BY_STOP
     assert stored(tmp_path / "dest") == []
 
 

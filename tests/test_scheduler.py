@@ -535,3 +535,19 @@ TestSchedulerMatchesBruteForce = SchedulerMatchesBruteForce.TestCase
 TestSchedulerMatchesBruteForce.settings = settings(
     max_examples=60, stateful_step_count=40, deadline=None
 )
+
+
+def test_a_stopped_loop_returns_and_fires_nothing_due_after_the_stop() -> None:
+    clock = FakeClock(START)
+    scheduler = Scheduler(clock, ignore)
+    scheduler.upsert(make_task(schedule=daily("09:30")), clock.now())
+
+    async def main() -> None:
+        loop = asyncio.create_task(scheduler.run())
+        await asyncio.sleep(0)  # the loop is asleep until 09:30
+        scheduler.stop(clock.now())
+        clock.advance(timedelta(hours=1))  # 09:30 passes: nothing fires
+        await asyncio.wait_for(loop, WAIT)
+
+    asyncio.run(main())
+    assert scheduler.stopped_at == START

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import shutil
 import threading
@@ -9,10 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from reconciler.destinations import DestinationError, open_destination
 from reconciler.executor import HostKeyError, RemoteShell, SshTarget
-from reconciler.models import SecretRef
+from reconciler.models import RemoteServer, SecretRef, SftpDestination
 from reconciler.types import RunStatus
 from tests.runs import Harness, files_task, impostor_known_hosts, sftp_destination
 from tests.servers import SshServer
@@ -263,3 +265,30 @@ def test_an_sftp_destination_without_private_key_does_not_try_the_daemon_users_k
     )
     with pytest.raises(DestinationError, match=r"[Aa]uthentication"):
         open_destination(destination, no_secrets)
+
+
+def test_a_private_key_under_tilde_is_read_from_the_home_of_the_daemons_user(
+    sshd: SshServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    shutil.copy(sshd.private_key, home / ".ssh" / "backup_key")
+    (home / ".ssh" / "backup_key").chmod(0o600)
+    monkeypatch.setenv("HOME", str(home))
+    target = server_target(sshd, sshd.known_hosts, accept_new=False)
+    with RemoteShell(dataclasses.replace(target, private_key="~/.ssh/backup_key")) as shell:
+        assert shell.run("true") == (0, "")
+
+
+@pytest.mark.parametrize("model", [RemoteServer, SftpDestination])
+def test_a_relative_key_path_is_refused_for_servers_and_sftp_destinations_alike(
+    model: type[RemoteServer] | type[SftpDestination],
+) -> None:
+    fields = {"id": 1, "user_id": 1, "label": "x", "host": "backup.example.com"}
+    if model is SftpDestination:
+        fields |= {"type": "sftp", "path": "/srv/backups"}
+    with pytest.raises(ValidationError, match="absolute path on the backup host or start with ~"):
+        model.model_validate({**fields, "private_key": ".ssh/id_ed25519"})
+    assert model.model_validate({**fields, "private_key": "~/.ssh/id_ed25519"}).private_key == (
+        "~/.ssh/id_ed25519"
+    )

@@ -33,6 +33,8 @@ DEFAULT_PER_PAGE = 15
 DELETED = "Backup task successfully deleted"
 INITIATED = "Backup task initiated successfully."
 NO_LOGS = "No logs found for this backup task."
+# A stopping daemon is usually back (restarted) within a minute.
+STOPPING_RETRY_SECONDS = 60
 # How much of a run's log one response carries: the tail, with a line saying what was left out.
 LATEST_LOG_TAIL = LogTail(lines=1000, chars=1 << 20)
 PAGE_LOG_TAIL = LogTail(lines=100, chars=64 << 10)  # per run, so a page of 100 stays bounded
@@ -274,7 +276,7 @@ def sync_state(ctx: Ctx, caller: Annotated[Caller, Depends(require(None))]) -> A
     operation_id="runBackupTask",
     status_code=202,
     response_model=schemas.Message,
-    responses=responses(401, 403, 404, 409, 429),
+    responses=responses(401, 403, 404, 409, 429, 503),
     summary="Start a run now",
 )
 async def run_task(
@@ -283,6 +285,12 @@ async def run_task(
     ctx.run_limiter.enforce(caller.user.id, ctx.clock.now(), "run requests")
     # It records the run in the state store, which can wait for SQLite's write lock.
     admission = await run_in_threadpool(ctx.runner.request_run, resolved, "api")
+    if admission is Admission.STOPPING:
+        raise ApiError(
+            503,
+            "The daemon is shutting down and starts no new runs. Try again once it has restarted.",
+            {"Retry-After": str(STOPPING_RETRY_SECONDS)},
+        )
     if admission is not Admission.ACCEPTED:
         raise ApiError(409, f"{admission.message[:1].upper()}{admission.message[1:]}.")
     return schemas.Message(message=INITIATED)
