@@ -19,6 +19,7 @@ Run: .venv/bin/python -m bench.bench_cli_run [--rounds 7]
 from __future__ import annotations
 
 import argparse
+import compileall
 import shlex
 import statistics
 import subprocess
@@ -28,6 +29,7 @@ import time
 from pathlib import Path
 from typing import IO
 
+import reconciler
 from tests import configset
 from tests.gitrepo import init_repo
 from tests.runs import server_file
@@ -66,6 +68,9 @@ def main() -> None:
             1, source={"type": "files", "path": str(source)}, storage={"max_backups": 2}
         )
         init_repo(repo, files)
+        # As an installed package has it (pip and the Dockerfile compile it): without bytecode,
+        # and PYTHONDONTWRITEBYTECODE set as on these machines, every run compiles every module.
+        compileall.compile_dir(Path(reconciler.__file__).parent, quiet=1)
         cli = [sys.executable, "-m", "reconciler"]
         run = [*cli, "run", "1", "--repo", str(repo), "--state", str(state)]
         timed(run)  # the state store's creation and the first known_hosts lookups, untimed
