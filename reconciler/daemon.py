@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
     from reconciler.api.reader import StateReader
     from reconciler.api.tokenuse import TokenUses
+    from reconciler.retention import Decision
     from reconciler.upstream import Upstream
 
 # The HTTP API (FastAPI, uvicorn), the ref watch and restoring are imported where they are
@@ -484,6 +485,18 @@ async def restore_backup(settings: Settings, task_id: int, run_id: int | None, t
                 raise DaemonError(f"task {task_id} has no run {run_id}")
         return await asyncio.to_thread(
             restore, task, run=run, to=to, secrets=daemon.secrets, known_hosts=settings.known_hosts
+        )
+
+
+async def prune_backups(settings: Settings, task_id: int, *, apply: bool) -> list[Decision]:
+    """`reconciler prune`: the task's retention decisions over its destination's backups, the
+    removed ones deleted when `apply`."""
+    from reconciler.prune import prune
+
+    async with synced(settings) as daemon:
+        task = _task(daemon, task_id)
+        return await asyncio.to_thread(
+            prune, task, daemon.secrets, apply=apply, known_hosts=settings.known_hosts
         )
 
 
