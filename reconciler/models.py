@@ -568,7 +568,7 @@ class Keep(Model):
 
     @model_validator(mode="after")
     def _some_rule(self) -> Keep:
-        if not self.model_fields_set:
+        if all(getattr(self, rule) is None for rule in type(self).model_fields):
             raise ValueError(
                 "keep needs at least one of last, hourly, daily, weekly, monthly, yearly, within "
                 "(to keep every backup, leave keep out and set max_backups: 0)"
