@@ -142,7 +142,7 @@ def test_a_duration_has_its_parts() -> None:
 def test_another_tasks_backups_and_other_files_are_never_decided_on() -> None:
     moment = at("2026-11-30T03:00")
     mine = named(moment)
-    others = named(moment, task_id=77) + ["notes.txt", "web_" + mine[0]]
+    others = [*named(moment, task_id=77), "notes.txt", "web_" + mine[0]]
     assert [
         decision.name for decision in decide(mine + others, 7, None, Policy(last=1), UTC_ZONE)
     ] == mine

@@ -1,4 +1,4 @@
-"""`reconciler prune`: the task's retention policy over what its destination holds, shown and applied."""
+"""`reconciler prune`: the retention policy over what the destination holds, shown and applied."""
 
 from __future__ import annotations
 
