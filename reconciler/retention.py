@@ -1,8 +1,11 @@
-"""Backup file names and which old backups a successful run may delete. Pure logic, no I/O.
+"""Backup file names, and the retention policy: which of a task's backups to keep, and why.
+Pure logic, no I/O.
 
-A name is `[<appended_filename>_]backup_<task id>_<UTC YYYYmmddHHMMSS>.<extension>`. Rotation only
-ever touches names that parse as the task's own, so a file someone else put in the same directory,
-or another task's backup (task 1 against 11 or 111), is never deleted.
+A name is `[<appended_filename>_]backup_<task id>_<UTC YYYYmmddHHMMSS>.<extension>`. Retention only
+ever decides on names that parse as the task's own, so a file someone else put in the same
+directory, or another task's backup (task 1 against 11 or 111), is never deleted. The policy is
+restic's `forget` (`storage.keep`), decided from the names alone, so backups the state store never
+saw count like the rest.
 """
 
 from __future__ import annotations
@@ -171,7 +174,7 @@ def decide(
     reasons: dict[str, list[str]] = {name: [] for name in newest_first}
     if policy.keeps_everything:
         for name in newest_first:
-            reasons[name].append("no retention rule")
+            reasons[name].append("max_backups 0 keeps all")
     if policy.last is not None:
         for position, name in enumerate(newest_first[: policy.last], start=1):
             reasons[name].append(f"last {position}")

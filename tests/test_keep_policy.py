@@ -156,7 +156,9 @@ def test_the_newest_and_the_just_written_are_kept_whatever_the_rules() -> None:
 
 def test_no_rule_keeps_everything() -> None:
     names = named(at("2026-11-29T03:00"), at("2026-11-30T03:00"))
-    assert all(decision.keep for decision in decide(names, 7, None, Policy(), UTC_ZONE))
+    decisions = decide(names, 7, None, Policy(), UTC_ZONE)
+    assert {decision.reasons for decision in decisions} == {("max_backups 0 keeps all",)}
+    assert all(decision.keep for decision in decisions)
 
 
 def test_max_backups_alone_is_keep_last() -> None:
