@@ -153,8 +153,8 @@ def _inspect(plaintext: IO[bytes], source_type: SourceType) -> tuple[int | None,
     try:
         if source_type is SourceType.FILES:
             files = _read_members(checked)
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        problem = f"tar: {exc}"
+    except Exception as exc:  # whatever damaged data makes tarfile raise, it is the finding
+        problem = f"tar: {exc or type(exc).__name__}"
     finally:
         while checked.read(CHUNK_SIZE):
             pass

@@ -24,7 +24,14 @@ from reconciler.types import RunStatus
 from reconciler.verify import verify
 from tests import configset
 from tests.gitrepo import init_repo
-from tests.runs import Harness, database_connection, files_task, make_task, server_file
+from tests.runs import (
+    Harness,
+    database_connection,
+    files_task,
+    make_task,
+    server_file,
+    sftp_destination,
+)
 from tests.servers import MariaDbServer, SshServer
 from tests.test_cli import reconciler, write
 from tests.test_restore import MARIADB_SCHEMA, make_tree
@@ -117,6 +124,24 @@ def test_a_flipped_byte_fails_decryption_or_decompression_without_a_recorded_che
 
     assert len(result.problems) == 1
     assert found in result.problems[0]
+
+
+def test_a_backup_on_an_sftp_destination_is_verified_and_its_damage_found(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    remote = tmp_path / "remote"
+    destination = sftp_destination(sshd, remote, sshd.known_hosts)
+    local = files_task(sshd, tmp_path / "unused", make_tree(tmp_path))
+    task = local.model_copy(update={"destination": destination})
+    harness = Harness(tmp_path)
+    assert harness.run(task) is RunStatus.SUCCESSFUL
+    record = harness.state.runs.latest_run(task.id)
+    assert record is not None
+    (stored,) = remote.iterdir()
+
+    assert verify(task, record, secrets=harness.secrets).problems == ()
+    flip_byte(stored, 1000)
+    assert verify(task, record, secrets=harness.secrets).problems
 
 
 def test_a_tar_cut_short_at_a_member_boundary_fails_without_a_recorded_checksum(
