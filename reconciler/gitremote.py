@@ -388,14 +388,18 @@ def _integrate(
     """Bring our branch onto `upstream` (see `follow`); what was kept aside, if anything. A
     branch that moved meanwhile is left as it is, for the caller's next look."""
     head = _commit(repo, ref)
-    if _contains(repo, head.id, upstream.id):
+    # Ours since the upstream head last fetched; what the upstream dropped from there is gone.
+    base = previous if previous is not None and _contains(repo, head.id, previous) else None
+    # Reset back to an older commit (which our branch contains): not "nothing new", or the
+    # commits it dropped would be pushed back as if they were ours.
+    rewound = base is not None and not _contains(repo, upstream.id, base)
+    if _contains(repo, head.id, upstream.id) and not rewound:
         return None  # nothing new upstream
     if _contains(repo, upstream.id, head.id):
         _move(root, ref, str(head.id), str(upstream.id), f"fast-forward to {upstream.id}")
         return None
-    # Ours since the upstream head last fetched; what the upstream dropped from there is gone.
-    base = previous if previous is not None and _contains(repo, head.id, previous) else None
-    _check_trusted(upstream, distrust)
+    if head.id != base:  # commits of ours to replay (and sign)
+        _check_trusted(upstream, distrust)
     try:
         onto = _replay(repo, head, upstream, sign, base)
     except GitConflictError as exc:
