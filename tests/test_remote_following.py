@@ -271,6 +271,22 @@ async def test_a_force_push_is_followed_and_an_unpushed_api_commit_is_kept_under
     assert kept["ref"] in caplog.text
 
 
+async def test_a_force_push_back_to_an_older_commit_takes_its_commits_out_of_the_history(
+    person: Path, rig: ApiRig
+) -> None:
+    person_pushes(person, {"tasks/1-first.yaml": configset.task(1, label="Oops")}, "oops")
+    await rig.post("/api/sync")
+    history = (await rig.get("/api/backup-tasks/1/history")).json()["data"]
+    assert [entry["message"] for entry in history] == ["oops\n", "initial\n"]
+    git(person, "push", "-q", "--force", "origin", "HEAD~1:main")
+
+    synced = (await rig.post("/api/sync")).json()["data"]
+
+    assert synced["revision"] == git(person, "rev-parse", "HEAD~1").strip()
+    history = (await rig.get("/api/backup-tasks/1/history")).json()["data"]
+    assert [entry["message"] for entry in history] == ["initial\n"]
+
+
 async def test_a_failing_fetch_keeps_the_last_revision_and_shows_in_sync_and_metrics(
     tmp_path: Path, person: Path, rig: ApiRig
 ) -> None:
