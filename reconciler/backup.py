@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pydantic import TypeAdapter
 
+from reconciler.checksum import HashingWriter
 from reconciler.commands import (
     DETECT_ENGINE_COMMAND,
     EXIT_PRODUCER_WARNING,
@@ -246,9 +247,9 @@ class BackupPipeline:
 
         for problem in send_run_started(task.notifications, self._secrets.resolve):
             log(f"notification failed: {problem}")
-        status, reason, size, name = RunStatus.FAILED, "", None, None
+        status, reason, size, name, sha256 = RunStatus.FAILED, "", None, None, None
         try:
-            size, name = self._backup(task, run_id, started, cancel, log)
+            size, name, sha256 = self._backup(task, run_id, started, cancel, log)
             status = RunStatus.SUCCESSFUL
         except Exception as exc:
             # The runner cancels only when the daemon stops.
@@ -264,6 +265,7 @@ class BackupPipeline:
                 reason=reason or None,
                 size=size,
                 backup_name=name,
+                sha256=sha256,
             )
         recorded(RunResult(status, finished - started, size, reason or None))
         if self._tally is not None:
@@ -378,7 +380,7 @@ class BackupPipeline:
         started: datetime,
         cancel: threading.Event,
         log: Callable[[str], None],
-    ) -> tuple[int, str]:
+    ) -> tuple[int, str, str]:
         spec = task.task
         timeout = (
             timedelta(seconds=spec.run_timeout_seconds)
@@ -406,17 +408,17 @@ class BackupPipeline:
                 log(f"streaming {spec.source.type.value} to {task.destination.label}: {where}")
                 written = RunTarget(task.destination.model_dump_json(), spec.storage.path, name)
                 self._runs.record_target(run_id, written)
-                size = self._stream(
+                size, sha256 = self._stream(
                     shell, command, stdin, store, name, task, passphrase, form, timeout, cancel, log
                 )
-            log(f"stored {name} ({size} bytes)")
+            log(f"stored {name} ({size} bytes, sha256 {sha256})")
             try:
                 self._rotate(task, store, name, log)
             except Exception as exc:  # the backup is stored; old ones stay until the next run
                 log(f"rotation failed: {exc}")
         finally:
             store.close()
-        return size, name
+        return size, name, sha256
 
     def _stream(
         self,
@@ -431,8 +433,10 @@ class BackupPipeline:
         timeout: timedelta,
         cancel: threading.Event,
         log: Callable[[str], None],
-    ) -> int:
-        inner = store.open_writer(task.task.storage.path, name)
+    ) -> tuple[int, str]:
+        """Stream the backup into the destination; returns the stored object's size and SHA-256,
+        hashed as it is written."""
+        inner = HashingWriter(store.open_writer(task.task.storage.path, name))
         encrypting = EncryptingWriter(inner, passphrase) if passphrase is not None else None
         writer: BackupWriter = encrypting if encrypting is not None else inner
         sink = _CountingSink(
@@ -466,7 +470,7 @@ class BackupPipeline:
             writer.abort()
             raise
         writer.commit()
-        return encrypting.size if encrypting is not None else sink.size
+        return inner.size, inner.sha256()
 
     def _rotate(
         self, task: ResolvedTask, store: DestinationStore, keep: str, log: Callable[[str], None]

@@ -1,5 +1,5 @@
-"""`reconciler`: serve, validate, plan, run, restore, prune, token. Thin: each command wires and
-reports.
+"""`reconciler`: serve, validate, plan, run, restore, verify, prune, token. Thin: each command
+wires and reports.
 
 Anything a user can get wrong ends in one clear sentence on stderr and a non-zero exit, never a
 traceback.
@@ -205,6 +205,19 @@ def _parser() -> argparse.ArgumentParser:
     restore.add_argument("--known-hosts", type=Path, help="known_hosts file for SSH host keys")
     _age_identity_option(restore)
     restore.set_defaults(command=_restore)
+
+    verify = commands.add_parser(
+        "verify", help="prove a backup restorable (checksum, decryption, every file or the dump)"
+    )
+    verify.add_argument("task_id", type=int)
+    verify.add_argument(
+        "--run", type=int, dest="run_id", help="the run whose backup to verify (default: newest)"
+    )
+    _repo_option(verify)
+    _state_option(verify)
+    verify.add_argument("--known-hosts", type=Path, help="known_hosts file for SSH host keys")
+    _age_identity_option(verify)
+    verify.set_defaults(command=_verify)
 
     prune = commands.add_parser(
         "prune", help="apply the task's retention policy (storage.keep) to its destination"
@@ -592,6 +605,23 @@ def _restore(args: argparse.Namespace) -> int:
         lambda: asyncio.run(restore_backup(settings, args.task_id, args.run_id, args.to))
     )
     print(f"restored task {args.task_id} to {where}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from reconciler.daemon import Settings, verify_backup
+
+    settings = Settings(
+        repo=args.repo,
+        state=args.state,
+        known_hosts=args.known_hosts,
+        age_identity=args.age_identity,
+    )
+    result = _guarded(lambda: asyncio.run(verify_backup(settings, args.task_id, args.run_id)))
+    if result.problems:
+        print(f"reconciler: {result.summary()}", file=sys.stderr)
+        return 1
+    print(result.summary())
     return 0
 
 

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from reconciler.api.tokenuse import TokenUses
     from reconciler.retention import Decision
     from reconciler.upstream import Upstream
+    from reconciler.verify import Verification
 
 # The HTTP API (FastAPI, uvicorn), the ref watch and restoring are imported where they are
 # used: a one-off command (`reconciler run`) needs none of them, and importing FastAPI and the
@@ -485,6 +486,27 @@ async def restore_backup(settings: Settings, task_id: int, run_id: int | None, t
                 raise DaemonError(f"task {task_id} has no run {run_id}")
         return await asyncio.to_thread(
             restore, task, run=run, to=to, secrets=daemon.secrets, known_hosts=settings.known_hosts
+        )
+
+
+async def verify_backup(settings: Settings, task_id: int, run_id: int | None) -> Verification:
+    """`reconciler verify`: read the given run's backup (default: the task's newest successful
+    run's) through, as a restore would, writing nothing."""
+    from reconciler.verify import newest_verifiable_run, verify
+
+    async with synced(settings) as daemon:
+        task = _task(daemon, task_id)
+        runs = daemon.state.runs
+        if run_id is None:
+            run = await asyncio.to_thread(newest_verifiable_run, runs, task_id)
+            if run is None:
+                raise DaemonError(f"task {task_id} has no successful backup run to verify")
+        else:
+            run = await asyncio.to_thread(runs.run, run_id)
+            if run is None or run.task_id != task_id:
+                raise DaemonError(f"task {task_id} has no run {run_id}")
+        return await asyncio.to_thread(
+            verify, task, run, secrets=daemon.secrets, known_hosts=settings.known_hosts
         )
 
 

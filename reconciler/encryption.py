@@ -24,8 +24,9 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import IO, BinaryIO, Protocol
+from typing import Protocol
 
+from reconciler.checksum import Readable
 from reconciler.processes import Process, ProcessError, run
 from reconciler.types import ReconcilerError
 
@@ -236,9 +237,7 @@ class EncryptingWriter:
             self._inner.abort()
 
 
-def decrypt_stream(
-    source: BinaryIO | IO[bytes], sink: Callable[[bytes], None], passphrase: str
-) -> None:
+def decrypt_stream(source: Readable, sink: Callable[[bytes], None], passphrase: str) -> None:
     """Decrypt an OpenPGP message from `source` into `sink`; raises EncryptionError when the
     passphrase is wrong or the data was damaged or tampered with (MDC check)."""
     gpg = _Gpg(["--decrypt"], passphrase, sink)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -41,8 +42,18 @@ SET_ASIDE_PREFIX = "refs/reconciler/set-aside/"
 _LISTED_COMMITS = 20
 
 
+# Why nothing of ours may be replayed onto (and signed on top of) a commit, or None when it may:
+# with --allowed-signers, a remote's head that is not signed by an allowed key.
+Distrust = Callable[[str], str | None]
+
+
 class GitConflictError(GitError):
     """Our unpushed commits conflict with the upstream branch; they stay on our branch."""
+
+
+class UntrustedUpstreamError(GitError):
+    """The upstream head is not signed by an allowed key: ours are not replayed onto it and
+    stay on our branch, unpushed, until a signed commit is the upstream head."""
 
 
 @dataclass(frozen=True)
@@ -128,11 +139,18 @@ def rejected(porcelain: str) -> bool:
     return any(line.startswith("!") and "[rejected]" in line for line in porcelain.splitlines())
 
 
-def push(root: Path, remote: str = "origin", *, sign: CommitSigner | None = None) -> None:
+def push(
+    root: Path,
+    remote: str = "origin",
+    *,
+    sign: CommitSigner | None = None,
+    distrust: Distrust | None = None,
+) -> None:
     """Push the checked-out branch of the repository at `root` to the same name on `remote`.
 
     A real conflict raises GitConflictError and leaves our branch exactly as it was. Commits
-    replayed onto the upstream are new commits: signed with `sign`, as the store signed them.
+    replayed onto the upstream are new commits: signed with `sign`, as the store signed them;
+    never onto an upstream head `distrust` gives a reason for (UntrustedUpstreamError).
     """
     repo = pygit2.Repository(str(root))
     if remote not in repo.remotes.names():
@@ -149,7 +167,7 @@ def push(root: Path, remote: str = "origin", *, sign: CommitSigner | None = None
         if _push_once(root, remote, branch):
             return
         _git(root, fetch_argv(remote, branch, tracking))
-        _rebase_onto(root, repo, branch, tracking, sign)
+        _rebase_onto(root, repo, branch, tracking, sign, distrust)
     raise GitError(f"push of {name} to {remote} was still rejected after {PUSH_ATTEMPTS} attempts")
 
 
@@ -173,10 +191,16 @@ def _push_once(root: Path, remote: str, branch: str) -> bool:
 
 
 def _rebase_onto(
-    root: Path, repo: pygit2.Repository, branch: str, tracking: str, sign: CommitSigner | None
+    root: Path,
+    repo: pygit2.Repository,
+    branch: str,
+    tracking: str,
+    sign: CommitSigner | None,
+    distrust: Distrust | None,
 ) -> None:
     head = _commit(repo, branch)
     upstream = _commit(repo, tracking)
+    _check_trusted(upstream, distrust)
     onto = _replay(repo, head, upstream, sign)
     _move(root, branch, str(head.id), str(onto.id), f"rebase onto {upstream.id}")
 
@@ -198,6 +222,17 @@ def _move(root: Path, branch: str, old: str, new: str, reason: str) -> bool:
             f"upstream changes touch files with local modifications: {exc}"
         ) from exc
     return True
+
+
+def _check_trusted(upstream: pygit2.Commit, distrust: Distrust | None) -> None:
+    """Refuse to build on `upstream` when `distrust` says why: replaying our commits onto it
+    and signing them would make a verified head of what nobody trusted."""
+    reason = None if distrust is None else distrust(str(upstream.id))
+    if reason is not None:
+        raise UntrustedUpstreamError(
+            f"the remote's head {str(upstream.id)[:12]} is not signed by an allowed key"
+            f" ({reason}), so our commits are not replayed onto it"
+        )
 
 
 def _commit(repo: pygit2.Repository, rev: str) -> pygit2.Commit:
@@ -299,6 +334,7 @@ def follow(
     remote: str = ORIGIN,
     *,
     sign: CommitSigner | None = None,
+    distrust: Distrust | None = None,
 ) -> Followed:
     """Fetch `branch` from `remote`, bring ours to its head, then push what is ours on top.
 
@@ -308,7 +344,11 @@ def follow(
     person's commit wins: ours are kept on a ref under SET_ASIDE_PREFIX and our branch follows
     the upstream. Never forces a push; a push rejected because the upstream moved meanwhile is
     tried again, a bounded number of times. `now` names the ref of commits kept aside; replayed
-    commits are signed with `sign`, as the store signed them.
+    commits are signed with `sign`, as the store signed them. Ours are never replayed onto an
+    upstream head `distrust` gives a reason for (signing them would vouch for it): that raises
+    UntrustedUpstreamError and leaves our branch as it was. With nothing of ours unpushed, such
+    a head is followed like any other (the daemon then refuses to apply it, see
+    reconciler.headtrust).
     """
     repo = pygit2.Repository(str(root))
     ref = f"refs/heads/{branch}"
@@ -322,7 +362,9 @@ def follow(
         upstream = _commit(repo, tracking)
         if previous is not None and not _contains(repo, upstream.id, previous):
             rewritten = True
-        set_aside = _integrate(root, repo, ref, upstream, previous, now, sign) or set_aside
+        set_aside = (
+            _integrate(root, repo, ref, upstream, previous, now, sign, distrust) or set_aside
+        )
         head = _commit(repo, ref)
         if head.id == upstream.id:
             return Followed(before, str(head.id), rewritten, False, set_aside)
@@ -341,17 +383,23 @@ def _integrate(
     previous: pygit2.Oid | None,
     now: datetime,
     sign: CommitSigner | None,
+    distrust: Distrust | None,
 ) -> SetAside | None:
     """Bring our branch onto `upstream` (see `follow`); what was kept aside, if anything. A
     branch that moved meanwhile is left as it is, for the caller's next look."""
     head = _commit(repo, ref)
-    if _contains(repo, head.id, upstream.id):
+    # Ours since the upstream head last fetched; what the upstream dropped from there is gone.
+    base = previous if previous is not None and _contains(repo, head.id, previous) else None
+    # Reset back to an older commit (which our branch contains): not "nothing new", or the
+    # commits it dropped would be pushed back as if they were ours.
+    rewound = base is not None and not _contains(repo, upstream.id, base)
+    if _contains(repo, head.id, upstream.id) and not rewound:
         return None  # nothing new upstream
     if _contains(repo, upstream.id, head.id):
         _move(root, ref, str(head.id), str(upstream.id), f"fast-forward to {upstream.id}")
         return None
-    # Ours since the upstream head last fetched; what the upstream dropped from there is gone.
-    base = previous if previous is not None and _contains(repo, head.id, previous) else None
+    if head.id != base:  # commits of ours to replay (and sign)
+        _check_trusted(upstream, distrust)
     try:
         onto = _replay(repo, head, upstream, sign, base)
     except GitConflictError as exc:

@@ -89,6 +89,15 @@ class HeadTrust:
                 return replace(state, verified_revision=verdict.revision, signed_by=verdict.signer)
         return state
 
+    def distrust(self, revision: str) -> str | None:
+        """Why nothing of ours may be built on `revision` (a remote's head we would replay our
+        commits onto and sign), or None when its commit is signed by an allowed key. Blocking;
+        safe from any thread (it changes nothing)."""
+        if revision == self.state.verified_revision:
+            return None
+        [verdict] = self._verifier.verdicts(revision)
+        return None if verdict.trusted else verdict.reason or "its signature is not trusted"
+
     def write_refusal(self) -> str | None:
         """Why an API write must not be committed now, or None.
 

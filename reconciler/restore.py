@@ -15,6 +15,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import IO
 
+from reconciler.checksum import Readable
 from reconciler.commands import DUMP_EXTENSION, BackupFormat
 from reconciler.completeness import DUMP_TAIL_WINDOW, dump_tail_complete
 from reconciler.destinations import open_destination
@@ -65,6 +66,20 @@ def check_dump_complete(dump: Path) -> None:
         )
 
 
+def reading_keys(
+    task: ResolvedTask, name: str, secrets: Secrets
+) -> tuple[BackupFormat, str | None]:
+    """How the backup `name` of `task` is stored, and the passphrase it needs (None: none)."""
+    form = BackupFormat.of(name)
+    if form is None:
+        raise RestoreError(f"{name}: unknown backup format")
+    if not form.encrypted:
+        return form, None
+    if task.task.encryption_password is None:
+        raise RestoreError(f"{name} is encrypted but the task has no encryption_password")
+    return form, secrets.resolve(task.task.encryption_password)
+
+
 def _sql_name(backup: str, form: BackupFormat) -> str:
     return f"{backup.removesuffix(f'.{form.extension}')}.{DUMP_EXTENSION}"
 
@@ -85,14 +100,7 @@ def restore(
     try:
         directory = task.task.storage.path
         name = choose_backup(task, run, [b.name for b in store.list_backups(directory)])
-        form = BackupFormat.of(name)
-        if form is None:
-            raise RestoreError(f"{name}: unknown backup format")
-        passphrase = None
-        if form.encrypted:
-            if task.task.encryption_password is None:
-                raise RestoreError(f"{name} is encrypted but the task has no encryption_password")
-            passphrase = secrets.resolve(task.task.encryption_password)
+        form, passphrase = reading_keys(task, name, secrets)
         staging = Path(tempfile.mkdtemp(prefix=".restore-", dir=to))
         try:
             sql_name = _sql_name(name, form)
@@ -107,11 +115,14 @@ def restore(
         store.close()
 
 
+def decompress_argvs(form: BackupFormat) -> list[list[str]]:
+    """The programs that turn a (decrypted) backup of `form` into its tar or dump."""
+    return [["zstd", "-d", "-c", "-q"]] if form.compressed else []
+
+
 def unpack_argvs(form: BackupFormat, staging: Path) -> list[list[str]]:
     """The programs a backup of `form` is piped through (nothing for a plain dump)."""
-    argvs: list[list[str]] = []
-    if form.compressed:
-        argvs.append(["zstd", "-d", "-c", "-q"])
+    argvs = decompress_argvs(form)
     if form.source_type is SourceType.FILES:
         argvs.append(["tar", "-x", "-f", "-", "-C", str(staging)])
     return argvs
@@ -126,7 +137,17 @@ def _unpack(
             if form.source_type is SourceType.DATABASE
             else None
         )
-        processes = pipeline(unpack_argvs(form, staging), stdout=sql_file)
+        read_backup(reader, passphrase, unpack_argvs(form, staging), sql_file)
+
+
+def read_backup(
+    reader: Readable, passphrase: str | None, argvs: list[list[str]], stdout: IO[bytes] | None
+) -> None:
+    """Stream a stored backup from `reader` through gpg (when `passphrase` is given) and the
+    programs `argvs` into `stdout` (the plaintext itself when there are no programs); a
+    RestoreError says what failed."""
+    with ExitStack() as stack:
+        processes = pipeline(argvs, stdout=stdout)
         for process in processes:
             stack.callback(process.close)
 
@@ -134,8 +155,8 @@ def _unpack(
             if processes:
                 processes[0].write(chunk)
             else:
-                assert sql_file is not None
-                sql_file.write(chunk)
+                assert stdout is not None
+                stdout.write(chunk)
 
         failure: Exception | None = None
         try:

@@ -190,33 +190,42 @@ class TaskHistory:
         """`limit` of the task's history entries at `revision`, newest first, from `offset`; and
         how many there are in all."""
         with self._lock:
-            self._follow(revision)
+            newer = self._follow(revision)
             entries = self._index.entries.get(task_id, [])
+            if newer:
+                entries = [entry for entry in entries if entry.commit.sha not in newer]
             total = len(entries)
             newest = total - offset  # the entries list is oldest first
             return [entries[i] for i in range(newest - 1, max(newest - limit, 0) - 1, -1)], total
 
-    def _follow(self, revision: str | None) -> None:
+    def _follow(self, revision: str | None) -> frozenset[str]:
+        """Bring the index to `revision`; the commits of the index that `revision` does not
+        have, when it is an ancestor of the index's head: a request that read the revision just
+        before the head moved, or a branch reset back to it (a force-push). Their entries are
+        a suffix of each task's, so leaving them out answers at `revision` without a re-read."""
         index = self._index
         if revision == index.revision:
-            return
+            return frozenset()
         if revision is None:
             self._index = _Index()
-            return
+            return frozenset()
         commits = (
             None if index.revision is None else self._store.commits_since(index.revision, revision)
         )
         if commits is None:
-            if index.revision is not None and self._store.commits_since(revision, index.revision):
-                return  # asked at an older head than the index describes: its answer is newer
+            if index.revision is not None and (
+                newer := self._store.commits_since(revision, index.revision)
+            ):
+                return frozenset(newer)
             index, commits = _Index(), self._store.commits_since(None, revision) or []
         self._index = _Index()  # until the walk is done: a failure leaves no half-built index
         for commit in reversed(commits):
             if self._stop.is_set():
-                return
+                return frozenset()
             self._apply(index, self._store.commit_files(commit))
         index.revision = revision
         self._index = index
+        return frozenset()
 
     def _apply(self, index: _Index, changes: CommitFiles) -> None:
         files = {path: blobs for path, blobs in changes.files.items() if _is_task_file(path)}

@@ -17,10 +17,18 @@ import contextlib
 import logging
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 from reconciler.engine import Engine
-from reconciler.gitremote import Followed, SetAside, follow, redact, scrub
+from reconciler.gitremote import (
+    Followed,
+    SetAside,
+    UntrustedUpstreamError,
+    follow,
+    redact,
+    scrub,
+)
 from reconciler.gitstore import GitError
 from reconciler.types import Clock
 
@@ -87,9 +95,16 @@ class Upstream:
         async with self._lock:
             now = self._clock.now()
             try:
-                store = self._engine.store
+                store, trust = self._engine.store, self._engine.trust
                 followed = await asyncio.to_thread(
-                    follow, store.root, self._branch, now, sign=store.signer
+                    partial(
+                        follow,
+                        store.root,
+                        self._branch,
+                        now,
+                        sign=store.signer,
+                        distrust=None if trust is None else trust.distrust,
+                    )
                 )
             except Exception as exc:  # whatever went wrong, the last good revision runs on
                 error = scrub(str(exc) or type(exc).__name__, self._url)
@@ -106,7 +121,11 @@ class Upstream:
                     fetches=self.status.fetches + 1,
                     failures=self.status.failures + 1,
                 )
-                raise GitError(error) from exc
+                # An untrusted head stays one: a writer says so rather than "the push failed".
+                kind = (
+                    UntrustedUpstreamError if isinstance(exc, UntrustedUpstreamError) else GitError
+                )
+                raise kind(error) from exc
             if self.status.last_error is not None:
                 log.info("syncing with %s works again", self.status.url)
             self._report(followed)

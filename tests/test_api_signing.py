@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.gitremote import push
+from reconciler.gitremote import UntrustedUpstreamError, push
 from reconciler.gitstore import Author, Change, GitStore
+from reconciler.headtrust import open_trust
 from reconciler.signatures import SigningKey
 from tests import configset
 from tests.apirig import ApiRig, api_rig, config_files
@@ -237,6 +238,32 @@ def test_a_commit_rebased_before_its_push_is_signed_again(tmp_path: Path, keys: 
     checked = verify_commit(repo, "HEAD", keys.signers)
     assert checked.returncode == 0, checked.stderr
     assert 'Good "git" signature for daemon@example.com' in checked.stderr
+
+
+def test_a_commit_is_never_replayed_onto_an_unsigned_upstream_head(
+    tmp_path: Path, keys: Keys
+) -> None:
+    repo = tmp_path / "config"
+    init_repo(repo, {"tasks/a.yaml": "id: 1\n"})
+    signed_commit(repo, {}, "signed by alice", keys.alice)
+    bare = tmp_path / "upstream.git"
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(bare))
+    git(repo, "remote", "add", "origin", str(bare))
+    git(repo, "push", "-q", "origin", "main")
+    git(tmp_path, "clone", "-q", str(bare), str(tmp_path / "laptop"))
+    unsigned = commit_files(tmp_path / "laptop", {"tasks/b.yaml": "id: 2\n"}, "b, unsigned")
+    git(tmp_path / "laptop", "push", "-q", "origin", "main")
+    signing_key = SigningKey(keys.daemon.private)
+    store = GitStore(repo, sign=signing_key.sign)
+    trust = open_trust(repo, keys.signers, signing_key)
+    ada, now = Author("Ada", "ada@example.com"), datetime(2026, 3, 10, tzinfo=UTC)
+    ours = store.commit({"tasks/c.yaml": b"id: 3\n"}, ada, "add c", now, parent=store.head())
+
+    with pytest.raises(UntrustedUpstreamError, match="not signed by an allowed key"):
+        push(repo, sign=store.signer, distrust=trust.distrust)
+
+    assert head(repo) == ours
+    assert git(bare, "rev-parse", "main").strip() == unsigned
 
 
 # As a user runs it: `reconciler serve` in its own process, the ref watch, a restart

@@ -237,6 +237,41 @@ def test_after_a_force_push_our_unpushed_commit_is_replayed_onto_the_new_history
     assert not (clone / "tasks" / "b.yaml").exists()
 
 
+def test_a_force_push_back_to_an_older_commit_is_followed_and_never_pushed_over(
+    tmp_path: Path, person: Path, clone: Path
+) -> None:
+    older = head(person)
+    dropped = person_pushes(person, {"tasks/b.yaml": "id: 2\n"}, "a mistake")
+    follow(clone, "main", NOW)
+    git(person, "push", "-q", "--force", "origin", f"{older}:main")
+
+    followed = follow(clone, "main", NOW)
+
+    assert followed.rewritten
+    assert not followed.pushed
+    assert (followed.before, followed.head) == (dropped, older)
+    assert head(clone) == older == upstream_head(tmp_path)
+    assert not (clone / "tasks" / "b.yaml").exists()
+    assert work_tree_status(clone) == ""
+
+
+def test_after_a_force_push_back_our_unpushed_commit_is_replayed_without_what_it_dropped(
+    tmp_path: Path, person: Path, clone: Path
+) -> None:
+    older = head(person)
+    person_pushes(person, {"tasks/b.yaml": "id: 2\n"}, "a mistake")
+    follow(clone, "main", NOW)
+    api_commits(clone, {"tasks/c.yaml": b"id: 3\n"}, "api: add c")
+    git(person, "push", "-q", "--force", "origin", f"{older}:main")
+
+    followed = follow(clone, "main", NOW)
+
+    assert followed.pushed
+    assert git(clone, "log", "--format=%s").splitlines() == ["api: add c", "initial"]
+    assert upstream_head(tmp_path) == head(clone)
+    assert not (clone / "tasks" / "b.yaml").exists()
+
+
 def test_after_a_force_push_an_unpushed_commit_that_no_longer_applies_is_kept_aside(
     tmp_path: Path, person: Path, clone: Path
 ) -> None:

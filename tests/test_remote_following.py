@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from reconciler.gitstore import GitError
 from tests import configset
 from tests.apirig import ApiRig, api_rig, config_files, settings
 from tests.gitrepo import commit_files, git, head, init_repo
-from tests.signers import allowed_signers, make_key, signed_commit
+from tests.signers import Key, allowed_signers, make_key, signed_commit
 
 pytestmark = pytest.mark.anyio
 
@@ -270,6 +271,22 @@ async def test_a_force_push_is_followed_and_an_unpushed_api_commit_is_kept_under
     assert kept["ref"] in caplog.text
 
 
+async def test_a_force_push_back_to_an_older_commit_takes_its_commits_out_of_the_history(
+    person: Path, rig: ApiRig
+) -> None:
+    person_pushes(person, {"tasks/1-first.yaml": configset.task(1, label="Oops")}, "oops")
+    await rig.post("/api/sync")
+    history = (await rig.get("/api/backup-tasks/1/history")).json()["data"]
+    assert [entry["message"] for entry in history] == ["oops\n", "initial\n"]
+    git(person, "push", "-q", "--force", "origin", "HEAD~1:main")
+
+    synced = (await rig.post("/api/sync")).json()["data"]
+
+    assert synced["revision"] == git(person, "rev-parse", "HEAD~1").strip()
+    history = (await rig.get("/api/backup-tasks/1/history")).json()["data"]
+    assert [entry["message"] for entry in history] == ["initial\n"]
+
+
 async def test_a_failing_fetch_keeps_the_last_revision_and_shows_in_sync_and_metrics(
     tmp_path: Path, person: Path, rig: ApiRig
 ) -> None:
@@ -402,3 +419,110 @@ async def test_an_api_commit_replayed_onto_a_persons_signed_push_is_pushed_signe
         )  # fmt: skip
         assert verdict.split() == ["G", own.principal]
         assert rig.engine.revision == pushed
+
+
+# With --allowed-signers: what is fetched runs only if its head is signed by an allowed key,
+# however it arrives (POST /api/sync, the webhook, the fetch an API write makes before pushing).
+
+
+@dataclass
+class Trusted:
+    rig: ApiRig
+    person: Path
+    signed: str  # the verified revision the daemon started on
+    alice: Key
+
+
+@pytest.fixture
+async def trusted(tmp_path: Path, person: Path, url: str) -> AsyncIterator[Trusted]:
+    """The remote's head signed by alice; the daemon verifies heads and signs its own commits."""
+    alice, own = make_key(tmp_path / "keys", "alice"), make_key(tmp_path / "keys", "daemon")
+    signers = allowed_signers(tmp_path / "allowed_signers", alice, own)
+    signed = signed_commit(person, {}, "signed by alice", alice)
+    git(person, "push", "-q", "origin", "main")
+    async with following(
+        tmp_path, url, allowed_signers=signers, signing_key=own.private, webhook_secret=SECRET
+    ) as rig:
+        assert rig.engine.revision == signed
+        yield Trusted(rig, person, signed, alice)
+
+
+async def test_a_persons_unsigned_push_is_refused_and_the_verified_revision_keeps_running(
+    trusted: Trusted,
+) -> None:
+    rig = trusted.rig
+    unsigned = person_pushes(trusted.person, {"tasks/9-new.yaml": configset.task(9, 1)})
+
+    synced = (await rig.post("/api/sync")).json()["data"]
+
+    assert synced["revision"] == trusted.signed
+    assert synced["signature"]["refused_revision"] == unsigned
+    assert synced["signature"]["reason"] == "the commit is not signed"
+    assert synced["remote"]["last_error"] is None
+    assert rig.engine.next_fire(9) is None
+
+
+async def test_an_unsigned_push_announced_by_the_webhook_is_refused(trusted: Trusted) -> None:
+    rig = trusted.rig
+    unsigned = person_pushes(trusted.person, {"tasks/9-new.yaml": configset.task(9, 1)})
+    headers = {"X-Hub-Signature-256": signature(PUSH_EVENT, SECRET)}
+
+    response = await rig.client.post("/api/hooks/git", content=PUSH_EVENT, headers=headers)
+
+    assert response.status_code == 202
+    trust = rig.engine.trust
+    assert trust is not None
+    await until(lambda: trust.state.refused_revision == unsigned)
+    assert rig.engine.revision == trusted.signed
+    assert rig.engine.next_fire(9) is None
+
+
+async def test_a_signed_push_announced_by_the_webhook_is_applied(trusted: Trusted) -> None:
+    rig = trusted.rig
+    pushed = signed_commit(
+        trusted.person, {"tasks/9-new.yaml": configset.task(9, 1)}, "signed", trusted.alice
+    )
+    git(trusted.person, "push", "-q", "origin", "main")
+    headers = {"X-Gitlab-Token": SECRET}
+
+    assert (await rig.client.post("/api/hooks/git", headers=headers)).status_code == 202
+
+    await until(lambda: rig.engine.revision == pushed)
+    assert rig.engine.next_fire(9) is not None
+
+
+async def test_an_api_write_never_signs_a_persons_unsigned_push_into_a_verified_head(
+    tmp_path: Path, trusted: Trusted
+) -> None:
+    rig = trusted.rig
+    unsigned = person_pushes(trusted.person, {"tasks/9-new.yaml": configset.task(9, 1)})
+
+    response = await rig.put("/api/backup-tasks/1", {"label": "From the API"})
+
+    assert response.status_code == 409
+    message = response.json()["message"]
+    assert f"the remote's head {unsigned[:12]} is not signed by an allowed key" in message
+    assert upstream_head(tmp_path) == unsigned  # nothing of ours pushed on top of it
+    assert git(rig.repo, "rev-parse", "HEAD^").strip() == trusted.signed
+    assert rig.engine.revision == head(rig.repo)  # ours, signed by the daemon
+    assert rig.engine.next_fire(9) is None
+    remote = (await rig.get("/api/sync")).json()["data"]["remote"]
+    assert "is not signed by an allowed key" in remote["last_error"]
+
+
+async def test_an_unpushed_api_commit_is_pushed_once_a_signed_commit_is_the_remotes_head(
+    tmp_path: Path, trusted: Trusted
+) -> None:
+    rig = trusted.rig
+    person_pushes(trusted.person, {"tasks/9-new.yaml": configset.task(9, 1)})
+    assert (await rig.put("/api/backup-tasks/1", {"label": "From the API"})).status_code == 409
+    fixed = signed_commit(trusted.person, {}, "reviewed, signed", trusted.alice)
+    git(trusted.person, "push", "-q", "origin", "main")
+
+    synced = (await rig.post("/api/sync")).json()["data"]
+
+    assert synced["remote"]["last_error"] is None
+    assert git(rig.repo, "rev-parse", "HEAD^").strip() == fixed
+    assert upstream_head(tmp_path) == head(rig.repo) == synced["revision"]
+    assert rig.engine.next_fire(9) is not None
+    assert (await rig.get("/api/backup-tasks/1")).json()["data"]["label"] == "From the API"

@@ -599,3 +599,24 @@ def test_the_sqlite_change_marker_moves_with_a_write_after_the_wal_was_truncated
         assert store.changes.current() not in (None, before)
     finally:
         store.close()
+
+
+def test_a_finished_run_keeps_the_size_and_sha256_of_its_backup(store: StateStore) -> None:
+    run_id = store.runs.start_run(7, "schedule", T0)
+    digest = "ab" * 32
+    store.runs.finish_run(
+        run_id, RunStatus.SUCCESSFUL, T0, size=1234, backup_name="backup_7_x.tar", sha256=digest
+    )
+
+    run = store.runs.run(run_id)
+    assert run is not None
+    assert (run.size, run.sha256) == (1234, digest)
+
+
+def test_a_run_finished_without_a_checksum_has_none(store: StateStore) -> None:
+    run_id = store.runs.start_run(7, "schedule", T0)
+    store.runs.finish_run(run_id, RunStatus.FAILED, T0, reason="connection refused")
+
+    run = store.runs.run(run_id)
+    assert run is not None
+    assert run.sha256 is None

@@ -181,13 +181,26 @@ def test_a_rewritten_history_is_read_again(repo: Path) -> None:
     ]
 
 
-def test_an_older_head_than_the_one_read_is_answered_from_what_was_read(repo: Path) -> None:
+def test_an_older_head_than_the_one_read_is_answered_at_that_head_from_what_was_read(
+    repo: Path,
+) -> None:
     followed = TaskHistory(GitStore(repo))
     older = head(repo)
-    commit_files(repo, {"tasks/5-web.yaml": configset.task(5, label="newer")}, "newer")
+    newer = commit_files(repo, {"tasks/5-web.yaml": configset.task(5, label="newer")}, "newer")
     history(repo, 5, followed)
     entries, total = followed.page(older, 5, 0, 10)
-    assert (total, entries[0].commit.message) == (2, "newer\n")
+    assert (total, entries[0].commit.message) == (1, "initial\n")
+    assert followed.revision == newer
+
+
+def test_a_branch_reset_to_an_older_commit_no_longer_lists_the_commits_it_dropped(
+    repo: Path,
+) -> None:
+    followed = TaskHistory(GitStore(repo))
+    commit_files(repo, {"tasks/5-web.yaml": configset.task(5, label="gone")}, "to be dropped")
+    assert len(history(repo, 5, followed)) == 2
+    git(repo, "reset", "-q", "--hard", "HEAD~1")
+    assert changes(history(repo, 5, followed)) == changes(history(repo, 5))
 
 
 def test_pages_cut_the_history_newest_first(repo: Path) -> None:

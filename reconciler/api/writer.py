@@ -36,7 +36,7 @@ from reconciler.api.errors import ApiError, Invalid
 from reconciler.api.idempotency import HEADER, KEY_LIFETIME, KeyedRequest, earlier_answer
 from reconciler.desired import DesiredState
 from reconciler.engine import Engine
-from reconciler.gitremote import GitConflictError, push
+from reconciler.gitremote import GitConflictError, UntrustedUpstreamError, push
 from reconciler.gitstore import (
     Author,
     BranchMovedError,
@@ -443,8 +443,13 @@ class Writer:
             return await self._publish(self._upstream, tip)
         if not self._push:
             return None
+        store, trust = self._engine.store, self._engine.trust
+        distrust = None if trust is None else trust.distrust
         try:
-            await asyncio.to_thread(push, self._engine.store.root, sign=self._engine.store.signer)
+            await asyncio.to_thread(partial(push, store.root, sign=store.signer, distrust=distrust))
+        except UntrustedUpstreamError as exc:
+            log.warning("commit %s not pushed: %s", tip[:12], exc)
+            return _untrusted_upstream(str(exc))
         except GitConflictError as exc:
             log.warning("commit %s not pushed: %s", tip[:12], exc)
             return lambda sha: (
@@ -464,6 +469,9 @@ class Writer:
         """`_push_branch` for a followed remote: a person's commit there wins, ours is kept."""
         try:
             followed = await upstream.publish()
+        except UntrustedUpstreamError as exc:
+            log.warning("commit %s not pushed: %s", tip[:12], exc)
+            return _untrusted_upstream(str(exc))
         except GitError as exc:
             log.warning("commit %s not pushed: %s", tip[:12], exc)
             return lambda sha: (
@@ -480,6 +488,14 @@ class Writer:
             f" remote wins. Nothing was lost: this change is commit {sha[:12]}, kept on"
             f" {kept.ref} in the daemon's repository. Try again against the new version."
         )
+
+
+def _untrusted_upstream(reason: str) -> Callable[[str], str]:
+    return lambda sha: (
+        f"Committed locally as {sha[:12]} but not pushed: {reason}. Nothing was lost: it runs"
+        " and waits on the daemon's branch, and is pushed once the remote's head is a commit"
+        " signed by an allowed key."
+    )
 
 
 def _change(entry: _Ready, now: datetime) -> Change:

@@ -56,6 +56,7 @@ class RunRecord:
     size: int | None
     backup_name: str | None
     target: RunTarget | None = None
+    sha256: str | None = None  # of the stored backup, as written (hex)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +116,10 @@ class Runs(Protocol):
         reason: str | None = None,
         size: int | None = None,
         backup_name: str | None = None,
+        sha256: str | None = None,
     ) -> None:
-        """End a queued or running run; StateError when it is unknown or already finished."""
+        """End a queued or running run; StateError when it is unknown or already finished.
+        `size` and `sha256` are those of the stored backup."""
         ...
 
     def run(self, run_id: int, tail: LogTail = DEFAULT_TAIL) -> RunRecord | None: ...

@@ -137,6 +137,8 @@ _MIGRATIONS: tuple[str, ...] = (
     DROP INDEX runs_running;
     CREATE INDEX runs_unfinished ON runs (task_id) WHERE status IN ('queued', 'running');
     """,
+    # The SHA-256 of the stored backup (its size is `size`), checked by `reconciler verify`.
+    "ALTER TABLE runs ADD COLUMN sha256 TEXT",
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 

@@ -174,14 +174,15 @@ class SqliteRuns:
         reason: str | None = None,
         size: int | None = None,
         backup_name: str | None = None,
+        sha256: str | None = None,
     ) -> None:
         if status in (RunStatus.QUEUED, RunStatus.RUNNING):
             raise ValueError(f"run {run_id} cannot finish with status {status.value!r}")
         with self._connection.write() as db:
             cursor = db.execute(
                 "UPDATE runs SET status = ?, finished_at = ?, reason = ?, size = ?,"
-                " backup_name = ? WHERE id = ? AND status IN ('queued', 'running')",
-                (status.value, to_text(now), reason, size, backup_name, run_id),
+                " backup_name = ?, sha256 = ? WHERE id = ? AND status IN ('queued', 'running')",
+                (status.value, to_text(now), reason, size, backup_name, sha256, run_id),
             )
             if cursor.rowcount == 0:
                 now_status = self._status(db, run_id)
@@ -212,6 +213,7 @@ class SqliteRuns:
                 else RunTarget(
                     row["target_destination"], row["target_directory"], row["target_name"]
                 ),
+                sha256=row["sha256"],
             )
             for row in rows
         ]
