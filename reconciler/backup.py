@@ -39,7 +39,8 @@ from reconciler.models import (
     SourceType,
 )
 from reconciler.notify import RunOutcome, send_notifications, send_run_started
-from reconciler.retention import backup_name, backups_to_delete
+from reconciler.prune import remove_unkept, retention_decisions
+from reconciler.retention import backup_name
 from reconciler.runtally import RunTally
 from reconciler.secrets import Secrets
 from reconciler.state.runs import RunRecord, Runs, RunTarget
@@ -474,12 +475,5 @@ class BackupPipeline:
     def _rotate(
         self, task: ResolvedTask, store: DestinationStore, keep: str, log: Callable[[str], None]
     ) -> None:
-        storage = task.task.storage
-        if storage.max_backups == 0:
-            return
-        names = [backup.name for backup in store.list_backups(storage.path)]
-        for old in backups_to_delete(
-            names, task.id, storage.appended_filename, storage.max_backups, keep
-        ):
-            store.delete(storage.path, old)
-            log(f"rotation: deleted {old} (keeping {storage.max_backups})")
+        decisions = retention_decisions(task, store, protect=(keep,))
+        remove_unkept(task, store, decisions, lambda line: log(f"rotation: {line}"))

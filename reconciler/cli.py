@@ -1,5 +1,5 @@
-"""`reconciler`: serve, validate, plan, run, restore, verify, token. Thin: each command wires
-and reports.
+"""`reconciler`: serve, validate, plan, run, restore, verify, prune, token. Thin: each command
+wires and reports.
 
 Anything a user can get wrong ends in one clear sentence on stderr and a non-zero exit, never a
 traceback.
@@ -218,6 +218,19 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--known-hosts", type=Path, help="known_hosts file for SSH host keys")
     _age_identity_option(verify)
     verify.set_defaults(command=_verify)
+
+    prune = commands.add_parser(
+        "prune", help="apply the task's retention policy (storage.keep) to its destination"
+    )
+    prune.add_argument("task_id", type=int)
+    prune.add_argument(
+        "--dry-run", action="store_true", help="print keep or remove for each backup; delete none"
+    )
+    _repo_option(prune)
+    _state_option(prune)
+    prune.add_argument("--known-hosts", type=Path, help="known_hosts file for SSH host keys")
+    _age_identity_option(prune)
+    prune.set_defaults(command=_prune)
 
     token = commands.add_parser("token", help="manage API tokens")
     tokens = token.add_subparsers(required=True, metavar="ACTION")
@@ -609,6 +622,28 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"reconciler: {result.summary()}", file=sys.stderr)
         return 1
     print(result.summary())
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from reconciler.daemon import Settings, prune_backups
+
+    settings = Settings(
+        repo=args.repo,
+        state=args.state,
+        known_hosts=args.known_hosts,
+        age_identity=args.age_identity,
+    )
+    decisions = _guarded(
+        lambda: asyncio.run(prune_backups(settings, args.task_id, apply=not args.dry_run))
+    )
+    for decision in decisions:
+        verdict = "keep" if decision.keep else "remove"
+        print(f"{verdict:<6}  {decision.name}  {', '.join(decision.reasons)}".rstrip())
+    removed = sum(not decision.keep for decision in decisions)
+    kept = len(decisions) - removed
+    done = "would remove" if args.dry_run else "removed"
+    print(f"task {args.task_id}: {kept} kept, {removed} {done}")
     return 0
 
 

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
     from reconciler.api.reader import StateReader
     from reconciler.api.tokenuse import TokenUses
+    from reconciler.retention import Decision
     from reconciler.upstream import Upstream
     from reconciler.verify import Verification
 
@@ -506,6 +507,18 @@ async def verify_backup(settings: Settings, task_id: int, run_id: int | None) ->
                 raise DaemonError(f"task {task_id} has no run {run_id}")
         return await asyncio.to_thread(
             verify, task, run, secrets=daemon.secrets, known_hosts=settings.known_hosts
+        )
+
+
+async def prune_backups(settings: Settings, task_id: int, *, apply: bool) -> list[Decision]:
+    """`reconciler prune`: the task's retention decisions over its destination's backups, the
+    removed ones deleted when `apply`."""
+    from reconciler.prune import prune
+
+    async with synced(settings) as daemon:
+        task = _task(daemon, task_id)
+        return await asyncio.to_thread(
+            prune, task, daemon.secrets, apply=apply, known_hosts=settings.known_hosts
         )
 
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from calendar import monthrange
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import MINYEAR, UTC, datetime, timedelta
 from enum import StrEnum
 from functools import cache
 from typing import Annotated, Any, Literal, get_args
@@ -132,6 +135,57 @@ def check_timezone(name: str) -> str:
     except (ZoneInfoNotFoundError, ValueError) as exc:  # pragma: no cover - defensive
         raise ValueError(f"unknown IANA timezone {name!r}") from exc
     return name
+
+
+_DURATION = re.compile(
+    r"^(?:(?P<y>[0-9]{1,4})y)?(?:(?P<m>[0-9]{1,5})m)?(?:(?P<w>[0-9]{1,5})w)?"
+    r"(?:(?P<d>[0-9]{1,6})d)?(?:(?P<h>[0-9]{1,7})h)?$"
+)
+
+
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Duration:
+    """A span of calendar time, as restic's `--keep-within` takes it (`2d`, `1w3d`, `1y2m`)."""
+
+    text: str
+    years: int
+    months: int
+    weeks: int
+    days: int
+    hours: int
+
+    def before(self, moment: datetime, zone: ZoneInfo) -> datetime:
+        """`moment` minus this span: years, months, weeks and days on the calendar in `zone` (a
+        month back from 31 March is the end of February), hours as elapsed time."""
+        local = moment.astimezone(zone)
+        year, month = divmod(local.year * 12 + local.month - 1 - self.years * 12 - self.months, 12)
+        month += 1
+        if year <= MINYEAR:
+            return _EARLIEST
+        day = min(local.day, monthrange(year, month)[1])
+        try:
+            wall = local.replace(tzinfo=None, year=year, month=month, day=day)
+            wall -= timedelta(weeks=self.weeks, days=self.days)
+            return wall.replace(tzinfo=zone).astimezone(UTC) - timedelta(hours=self.hours)
+        except OverflowError:  # reaching back before year 1: nothing is older
+            return _EARLIEST
+
+
+def parse_duration(text: str) -> Duration:
+    """`1y2m3w4d5h` (any of the parts, in that order): years, months, weeks, days, hours."""
+    match = _DURATION.match(text)
+    if match is None or not text:
+        raise ValueError(
+            f"a duration is numbers with units y, m, w, d, h in that order, like '2d', '1w3d' or "
+            f"'1y2m', got {text[:40]!r}"
+        )
+    parts = [int(match[unit] or 0) for unit in "ymwdh"]
+    if not any(parts):
+        raise ValueError(f"a duration must be longer than zero, got {text!r}")
+    return Duration(text, *parts)
 
 
 def check_hh_mm(value: object) -> str:
@@ -491,12 +545,58 @@ class Compression(StrEnum):
     NONE = "none"  # for data that is already compressed (media, archives): tar or dump as is
 
 
+KeepCount = Annotated[int, Field(strict=True, ge=1, le=100_000)]
+
+
+class Keep(Model):
+    """Retention by the calendar, restic's `forget` rules: see the README's `storage.keep`."""
+
+    last: KeepCount | None = None
+    hourly: KeepCount | None = None
+    daily: KeepCount | None = None
+    weekly: KeepCount | None = None
+    monthly: KeepCount | None = None
+    yearly: KeepCount | None = None
+    within: Annotated[str, StringConstraints(max_length=40)] | None = None
+
+    @field_validator("within")
+    @classmethod
+    def _within(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    @model_validator(mode="after")
+    def _some_rule(self) -> Keep:
+        if all(getattr(self, rule) is None for rule in type(self).model_fields):
+            raise ValueError(
+                "keep needs at least one of last, hourly, daily, weekly, monthly, yearly, within "
+                "(to keep every backup, leave keep out and set max_backups: 0)"
+            )
+        return self
+
+
 class Storage(Model):
     max_backups: Annotated[int, Field(strict=True, ge=0)] = 5
+    keep: Keep | None = None
     appended_filename: str | None = None
     path: str = ""
     compression: Compression = Compression.ZSTD
     compression_level: Annotated[int, Field(strict=True, ge=1, le=19)] = 3
+
+    @model_validator(mode="after")
+    def _one_last(self) -> Storage:
+        if self.keep is None or "max_backups" not in self.model_fields_set:
+            return self
+        if self.keep.last is not None:
+            raise ValueError(
+                "max_backups is keep.last (the newest N backups): give one of them, not both"
+            )
+        if self.max_backups == 0:
+            raise ValueError(
+                "max_backups: 0 keeps every backup, which contradicts keep: remove one of them"
+            )
+        return self
 
     @model_validator(mode="after")
     def _level_needs_zstd(self) -> Storage:

@@ -1,8 +1,11 @@
-"""Backup file names and which old backups a successful run may delete. Pure logic, no I/O.
+"""Backup file names, and the retention policy: which of a task's backups to keep, and why.
+Pure logic, no I/O.
 
-A name is `[<appended_filename>_]backup_<task id>_<UTC YYYYmmddHHMMSS>.<extension>`. Rotation only
-ever touches names that parse as the task's own, so a file someone else put in the same directory,
-or another task's backup (task 1 against 11 or 111), is never deleted.
+A name is `[<appended_filename>_]backup_<task id>_<UTC YYYYmmddHHMMSS>.<extension>`. Retention only
+ever decides on names that parse as the task's own, so a file someone else put in the same
+directory, or another task's backup (task 1 against 11 or 111), is never deleted. The policy is
+restic's `forget` (`storage.keep`), decided from the names alone, so backups the state store never
+saw count like the rest.
 """
 
 from __future__ import annotations
@@ -11,8 +14,12 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from reconciler.models import Duration, Storage, parse_duration
 
 _STAMP = "%Y%m%d%H%M%S"
+_FIRST_YEAR, _LAST_YEAR = 1970, 9998
 # The alphabet models.Storage accepts for appended_filename; no leading dot, so the temporaries
 # destinations write (`.<name>.partial`) can never parse as a backup.
 _APPENDED = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}"
@@ -64,6 +71,8 @@ def parse_backup_name(name: str) -> BackupName | None:
         taken_at = datetime.strptime(match["stamp"], _STAMP).replace(tzinfo=UTC)
     except ValueError:  # fourteen digits that are not a date, such as month 13
         return None
+    if not _FIRST_YEAR <= taken_at.year <= _LAST_YEAR:  # no run made it; and any timezone
+        return None  # can show it without leaving datetime's range
     return BackupName(
         task_id=int(match["task"]),
         appended_filename=match["appended"],
@@ -89,23 +98,118 @@ def own_backups(
     return own
 
 
-def backups_to_delete(
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Which backups to keep (restic's `forget` rules). A count is how many calendar periods (or,
+    for `last`, backups) to keep one backup for; None leaves the rule out. `within` keeps every
+    backup newer than the newest minus that duration. No rule at all keeps everything."""
+
+    last: int | None = None
+    hourly: int | None = None
+    daily: int | None = None
+    weekly: int | None = None
+    monthly: int | None = None
+    yearly: int | None = None
+    within: Duration | None = None
+
+    def __post_init__(self) -> None:
+        for rule in ("last", *(rule for rule, _ in _PERIODS)):
+            count = getattr(self, rule)
+            if count is not None and count < 1:
+                raise ValueError(f"keep.{rule} must be 1 or more, got {count}")
+
+    @property
+    def keeps_everything(self) -> bool:
+        return self == Policy()
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    name: str
+    taken_at: datetime  # UTC
+    keep: bool
+    reasons: tuple[str, ...]  # why it is kept (`daily 2026-11-30`, `last 3`); empty when removed
+
+
+# Each calendar rule's period key in the schedule's timezone, as restic buckets snapshots.
+_PERIODS: tuple[tuple[str, str], ...] = (
+    ("hourly", "%Y-%m-%dT%H"),
+    ("daily", "%Y-%m-%d"),
+    ("weekly", "%G-W%V"),
+    ("monthly", "%Y-%m"),
+    ("yearly", "%Y"),
+)
+
+
+def policy_for(storage: Storage) -> Policy:
+    """The policy a task's storage asks for: `keep` with `max_backups` as its `last` when that is
+    given explicitly; without `keep`, `max_backups` alone (0: keep everything)."""
+    keep = storage.keep
+    if keep is None:
+        return Policy(last=storage.max_backups or None)
+    last = keep.last
+    if last is None and "max_backups" in storage.model_fields_set:
+        last = storage.max_backups
+    within = parse_duration(keep.within) if keep.within is not None else None
+    return Policy(last, keep.hourly, keep.daily, keep.weekly, keep.monthly, keep.yearly, within)
+
+
+def decide(
     names: Iterable[str],
     task_id: int,
     appended_filename: str | None,
-    max_backups: int,
-    keep: str,
-) -> list[str]:
-    """The task's own backups to delete, oldest first, so that `max_backups` remain.
+    policy: Policy,
+    zone: ZoneInfo,
+    protect: Iterable[str] = (),
+) -> list[Decision]:
+    """Keep or remove for each of the task's own backups among `names`, newest first.
 
-    Call only after a successful run. `keep` (the backup just written) is never returned, and
-    `max_backups` 0 means keep everything.
+    Rules are combined with OR. Walking newest first, a calendar rule keeps the first (newest)
+    backup of each period until it has kept its count; one it cannot fill also keeps the oldest
+    backup. The newest backup and those in `protect` (the one just written) are always kept.
+    Names that are not the task's own never appear in the answer.
     """
-    if max_backups < 0:
-        raise ValueError(f"max_backups must be 0 (keep all) or more, got {max_backups}")
     own = own_backups(names, task_id, appended_filename)
-    if max_backups == 0 or len(own) <= max_backups:
-        return []
-    oldest_first = sorted(own, key=lambda name: (own[name].taken_at, name))
-    excess = len(own) - max_backups
-    return [name for name in oldest_first if name != keep][:excess]
+    newest_first = sorted(own, key=lambda name: (own[name].taken_at, name), reverse=True)
+    reasons: dict[str, list[str]] = {name: [] for name in newest_first}
+    if policy.keeps_everything:
+        for name in newest_first:
+            reasons[name].append("max_backups 0 keeps all")
+    if policy.last is not None:
+        for position, name in enumerate(newest_first[: policy.last], start=1):
+            reasons[name].append(f"last {position}")
+    for rule, key_format in _PERIODS:
+        count: int | None = getattr(policy, rule)
+        if count is None:
+            continue
+        kept: list[str] = []
+        seen: str | None = None
+        for name in newest_first:
+            if len(kept) == count:
+                break
+            key = own[name].taken_at.astimezone(zone).strftime(key_format)
+            if key != seen:
+                seen = key
+                kept.append(name)
+                reasons[name].append(f"{rule} {key}")
+        if len(kept) < count and newest_first and kept[-1] != newest_first[-1]:
+            reasons[newest_first[-1]].append(f"oldest ({rule} {count} not filled)")
+    if policy.within is not None and newest_first:
+        cutoff = policy.within.before(own[newest_first[0]].taken_at, zone)
+        for name in newest_first:
+            if own[name].taken_at > cutoff:
+                reasons[name].append(f"within {policy.within.text}")
+    # Every rule keeps at least the newest already; these hold even if that ever changed.
+    if newest_first and not reasons[newest_first[0]]:
+        reasons[newest_first[0]].append("newest")
+    for name in set(protect) & reasons.keys():
+        if not reasons[name]:
+            reasons[name].append("just written")
+    return [
+        Decision(name, own[name].taken_at, bool(reasons[name]), _unique(reasons[name]))
+        for name in newest_first
+    ]
+
+
+def _unique(reasons: list[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(reasons))

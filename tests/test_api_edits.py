@@ -20,6 +20,7 @@ from reconciler.desired import DesiredState, build_desired
 from reconciler.documents import MAX_FILE_BYTES, SYMLINK_REASON, parse_file, refused
 from reconciler.loader import parse_files
 from reconciler.models import MAX_ID, User
+from reconciler.retention import Policy, policy_for
 from tests import configset
 from tests.apirig import COMMENTED_TASK, notification
 
@@ -273,3 +274,21 @@ def test_another_users_task_cannot_be_deleted() -> None:
 def test_a_missing_foreign_or_malformed_id_is_the_same_404(raw: str) -> None:
     with pytest.raises(NotFound):
         edits.owned_task(DESIRED, ADA.id, raw)
+
+
+def test_maximum_backups_to_keep_on_a_task_with_keep_becomes_its_last() -> None:
+    keeping = configset.task(3, storage={"keep": {"daily": 7, "weekly": 4}})
+    desired = desired_of(config(**{"tasks/3-keeping.yaml": keeping}))
+    body = TaskFields.model_validate({"maximum_backups_to_keep": 2})
+    edit = edits.prepare_update(desired, 3, change(body), ADA, NOW)
+    assert edit.task is not None
+    assert policy_for(edit.task.storage) == Policy(last=2, daily=7, weekly=4)
+
+
+def test_maximum_backups_to_keep_on_a_task_with_keep_last_says_to_give_one() -> None:
+    keeping = configset.task(3, storage={"keep": {"last": 3}})
+    desired = desired_of(config(**{"tasks/3-keeping.yaml": keeping}))
+    body = TaskFields.model_validate({"maximum_backups_to_keep": 2})
+    with pytest.raises(Invalid) as refusal:
+        edits.prepare_update(desired, 3, change(body), ADA, NOW)
+    assert "give one of them" in str(refusal.value.errors)

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import boto3
 import pytest
@@ -21,7 +22,7 @@ import pytest
 from reconciler.destinations import DestinationError, DestinationStore, open_destination
 from reconciler.destinations.local import WRITEBACK_EVERY
 from reconciler.models import LocalDestination, S3Destination, SecretRef
-from reconciler.retention import backup_name, backups_to_delete
+from reconciler.retention import Policy, backup_name, decide
 from tests import s3server
 from tests.runs import impostor_known_hosts, sftp_destination
 from tests.servers import SshServer
@@ -242,9 +243,10 @@ def test_rotation_over_a_real_listing_keeps_the_newest(store: DestinationStore) 
     for name in written:
         put(store, "db", name, name.encode())
     put(store, "db", "notes.txt", b"not ours")
-    doomed = backups_to_delete(names(store, "db"), 4, "db", 2, keep=written[-1])
-    for name in doomed:
-        store.delete("db", name)
+    decisions = decide(names(store, "db"), 4, "db", Policy(last=2), ZoneInfo("UTC"))
+    for decision in decisions:
+        if not decision.keep:
+            store.delete("db", decision.name)
     assert names(store, "db") == sorted([*written[-2:], "notes.txt"])
 
 
@@ -416,8 +418,8 @@ def test_s3_listing_sees_every_page(moto_endpoint: str, bucket: str) -> None:
     for name in written:
         put(store, "", name, b"x")
     assert names(store, "") == written
-    doomed = backups_to_delete(names(store, ""), 1, None, 2, keep=written[-1])
-    assert doomed == written[:5]
+    decisions = decide(names(store, ""), 1, None, Policy(last=2), ZoneInfo("UTC"))
+    assert [decision.name for decision in decisions if not decision.keep] == written[4::-1]
 
 
 def test_s3_keys_live_under_the_prefix_and_directory(

@@ -10,6 +10,7 @@ from reconciler.documents import MAX_ERRORS_PER_FILE, MAX_FILE_BYTES, Kind, kind
 from reconciler.models import (
     BackupTask,
     Compression,
+    Keep,
     LocalDestination,
     NotificationEvent,
     NotificationStream,
@@ -101,6 +102,44 @@ def test_a_compression_level_beyond_zstds_range_is_reported() -> None:
     text = configset.task(7) + "storage:\n  compression_level: 22\n"
     (error,) = parse_file("tasks/7.yaml", text.encode()).errors
     assert (error.field, error.line) == ("storage.compression_level", 13)
+
+
+def test_storage_keep_is_read_with_its_rules() -> None:
+    text = configset.task(7) + "storage:\n  keep: {daily: 7, weekly: 4, within: 1w3d}\n"
+    (task,) = parse_file("tasks/7.yaml", text.encode()).objects
+    assert isinstance(task, BackupTask)
+    assert task.storage.keep == Keep(daily=7, weekly=4, within="1w3d")
+
+
+@pytest.mark.parametrize(
+    ("storage", "field", "line", "message"),
+    [
+        ("  keep:\n    within: 2x\n", "storage.keep.within", 14, "a duration is numbers"),
+        ("  keep:\n    daily: 0\n", "storage.keep.daily", 14, "greater than or equal to 1"),
+        ("  keep: {}\n", "storage.keep", 13, "keep needs at least one of last"),
+        ("  keep: {last: null}\n", "storage.keep", 13, "keep needs at least one of last"),
+        ("  keep:\n    month: 3\n", "storage.keep.month", 14, "unknown field"),
+        (
+            "  max_backups: 3\n  keep:\n    last: 2\n",
+            "storage",
+            12,
+            "max_backups is keep.last (the newest N backups): give one of them, not both",
+        ),
+        (
+            "  max_backups: 0\n  keep: {daily: 3}\n",
+            "storage",
+            12,
+            "max_backups: 0 keeps every backup, which contradicts keep",
+        ),
+    ],
+)
+def test_a_bad_keep_policy_is_reported_with_its_line_and_field(
+    storage: str, field: str, line: int, message: str
+) -> None:
+    text = configset.task(7) + "storage:\n" + storage
+    (error,) = parse_file("tasks/7.yaml", text.encode()).errors
+    assert (error.path, error.field, error.line) == ("tasks/7.yaml", field, line)
+    assert message in error.message
 
 
 def test_a_yes_in_a_boolean_field_means_true() -> None:

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 from random import Random
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler.retention import BackupName, backup_name, backups_to_delete, parse_backup_name
+from reconciler.models import Storage
+from reconciler.retention import (
+    BackupName,
+    Policy,
+    backup_name,
+    decide,
+    parse_backup_name,
+    policy_for,
+)
 
 T0 = datetime(2024, 3, 1, 10, 30, 5, tzinfo=UTC)
 
@@ -83,6 +92,15 @@ def test_names_we_did_not_write_do_not_parse(name: str) -> None:
     assert parse_backup_name(name) is None
 
 
+def backups_to_delete(
+    names: list[str], task_id: int, appended: str | None, max_backups: int, keep: str
+) -> list[str]:
+    """What a run's rotation deletes under `max_backups` alone, oldest first."""
+    policy = policy_for(Storage(max_backups=max_backups))
+    decisions = decide(names, task_id, appended, policy, ZoneInfo("UTC"), protect=(keep,))
+    return [decision.name for decision in reversed(decisions) if not decision.keep]
+
+
 def own(task_id: int, appended: str | None, count: int, extension: str = "tar.zst") -> list[str]:
     return [
         backup_name(task_id, appended, T0 + timedelta(days=day), extension) for day in range(count)
@@ -110,18 +128,18 @@ def test_rotation_never_touches_another_appended_filename_of_the_same_task() -> 
 
 
 def test_rotation_counts_encrypted_and_plain_backups_of_the_task_together() -> None:
-    plain, encrypted = own(2, None, 2, "sql.zst"), own(2, None, 1, "sql.zst.gpg")
+    plain, encrypted = own(2, None, 2, "sql.zst"), own(2, None, 3, "sql.zst.gpg")[2:]
     assert backups_to_delete(plain + encrypted, 2, None, 1, keep=encrypted[0]) == plain
 
 
-def test_rotation_keeps_the_backup_just_written_even_when_it_is_not_the_newest() -> None:
+def test_rotation_keeps_the_backup_just_written_and_the_newest_when_they_differ() -> None:
     names = own(1, None, 4)
-    assert backups_to_delete(names, 1, None, 1, keep=names[0]) == names[1:]
+    assert backups_to_delete(names, 1, None, 1, keep=names[0]) == names[1:3]
 
 
-def test_negative_max_backups_is_refused() -> None:
-    with pytest.raises(ValueError, match="max_backups"):
-        backups_to_delete([], 1, None, -1, keep="x")
+def test_a_count_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"keep\.last must be 1 or more"):
+        Policy(last=0)
 
 
 foreign_names = st.lists(
@@ -171,12 +189,13 @@ def test_rotation_properties(
     assert keep not in deleted
     assert len(deleted) == len(set(deleted))
     remaining = [name for name in mine if name not in deleted]
+    by_age = sorted(mine, key=lambda name: (_taken_at(name), name))
     if max_backups == 0:
         assert deleted == []
     else:
-        assert len(remaining) == min(max_backups, len(mine))
-    by_age = sorted(mine, key=lambda name: (_taken_at(name), name))
-    assert deleted == [name for name in by_age if name != keep][: len(deleted)], "oldest first"
+        newest = by_age[-max_backups:]
+        assert remaining == sorted({*newest, *([keep] if keep in mine else [])})
+    assert deleted == [name for name in by_age if name in deleted], "oldest first"
 
 
 def _taken_at(name: str) -> datetime:

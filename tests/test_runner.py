@@ -16,7 +16,7 @@ import pytest
 
 from reconciler.backup import INTERRUPTED_BY_STOP
 from reconciler.destinations import partial_name
-from reconciler.models import DatabaseEngine, ResolvedTask, Source, SourceType, Storage
+from reconciler.models import DatabaseEngine, Keep, ResolvedTask, Source, SourceType, Storage
 from reconciler.retention import backup_name
 from reconciler.runner import Admission
 from reconciler.state.runs import RunTarget
@@ -373,3 +373,35 @@ def test_a_run_stores_its_first_lines_and_its_last_ones_when_it_logs_too_many(
     )
     assert lines[-1].startswith("stored backup_1_")
     assert int(note[1:].split()[0]) + 120 == 3 + 300  # connecting, streaming, stored; sockets
+
+
+def test_a_run_rotates_by_keep_counting_backups_it_did_not_make(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    # Copied in from elsewhere: the state store knows none of them.
+    day_before, its_earlier_run, older, months_ago = (
+        backup_name(1, None, T0 - delta, "tar.zst")
+        for delta in (
+            timedelta(days=1),
+            timedelta(days=1, hours=2),
+            timedelta(days=2),
+            timedelta(days=47),
+        )
+    )
+    others = [backup_name(11, None, T0 - timedelta(days=2), "tar.zst"), "notes.txt"]
+    for name in [day_before, its_earlier_run, older, months_ago, *others]:
+        (dest / name).write_bytes(b"old")
+    keep = Keep(daily=2, monthly=3)
+    task = files_task(sshd, dest, source_dir(tmp_path), storage=Storage(keep=keep))
+    harness = Harness(tmp_path)
+    assert harness.run(task) is RunStatus.SUCCESSFUL
+    new = backup_name(1, None, T0, "tar.zst")
+    # daily 2024-05-01 and 2024-04-30 (its newest); monthly 2024-05, 2024-04 and 2024-03
+    assert stored(dest) == sorted([new, day_before, months_ago, *others])
+    record = harness.state.runs.latest_run(task.id)
+    assert record is not None
+    log = "\n".join(harness.state.runs.log_after(record.id, 0)[0])
+    assert f"rotation: deleted {older}" in log
+    assert f"rotation: deleted {its_earlier_run}" in log

@@ -33,6 +33,12 @@ def local_text(moment: datetime, timezone: str) -> str:
     return moment.astimezone(ZoneInfo(timezone)).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _newest_kept(task: BackupTask) -> int:
+    """`maximum_backups_to_keep` as the task keeps it: `keep.last` is the same setting."""
+    keep = task.storage.keep
+    return keep.last if keep is not None and keep.last is not None else task.storage.max_backups
+
+
 def task(
     task: BackupTask,
     owner: User,
@@ -69,7 +75,7 @@ def task(
             custom_cron=task.schedule.custom_cron,
         ),
         storage=schemas.Storage(
-            max_backups=task.storage.max_backups,
+            max_backups=_newest_kept(task),
             appended_filename=task.storage.appended_filename,
             path=f"/{task.storage.path}" if task.storage.path else None,
         ),
