@@ -186,3 +186,20 @@ def assert_repaired_after_kills(repo: Path, program: str, *, trials: int, seed: 
         assert status == "", f"trial {trial}: {status}"
         assert not (repo / ".git/index.lock").exists()
         git(repo, "fsck", "--no-progress")
+
+
+def shared_with_a_remote(repo: Path, files: Mapping[str, str], bare: Path) -> str:
+    """`repo` made of `files` and pushed to a new bare repository `bare`, its origin, as a team's
+    git server holds it; the file:// URL of `bare`."""
+    init_repo(repo, files)
+    git(bare.parent, "init", "-q", "--bare", "-b", "main", str(bare))
+    git(repo, "remote", "add", "origin", str(bare))
+    git(repo, "push", "-q", "origin", "main")
+    return f"file://{bare}"
+
+
+def person_pushes(person: Path, files: Mapping[str, str | None], message: str = "person") -> str:
+    """A commit of `files` in `person`, pushed to its origin; its sha."""
+    sha = commit_files(person, files, message)
+    git(person, "push", "-q", "origin", "main")
+    return sha

@@ -10,7 +10,7 @@ import httpx
 from reconciler.api.hooks import signature
 from tests import configset
 from tests.daemonproc import create_token, reconciler, serving
-from tests.gitrepo import commit_files, git, head, init_repo
+from tests.gitrepo import commit_files, git, head, init_repo, shared_with_a_remote
 
 SECRET = "shared with the git server"
 PUSH_EVENT = b'{"ref": "refs/heads/main"}'
@@ -19,12 +19,8 @@ PUSH_EVENT = b'{"ref": "refs/heads/main"}'
 def team_repository(tmp_path: Path) -> tuple[Path, str]:
     """A person's clone and the file:// URL of the bare repository it pushes to."""
     person = tmp_path / "person"
-    init_repo(person, {**configset.base_files(), "tasks/1-home.yaml": configset.task(1)})
-    bare = tmp_path / "upstream.git"
-    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(bare))
-    git(person, "remote", "add", "origin", str(bare))
-    git(person, "push", "-q", "origin", "main")
-    return person, f"file://{bare}"
+    files = {**configset.base_files(), "tasks/1-home.yaml": configset.task(1)}
+    return person, shared_with_a_remote(person, files, tmp_path / "upstream.git")
 
 
 def webhook(url: str, secret: str) -> int:

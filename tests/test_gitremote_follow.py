@@ -22,7 +22,14 @@ from reconciler.gitremote import (
     scrub,
 )
 from reconciler.gitstore import Author, GitError, GitStore
-from tests.gitrepo import commit_files, git, head, init_repo, work_tree_status
+from tests.gitrepo import (
+    commit_files,
+    git,
+    head,
+    person_pushes,
+    shared_with_a_remote,
+    work_tree_status,
+)
 
 AUTHOR = Author("Ada Admin", "ada@example.com")
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
@@ -32,10 +39,8 @@ NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 def person(tmp_path: Path) -> Path:
     """A person's repository, pushed to the bare `tmp_path/upstream.git`."""
     repo = tmp_path / "person"
-    init_repo(repo, {"tasks/a.yaml": "id: 1\nlabel: first\n", "users.yaml": "users: []\n"})
-    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(tmp_path / "upstream.git"))
-    git(repo, "remote", "add", "origin", str(tmp_path / "upstream.git"))
-    git(repo, "push", "-q", "origin", "main")
+    files = {"tasks/a.yaml": "id: 1\nlabel: first\n", "users.yaml": "users: []\n"}
+    shared_with_a_remote(repo, files, tmp_path / "upstream.git")
     return repo
 
 
@@ -49,12 +54,6 @@ def clone(tmp_path: Path, url: str) -> Path:
     directory = tmp_path / "daemon"
     assert ensure_clone(directory, url, "main")
     return directory
-
-
-def person_pushes(person: Path, files: dict[str, str | None], message: str = "person") -> str:
-    sha = commit_files(person, files, message)
-    git(person, "push", "-q", "origin", "main")
-    return sha
 
 
 def upstream_head(tmp_path: Path) -> str:

@@ -25,7 +25,7 @@ from reconciler.gitremote import SET_ASIDE_PREFIX
 from reconciler.gitstore import GitError
 from tests import configset
 from tests.apirig import ApiRig, api_rig, config_files, settings
-from tests.gitrepo import commit_files, git, head, init_repo
+from tests.gitrepo import commit_files, git, head, init_repo, person_pushes, shared_with_a_remote
 from tests.signers import Key, allowed_signers, make_key, signed_commit
 
 pytestmark = pytest.mark.anyio
@@ -41,10 +41,7 @@ GENEROUS = 10.0
 def person(tmp_path: Path) -> Path:
     """A person's clone of the team's repository, `tmp_path/upstream.git`."""
     repo = tmp_path / "person"
-    init_repo(repo, config_files())
-    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(tmp_path / "upstream.git"))
-    git(repo, "remote", "add", "origin", str(tmp_path / "upstream.git"))
-    git(repo, "push", "-q", "origin", "main")
+    shared_with_a_remote(repo, config_files(), tmp_path / "upstream.git")
     return repo
 
 
@@ -68,12 +65,6 @@ async def following(tmp_path: Path, url: str, **overrides: Any) -> AsyncIterator
 async def rig(tmp_path: Path, url: str) -> AsyncIterator[ApiRig]:
     async with following(tmp_path, url, webhook_secret=SECRET) as made:
         yield made
-
-
-def person_pushes(person: Path, files: dict[str, str | None], message: str = "person") -> str:
-    sha = commit_files(person, files, message)
-    git(person, "push", "-q", "origin", "main")
-    return sha
 
 
 def upstream_head(tmp_path: Path) -> str:

@@ -16,7 +16,7 @@ from reconciler.api.statuspage import COOKIE
 from reconciler.types import RunStatus
 from tests import configset
 from tests.apirig import ApiRig, api_rig, config_files
-from tests.gitrepo import commit_files, git, init_repo
+from tests.gitrepo import commit_files, shared_with_a_remote
 
 pytestmark = pytest.mark.anyio
 
@@ -197,13 +197,10 @@ async def test_logging_out_clears_the_cookie(rig: ApiRig) -> None:
 async def test_a_daemon_following_a_remote_shows_the_remote_and_its_last_fetch(
     tmp_path: Path,
 ) -> None:
-    person = tmp_path / "person"
-    init_repo(person, config_files())
     bare = tmp_path / "upstream.git"
-    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(bare))
-    git(person, "push", "-q", str(bare), "main")
+    url = shared_with_a_remote(tmp_path / "person", config_files(), bare)
 
-    async with api_rig(tmp_path, clone=True, remote=f"file://{bare}", fetch_interval=3600) as rig:
+    async with api_rig(tmp_path, clone=True, remote=url, fetch_interval=3600) as rig:
         upstream = rig.daemon.upstream
         assert upstream is not None
         await upstream.fetch()
