@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import shlex
 from typing import Any
 
 import pytest
@@ -54,5 +56,11 @@ def test_a_bad_hook_is_an_error_naming_file_field_and_why(hooks: Any, said: str)
 
 @given(st.text(min_size=1), st.sampled_from(["success", "failure"]))
 def test_the_hook_text_is_one_quoted_argument_never_spliced(text: str, result: str) -> None:
-    line = make_hook_command(text.replace("\x00", "") or "x", {"RECONCILER_RESULT": result})
-    assert "'" in line and line.count("'") == 2  # only the login-shell wrapper's quotes
+    hook = text.replace("\x00", "") or "x"
+    line = make_hook_command(hook, {"RECONCILER_RESULT": result})
+    assert line.count("'") == 2  # only the login-shell wrapper's quotes
+    script = base64.b64decode(line.split()[3]).decode()
+    assert script == (
+        f"RECONCILER_RESULT={result}; export RECONCILER_RESULT; "
+        f"exec sh -c {shlex.quote(hook)} reconciler-hook 2>&1"
+    )
