@@ -40,6 +40,7 @@ def drill_schedule(task: ResolvedTask) -> Schedule | None:
     drill never takes a backup's slot."""
     return None if task.task.verify is None else task.task.verify.schedule
 
+
 _COMPACT_SLACK = 64  # stale heap items tolerated beyond the live ones before a rebuild
 
 
