@@ -172,7 +172,9 @@ class Runs(Protocol):
     ) -> dict[int, LastSuccess]:
         """Each task's newest successful run of `kind`; a task without one is left out."""
 
-    def recent_runs(self, task_ids: Iterable[int], since: datetime) -> dict[int, list[RunSummary]]:
-        """Each task's runs started at `since` or later, and its latest run however old, oldest
-        first, without their logs (a task without runs is left out)."""
+    def recent_runs(
+        self, task_ids: Iterable[int], since: datetime, kind: RunKind = RunKind.BACKUP
+    ) -> dict[int, list[RunSummary]]:
+        """Each task's runs of `kind` started at `since` or later, and its latest one however
+        old, oldest first, without their logs (a task without such runs is left out)."""
         ...

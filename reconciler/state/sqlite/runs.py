@@ -360,16 +360,19 @@ class SqliteRuns:
             row["task_id"]: LastSuccess(from_text(row["finished_at"]), row["size"]) for row in rows
         }
 
-    def recent_runs(self, task_ids: Iterable[int], since: datetime) -> dict[int, list[RunSummary]]:
+    def recent_runs(
+        self, task_ids: Iterable[int], since: datetime, kind: RunKind = RunKind.BACKUP
+    ) -> dict[int, list[RunSummary]]:
         wanted = json.dumps(list(task_ids))
         with self._connection.locked() as db:
             rows = db.execute(
                 "SELECT id, task_id, status, trigger, started_at, finished_at, size, kind FROM runs"
-                " WHERE task_id IN (SELECT value FROM json_each(?))"
+                " WHERE task_id IN (SELECT value FROM json_each(?)) AND kind = ?"
                 " AND (started_at >= ? OR id IN (SELECT MAX(id) FROM runs"
-                " WHERE task_id IN (SELECT value FROM json_each(?)) GROUP BY task_id))"
+                " WHERE task_id IN (SELECT value FROM json_each(?)) AND kind = ?"
+                " GROUP BY task_id))"
                 " ORDER BY id",
-                (wanted, to_text(since), wanted),
+                (wanted, kind.value, to_text(since), wanted, kind.value),
             ).fetchall()
         runs: dict[int, list[RunSummary]] = {}
         for row in rows:
