@@ -364,10 +364,8 @@ async def running(
                 "task %d missed its %s run while the daemon was down: running it now", task.id, slot
             )
             daemon.fire(task, slot)
-        missed_drills = await asyncio.to_thread(
-            daemon.engine.catch_up_drills, settings.catch_up_deadline
-        )
-        for task, slot in missed_drills:
+        # On the loop's thread, as the backups' catch-up: it moves the drill scheduler.
+        for task, slot in daemon.engine.catch_up_drills(settings.catch_up_deadline):
             log.info("task %d missed its %s restore drill: running it now", task.id, slot)
             daemon.fire_drill(task, slot)
         # From here on the scheduler fires every slot, so from here on we were up for it.

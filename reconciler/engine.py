@@ -184,7 +184,7 @@ class Engine:
     def catch_up_drills(self, deadline: timedelta) -> list[tuple[ResolvedTask, datetime]]:
         """Restore drills missed while no daemon was up, at most one per task, within
         `deadline`, counted from each task's last drill (a task never drilled waits for its
-        first slot). Blocking (it reads the run history)."""
+        first slot)."""
         if self._drills is None:
             return []
         now = self._clock.now()

@@ -333,9 +333,8 @@ class Runner:
             if started is None:
                 started = self._clock.now()
                 self._runs.begin_run(run.run_id, started)
-            logger.info(
-                "task %d run %d started (%s, %s)", task.id, run.run_id, run.kind, run.trigger
-            )
+            what = run.trigger if run.kind is RunKind.BACKUP else f"restore drill, {run.trigger}"
+            logger.info("task %d run %d started (%s)", task.id, run.run_id, what)
 
             def log_end(result: RunResult) -> None:
                 seconds = result.duration.total_seconds()

@@ -18,6 +18,7 @@ from reconciler.state.runs import RunRecord
 from reconciler.types import RunKind, RunStatus
 from tests import configset
 from tests.apirig import START, ApiRig, api_rig
+from tests.gitrepo import commit_files
 from tests.receiver import Receiver, http_receiver
 from tests.runs import server_file
 from tests.servers import SshServer
@@ -158,3 +159,27 @@ async def test_a_drill_before_any_backup_fails_saying_there_is_nothing_to_verify
 
     assert drill.status is RunStatus.FAILED
     assert drill.reason == "there is no successful backup to verify yet"
+
+
+async def test_a_drill_missed_while_the_daemon_was_down_runs_once_at_start(
+    tmp_path: Path, sshd: SshServer, receiver: Receiver
+) -> None:
+    config = files(tmp_path, sshd, receiver)
+    async with api_rig(tmp_path, config) as rig:
+        earlier = rig.state.runs.start_run(1, "schedule", START - timedelta(days=1), RunKind.VERIFY)
+        rig.state.runs.finish_run(earlier, RunStatus.SUCCESSFUL, START - timedelta(days=1))
+    config["tasks/1-home.yaml"] = config["tasks/1-home.yaml"].replace("12:30", "11:00")
+    commit_files(tmp_path / "config", config, "Drills at 11:00")
+    async with api_rig(tmp_path, clone=True) as restarted:
+        deadline = time.monotonic() + WAIT_SECONDS
+        while time.monotonic() < deadline:
+            latest = restarted.state.runs.latest_run(1)
+            if latest is not None and latest.id != earlier and latest.finished_at is not None:
+                break
+            await asyncio.sleep(0.05)
+        page, _ = restarted.state.runs.page(1, 0, 10)
+
+    assert [(run.kind, run.started_at) for run in page] == [
+        (RunKind.VERIFY, START),
+        (RunKind.VERIFY, START - timedelta(days=1)),
+    ]
