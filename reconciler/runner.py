@@ -66,7 +66,7 @@ _MESSAGES = {
 }
 
 
-class DrillPipeline(Protocol):
+class DrillCarrier(Protocol):
     """What carries out a restore drill (`reconciler.drill`), as the backup pipeline carries
     out a backup: it records the run's end and tells `recorded`."""
 
@@ -110,7 +110,7 @@ class Runner:
         clock: Clock,
         max_workers: int = 4,
         in_force: Callable[[int], ResolvedTask | None] | None = None,
-        drills: DrillPipeline | None = None,
+        drills: DrillCarrier | None = None,
     ) -> None:
         """`drills` carries out restore drills (`queue_drill`); without it none is admitted."""
         if max_workers < 1:
