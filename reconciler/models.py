@@ -623,6 +623,12 @@ class Storage(Model):
         return "/".join(part for part in value.split("/") if part not in ("", "."))
 
 
+class Verify(Model):
+    """Restore drills: `reconciler verify` of the task's newest backup on a schedule of its own."""
+
+    schedule: Schedule
+
+
 class BackupTask(Model):
     id: Id
     user_id: Id
@@ -641,6 +647,7 @@ class BackupTask(Model):
     run_timeout_seconds: (
         Annotated[int, Field(strict=True, gt=0, le=MAX_RUN_TIMEOUT_SECONDS)] | None
     ) = None
+    verify: Verify | None = None
 
     @model_validator(mode="after")
     def _isolated_pair(self) -> BackupTask:
