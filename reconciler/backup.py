@@ -3,7 +3,7 @@ into the destination, rotation, the run's record and log, notifications, the run
 
 Which runs start, when, and on which thread is `reconciler.runner`'s (admission); a run reaches
 this pipeline already recorded as running. Its own log lines go to the state store in batches
-(`_RunLog`).
+(`RunLog`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -52,7 +52,7 @@ from reconciler.runtally import RunTally
 from reconciler.secrets import Secrets
 from reconciler.state.runs import RunRecord, Runs, RunTarget
 from reconciler.streaks import failures_before
-from reconciler.types import Clock, RunStatus
+from reconciler.types import Clock, RunKind, RunStatus
 from reconciler.verifier import StreamVerifier
 
 logger = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class RunResult:
     reason: str | None
 
 
-class _RunLog:
+class RunLog:
     """One run's log lines, written to the state store in batches: when `LOG_BATCH_LINES` lines or
     `LOG_BATCH_CHARS` characters wait, `LOG_FLUSH_SECONDS` after the first waiting line (a short
     timer), and on `flush`. Callable from any thread.
@@ -193,6 +193,29 @@ class _CountingSink:
             )
 
 
+def notify_outcome(
+    runs: Runs,
+    secrets: Secrets,
+    task: ResolvedTask,
+    run_id: int,
+    outcome: RunOutcome,
+    log: Callable[[str], None],
+) -> None:
+    """Send the task's streams how run `run_id` ended, with the failure streak before it among
+    runs of the same kind (a failed drill does not make the next backup a recovery)."""
+    if not task.notifications:
+        return
+    kind = RunKind.VERIFY if outcome.drill else RunKind.BACKUP
+    try:
+        previous = runs.statuses_before(task.id, run_id, STREAK_LOOKBACK_RUNS, kind)
+    except Exception as exc:  # without the history, every outcome is news
+        log(f"notifications: cannot read the run history, so no failure streak is known: {exc}")
+        previous = []
+    streaked = replace(outcome, failed_before=failures_before(previous))
+    for problem in send_notifications(task.notifications, streaked, secrets.resolve):
+        log(f"notification failed: {problem}")
+
+
 class BackupPipeline:
     def __init__(
         self,
@@ -213,7 +236,7 @@ class BackupPipeline:
         """`keep_runs` (0: no limit) and `keep_run_age` (None: no limit) bound the run history:
         after each run, runs beyond its task's newest `keep_runs` and runs older than
         `keep_run_age` are deleted with their logs. One run stores at most `max_log_lines` log
-        lines as they come, and its last few (see `_RunLog`). `tally`, if given, counts every
+        lines as they come, and its last few (see `RunLog`). `tally`, if given, counts every
         run that ends (the metrics' counters)."""
         if progress_every <= timedelta(0):
             raise ValueError(f"progress_every must be positive, got {progress_every}")
@@ -246,7 +269,7 @@ class BackupPipeline:
         and tell `recorded`, then notify and prune the history. Setting `cancel` stops the
         stream (the run fails as `INTERRUPTED_BY_STOP`, its partial file removed)."""
         tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
-        run_log = _RunLog(self._runs, run_id, self._clock, self._max_log_lines)
+        run_log = RunLog(self._runs, run_id, self._clock, self._max_log_lines)
 
         def log(line: str) -> None:
             tail.append(line)
@@ -331,13 +354,6 @@ class BackupPipeline:
         reason: str,
         tail: deque[str],
     ) -> None:
-        if not task.notifications:
-            return
-        try:
-            previous = self._runs.statuses_before(task.id, run_id, STREAK_LOOKBACK_RUNS)
-        except Exception as exc:  # without the history, every outcome is news
-            log(f"notifications: cannot read the run history, so no failure streak is known: {exc}")
-            previous = []
         outcome = RunOutcome(
             task_id=task.id,
             task_label=task.task.label,
@@ -346,10 +362,8 @@ class BackupPipeline:
             duration=duration,
             reason=reason or None,
             log_tail=tuple(tail),
-            failed_before=failures_before(previous),
         )
-        for problem in send_notifications(task.notifications, outcome, self._secrets.resolve):
-            log(f"notification failed: {problem}")
+        notify_outcome(self._runs, self._secrets, task, run_id, outcome, log)
 
     def _target(self, task: ResolvedTask) -> SshTarget:
         password = None

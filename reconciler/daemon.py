@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from reconciler.agecrypt import load_identities
 from reconciler.backup import DEFAULT_KEEP_RUN_AGE, DEFAULT_KEEP_RUNS, BackupPipeline
+from reconciler.drill import DrillPipeline
 from reconciler.engine import Engine
 from reconciler.executor import CONNECT_TIMEOUT, STALL_TIMEOUT
 from reconciler.gitstore import GitStore
@@ -27,7 +28,7 @@ from reconciler.headtrust import open_trust
 from reconciler.models import ResolvedTask
 from reconciler.runner import Admission, Runner
 from reconciler.runtally import RunTally
-from reconciler.scheduler import Fire, Scheduler
+from reconciler.scheduler import Fire, Scheduler, drill_schedule
 from reconciler.secrets import Secrets
 from reconciler.signatures import SigningKey
 from reconciler.state import StateStore, open_state
@@ -122,6 +123,8 @@ class Core:
     fire: Fire
     fires: ThreadPoolExecutor
     tally: RunTally
+    drills: Scheduler  # restore drills (`verify.schedule`), beside the backups' scheduler
+    fire_drill: Fire
 
 
 @dataclass
@@ -229,21 +232,45 @@ def build_core(
     def in_force(task_id: int) -> ResolvedTask | None:
         return engine.desired.tasks.get(task_id)
 
+    drill_pipeline = DrillPipeline(
+        runs=state.runs, secrets=secrets, clock=clock, known_hosts=settings.known_hosts
+    )
     runner = Runner(
         pipeline,
         runs=state.runs,
         clock=clock,
         max_workers=settings.max_workers,
         in_force=in_force,
+        drills=drill_pipeline,
     )
     fires = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fire")
     fire = record_then_queue(state.schedule, runner, fires)
     scheduler = Scheduler(clock, fire)
+    fire_drill = queue_drill(runner, fires)
+    drills = Scheduler(clock, fire_drill, schedule_of=drill_schedule)
     engine = Engine(
-        store=store, scheduler=scheduler, state=state, clock=clock, vet=secrets.vet, trust=trust
+        store=store,
+        scheduler=scheduler,
+        state=state,
+        clock=clock,
+        vet=secrets.vet,
+        trust=trust,
+        drills=drills,
     )
     return Core(
-        settings, clock, state, secrets, store, runner, scheduler, engine, fire, fires, tally
+        settings,
+        clock,
+        state,
+        secrets,
+        store,
+        runner,
+        scheduler,
+        engine,
+        fire,
+        fires,
+        tally,
+        drills,
+        fire_drill,
     )
 
 
@@ -265,6 +292,21 @@ def record_then_queue(schedule: ScheduleBookkeeping, runner: Runner, fires: Exec
                 log.error("task %d: firing its %s slot failed", task.id, slot, exc_info=error)
 
         fires.submit(record_and_queue, task, slot).add_done_callback(log_failure)
+
+    return fire
+
+
+def queue_drill(runner: Runner, fires: Executor) -> Fire:
+    """The drill scheduler's `Fire`: hand the drill to admission on `fires` (admission records
+    the run, which can wait for SQLite's lock). A drill's own bookkeeping is its `verify` run in
+    the history, so it never takes a backup's slot."""
+
+    def fire(task: ResolvedTask, slot: datetime) -> None:
+        def log_failure(done: Future[Admission]) -> None:
+            if (error := done.exception()) is not None:
+                log.error("task %d: firing its %s drill failed", task.id, slot, exc_info=error)
+
+        fires.submit(runner.queue_drill, task, slot).add_done_callback(log_failure)
 
     return fire
 
@@ -322,6 +364,10 @@ async def running(
                 "task %d missed its %s run while the daemon was down: running it now", task.id, slot
             )
             daemon.fire(task, slot)
+        # On the loop's thread, as the backups' catch-up: it moves the drill scheduler.
+        for task, slot in daemon.engine.catch_up_drills(settings.catch_up_deadline):
+            log.info("task %d missed its %s restore drill: running it now", task.id, slot)
+            daemon.fire_drill(task, slot)
         # From here on the scheduler fires every slot, so from here on we were up for it.
         alive = await asyncio.to_thread(
             daemon.state.schedule.begin_alive,
@@ -331,6 +377,7 @@ async def running(
         workers = [
             asyncio.create_task(_heartbeat(daemon, alive), name="heartbeat"),
             asyncio.create_task(daemon.scheduler.run(), name="scheduler"),
+            asyncio.create_task(daemon.drills.run(), name="drills"),
             asyncio.create_task(_on_commits(daemon, stop), name="watch"),
             asyncio.create_task(
                 _resync_every(settings.resync_interval, daemon.engine), name="resync"
@@ -369,6 +416,7 @@ async def serve(settings: Settings) -> None:
 
     async def stop_when_asked(daemon: Daemon, server: Server) -> None:
         await signals.requested.wait()
+        daemon.drills.stop(daemon.clock.now())
         try:
             await stop_gracefully(
                 daemon.scheduler, daemon.runner, daemon.clock, settings.shutdown_grace, signals

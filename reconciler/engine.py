@@ -28,7 +28,7 @@ from reconciler.models import ResolvedTask
 from reconciler.plan import Plan, make_plan
 from reconciler.scheduler import Scheduler
 from reconciler.state import StateStore
-from reconciler.types import Clock, ConfigError
+from reconciler.types import Clock, ConfigError, RunKind
 
 log = logging.getLogger("reconciler.engine")
 
@@ -59,14 +59,20 @@ class Engine:
         parse_workers: int | None = None,
         vet: Callable[[ParsedFile], ParsedFile] | None = None,
         trust: HeadTrust | None = None,
+        drills: Scheduler | None = None,
     ) -> None:
         """`vet`: a check of each newly parsed file beyond the models (the secrets' decryption,
-        `Secrets.vet`), which may turn it into a file with errors."""
+        `Secrets.vet`), which may turn it into a file with errors. `drills`, a scheduler of
+        restore drills (`scheduler.drill_schedule`), is given every task the backup scheduler
+        is given."""
         self.store = store
         # With it, only a head signed by an allowed key is applied (see reconciler.headtrust).
         self.trust = trust
         self._scheduler = scheduler
+        self._schedulers = (scheduler,) if drills is None else (scheduler, drills)
+        self._drills = drills
         self._schedule = state.schedule
+        self._runs = state.runs
         self._clock = clock
         self._parse_workers = parse_workers
         self._vet = vet
@@ -175,6 +181,17 @@ class Engine:
         alive = self._schedule.alive_since(now - deadline)
         return self._scheduler.catch_up(last, now, deadline, alive)
 
+    def catch_up_drills(self, deadline: timedelta) -> list[tuple[ResolvedTask, datetime]]:
+        """Restore drills missed while no daemon was up, at most one per task, within
+        `deadline`, counted from each task's last drill (a task never drilled waits for its
+        first slot)."""
+        if self._drills is None:
+            return []
+        now = self._clock.now()
+        last = self._runs.last_run_at(self._drills.tasks, RunKind.VERIFY)
+        alive = self._schedule.alive_since(now - deadline)
+        return self._drills.catch_up(last, now, deadline, alive)
+
     def _compute(self, head: str | None, full: bool) -> _Snapshot:
         updates = self._changed_blobs(head, full)
         blobs, files = dict(self._blobs), dict(self._files)
@@ -231,12 +248,13 @@ class Engine:
 
     def _apply(self, snapshot: _Snapshot, plan: Plan) -> None:
         now = self._clock.now()
-        for task in plan.removed:
-            self._scheduler.remove(task.id)
-        for task in plan.added:
-            self._scheduler.upsert(task, now)
-        for change in plan.changed:
-            self._scheduler.upsert(change.task, now)
+        for scheduler in self._schedulers:
+            for task in plan.removed:
+                scheduler.remove(task.id)
+            for task in plan.added:
+                scheduler.upsert(task, now)
+            for change in plan.changed:
+                scheduler.upsert(change.task, now)
         for error in set(snapshot.desired.errors) - set(self._desired.errors):
             log.warning("config error: %s", error.render())
         self._blobs, self._files, self._desired = snapshot.blobs, snapshot.files, snapshot.desired

@@ -28,7 +28,7 @@ from reconciler.engine import Engine
 from reconciler.runner import Runner
 from reconciler.runtally import DURATION_BUCKETS, RunTally, TaskTally
 from reconciler.state.runs import Runs
-from reconciler.types import RunStatus
+from reconciler.types import RunKind, RunStatus
 from reconciler.upstream import Upstream
 
 _RESULTS = (RunStatus.SUCCESSFUL, RunStatus.FAILED)
@@ -188,6 +188,15 @@ class _RunCollector(Collector):
                 size.add_metric([str(task_id)], success.size)
         yield when
         yield size
+        verified = GaugeMetricFamily(
+            "reconciler_task_last_verified_timestamp_seconds",
+            "When each task's newest successful restore drill finished (unix time), from the run"
+            " history.",
+            labels=["task_id"],
+        )
+        for task_id, drill in sorted(self._runs.last_successes(task_ids, RunKind.VERIFY).items()):
+            verified.add_metric([str(task_id)], drill.finished_at.timestamp())
+        yield verified
 
 
 def _bound(seconds: float) -> str:

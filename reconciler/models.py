@@ -656,6 +656,12 @@ class Hooks(Model):
     )
 
 
+class Verify(Model):
+    """Restore drills: `reconciler verify` of the task's newest backup on a schedule of its own."""
+
+    schedule: Schedule
+
+
 class BackupTask(Model):
     id: Id
     user_id: Id
@@ -675,6 +681,7 @@ class BackupTask(Model):
         Annotated[int, Field(strict=True, gt=0, le=MAX_RUN_TIMEOUT_SECONDS)] | None
     ) = None
     hooks: Hooks = Hooks()
+    verify: Verify | None = None
 
     @model_validator(mode="after")
     def _isolated_pair(self) -> BackupTask:

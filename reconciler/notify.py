@@ -42,6 +42,7 @@ class RunOutcome:
     reason: str | None  # why it failed, in one line
     log_tail: Sequence[str]
     failed_before: int = 0  # failed runs right before this one (see `reconciler.streaks`)
+    drill: bool = False  # a restore drill (`verify`) of the task's newest backup, not a backup
 
 
 def notification_body(outcome: RunOutcome) -> tuple[str, str]:
@@ -50,11 +51,13 @@ def notification_body(outcome: RunOutcome) -> tuple[str, str]:
     verdict = "succeeded" if outcome.successful else "FAILED"
     if outcome.successful and outcome.failed_before:
         verdict = f"recovered after {_runs(outcome.failed_before)} failed"
-    title = f"Backup {verdict}: {outcome.task_label} (task {outcome.task_id})"
+    what = "Restore drill" if outcome.drill else "Backup"
+    title = f"{what} {verdict}: {outcome.task_label} (task {outcome.task_id})"
     lines = [
         f"Task: {outcome.task_label} (id {outcome.task_id})",
+        *(["Run: restore drill (verify of the newest backup)"] if outcome.drill else []),
         f"Outcome: {'successful' if outcome.successful else 'failed'}",
-        f"Size: {_size(outcome.size)}",
+        f"{'Backup size' if outcome.drill else 'Size'}: {_size(outcome.size)}",
         f"Duration: {_duration(outcome.duration)}",
     ]
     if outcome.failed_before:
@@ -107,8 +110,8 @@ def send_notifications(
     outcome: RunOutcome,
     resolve_secret: Callable[[SecretRef], str],
 ) -> list[str]:
-    """Notify every stream this outcome sends an event to (`streaks.event_to_send`); one error
-    message per stream that failed.
+    """Notify every stream this outcome sends an event to (`streaks.event_to_send`; monitors
+    get backups only, never drills); one error message per stream that failed.
 
     Never raises: a broken stream is reported (and logged) but must not fail the backup.
     """
@@ -123,6 +126,8 @@ def send_notifications(
     }
     errors = []
     for stream in streams:
+        if outcome.drill and stream.type in pings:
+            continue  # a monitor watches the backups' heartbeat; a drill is not one
         event = event_to_send(
             outcome.successful, outcome.failed_before, stream.wanted_events(), stream.repeat
         )

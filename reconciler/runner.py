@@ -24,12 +24,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Protocol
 
 from reconciler.backup import BackupPipeline, RunResult
 from reconciler.models import ResolvedTask
 from reconciler.state.errors import StateError
 from reconciler.state.runs import RunInProgressError, RunRecord, Runs
-from reconciler.types import Clock, RunStatus
+from reconciler.types import Clock, RunKind, RunStatus
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,20 @@ _MESSAGES = {
 }
 
 
+class DrillCarrier(Protocol):
+    """What carries out a restore drill (`reconciler.drill`), as the backup pipeline carries
+    out a backup: it records the run's end and tells `recorded`."""
+
+    def run(
+        self,
+        task: ResolvedTask,
+        run_id: int,
+        started: datetime,
+        cancel: threading.Event,
+        recorded: Callable[[RunResult], None],
+    ) -> None: ...
+
+
 @dataclass(eq=False)
 class _Run:
     """An admitted run: queued until it is handed to a worker, then running until it ends."""
@@ -73,6 +88,7 @@ class _Run:
     run_id: int
     trigger: str
     started: datetime | None  # None: recorded queued, its worker records it running
+    kind: RunKind = RunKind.BACKUP
     ended: Future[None] = field(default_factory=Future)
 
     @property
@@ -94,10 +110,13 @@ class Runner:
         clock: Clock,
         max_workers: int = 4,
         in_force: Callable[[int], ResolvedTask | None] | None = None,
+        drills: DrillCarrier | None = None,
     ) -> None:
+        """`drills` carries out restore drills (`queue_drill`); without it none is admitted."""
         if max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, got {max_workers}")
         self._pipeline = pipeline
+        self._drills = drills
         self._runs = runs
         self._clock = clock
         self._max_workers = max_workers
@@ -132,7 +151,27 @@ class Runner:
             )
         return admission
 
-    def _admit(self, task: ResolvedTask, trigger: str, *, wait_for_server: bool) -> Admission:
+    def queue_drill(self, task: ResolvedTask, slot: datetime) -> Admission:
+        """Admit the restore drill of a scheduled `slot`, as a scheduled backup is admitted: it
+        never runs beside the task's backup (a drill due while its backup runs is skipped, and
+        logged), and it waits for its server's slots."""
+        if self._drills is None:
+            raise ValueError("this runner was built without a drill pipeline")
+        admission = self._admit(task, "schedule", wait_for_server=True, kind=RunKind.VERIFY)
+        if admission is not Admission.ACCEPTED:
+            logger.warning(
+                "task %d: restore drill at %s skipped: %s", task.id, slot, admission.message
+            )
+        return admission
+
+    def _admit(
+        self,
+        task: ResolvedTask,
+        trigger: str,
+        *,
+        wait_for_server: bool,
+        kind: RunKind = RunKind.BACKUP,
+    ) -> Admission:
         with self._lock:
             if self._closing:
                 return Admission.STOPPING
@@ -149,10 +188,10 @@ class Runner:
             starts_now = self._can_start(task)
             record = self._runs.start_run if starts_now else self._runs.queue_run
             try:
-                run_id = record(task.id, trigger, now)
+                run_id = record(task.id, trigger, now, kind)
             except RunInProgressError:  # in another process sharing the state store
                 return Admission.ALREADY_RUNNING
-            run = _Run(task, run_id, trigger, now if starts_now else None)
+            run = _Run(task, run_id, trigger, now if starts_now else None, kind)
             self._admitted[task.id] = run
             self._ends[task.id] = run.ended
             if starts_now:
@@ -294,7 +333,8 @@ class Runner:
             if started is None:
                 started = self._clock.now()
                 self._runs.begin_run(run.run_id, started)
-            logger.info("task %d run %d started (%s)", task.id, run.run_id, run.trigger)
+            what = run.trigger if run.kind is RunKind.BACKUP else f"restore drill, {run.trigger}"
+            logger.info("task %d run %d started (%s)", task.id, run.run_id, what)
 
             def log_end(result: RunResult) -> None:
                 seconds = result.duration.total_seconds()
@@ -305,7 +345,9 @@ class Runner:
                 level = logging.INFO if result.status is RunStatus.SUCCESSFUL else logging.WARNING
                 logger.log(level, "%s", f"{ended}: {result.reason}" if result.reason else ended)
 
-            self._pipeline.run(task, run.run_id, started, self._stop, log_end)
+            carrier = self._pipeline if run.kind is RunKind.BACKUP else self._drills
+            assert carrier is not None  # `queue_drill` admits none without it
+            carrier.run(task, run.run_id, started, self._stop, log_end)
         except Exception:
             logger.exception("task %d run %d: unexpected error", task.id, run.run_id)
             self._end_unfinished(task.id, run.run_id)

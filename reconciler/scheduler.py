@@ -27,17 +27,37 @@ logger = logging.getLogger("reconciler.scheduler")
 Fire = Callable[[ResolvedTask, datetime], None]
 """What to do when a task's slot is due: (task, scheduled slot in UTC). Must not block."""
 
+ScheduleOf = Callable[[ResolvedTask], Schedule | None]
+"""Which of a task's schedules a scheduler keeps (None: the task has none of that kind)."""
+
+
+def backup_schedule(task: ResolvedTask) -> Schedule | None:
+    return task.task.schedule
+
+
+def drill_schedule(task: ResolvedTask) -> Schedule | None:
+    """A task's restore-drill schedule (`verify.schedule`), kept by a scheduler of its own so a
+    drill never takes a backup's slot."""
+    return None if task.task.verify is None else task.task.verify.schedule
+
+
 _COMPACT_SLACK = 64  # stale heap items tolerated beyond the live ones before a rebuild
 
 
 class Scheduler:
     def __init__(
-        self, clock: Clock, fire: Fire, *, max_sleep: timedelta = timedelta(seconds=60)
+        self,
+        clock: Clock,
+        fire: Fire,
+        *,
+        max_sleep: timedelta = timedelta(seconds=60),
+        schedule_of: ScheduleOf = backup_schedule,
     ) -> None:
         if max_sleep <= timedelta(0):
             raise ValueError(f"max_sleep must be positive, got {max_sleep}")
         self._clock = clock
         self._fire = fire
+        self._schedule_of = schedule_of
         self._max_sleep = max_sleep
         self._tasks: dict[int, ResolvedTask] = {}
         self._next: dict[int, datetime] = {}  # unpaused tasks with a fire time: the truth
@@ -62,7 +82,7 @@ class Scheduler:
         """
         previous = self._tasks.get(task.id)
         self._tasks[task.id] = task
-        if previous is not None and _timing(previous) == _timing(task):
+        if previous is not None and self._timing(previous) == self._timing(task):
             return
         if task.task.paused:
             self._unschedule(task.id)
@@ -103,7 +123,9 @@ class Scheduler:
             if self._next.get(task_id) != at:
                 continue  # stale
             task = self._tasks[task_id]
-            slot = max(at, previous_fire(task.task.schedule, now) or at)
+            schedule = self._schedule_of(task)
+            assert schedule is not None  # a task without one is never in the heap
+            slot = max(at, previous_fire(schedule, now) or at)
             due.append((task, slot))
             self._fired(task, slot, now)
         return due
@@ -125,9 +147,10 @@ class Scheduler:
         """
         missed = []
         for task_id, task in self._tasks.items():
-            if task.task.paused or task_id not in last_fired:
+            schedule = self._schedule_of(task)
+            if task.task.paused or schedule is None or task_id not in last_fired:
                 continue
-            slot = previous_fire(task.task.schedule, now)
+            slot = previous_fire(schedule, now)
             if slot is None or now - slot > deadline:
                 continue
             already = max(last_fired[task_id], self._last_slot.get(task_id, last_fired[task_id]))
@@ -188,8 +211,12 @@ class Scheduler:
         self._schedule(task, max(slot, now))
 
     def _schedule(self, task: ResolvedTask, after: datetime) -> None:
+        schedule = self._schedule_of(task)
+        if schedule is None:
+            self._unschedule(task.id)
+            return
         try:
-            at = next_fire(task.task.schedule, after)
+            at = next_fire(schedule, after)
         except NoFireTime:
             logger.warning("task %d has a schedule that never fires; it will not run", task.id)
             self._unschedule(task.id)
@@ -203,6 +230,5 @@ class Scheduler:
     def _unschedule(self, task_id: int) -> None:
         self._next.pop(task_id, None)  # its heap item is now stale
 
-
-def _timing(task: ResolvedTask) -> tuple[Schedule, bool]:
-    return task.task.schedule, task.task.paused
+    def _timing(self, task: ResolvedTask) -> tuple[Schedule | None, bool]:
+        return self._schedule_of(task), task.task.paused

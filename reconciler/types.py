@@ -42,6 +42,13 @@ class RunStatus(StrEnum):
     FAILED = "failed"
 
 
+class RunKind(StrEnum):
+    """What a run does: take a backup, or prove the newest one restorable (a restore drill)."""
+
+    BACKUP = "backup"
+    VERIFY = "verify"
+
+
 class Clock(Protocol):
     """Where time comes from; logic takes `now` as a parameter, the runtime asks a Clock."""
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from reconciler.models import SecretRef
-from reconciler.types import RunStatus
+from reconciler.types import RunKind, RunStatus
 from tests.apirig import COMMENTED_TASK, START, ApiRig, api_rig
 from tests.gitrepo import commit_files, git
 
@@ -178,7 +178,9 @@ async def test_latest_log_is_the_newest_run(rig: ApiRig) -> None:
     rig.state.runs.finish_run(first, RunStatus.FAILED, START, reason="boom")
     second = rig.state.runs.start_run(1, "manual", START)
     rig.state.runs.append_logs(second, [(START, "dumped 3 files")])
-    rig.state.runs.finish_run(second, RunStatus.SUCCESSFUL, START)
+    rig.state.runs.finish_run(
+        second, RunStatus.SUCCESSFUL, START, size=42, backup_name="b.tar", sha256="ab" * 32
+    )
     log = (await rig.get("/api/backup-tasks/1/latest-log")).json()["data"]
     assert log == {
         "id": second,
@@ -187,7 +189,22 @@ async def test_latest_log_is_the_newest_run(rig: ApiRig) -> None:
         "finished_at": "2026-03-10T12:00:00Z",
         "status": "successful",
         "created_at": "2026-03-10T12:00:00Z",
+        "kind": "backup",
+        "size": 42,
+        "sha256": "ab" * 32,
     }
+
+
+async def test_a_restore_drill_shows_in_the_logs_as_a_verify_run(rig: ApiRig) -> None:
+    drill = rig.state.runs.start_run(1, "schedule", START, RunKind.VERIFY)
+    rig.state.runs.finish_run(drill, RunStatus.FAILED, START, reason="sha256 differs")
+    log = (await rig.get("/api/backup-tasks/1/logs")).json()["data"][0]
+    assert (log["id"], log["kind"], log["status"], log["sha256"]) == (
+        drill,
+        "verify",
+        "failed",
+        None,
+    )
 
 
 async def test_logs_are_paginated_newest_first(rig: ApiRig) -> None:

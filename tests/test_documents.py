@@ -303,3 +303,39 @@ def test_a_streams_events_are_read_from_yaml() -> None:
     assert isinstance(stream, NotificationStream)
     assert stream.wanted_events() == {NotificationEvent.FAILURE, NotificationEvent.RECOVERY}
     assert stream.repeat
+
+
+def test_verify_is_read_with_its_own_schedule() -> None:
+    text = configset.task(7) + "verify:\n  schedule: {frequency: weekly, time: '05:00'}\n"
+    (task,) = parse_file("tasks/7.yaml", text.encode()).objects
+    assert isinstance(task, BackupTask)
+    assert task.verify is not None
+    assert (task.verify.schedule.time, task.verify.schedule.run_weekday) == ("05:00", "sunday")
+
+
+@pytest.mark.parametrize(
+    ("verify", "field", "line", "message"),
+    [
+        ("verify: {}\n", "verify.schedule", 12, "required field is missing"),
+        ("verify:\n  schedule: {frequency: daily}\n", "verify.schedule", 13, "a schedule needs"),
+        (
+            "verify:\n  schedule: {custom_cron: '0 3 * * *', timezone: Mars/Olympus}\n",
+            "verify.schedule.timezone",
+            13,
+            "",
+        ),
+        (
+            "verify:\n  schedule: {frequency: daily, time: '01:00'}\n  every: daily\n",
+            "verify.every",
+            14,
+            "unknown field",
+        ),
+    ],
+)
+def test_a_bad_verify_section_is_reported_with_its_line_and_field(
+    verify: str, field: str, line: int, message: str
+) -> None:
+    text = configset.task(7) + verify
+    (error,) = parse_file("tasks/7.yaml", text.encode()).errors
+    assert (error.field, error.line) == (field, line)
+    assert message in error.message

@@ -23,9 +23,10 @@ from reconciler.models import (
     Source,
     SourceType,
     User,
+    Verify,
     Weekday,
 )
-from reconciler.scheduler import Scheduler
+from reconciler.scheduler import Scheduler, drill_schedule
 from tests.clock import FakeClock
 
 OWNER = User(id=1, name="Ada Lovelace", email="ada@example.com")
@@ -551,3 +552,45 @@ def test_a_stopped_loop_returns_and_fires_nothing_due_after_the_stop() -> None:
 
     asyncio.run(main())
     assert scheduler.stopped_at == START
+
+
+def with_drill(task: ResolvedTask, schedule: Schedule) -> ResolvedTask:
+    return task.model_copy(
+        update={"task": task.task.model_copy(update={"verify": Verify(schedule=schedule)})}
+    )
+
+
+def test_a_drill_scheduler_fires_the_verify_schedule_not_the_backup_one() -> None:
+    clock = FakeClock(START)
+    drills = Scheduler(clock, lambda task, slot: None, schedule_of=drill_schedule)
+    drills.upsert(with_drill(make_task(1, daily("10:00")), daily("12:00", "Europe/Paris")), START)
+
+    assert drills.next_fire(1) == datetime(2024, 6, 1, 10, 0, tzinfo=UTC)  # 12:00 in Paris
+    due = drills.pop_due(datetime(2024, 6, 1, 10, 0, tzinfo=UTC))
+    assert [(task.id, slot) for task, slot in due] == [(1, datetime(2024, 6, 1, 10, 0, tzinfo=UTC))]
+
+
+def test_a_task_without_verify_is_never_fired_by_the_drill_scheduler() -> None:
+    drills = Scheduler(FakeClock(START), lambda task, slot: None, schedule_of=drill_schedule)
+    drills.upsert(make_task(1, daily("10:00")), START)
+
+    assert drills.next_fire(1) is None
+    assert drills.pop_due(START + timedelta(days=2)) == []
+
+
+def test_removing_verify_from_a_task_stops_its_drills() -> None:
+    drills = Scheduler(FakeClock(START), lambda task, slot: None, schedule_of=drill_schedule)
+    task = make_task(1, daily("10:00"))
+    drills.upsert(with_drill(task, daily("11:00")), START)
+    drills.upsert(task, START)
+
+    assert drills.next_fire(1) is None
+
+
+def test_a_missed_drill_is_caught_up_once_from_its_last_drill() -> None:
+    drills = Scheduler(FakeClock(START), lambda task, slot: None, schedule_of=drill_schedule)
+    drills.upsert(with_drill(make_task(1, daily("10:00")), daily("08:00")), START)
+
+    missed = drills.catch_up({1: START - timedelta(days=1)}, START, timedelta(hours=6))
+    assert [(task.id, slot) for task, slot in missed] == [(1, START - timedelta(hours=1))]
+    assert drills.catch_up({1: START - timedelta(days=1)}, START, timedelta(hours=6)) == []

@@ -14,7 +14,7 @@ from reconciler.state import StateStore
 from reconciler.state.errors import StateError
 from reconciler.state.runs import INTERRUPTED, NEVER_STARTED, LogTail, RunInProgressError
 from reconciler.state.sqlite import SqliteStateStore
-from reconciler.types import RunStatus, TaskStatus
+from reconciler.types import RunKind, RunStatus, TaskStatus
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -620,3 +620,38 @@ def test_a_run_finished_without_a_checksum_has_none(store: StateStore) -> None:
     run = store.runs.run(run_id)
     assert run is not None
     assert run.sha256 is None
+
+
+def test_a_run_is_a_backup_unless_started_as_another_kind(store: StateStore) -> None:
+    backup = store.runs.start_run(7, "schedule", T0)
+    store.runs.finish_run(backup, RunStatus.SUCCESSFUL, T0)
+    drill = store.runs.queue_run(7, "schedule", T0, RunKind.VERIFY)
+
+    assert [run.kind for run in store.runs.page(7, 0, 10)[0]] == [RunKind.VERIFY, RunKind.BACKUP]
+    assert [run.kind for run in store.runs.recent_runs([7], T0)[7]] == [RunKind.BACKUP]
+    assert [run.id for run in store.runs.recent_runs([7], T0, RunKind.VERIFY)[7]] == [drill]
+
+
+def test_a_drill_and_a_backup_of_one_task_are_never_unfinished_together(
+    store: StateStore,
+) -> None:
+    store.runs.start_run(7, "schedule", T0, RunKind.VERIFY)
+    with pytest.raises(RunInProgressError):
+        store.runs.start_run(7, "schedule", T0)
+
+
+def test_last_runs_streaks_and_successes_are_counted_per_kind(store: StateStore) -> None:
+    ended_run(store, 1, RunStatus.SUCCESSFUL, T0)
+    drill = store.runs.start_run(1, "schedule", T0 + timedelta(hours=1), RunKind.VERIFY)
+    store.runs.finish_run(drill, RunStatus.FAILED, T0 + timedelta(hours=1, minutes=1))
+    current = ended_run(store, 1, RunStatus.SUCCESSFUL, T0 + timedelta(hours=2))
+    verified = store.runs.start_run(1, "schedule", T0 + timedelta(hours=3), RunKind.VERIFY)
+    store.runs.finish_run(verified, RunStatus.SUCCESSFUL, T0 + timedelta(hours=3, minutes=1))
+
+    assert store.runs.last_run_at([1]) == {1: T0 + timedelta(hours=2)}
+    assert store.runs.last_run_at([1], RunKind.VERIFY) == {1: T0 + timedelta(hours=3)}
+    assert store.runs.statuses_before(1, current, 10) == [RunStatus.SUCCESSFUL]
+    assert store.runs.statuses_before(1, verified, 10, RunKind.VERIFY) == [RunStatus.FAILED]
+    assert store.runs.last_successes([1])[1].finished_at == T0 + timedelta(hours=2, minutes=1)
+    last_drill = store.runs.last_successes([1], RunKind.VERIFY)[1]
+    assert last_drill.finished_at == T0 + timedelta(hours=3, minutes=1)

@@ -32,7 +32,7 @@ from tests.runs import (
     server_file,
     sftp_destination,
 )
-from tests.servers import MariaDbServer, SshServer
+from tests.servers import MariaDbServer, PostgresServer, SshServer
 from tests.test_cli import reconciler, write
 from tests.test_restore import MARIADB_SCHEMA, make_tree
 
@@ -205,6 +205,89 @@ def test_a_truncated_dump_fails_verification_by_its_missing_closing_comment(
     sshd: SshServer, mariadb: MariaDbServer, tmp_path: Path
 ) -> None:
     task, harness, record, stored = mariadb_backed_up(tmp_path, sshd, mariadb)
+    stored.write_bytes(stored.read_bytes()[: stored.stat().st_size - 100])
+    unrecorded = dataclasses.replace(record, sha256=None)
+
+    result = verify(task, unrecorded, secrets=harness.secrets)
+
+    assert len(result.problems) == 1
+    assert "closing comment" in result.problems[0]
+
+
+def postgres_backed_up(
+    tmp_path: Path, sshd: SshServer, postgres: PostgresServer, compression: Compression
+) -> tuple[ResolvedTask, Harness, RunRecord, Path]:
+    """A PostgreSQL dump task backed up once: the task, its harness, the run, the stored file."""
+    postgres.sql("DROP DATABASE IF EXISTS verified")
+    postgres.sql("CREATE DATABASE verified")
+    postgres.sql(
+        "CREATE TABLE items (id int PRIMARY KEY, name text);"
+        "INSERT INTO items SELECT n, 'item ' || n FROM generate_series(1, 500) AS n;",
+        "verified",
+    )
+    connection = database_connection(DatabaseEngine.POSTGRESQL, postgres.port, postgres.username)
+    source = Source(type=SourceType.DATABASE, database_name="verified")
+    storage = Storage(compression=compression)
+    task = make_task(sshd, tmp_path / "dest", source, database=connection, storage=storage)
+    harness = Harness(tmp_path, {"DB_PASSWORD": postgres.password})
+    assert harness.run(task) is RunStatus.SUCCESSFUL
+    record = harness.state.runs.latest_run(task.id)
+    assert record is not None
+    (stored,) = (tmp_path / "dest").iterdir()
+    return task, harness, record, stored
+
+
+POSTGRES_FORMATS = [
+    pytest.param(Compression.NONE, id="plain"),
+    pytest.param(Compression.ZSTD, id="zstd"),
+]
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("compression", POSTGRES_FORMATS)
+def test_a_fresh_postgresql_dump_verifies(
+    sshd: SshServer, postgres: PostgresServer, tmp_path: Path, compression: Compression
+) -> None:
+    task, harness, record, stored = postgres_backed_up(tmp_path, sshd, postgres, compression)
+
+    result = verify(task, record, secrets=harness.secrets)
+
+    assert result.problems == ()
+    assert result.summary().startswith(f"verified {stored.name} of task 1: dump complete, ")
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("compression", POSTGRES_FORMATS)
+def test_a_flipped_byte_in_a_postgresql_dump_fails_verification(
+    sshd: SshServer, postgres: PostgresServer, tmp_path: Path, compression: Compression
+) -> None:
+    task, harness, record, stored = postgres_backed_up(tmp_path, sshd, postgres, compression)
+    flip_byte(stored, stored.stat().st_size // 2)
+
+    result = verify(task, record, secrets=harness.secrets)
+
+    assert "is not what run 1 recorded" in result.problems[0]
+
+
+@pytest.mark.servers
+def test_a_flipped_byte_in_a_zstd_postgresql_dump_fails_without_a_recorded_checksum(
+    sshd: SshServer, postgres: PostgresServer, tmp_path: Path
+) -> None:
+    task, harness, record, stored = postgres_backed_up(tmp_path, sshd, postgres, Compression.ZSTD)
+    flip_byte(stored, stored.stat().st_size // 2)
+    unrecorded = dataclasses.replace(record, sha256=None)
+
+    result = verify(task, unrecorded, secrets=harness.secrets)
+
+    assert len(result.problems) == 1
+    assert "zstd" in result.problems[0]
+
+
+@pytest.mark.servers
+def test_a_postgresql_dump_cut_short_fails_by_its_missing_closing_comment(
+    sshd: SshServer, postgres: PostgresServer, tmp_path: Path
+) -> None:
+    task, harness, record, stored = postgres_backed_up(tmp_path, sshd, postgres, Compression.NONE)
     stored.write_bytes(stored.read_bytes()[: stored.stat().st_size - 100])
     unrecorded = dataclasses.replace(record, sha256=None)
 

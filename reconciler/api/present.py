@@ -170,6 +170,9 @@ def log(run: RunRecord) -> schemas.Log:
         finished_at=utc_text(run.finished_at) if run.finished_at else None,
         status=run.status.value,
         created_at=utc_text(run.started_at),
+        kind=run.kind.value,
+        size=run.size,
+        sha256=run.sha256,
     )
 
 

@@ -171,6 +171,15 @@ class Log(BaseModel):
     finished_at: str | None
     status: str
     created_at: str
+    kind: str = Field(
+        description="`backup`, or `verify` for a restore drill of the task's newest backup"
+    )
+    size: int | None = Field(
+        description="bytes stored by a backup run (or read by a drill); null when none"
+    )
+    sha256: str | None = Field(
+        description="SHA-256 (hex) of the file a backup run stored; null for other runs"
+    )
 
 
 class LogResponse(One[Log]):

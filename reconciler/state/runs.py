@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Protocol
 
 from reconciler.state.errors import StateError
-from reconciler.types import RunStatus, TaskStatus
+from reconciler.types import RunKind, RunStatus, TaskStatus
 
 INTERRUPTED = "interrupted by a daemon restart"
 NEVER_STARTED = "never started: the daemon restarted while the run was queued"
@@ -57,6 +57,7 @@ class RunRecord:
     backup_name: str | None
     target: RunTarget | None = None
     sha256: str | None = None  # of the stored backup, as written (hex)
+    kind: RunKind = RunKind.BACKUP
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,15 +79,20 @@ class RunSummary:
     started_at: datetime
     finished_at: datetime | None
     size: int | None
+    kind: RunKind = RunKind.BACKUP
 
 
 class Runs(Protocol):
-    def start_run(self, task_id: int, trigger: str, now: datetime) -> int:
-        """A new running run; RunInProgressError if the task already has an unfinished (queued
-        or running) one, in this process or another sharing the store."""
+    def start_run(
+        self, task_id: int, trigger: str, now: datetime, kind: RunKind = RunKind.BACKUP
+    ) -> int:
+        """A new running run of `kind`; RunInProgressError if the task already has an unfinished
+        (queued or running) one of any kind, in this process or another sharing the store."""
         ...
 
-    def queue_run(self, task_id: int, trigger: str, now: datetime) -> int:
+    def queue_run(
+        self, task_id: int, trigger: str, now: datetime, kind: RunKind = RunKind.BACKUP
+    ) -> int:
         """A new queued run (admitted, not started); RunInProgressError as for `start_run`."""
         ...
 
@@ -147,19 +153,28 @@ class Runs(Protocol):
 
     def task_statuses(self, task_ids: Iterable[int]) -> dict[int, TaskStatus]: ...
 
-    def last_run_at(self, task_ids: Iterable[int] | None = None) -> dict[int, datetime]:
-        """When each task's latest run started (every task's when `task_ids` is None)."""
+    def last_run_at(
+        self, task_ids: Iterable[int] | None = None, kind: RunKind = RunKind.BACKUP
+    ) -> dict[int, datetime]:
+        """When each task's latest run of `kind` started (every task's when `task_ids` is
+        None)."""
         ...
 
-    def statuses_before(self, task_id: int, run_id: int, limit: int) -> list[RunStatus]:
-        """The statuses of the task's `limit` newest runs older than run `run_id`, newest first
-        (what a failure streak is counted from)."""
+    def statuses_before(
+        self, task_id: int, run_id: int, limit: int, kind: RunKind = RunKind.BACKUP
+    ) -> list[RunStatus]:
+        """The statuses of the task's `limit` newest runs of `kind` older than run `run_id`,
+        newest first (what a failure streak is counted from: drills and backups apart)."""
         ...
 
-    def last_successes(self, task_ids: Iterable[int]) -> dict[int, LastSuccess]:
-        """Each task's newest successful run; a task without one is left out."""
+    def last_successes(
+        self, task_ids: Iterable[int], kind: RunKind = RunKind.BACKUP
+    ) -> dict[int, LastSuccess]:
+        """Each task's newest successful run of `kind`; a task without one is left out."""
 
-    def recent_runs(self, task_ids: Iterable[int], since: datetime) -> dict[int, list[RunSummary]]:
-        """Each task's runs started at `since` or later, and its latest run however old, oldest
-        first, without their logs (a task without runs is left out)."""
+    def recent_runs(
+        self, task_ids: Iterable[int], since: datetime, kind: RunKind = RunKind.BACKUP
+    ) -> dict[int, list[RunSummary]]:
+        """Each task's runs of `kind` started at `since` or later, and its latest one however
+        old, oldest first, without their logs (a task without such runs is left out)."""
         ...

@@ -139,6 +139,8 @@ _MIGRATIONS: tuple[str, ...] = (
     """,
     # The SHA-256 of the stored backup (its size is `size`), checked by `reconciler verify`.
     "ALTER TABLE runs ADD COLUMN sha256 TEXT",
+    # What a run does (`RunKind`): every run before restore drills took a backup.
+    "ALTER TABLE runs ADD COLUMN kind TEXT NOT NULL DEFAULT 'backup'",
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 

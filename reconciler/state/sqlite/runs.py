@@ -29,7 +29,7 @@ from reconciler.state.sqlite.connection import (
     optional_time,
     to_text,
 )
-from reconciler.types import RunStatus, TaskStatus
+from reconciler.types import RunKind, RunStatus, TaskStatus
 
 # A newline inside a log line is stored escaped, so one line is always one line of output.
 _NEWLINE, _ESCAPED_NEWLINE = "\n", "\\n"
@@ -61,13 +61,19 @@ class SqliteRuns:
     def __init__(self, connection: SqliteConnection) -> None:
         self._connection = connection
 
-    def start_run(self, task_id: int, trigger: str, now: datetime) -> int:
-        return self._insert(task_id, RunStatus.RUNNING, trigger, now)
+    def start_run(
+        self, task_id: int, trigger: str, now: datetime, kind: RunKind = RunKind.BACKUP
+    ) -> int:
+        return self._insert(task_id, RunStatus.RUNNING, trigger, now, kind)
 
-    def queue_run(self, task_id: int, trigger: str, now: datetime) -> int:
-        return self._insert(task_id, RunStatus.QUEUED, trigger, now)
+    def queue_run(
+        self, task_id: int, trigger: str, now: datetime, kind: RunKind = RunKind.BACKUP
+    ) -> int:
+        return self._insert(task_id, RunStatus.QUEUED, trigger, now, kind)
 
-    def _insert(self, task_id: int, status: RunStatus, trigger: str, now: datetime) -> int:
+    def _insert(
+        self, task_id: int, status: RunStatus, trigger: str, now: datetime, kind: RunKind
+    ) -> int:
         """A new run; RunInProgressError if the task already has an unfinished one.
 
         One statement checks and inserts under SQLite's write lock, so the rule holds between
@@ -75,10 +81,10 @@ class SqliteRuns:
         """
         with self._connection.write() as db:
             cursor = db.execute(
-                "INSERT INTO runs (task_id, status, trigger, started_at) SELECT ?, ?, ?, ? WHERE"
-                " NOT EXISTS (SELECT 1 FROM runs WHERE task_id = ?"
+                "INSERT INTO runs (task_id, status, trigger, started_at, kind)"
+                " SELECT ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM runs WHERE task_id = ?"
                 " AND status IN ('queued', 'running'))",
-                (task_id, status.value, trigger, to_text(now), task_id),
+                (task_id, status.value, trigger, to_text(now), kind.value, task_id),
             )
             if cursor.rowcount == 0:
                 raise RunInProgressError(f"task {task_id} is already running")
@@ -214,6 +220,7 @@ class SqliteRuns:
                     row["target_destination"], row["target_directory"], row["target_name"]
                 ),
                 sha256=row["sha256"],
+                kind=RunKind(row["kind"]),
             )
             for row in rows
         ]
@@ -309,51 +316,63 @@ class SqliteRuns:
         unfinished = {row["task_id"]: TaskStatus(row["status"]) for row in rows}
         return {task_id: unfinished.get(task_id, TaskStatus.READY) for task_id in wanted}
 
-    def last_run_at(self, task_ids: Iterable[int] | None = None) -> dict[int, datetime]:
+    def last_run_at(
+        self, task_ids: Iterable[int] | None = None, kind: RunKind = RunKind.BACKUP
+    ) -> dict[int, datetime]:
         with self._connection.locked() as db:
             if task_ids is None:
                 rows = db.execute(
-                    "SELECT task_id, started_at FROM runs"
-                    " WHERE id IN (SELECT MAX(id) FROM runs GROUP BY task_id)"
+                    "SELECT task_id, started_at FROM runs WHERE id IN"
+                    " (SELECT MAX(id) FROM runs WHERE kind = ? GROUP BY task_id)",
+                    (kind.value,),
                 ).fetchall()
             else:
                 rows = db.execute(
                     "SELECT task_id, started_at FROM runs WHERE id IN (SELECT MAX(id) FROM runs"
-                    " WHERE task_id IN (SELECT value FROM json_each(?)) GROUP BY task_id)",
-                    (json.dumps(list(task_ids)),),
+                    " WHERE task_id IN (SELECT value FROM json_each(?)) AND kind = ?"
+                    " GROUP BY task_id)",
+                    (json.dumps(list(task_ids)), kind.value),
                 ).fetchall()
         return {row["task_id"]: from_text(row["started_at"]) for row in rows}
 
-    def statuses_before(self, task_id: int, run_id: int, limit: int) -> list[RunStatus]:
+    def statuses_before(
+        self, task_id: int, run_id: int, limit: int, kind: RunKind = RunKind.BACKUP
+    ) -> list[RunStatus]:
         with self._connection.locked() as db:
             rows = db.execute(
-                "SELECT status FROM runs WHERE task_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
-                (task_id, run_id, limit),
+                "SELECT status FROM runs WHERE task_id = ? AND id < ? AND kind = ?"
+                " ORDER BY id DESC LIMIT ?",
+                (task_id, run_id, kind.value, limit),
             ).fetchall()
         return [RunStatus(row["status"]) for row in rows]
 
-    def last_successes(self, task_ids: Iterable[int]) -> dict[int, LastSuccess]:
+    def last_successes(
+        self, task_ids: Iterable[int], kind: RunKind = RunKind.BACKUP
+    ) -> dict[int, LastSuccess]:
         with self._connection.locked() as db:
             rows = db.execute(
                 "SELECT task_id, finished_at, size FROM runs WHERE id IN (SELECT MAX(id) FROM runs"
                 " WHERE status = 'successful' AND task_id IN (SELECT value FROM json_each(?))"
-                " GROUP BY task_id)",
-                (json.dumps(list(task_ids)),),
+                " AND kind = ? GROUP BY task_id)",
+                (json.dumps(list(task_ids)), kind.value),
             ).fetchall()
         return {
             row["task_id"]: LastSuccess(from_text(row["finished_at"]), row["size"]) for row in rows
         }
 
-    def recent_runs(self, task_ids: Iterable[int], since: datetime) -> dict[int, list[RunSummary]]:
+    def recent_runs(
+        self, task_ids: Iterable[int], since: datetime, kind: RunKind = RunKind.BACKUP
+    ) -> dict[int, list[RunSummary]]:
         wanted = json.dumps(list(task_ids))
         with self._connection.locked() as db:
             rows = db.execute(
-                "SELECT id, task_id, status, trigger, started_at, finished_at, size FROM runs"
-                " WHERE task_id IN (SELECT value FROM json_each(?))"
+                "SELECT id, task_id, status, trigger, started_at, finished_at, size, kind FROM runs"
+                " WHERE task_id IN (SELECT value FROM json_each(?)) AND kind = ?"
                 " AND (started_at >= ? OR id IN (SELECT MAX(id) FROM runs"
-                " WHERE task_id IN (SELECT value FROM json_each(?)) GROUP BY task_id))"
+                " WHERE task_id IN (SELECT value FROM json_each(?)) AND kind = ?"
+                " GROUP BY task_id))"
                 " ORDER BY id",
-                (wanted, to_text(since), wanted),
+                (wanted, kind.value, to_text(since), wanted, kind.value),
             ).fetchall()
         runs: dict[int, list[RunSummary]] = {}
         for row in rows:
@@ -366,6 +385,7 @@ class SqliteRuns:
                     started_at=from_text(row["started_at"]),
                     finished_at=optional_time(row["finished_at"]),
                     size=row["size"],
+                    kind=RunKind(row["kind"]),
                 )
             )
         return runs
