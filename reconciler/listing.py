@@ -9,13 +9,15 @@ The text format has fixed columns, so both people and `cut -c`/`awk` read it: th
 (`file`, `dir`, `link`, `hardlink`, `other`) in 8 columns, the size in bytes right-aligned in 15,
 the modification time in UTC (`2026-11-30T02:00:05Z`), then the path, each separated by two
 spaces; a link adds ` -> TARGET`. Control characters and backslashes in names are escaped
-(`\\n`, `\\x1b`, `\\\\`) so that one line is one entry. `--json` prints one JSON object a line.
+(`\\n`, `\\x1b`, `\\u2028`, `\\\\`) so that one line is one entry. `--json` prints one JSON
+object a line.
 """
 
 from __future__ import annotations
 
 import json
 import tarfile
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,6 +42,8 @@ _KINDS = (
     (tarfile.TarInfo.islnk, "hardlink"),
     (tarfile.TarInfo.isfile, "file"),
 )
+# Control characters and the line and paragraph separators: a terminal or `splitlines` acts on them.
+_UNPRINTED = frozenset({"Cc", "Zl", "Zp"})
 _ESCAPES = {ord("\\"): "\\\\", ord("\n"): "\\n", ord("\t"): "\\t", ord("\r"): "\\r"}
 
 
@@ -132,6 +136,6 @@ def _printable_char(char: str) -> str:
         return _ESCAPES[code]
     if 0xDC80 <= code <= 0xDCFF:  # a byte of a name that is not UTF-8 (surrogateescape)
         return f"\\x{code - 0xDC00:02x}"
-    if code < 0x20 or 0x7F <= code < 0xA0:
-        return f"\\x{code:02x}"
+    if unicodedata.category(char) in _UNPRINTED:
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
     return char
