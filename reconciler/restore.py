@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, TypeVar
 
 from reconciler.checksum import Readable
-from reconciler.commands import DUMP_EXTENSION, BackupFormat
+from reconciler.commands import DUMP_EXTENSION, BackupFormat, archive_top
 from reconciler.completeness import DUMP_TAIL_WINDOW, dump_tail_complete
 from reconciler.destinations import open_destination
 from reconciler.encryption import CHUNK_SIZE, decrypt_stream
@@ -130,6 +130,10 @@ def restore(
         raise RestoreError(
             f"--path selects files of a files backup; task {task.id} backs up a database"
         )
+    root = task.task.source.path
+    if members and root is not None and archive_top(root) == ".":
+        # A tar of `/` names its members `./etc/...`, and tar matches names as they are stored.
+        members = [f"./{member}" for member in members]
     to.mkdir(parents=True, exist_ok=True)
     store = open_destination(task.destination, secrets.resolve, known_hosts=known_hosts)
     try:

@@ -5,6 +5,8 @@ matches nothing."""
 from __future__ import annotations
 
 import os
+import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,8 @@ from hypothesis import strategies as st
 
 from reconciler.models import Compression
 from reconciler.restore import RestoreError, member_path, restore
+from reconciler.retention import backup_name
+from tests.runs import Harness, files_task
 from tests.servers import MariaDbServer, SshServer
 from tests.test_cli import reconciler
 from tests.test_verify import FORMATS, backed_up, config_set, mariadb_backed_up
@@ -198,3 +202,22 @@ def test_the_restore_command_restores_the_given_paths_and_exits_2_on_one_that_is
     assert missing.stderr.strip().splitlines()[-1].startswith("reconciler: not in the backup ")
     assert missing.stderr.strip().endswith(": data/zzz; nothing was restored")
     assert list(empty.iterdir()) == []
+
+
+def test_a_path_in_a_backup_of_the_root_matches_its_dot_slash_members(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    # A backup of `/` holds `./etc/...`; made here as the remote's tar makes it, from a small tree.
+    root, dest = tmp_path / "root", tmp_path / "dest"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "hostname").write_text("host.example.com\n")
+    (root / "srv").mkdir()
+    dest.mkdir()
+    task = files_task(sshd, dest, Path("/"))
+    name = backup_name(task.id, None, datetime(2026, 12, 1, 2, 0, tzinfo=UTC), "tar")
+    subprocess.run(["tar", "-C", str(root), "-cf", str(dest / name), "--", "."], check=True)
+    target = tmp_path / "restored"
+
+    restore(task, run=None, to=target, secrets=Harness(tmp_path).secrets, paths=["etc/hostname"])
+
+    assert everything_under(target) == ["etc", "etc/hostname"]
