@@ -41,6 +41,13 @@ from reconciler.models import (
 from reconciler.notify import RunOutcome, send_notifications, send_run_started
 from reconciler.prune import remove_unkept, retention_decisions
 from reconciler.retention import backup_name
+from reconciler.runhooks import (
+    HookStage,
+    Outcome,
+    hook_environment,
+    run_after_hooks,
+    run_before_hooks,
+)
 from reconciler.runtally import RunTally
 from reconciler.secrets import Secrets
 from reconciler.state.runs import RunRecord, Runs, RunTarget
@@ -415,17 +422,44 @@ class BackupPipeline:
             with RemoteShell(
                 target, connect_timeout=self._connect_timeout, stall_timeout=self._stall_timeout
             ) as shell:
-                command, stdin = self._command(task, shell)
-                form = backup_format(spec.source, spec.storage, encrypted=passphrase is not None)
-                name = backup_name(spec.id, spec.storage.appended_filename, started, form.extension)
-                where = f"{spec.storage.path or '.'}/{name}"
-                log(f"streaming {spec.source.type.value} to {task.destination.label}: {where}")
-                written = RunTarget(task.destination.model_dump_json(), spec.storage.path, name)
-                self._runs.record_target(run_id, written)
-                size, sha256 = self._stream(
-                    shell, command, stdin, store, name, task, passphrase, form, timeout, cancel, log
-                )
-            log(f"stored {name} ({size} bytes, sha256 {sha256})")
+                outcome = Outcome.FAILURE
+                try:
+                    failure = run_before_hooks(
+                        shell,
+                        spec.hooks.before,
+                        hook_environment(HookStage.BEFORE, spec.id, run_id),
+                        timeout=spec.hooks.timeout,
+                        log=log,
+                        cancel=cancel,
+                    )
+                    if failure is not None:
+                        raise RunFailed(f"{failure}, so no backup was taken")
+                    command, stdin = self._command(task, shell)
+                    form = backup_format(
+                        spec.source, spec.storage, encrypted=passphrase is not None
+                    )
+                    name = backup_name(
+                        spec.id, spec.storage.appended_filename, started, form.extension
+                    )
+                    where = f"{spec.storage.path or '.'}/{name}"
+                    log(f"streaming {spec.source.type.value} to {task.destination.label}: {where}")
+                    written = RunTarget(task.destination.model_dump_json(), spec.storage.path, name)
+                    self._runs.record_target(run_id, written)
+                    size, sha256 = self._stream(
+                        shell, command, stdin, store, name, task, passphrase, form, timeout,
+                        cancel, log,
+                    )  # fmt: skip
+                    log(f"stored {name} ({size} bytes, sha256 {sha256})")
+                    outcome = Outcome.SUCCESS
+                finally:
+                    for problem in run_after_hooks(
+                        shell,
+                        spec.hooks.after,
+                        hook_environment(HookStage.AFTER, spec.id, run_id, outcome),
+                        timeout=spec.hooks.timeout,
+                        log=log,
+                    ):
+                        log(f"warning: {problem}")
             try:
                 self._rotate(task, store, name, log)
             except Exception as exc:  # the backup is stored; old ones stay until the next run

@@ -27,8 +27,9 @@ dump, and the caller writes that line into the channel. `ps` shows only the scri
 from __future__ import annotations
 
 import base64
+import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -238,6 +239,26 @@ def make_postgres_dump(
     dump = f"PGDATABASE={shlex.quote(database)} {shlex.join(argv)}"
     script = prologue + _pipeline(dump, compressor)
     return RemoteCommand(login_shell_line(script), connection.password is not None)
+
+
+_VARIABLE_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+HOOK_SHELL_NAME = "reconciler-hook"  # the hook's $0, as its error messages name it
+
+
+def make_hook_command(text: str, environment: Mapping[str, str]) -> str:
+    """The line that runs a user's hook: `sh -c TEXT`, with `environment` exported first and the
+    hook's stderr joined to its stdout (one stream, in the order it was written, for the run log).
+
+    TEXT is one argument to `sh`, never part of our script: whatever the login shell, a hook means
+    what POSIX sh makes of it, and no value of ours is spliced into it.
+    """
+    exports = []
+    for name, value in environment.items():
+        if not _VARIABLE_NAME.match(name):
+            raise CommandError(f"not an environment variable name: {name!r}")
+        exports.append(f"{name}={shlex.quote(value)}; export {name}; ")
+    run = f"exec sh -c {shlex.quote(text)} {HOOK_SHELL_NAME} 2>&1"
+    return login_shell_line("".join(exports) + run)
 
 
 # Prints one line per dump tool found on the remote.

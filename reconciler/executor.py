@@ -169,8 +169,8 @@ def _transport_factory(sock: Any, /, **kwargs: Any) -> paramiko.Transport:
     return transport
 
 
-class _StderrLines:
-    """Splits stderr into lines for the log, keeping only the last few in memory."""
+class OutputLines:
+    """Splits a command's output into lines for the log, keeping only the last few in memory."""
 
     def __init__(self, on_line: Callable[[str], None] | None) -> None:
         self._on_line = on_line
@@ -338,7 +338,7 @@ class RemoteShell:
                 f"could not open a session on the server (connect timeout "
                 f"{self._connect_timeout:g} s): {exc}"
             ) from exc
-        stderr = _StderrLines(on_stderr_line)
+        stderr = OutputLines(on_stderr_line)
         received = 0
         try:
             channel.settimeout(_POLL_SECONDS)
@@ -425,7 +425,7 @@ class RemoteShell:
         raise ExecutorError("the remote command was killed by a signal (no exit status)")
 
     @staticmethod
-    def _drain_stderr(channel: paramiko.Channel, stderr: _StderrLines) -> None:
+    def _drain_stderr(channel: paramiko.Channel, stderr: OutputLines) -> None:
         while True:
             try:
                 data = channel.recv_stderr(CHUNK_SIZE)

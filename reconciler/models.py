@@ -623,6 +623,39 @@ class Storage(Model):
         return "/".join(part for part in value.split("/") if part not in ("", "."))
 
 
+# A hook's text is a shell script, so it is kept exactly as written (no stripping); the bounds
+# keep a typo (a pasted file, a runaway list) from becoming a remote command line.
+MAX_HOOK_CHARS = 16_384
+MAX_HOOKS = 20
+DEFAULT_HOOK_TIMEOUT_SECONDS = 300
+MAX_HOOK_TIMEOUT_SECONDS = 24 * 3600
+
+
+def check_hook_text(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("a hook command must not contain a NUL character")
+    if not value.strip():
+        raise ValueError("a hook command must not be empty or only whitespace")
+    return value
+
+
+HookCommand = Annotated[
+    str,
+    StringConstraints(strip_whitespace=False, max_length=MAX_HOOK_CHARS),
+    AfterValidator(check_hook_text),
+]
+
+
+class Hooks(Model):
+    """Shell commands run on the task's server around a run: see the README's `hooks`."""
+
+    before: Annotated[tuple[HookCommand, ...], Field(max_length=MAX_HOOKS)] = ()
+    after: Annotated[tuple[HookCommand, ...], Field(max_length=MAX_HOOKS)] = ()
+    timeout: Annotated[int, Field(strict=True, gt=0, le=MAX_HOOK_TIMEOUT_SECONDS)] = (
+        DEFAULT_HOOK_TIMEOUT_SECONDS
+    )
+
+
 class Verify(Model):
     """Restore drills: `reconciler verify` of the task's newest backup on a schedule of its own."""
 
@@ -647,6 +680,7 @@ class BackupTask(Model):
     run_timeout_seconds: (
         Annotated[int, Field(strict=True, gt=0, le=MAX_RUN_TIMEOUT_SECONDS)] | None
     ) = None
+    hooks: Hooks = Hooks()
     verify: Verify | None = None
 
     @model_validator(mode="after")

@@ -292,3 +292,16 @@ def test_maximum_backups_to_keep_on_a_task_with_keep_last_says_to_give_one() -> 
     with pytest.raises(Invalid) as refusal:
         edits.prepare_update(desired, 3, change(body), ADA, NOW)
     assert "give one of them" in str(refusal.value.errors)
+
+
+HOOKS = {"before": ["pg_ctl stop 'x'\n"], "after": ["pg_ctl start"], "timeout": 60}
+
+
+def test_an_update_keeps_the_tasks_hooks() -> None:
+    desired = desired_of(config(**{"tasks/1-first.yaml": configset.task(1, hooks=HOOKS)}))
+    body = TaskFields.model_validate({"label": "Renamed", "maximum_backups_to_keep": 3})
+    edit = edits.prepare_update(desired, 1, change(body), ADA, NOW)
+
+    assert taskfile.load_task_data(written(edit))["hooks"] == HOOKS
+    assert edit.task is not None
+    assert edit.task.hooks.before == ("pg_ctl stop 'x'\n",)

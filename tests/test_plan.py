@@ -102,3 +102,15 @@ def test_a_plan_told_where_the_states_can_differ_is_the_full_plan(
         if wanted.get(task_id) != current.get(task_id)
     }
     assert make_plan(wanted, current, differing | extra) == make_plan(wanted, current)
+
+
+def test_a_hook_change_is_a_field_change() -> None:
+    running = resolved(configset.task(1, hooks={"before": ["echo one"]}))
+    desired = resolved(configset.task(1, hooks={"before": ["echo two"], "timeout": 60}))
+
+    (change,) = make_plan(desired, running).changed
+
+    assert [(item.field, item.old, item.new) for item in change.fields] == [
+        ("task.hooks.before", ["echo one"], ["echo two"]),
+        ("task.hooks.timeout", 300, 60),
+    ]
