@@ -179,7 +179,7 @@ def unpack_argvs(form: BackupFormat, staging: Path, members: Sequence[str] = ())
 
 def _missing_members(error: RestoreError, name: str, members: Sequence[str]) -> RestoreError | None:
     """The paths tar said it did not find, as one sentence; None when that is not why it failed."""
-    missing = [member for member in members if f"{member}: Not found in archive" in str(error)]
+    missing = [member for member in members if f"tar: {member}: Not found in archive" in str(error)]
     if not missing:
         return None
     return RestoreError(f"not in the backup {name}: {', '.join(missing)}; nothing was restored")
