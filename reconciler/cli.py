@@ -1,4 +1,4 @@
-"""`reconciler`: serve, validate, plan, run, restore, verify, prune, token. Thin: each command
+"""`reconciler`: serve, validate, plan, run, restore, ls, verify, prune, token. Thin: each command
 wires and reports.
 
 Anything a user can get wrong ends in one clear sentence on stderr and a non-zero exit, never a
@@ -200,11 +200,33 @@ def _parser() -> argparse.ArgumentParser:
     restore.add_argument("task_id", type=int)
     restore.add_argument("--run", type=int, dest="run_id", help="the run whose backup to restore")
     restore.add_argument("--to", type=Path, required=True, help="directory to restore into")
+    restore.add_argument(
+        "--path",
+        action="append",
+        dest="paths",
+        default=[],
+        metavar="PATH",
+        help="restore only this file or folder, as `reconciler ls` lists it (repeatable)",
+    )
     _repo_option(restore)
     _state_option(restore)
     restore.add_argument("--known-hosts", type=Path, help="known_hosts file for SSH host keys")
     _age_identity_option(restore)
     restore.set_defaults(command=_restore)
+
+    listing = commands.add_parser(
+        "ls", help="list the files in a files backup: type, size, mtime (UTC), path"
+    )
+    listing.add_argument("task_id", type=int)
+    listing.add_argument(
+        "--run", type=int, dest="run_id", help="the run whose backup to list (default: newest)"
+    )
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    _repo_option(listing)
+    _state_option(listing)
+    listing.add_argument("--known-hosts", type=Path, help="known_hosts file for SSH host keys")
+    _age_identity_option(listing)
+    listing.set_defaults(command=_ls)
 
     verify = commands.add_parser(
         "verify", help="prove a backup restorable (checksum, decryption, every file or the dump)"
@@ -602,9 +624,29 @@ def _restore(args: argparse.Namespace) -> int:
         age_identity=args.age_identity,
     )
     where = _guarded(
-        lambda: asyncio.run(restore_backup(settings, args.task_id, args.run_id, args.to))
+        lambda: asyncio.run(
+            restore_backup(settings, args.task_id, args.run_id, args.to, args.paths)
+        )
     )
     print(f"restored task {args.task_id} to {where}")
+    return 0
+
+
+def _ls(args: argparse.Namespace) -> int:
+    from reconciler.daemon import Settings, list_files
+    from reconciler.listing import Entry
+
+    settings = Settings(
+        repo=args.repo,
+        state=args.state,
+        known_hosts=args.known_hosts,
+        age_identity=args.age_identity,
+    )
+
+    def emit(entry: Entry) -> None:
+        print(entry.json() if args.json else entry.line())
+
+    _guarded(lambda: asyncio.run(list_files(settings, args.task_id, args.run_id, emit)))
     return 0
 
 

@@ -169,12 +169,18 @@ _GNU_TAR_VERBATIM = (
 )
 
 
+def archive_top(path: str) -> str:
+    """The name the tar of the absolute `path` gives its top member: the last component, or `.`
+    for `/` (whose members are then `./etc`, `./home`, ...)."""
+    return PurePosixPath(path).name or "."
+
+
 def make_files_backup(path: str, compressor: Sequence[str] | None) -> RemoteCommand:
     """tar of `path` (file or directory) to stdout, members named after its last component."""
     target = PurePosixPath(path)
     if not target.is_absolute():
         raise CommandError(f"source path must be absolute, got {path!r}")
-    parent, name = (str(target.parent), target.name) if target.name else ("/", ".")
+    parent, name = str(target.parent), archive_top(path)
     tar = f"tar $tar_options -C {shlex.quote(parent)} -cf - -- {shlex.quote(name)}"
     script = _GNU_TAR_VERBATIM + _pipeline(tar, compressor, warning_status=TAR_CHANGED_FILES)
     return RemoteCommand(login_shell_line(script), False, TAR_CHANGED_FILES_WARNING)

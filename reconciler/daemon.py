@@ -10,11 +10,12 @@ import asyncio
 import gc
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,7 +47,9 @@ if TYPE_CHECKING:
 
     from reconciler.api.reader import StateReader
     from reconciler.api.tokenuse import TokenUses
+    from reconciler.listing import Entry
     from reconciler.retention import Decision
+    from reconciler.state.runs import RunRecord
     from reconciler.upstream import Upstream
     from reconciler.verify import Verification
 
@@ -521,20 +524,58 @@ def start_run(daemon: Core, task_id: int, trigger: str) -> None:
         raise DaemonError(f"task {task_id}: {admission.message}")
 
 
-async def restore_backup(settings: Settings, task_id: int, run_id: int | None, to: Path) -> Path:
-    """`reconciler restore`: the given run's backup (default: the newest) into `to`."""
+async def restore_backup(
+    settings: Settings, task_id: int, run_id: int | None, to: Path, paths: Sequence[str] = ()
+) -> Path:
+    """`reconciler restore`: the given run's backup (default: the newest) into `to`, only `paths`
+    of it when given."""
     from reconciler.restore import restore
 
     async with synced(settings) as daemon:
         task = _task(daemon, task_id)
-        run = None
-        if run_id is not None:
-            run = await asyncio.to_thread(daemon.state.runs.run, run_id)
-            if run is None or run.task_id != task_id:
-                raise DaemonError(f"task {task_id} has no run {run_id}")
+        run = await _chosen_run(daemon, task_id, run_id)
         return await asyncio.to_thread(
-            restore, task, run=run, to=to, secrets=daemon.secrets, known_hosts=settings.known_hosts
+            partial(
+                restore,
+                task,
+                run=run,
+                to=to,
+                secrets=daemon.secrets,
+                known_hosts=settings.known_hosts,
+                paths=paths,
+            )
         )
+
+
+async def list_files(
+    settings: Settings, task_id: int, run_id: int | None, emit: Callable[[Entry], None]
+) -> str:
+    """`reconciler ls`: every entry of the given run's files backup (default: the newest, as
+    restore chooses) handed to `emit` as it is read; returns the backup's name."""
+    from reconciler.listing import list_backup
+
+    async with synced(settings) as daemon:
+        task = _task(daemon, task_id)
+        run = await _chosen_run(daemon, task_id, run_id)
+        return await asyncio.to_thread(
+            partial(
+                list_backup,
+                task,
+                run,
+                emit=emit,
+                secrets=daemon.secrets,
+                known_hosts=settings.known_hosts,
+            )
+        )
+
+
+async def _chosen_run(daemon: Core, task_id: int, run_id: int | None) -> RunRecord | None:
+    if run_id is None:
+        return None
+    run = await asyncio.to_thread(daemon.state.runs.run, run_id)
+    if run is None or run.task_id != task_id:
+        raise DaemonError(f"task {task_id} has no run {run_id}")
+    return run
 
 
 async def verify_backup(settings: Settings, task_id: int, run_id: int | None) -> Verification:

@@ -4,19 +4,28 @@ Everything is streamed: destination reader -> gpg (when encrypted) -> `zstd -d` 
 -> `tar -x` (files) or the `.sql` file (database). zstd checks its frame checksums, tar notices a
 truncated archive and gpg checks the MDC, and any non-zero exit fails the restore. Output goes to a
 staging directory inside the target first and is moved into place only when every check passed, so
-a damaged backup never leaves half a restore behind.
+a damaged backup never leaves half a restore behind. A partial restore (`paths`) hands tar the
+chosen members after `--`, verbatim (no wildcards, no backslash unquoting), through the same
+extraction; a path tar does not find fails the restore and so leaves nothing either.
+
+`stream_plaintext` is the reading path shared with `verify` and `ls`: the decrypted, decompressed
+backup into a pipe that a consumer reads on a thread, nothing written to disk.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import tarfile
 import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 from reconciler.checksum import Readable
-from reconciler.commands import DUMP_EXTENSION, BackupFormat
+from reconciler.commands import DUMP_EXTENSION, BackupFormat, archive_top
 from reconciler.completeness import DUMP_TAIL_WINDOW, dump_tail_complete
 from reconciler.destinations import open_destination
 from reconciler.encryption import CHUNK_SIZE, decrypt_stream
@@ -26,6 +35,8 @@ from reconciler.retention import own_backups
 from reconciler.secrets import Secrets
 from reconciler.state.runs import RunRecord
 from reconciler.types import ReconcilerError
+
+_T = TypeVar("_T")
 
 
 class RestoreError(ReconcilerError):
@@ -66,6 +77,24 @@ def check_dump_complete(dump: Path) -> None:
         )
 
 
+def member_path(text: str) -> str:
+    """A `--path` as a tar member name: relative, normalised (`./` and empty or `.` components and
+    a trailing slash dropped), no `..`, no NUL; RestoreError saying why otherwise."""
+    why = None
+    parts = [part for part in text.split("/") if part not in ("", ".")]
+    if "\0" in text:
+        why = "contains a NUL byte"
+    elif text.startswith("/"):
+        why = "is absolute: give it as the backup lists it (reconciler ls), e.g. site/docs"
+    elif ".." in parts:
+        why = "contains '..'"
+    elif not parts:
+        why = "names no file or folder"
+    if why is not None:
+        raise RestoreError(f"--path {text!r} {why}")
+    return "/".join(parts)
+
+
 def reading_keys(
     task: ResolvedTask, name: str, secrets: Secrets
 ) -> tuple[BackupFormat, str | None]:
@@ -91,10 +120,20 @@ def restore(
     to: Path,
     secrets: Secrets,
     known_hosts: Path | None = None,
+    paths: Sequence[str] = (),
 ) -> Path:
     """Restore the run's backup (or the task's newest, as the destination lists them) into the
-    directory `to`; returns what was written: the unpacked top-level entry (files) or the `.sql`
-    file (database)."""
+    directory `to`, only the members `paths` (and everything under a folder) when given; returns
+    what was written: the unpacked top-level entry (files) or the `.sql` file (database)."""
+    members = [member_path(path) for path in paths]
+    if members and task.task.source.type is not SourceType.FILES:
+        raise RestoreError(
+            f"--path selects files of a files backup; task {task.id} backs up a database"
+        )
+    root = task.task.source.path
+    if members and root is not None and archive_top(root) == ".":
+        # A tar of `/` names its members `./etc/...`, and tar matches names as they are stored.
+        members = [f"./{member}" for member in members]
     to.mkdir(parents=True, exist_ok=True)
     store = open_destination(task.destination, secrets.resolve, known_hosts=known_hosts)
     try:
@@ -105,7 +144,13 @@ def restore(
         try:
             sql_name = _sql_name(name, form)
             with store.open_reader(directory, name) as reader:
-                _unpack(reader, passphrase, form, staging, sql_name)
+                try:
+                    _unpack(reader, passphrase, form, staging, sql_name, members)
+                except RestoreError as exc:
+                    missing = _missing_members(exc, name, members)
+                    if missing is None:
+                        raise
+                    raise missing from exc
             if form.source_type is SourceType.DATABASE:
                 check_dump_complete(staging / sql_name)
             return _move_into_place(staging, to)
@@ -120,16 +165,33 @@ def decompress_argvs(form: BackupFormat) -> list[list[str]]:
     return [["zstd", "-d", "-c", "-q"]] if form.compressed else []
 
 
-def unpack_argvs(form: BackupFormat, staging: Path) -> list[list[str]]:
-    """The programs a backup of `form` is piped through (nothing for a plain dump)."""
+def unpack_argvs(form: BackupFormat, staging: Path, members: Sequence[str] = ()) -> list[list[str]]:
+    """The programs a backup of `form` is piped through (nothing for a plain dump); a files
+    backup's tar extracts only `members` when given."""
     argvs = decompress_argvs(form)
     if form.source_type is SourceType.FILES:
-        argvs.append(["tar", "-x", "-f", "-", "-C", str(staging)])
+        tar = ["tar", "-x", "-f", "-", "-C", str(staging)]
+        if members:
+            tar += ["--no-wildcards", "--no-unquote", "--", *members]
+        argvs.append(tar)
     return argvs
 
 
+def _missing_members(error: RestoreError, name: str, members: Sequence[str]) -> RestoreError | None:
+    """The paths tar said it did not find, as one sentence; None when that is not why it failed."""
+    missing = [member for member in members if f"tar: {member}: Not found in archive" in str(error)]
+    if not missing:
+        return None
+    return RestoreError(f"not in the backup {name}: {', '.join(missing)}; nothing was restored")
+
+
 def _unpack(
-    reader: IO[bytes], passphrase: str | None, form: BackupFormat, staging: Path, sql_name: str
+    reader: IO[bytes],
+    passphrase: str | None,
+    form: BackupFormat,
+    staging: Path,
+    sql_name: str,
+    members: Sequence[str],
 ) -> None:
     with ExitStack() as stack:
         sql_file = (
@@ -137,7 +199,7 @@ def _unpack(
             if form.source_type is SourceType.DATABASE
             else None
         )
-        read_backup(reader, passphrase, unpack_argvs(form, staging), sql_file)
+        read_backup(reader, passphrase, unpack_argvs(form, staging, members), sql_file)
 
 
 def read_backup(
@@ -176,6 +238,52 @@ def read_backup(
         problems.extend(str(error) for error in map(Process.failure, processes) if error)
         if problems:
             raise RestoreError("the backup is damaged or incomplete: " + "; ".join(problems))
+
+
+def stream_plaintext(
+    reader: Readable, passphrase: str | None, form: BackupFormat, consume: Callable[[IO[bytes]], _T]
+) -> _T:
+    """Stream the backup's plaintext (the tar or the dump) into `consume`, which reads it on a
+    thread; what it returns. Whatever `consume` leaves unread is drained, so the pipe never
+    blocks. RestoreError: the reading path's failure (gpg, zstd) before any of `consume`'s own."""
+    read_end, write_end = os.pipe()
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="plaintext") as pool,
+        open(read_end, "rb") as plaintext,
+    ):
+        consumed = pool.submit(_drained, plaintext, consume)
+        failure: Exception | None = None
+        try:
+            with open(write_end, "wb") as sink:
+                read_backup(reader, passphrase, decompress_argvs(form), sink)
+        except (ReconcilerError, OSError) as exc:
+            failure = exc
+        try:
+            result = consumed.result()
+        except Exception as exc:
+            if failure is not None:
+                raise failure from exc
+            raise
+        if failure is not None:
+            raise failure
+        return result
+
+
+def _drained(plaintext: IO[bytes], consume: Callable[[IO[bytes]], _T]) -> _T:
+    try:
+        return consume(plaintext)
+    finally:
+        while plaintext.read(CHUNK_SIZE):
+            pass
+
+
+def tar_members(archive: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
+    """Each member of a tar opened in stream mode (`r|`), in order. tarfile keeps every member it
+    has read in a list; this forgets them as it goes, so a tar of millions of files costs the
+    memory of one."""
+    while (member := archive.next()) is not None:
+        archive.members.clear()  # type: ignore[attr-defined]  # undeclared in typeshed
+        yield member
 
 
 def _move_into_place(staging: Path, to: Path) -> Path:

@@ -2,17 +2,17 @@
 
 The backup is streamed from its destination once: its bytes are hashed on the way in (and
 compared with the SHA-256 and size its run recorded), then go through restore's reading path
-(gpg, `zstd -d`) into a pipe, where a thread reads the plaintext: every tar member to its end
-(Python's tarfile in stream mode), and the same completeness check a run applies before storing
-(the tar's end-of-archive marker, a dump's closing comment). Nothing is written to disk.
+(gpg, `zstd -d`, restore.stream_plaintext) into a pipe, where a thread reads the plaintext:
+every tar member to its end (Python's tarfile in stream mode), and the same completeness check a
+run applies before storing (the tar's end-of-archive marker, a dump's closing comment). Nothing is
+written to disk.
 """
 
 from __future__ import annotations
 
-import os
 import tarfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import IO
 
@@ -24,9 +24,9 @@ from reconciler.encryption import CHUNK_SIZE
 from reconciler.models import ResolvedTask, SourceType
 from reconciler.restore import (
     choose_backup,
-    decompress_argvs,
-    read_backup,
     reading_keys,
+    stream_plaintext,
+    tar_members,
 )
 from reconciler.secrets import Secrets
 from reconciler.state.runs import RunRecord, Runs
@@ -107,27 +107,18 @@ def verify(
 def _read_through(
     reader: HashingReader, passphrase: str | None, form: BackupFormat
 ) -> tuple[int | None, list[str]]:
-    """Stream the backup through restore's reading path into a pipe that `_inspect` reads on a
-    thread; returns the files counted and what failed."""
-    read_end, write_end = os.pipe()
-    problems: list[str] = []
-    with (
-        ThreadPoolExecutor(1, thread_name_prefix="verify") as pool,
-        open(read_end, "rb") as plaintext,
-    ):
-        inspected = pool.submit(_inspect, plaintext, form.source_type)
-        try:
-            with open(write_end, "wb") as sink:
-                read_backup(reader, passphrase, decompress_argvs(form), sink)
-        except (ReconcilerError, OSError) as exc:
-            problems.append(str(exc))
-        finally:
-            while reader.read(CHUNK_SIZE):  # the rest is hashed too, whatever failed
-                pass
-        files, problem = inspected.result()
-    if problem is not None and not problems:
-        problems.append(f"the backup is damaged or incomplete: {problem}")
-    return files, problems
+    """Stream the backup through restore's reading path into `_inspect`; returns the files
+    counted and what failed."""
+    try:
+        files, problem = stream_plaintext(
+            reader, passphrase, form, partial(_inspect, source_type=form.source_type)
+        )
+    except (ReconcilerError, OSError) as exc:
+        return None, [str(exc)]
+    finally:
+        while reader.read(CHUNK_SIZE):  # the rest is hashed too, whatever failed
+            pass
+    return files, [] if problem is None else [f"the backup is damaged or incomplete: {problem}"]
 
 
 class _Checked:
@@ -165,7 +156,7 @@ def _read_members(source: _Checked) -> int:
     """Read every member of the tar stream to its end; returns how many regular files it has."""
     files = 0
     with tarfile.open(fileobj=source, mode="r|") as archive:  # type: ignore[call-overload]
-        for member in archive:
+        for member in tar_members(archive):
             if member.isfile():
                 data = archive.extractfile(member)
                 assert data is not None
