@@ -260,6 +260,14 @@ class RemoteState(BaseModel):
     set_aside: list[KeptCommits]
 
 
+class NodeState(BaseModel):
+    """One daemon sharing the state store: the revision it applied and when it was last seen."""
+
+    id: str
+    revision: str | None
+    last_seen: str
+
+
 class SyncData(BaseModel):
     revision: str | None
     reconciled_at: str | None
@@ -267,6 +275,7 @@ class SyncData(BaseModel):
     errors: list[ErrorLocation]
     signature: SignatureState
     remote: RemoteState | None = None
+    nodes: list[NodeState] = []
 
 
 class SyncResponse(One[SyncData]):

@@ -264,6 +264,14 @@ def sync_state(ctx: Ctx, caller: Annotated[Caller, Depends(require(None))]) -> A
             ],
             signature=present.signature_state(engine.trust),
             remote=present.remote(ctx.upstream),
+            nodes=[
+                schemas.NodeState(
+                    id=node.node_id,
+                    revision=node.revision,
+                    last_seen=present.utc_text(node.last_seen),
+                )
+                for node in ctx.state.nodes.nodes()
+            ],
         )
     )
 

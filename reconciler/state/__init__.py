@@ -3,7 +3,8 @@ file-time index and task ids.
 
 Nothing here is configuration (that lives in git), so the store can be deleted and rebuilt; what
 is lost is history, never intent. Each record kind has its own interface (`runs`, `tokens`,
-`schedule`, `idempotency`, `filetimes`, `taskids`); a `StateStore` holds one of each behind one
+`schedule`, `idempotency`, `filetimes`, `taskids`, `claims` and `nodes` for several daemons
+sharing one store); a `StateStore` holds one of each behind one
 connection, and callers take the narrowest interface they need; `changes` tells whether anyone
 wrote to the store since (`changes.py`). `open_state` chooses the backend (today SQLite,
 `reconciler.state.sqlite`).
@@ -15,8 +16,10 @@ from pathlib import Path
 from typing import Protocol
 
 from reconciler.state.changes import ChangeMarker
+from reconciler.state.claims import RunClaims
 from reconciler.state.filetimes import StoredFileTimes
 from reconciler.state.idempotency import IdempotencyKeys
+from reconciler.state.nodes import NodeRegistry
 from reconciler.state.runs import Runs
 from reconciler.state.schedule import ScheduleBookkeeping
 from reconciler.state.sqlite import SqliteStateStore
@@ -45,6 +48,12 @@ class StateStore(Protocol):
 
     @property
     def changes(self) -> ChangeMarker: ...
+
+    @property
+    def claims(self) -> RunClaims: ...
+
+    @property
+    def nodes(self) -> NodeRegistry: ...
 
     @property
     def created(self) -> bool:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from reconciler.state.sqlite.claims import SqliteRunClaims
 from reconciler.state.sqlite.connection import SqliteConnection
 from reconciler.state.sqlite.filetimes import SqliteStoredFileTimes
 from reconciler.state.sqlite.idempotency import SqliteIdempotencyKeys
+from reconciler.state.sqlite.nodes import SqliteNodeRegistry
 from reconciler.state.sqlite.runs import SqliteRuns
 from reconciler.state.sqlite.schedule import SqliteScheduleBookkeeping
 from reconciler.state.sqlite.taskids import SqliteTaskIdCounter
@@ -25,6 +27,8 @@ class SqliteStateStore:
         self.idempotency = SqliteIdempotencyKeys(self._connection)
         self.file_times = SqliteStoredFileTimes(self._connection)
         self.task_id_counter = SqliteTaskIdCounter(self._connection)
+        self.claims = SqliteRunClaims(self._connection)
+        self.nodes = SqliteNodeRegistry(self._connection)
         # Opened after the connection has made the file a WAL database, so its -shm exists.
         self.changes = WalIndexMarker(Path(path))
 

@@ -141,6 +141,31 @@ _MIGRATIONS: tuple[str, ...] = (
     "ALTER TABLE runs ADD COLUMN sha256 TEXT",
     # What a run does (`RunKind`): every run before restore drills took a backup.
     "ALTER TABLE runs ADD COLUMN kind TEXT NOT NULL DEFAULT 'backup'",
+    # Several daemons share the file: a claim per (task, slot, attempt) and a row per node
+    # (`reconciler.state.claims`, `reconciler.state.nodes`).
+    """
+    CREATE TABLE claims (
+        task_id INTEGER NOT NULL,
+        slot TEXT NOT NULL,
+        attempt INTEGER NOT NULL CHECK (attempt IN (0, 1)),
+        server TEXT NOT NULL,
+        node_id TEXT NOT NULL,
+        claimed_at TEXT NOT NULL,
+        lease_until TEXT NOT NULL,
+        released INTEGER NOT NULL,
+        taken_over_by TEXT,
+        run_id INTEGER,
+        PRIMARY KEY (task_id, slot, attempt)
+    );
+    CREATE INDEX claims_unended ON claims (server) WHERE released = 0 AND taken_over_by IS NULL;
+    CREATE TABLE nodes (
+        node_id TEXT PRIMARY KEY,
+        revision TEXT,
+        revision_time TEXT,
+        last_seen TEXT NOT NULL,
+        started_at TEXT NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
