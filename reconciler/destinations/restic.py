@@ -97,18 +97,24 @@ class ResticWriter:
             self._process.write(chunk)
         except BrokenPipeError:  # restic stopped reading: its exit says why
             self._done = True
-            returncode = self._process.wait(COMMAND_TIMEOUT_SECONDS)
-            raise self._store.failure("backup", returncode, self._process.stderr) from None
+            try:
+                returncode = self._process.wait(COMMAND_TIMEOUT_SECONDS)
+                stderr = self._process.stderr
+            finally:
+                self._process.close()
+            raise self._store.failure("backup", returncode, stderr) from None
 
     def commit(self) -> None:
         if self._done:
             return
         self._done = True
-        self._process.close_stdin()
-        returncode = self._process.wait(COMMAND_TIMEOUT_SECONDS)
-        self._reader.join()
-        stderr = self._process.stderr
-        self._process.close()
+        try:
+            self._process.close_stdin()
+            returncode = self._process.wait(COMMAND_TIMEOUT_SECONDS)
+            self._reader.join()
+            stderr = self._process.stderr
+        finally:
+            self._process.close()
         if returncode != 0:
             raise self._store.failure("backup", returncode, stderr)
         if self._summary is None:
