@@ -236,3 +236,5 @@ def test_a_locked_repository_is_retried_then_named(tmp_path: Path) -> None:
     finally:
         holder.kill()
         holder.wait()
+        assert holder.stdin is not None
+        holder.stdin.close()

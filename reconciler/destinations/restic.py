@@ -180,6 +180,7 @@ class ResticStore:
     def _ensure_repository(self) -> None:
         if self._ready:
             return
+        check_restic_version(self.env)
         try:
             self.run("snapshots", snapshots_argv(), ensure=False)
         except ResticError as exc:
