@@ -27,8 +27,10 @@ from reconciler.commands import (
     backup_format,
     choose_engine,
     make_backup_command,
+    stored_storage,
 )
 from reconciler.destinations import BackupWriter, DestinationStore, open_destination
+from reconciler.destinations.restic import ResticWriter
 from reconciler.encryption import EncryptingWriter
 from reconciler.executor import CONNECT_TIMEOUT, STALL_TIMEOUT, RemoteShell, SshTarget
 from reconciler.models import (
@@ -385,7 +387,8 @@ class BackupPipeline:
             else:
                 _, found = shell.run(DETECT_ENGINE_COMMAND, timeout=self._connect_timeout)
                 engine = choose_engine(connection or DatabaseConnection(), found)
-        command = make_backup_command(source, task.task.storage, connection, engine)
+        storage = stored_storage(task.task.storage, task.destination)
+        command = make_backup_command(source, storage, connection, engine)
         stdin = b""
         if command.reads_password and connection is not None and connection.password is not None:
             password = self._secrets.resolve(connection.password)
@@ -436,7 +439,9 @@ class BackupPipeline:
                         raise RunFailed(f"{failure}, so no backup was taken")
                     command, stdin = self._command(task, shell)
                     form = backup_format(
-                        spec.source, spec.storage, encrypted=passphrase is not None
+                        spec.source,
+                        stored_storage(spec.storage, task.destination),
+                        encrypted=passphrase is not None,
                     )
                     name = backup_name(
                         spec.id, spec.storage.appended_filename, started, form.extension
@@ -484,7 +489,8 @@ class BackupPipeline:
     ) -> tuple[int, str]:
         """Stream the backup into the destination; returns the stored object's size and SHA-256,
         hashed as it is written."""
-        inner = HashingWriter(store.open_writer(task.task.storage.path, name))
+        stored = store.open_writer(task.task.storage.path, name)
+        inner = HashingWriter(stored)
         encrypting = EncryptingWriter(inner, passphrase) if passphrase is not None else None
         writer: BackupWriter = encrypting if encrypting is not None else inner
         sink = _CountingSink(
@@ -518,6 +524,12 @@ class BackupPipeline:
             writer.abort()
             raise
         writer.commit()
+        if isinstance(stored, ResticWriter) and stored.summary is not None:
+            summary = stored.summary
+            log(
+                f"restic snapshot {summary.snapshot_id}: {summary.total_bytes_processed} bytes "
+                f"processed, {summary.data_added} bytes added to the repository"
+            )
         return inner.size, inner.sha256()
 
     def _rotate(

@@ -37,6 +37,8 @@ from reconciler.models import (
     Compression,
     DatabaseConnection,
     DatabaseEngine,
+    Destination,
+    ResticDestination,
     Source,
     SourceType,
     Storage,
@@ -105,6 +107,14 @@ class BackupFormat:
             if rest.endswith(f".{base}"):
                 return cls(source_type, compressed, encrypted)
         return None
+
+
+def stored_storage(storage: Storage, destination: Destination) -> Storage:
+    """`storage` as the run applies it: a restic repository gets the stream uncompressed, so
+    that restic's chunking can find what an earlier run stored (restic compresses itself)."""
+    if isinstance(destination, ResticDestination):
+        return storage.model_copy(update={"compression": Compression.NONE})
+    return storage
 
 
 def make_compressor(storage: Storage) -> tuple[str, ...] | None:

@@ -27,12 +27,10 @@ from reconciler.models import (
     BackupTask,
     Destination,
     Document,
-    LocalDestination,
     NotificationStream,
     RemoteServer,
     ResolvedTask,
-    S3Destination,
-    SftpDestination,
+    ResticDestination,
     User,
 )
 from reconciler.types import ConfigError
@@ -378,7 +376,10 @@ def _resolution(
     text = files[path].text if path in files else b""
     located = tuple(
         ConfigError(
-            path, yamlsyntax.line_of(text, (problem.field,)), problem.field, problem.message
+            path,
+            yamlsyntax.line_of(text, tuple(problem.field.split("."))),
+            problem.field,
+            problem.message,
         )
         for problem in problems
     )
@@ -401,12 +402,14 @@ def _reference_problems(
     elif server.user_id != task.user_id:
         message = f"remote server {server.id} belongs to another user"
         yield ReferenceProblem("remote_server_id", message)
-    if not isinstance(destination, LocalDestination | SftpDestination | S3Destination):
+    if not isinstance(destination, Destination):
         message = f"backup destination {task.backup_destination_id} is not defined"
         yield ReferenceProblem("backup_destination_id", message)
     elif destination.user_id != task.user_id:
         message = f"backup destination {destination.id} belongs to another user"
         yield ReferenceProblem("backup_destination_id", message)
+    elif isinstance(destination, ResticDestination):
+        yield from _restic_problems(task)
     for index, (stream_id, stream) in enumerate(
         zip(task.notification_stream_ids, streams, strict=True)
     ):
@@ -416,6 +419,19 @@ def _reference_problems(
         elif stream.user_id != task.user_id:
             message = f"notification stream {stream_id} belongs to another user"
             yield ReferenceProblem("notification_stream_ids", message, index)
+
+
+def _restic_problems(task: BackupTask) -> Iterator[ReferenceProblem]:
+    if task.encryption_password is not None:
+        message = "a restic destination encrypts the repository itself: remove encryption_password"
+        yield ReferenceProblem("encryption_password", message)
+    for setting in ("compression", "compression_level"):
+        if setting in task.storage.model_fields_set:
+            message = (
+                f"a restic destination compresses by itself: remove storage.{setting} "
+                "(its stream is stored uncompressed so that restic can deduplicate it)"
+            )
+            yield ReferenceProblem(f"storage.{setting}", message)
 
 
 def _resolve(

@@ -380,8 +380,32 @@ class S3Destination(Model):
     secret_access_key: SecretRef | None = None
 
 
+def check_repository(value: str) -> str:
+    if not value.strip():
+        raise ValueError("a restic repository must not be empty")
+    if any(bad in value for bad in ("\n", "\r", "\x00")):
+        raise ValueError("a restic repository must be a single line without NUL characters")
+    return value
+
+
+class ResticDestination(Model):
+    """A restic repository (any string restic takes: a path, `sftp:`, `s3:`, `rest:`...);
+    restic encrypts, compresses and deduplicates what is stored there."""
+
+    id: Id
+    user_id: Id
+    label: Label
+    type: Literal["restic"]
+    repository: Annotated[str, StringConstraints(max_length=4096), AfterValidator(check_repository)]
+    password: SecretRef
+    access_key_id: SecretRef | None = None
+    secret_access_key: SecretRef | None = None
+    create: bool = True  # `restic init` on first use; false: a missing repository is an error
+
+
 BackupDestination = Annotated[
-    LocalDestination | SftpDestination | S3Destination, Field(discriminator="type")
+    LocalDestination | SftpDestination | S3Destination | ResticDestination,
+    Field(discriminator="type"),
 ]
 
 
@@ -690,7 +714,7 @@ class BackupTask(Model):
         return self
 
 
-Destination = LocalDestination | SftpDestination | S3Destination
+Destination = LocalDestination | SftpDestination | S3Destination | ResticDestination
 Document = User | RemoteServer | Destination | NotificationStream | BackupTask
 
 

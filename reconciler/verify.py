@@ -19,7 +19,8 @@ from typing import IO
 from reconciler.checksum import HashingReader
 from reconciler.commands import BackupFormat
 from reconciler.completeness import CompletenessCheck, check_for
-from reconciler.destinations import open_destination
+from reconciler.destinations import DestinationError, DestinationStore, open_destination
+from reconciler.destinations.restic import ResticStore
 from reconciler.encryption import CHUNK_SIZE
 from reconciler.models import ResolvedTask, SourceType
 from reconciler.restore import (
@@ -33,6 +34,7 @@ from reconciler.state.runs import RunRecord, Runs
 from reconciler.types import ReconcilerError, RunStatus
 
 _PAGE = 100
+RESTIC_CHECK_SUBSET = "10%"  # of the repository's packs, at random: the dump reads the rest
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,11 +85,21 @@ def verify(
         directory = task.task.storage.path
         name = choose_backup(task, run, [b.name for b in store.list_backups(directory)])
         form, passphrase = reading_keys(task, name, secrets)
-        with store.open_reader(directory, name) as stored:
-            reader = HashingReader(stored)
-            files, problems = _read_through(reader, passphrase, form)
+        problems = _repository_problems(store)
+        reader: HashingReader | None = None
+        files: int | None = None
+        try:
+            with store.open_reader(directory, name) as stored:
+                reader = HashingReader(stored)
+                files, read_problems = _read_through(reader, passphrase, form)
+        except DestinationError as exc:
+            if reader is None:  # nothing was read: there is no backup to verify
+                raise
+            read_problems = [str(exc)]  # the store's reader failed once the stream was read
+        problems += read_problems
     finally:
         store.close()
+    assert reader is not None  # a failure before the reader existed was raised above
     checksum: list[str] = []
     if run.sha256 is not None and (reader.sha256(), reader.size) != (run.sha256, run.size):
         checksum.append(
@@ -102,6 +114,18 @@ def verify(
         checksum_recorded=run.sha256 is not None,
         problems=tuple(checksum + problems),
     )
+
+
+def _repository_problems(store: DestinationStore) -> list[str]:
+    """What the repository's own check finds: a restic repository checks a subset of its data
+    (`restic check --read-data-subset`); other stores have no such check."""
+    if not isinstance(store, ResticStore):
+        return []
+    try:
+        store.check(RESTIC_CHECK_SUBSET)
+    except DestinationError as exc:
+        return [str(exc)]
+    return []
 
 
 def _read_through(

@@ -1,9 +1,11 @@
-"""Where backups are stored: a local directory, a directory over SFTP, or an S3 bucket.
+"""Where backups are stored: a local directory, a directory over SFTP, an S3 bucket or a restic
+repository.
 
 This package is the only code that reads or writes backup storage. Here is what every kind shares:
 the store and writer protocols, the error, the checks on directories and names, and
-`open_destination`; each kind lives in a module of its own (`local`, `sftp`, `s3`), imported only
-when a destination of that kind is opened, so a daemon without S3 destinations never loads boto3.
+`open_destination`; each kind lives in a module of its own (`local`, `sftp`, `s3`, `restic`),
+imported only when a destination of that kind is opened, so a daemon without S3 destinations never
+loads boto3.
 
 A backup becomes visible under its final name only on `commit` (temporary name + rename, or
 multipart upload completion), so a listing, and therefore rotation, never sees a half-written
@@ -25,6 +27,7 @@ from typing import BinaryIO, Protocol
 from reconciler.models import (
     Destination,
     LocalDestination,
+    ResticDestination,
     SecretRef,
     SftpDestination,
     path_problem,
@@ -133,6 +136,10 @@ def open_destination(
         from reconciler.destinations.sftp import open_sftp_store
 
         return open_sftp_store(destination, known_hosts)
+    if isinstance(destination, ResticDestination):
+        from reconciler.destinations.restic import ResticStore
+
+        return ResticStore(destination, resolve_secret)
     from reconciler.destinations.s3 import open_s3_store
 
     return open_s3_store(destination, resolve_secret, s3_part_size, s3_page_size)

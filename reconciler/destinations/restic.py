@@ -1,0 +1,253 @@
+"""A restic repository as a destination store: each backup is a snapshot of one file.
+
+`open_writer` pipes the stream into `restic backup --stdin` (tagged `task:<id>`), so restic's
+chunking deduplicates it against earlier runs; `list_backups` is `restic snapshots`, `open_reader`
+is `restic dump` and `delete` is `restic forget` (its data goes with the destination's
+`restic prune`). So the runner, rotation, restore and verify work on restic as on any store.
+
+A locked repository is retried a few times with a growing pause; restic's own lock keeps other
+processes out, the daemon's per-repository lock keeps its own runs and prunes apart.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import BinaryIO
+
+from reconciler.destinations import DestinationError, StoredBackup, check_name, directory_parts
+from reconciler.models import ResticDestination, SecretRef
+from reconciler.processes import PIPE, Completed, Process, ProcessError, run
+from reconciler.resticcommands import (
+    MINIMUM_VERSION,
+    BackupSummary,
+    ResticProblem,
+    SnapshotEntry,
+    backup_argv,
+    check_argv,
+    classify,
+    dump_argv,
+    forget_argv,
+    init_argv,
+    parse_backup_line,
+    parse_snapshots,
+    parse_version,
+    restic_environment,
+    snapshots_argv,
+    stdin_path,
+    task_tag,
+    version_argv,
+)
+from reconciler.retention import parse_backup_name
+
+COMMAND_TIMEOUT_SECONDS = 3600.0
+LOCK_ATTEMPTS = 4
+LOCK_FIRST_PAUSE_SECONDS = 2.0
+
+
+class ResticError(DestinationError):
+    def __init__(self, message: str, problem: ResticProblem) -> None:
+        super().__init__(message)
+        self.problem = problem
+
+
+def check_restic_version(env: Mapping[str, str] | None = None) -> str:
+    """The installed restic's version line; a DestinationError naming the version needed."""
+    needed = ".".join(str(part) for part in MINIMUM_VERSION)
+    try:
+        done = run(version_argv(), timeout=30, env=env)
+    except ProcessError as exc:
+        raise DestinationError(f"restic {needed} or later is needed: {exc}") from exc
+    version = parse_version(done.stdout)
+    if version is None or version < MINIMUM_VERSION:
+        found = done.stdout.decode(errors="replace").strip() or "no version"
+        raise DestinationError(f"restic {needed} or later is needed, found {found!r}")
+    return done.stdout.decode().strip()
+
+
+class ResticWriter:
+    """A running `restic backup --stdin`; `commit` ends its input and waits for its summary."""
+
+    def __init__(self, store: ResticStore, directory: str, name: str) -> None:
+        parsed = parse_backup_name(name)
+        tags = () if parsed is None else (task_tag(parsed.task_id),)
+        self._store = store
+        self._process = Process(backup_argv(directory, name, tags), env=store.env)
+        self._summary: BackupSummary | None = None
+        self._done = False
+        self._reader = threading.Thread(target=self._read_json, name="restic-json", daemon=True)
+        self._reader.start()
+        self.summary: BackupSummary | None = None
+
+    def _read_json(self) -> None:
+        fd = self._process.stdout_fd
+        assert fd is not None
+        with os.fdopen(os.dup(fd), "rb") as lines:
+            for line in lines:
+                message = parse_backup_line(line)
+                if isinstance(message, BackupSummary):
+                    self._summary = message
+
+    def write(self, chunk: bytes) -> None:
+        try:
+            self._process.write(chunk)
+        except BrokenPipeError:  # restic stopped reading: its exit says why
+            self._done = True
+            try:
+                returncode = self._process.wait(COMMAND_TIMEOUT_SECONDS)
+                stderr = self._process.stderr
+            finally:
+                self._process.close()
+            raise self._store.failure("backup", returncode, stderr) from None
+
+    def commit(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        try:
+            self._process.close_stdin()
+            returncode = self._process.wait(COMMAND_TIMEOUT_SECONDS)
+            self._reader.join()
+            stderr = self._process.stderr
+        finally:
+            self._process.close()
+        if returncode != 0:
+            raise self._store.failure("backup", returncode, stderr)
+        if self._summary is None:
+            raise DestinationError("restic backup ended without its summary line")
+        self.summary = self._summary
+
+    def abort(self) -> None:
+        if not self._done:
+            self._done = True
+            self._process.close()  # killed before it wrote a snapshot: nothing is stored
+
+
+class ResticStore:
+    def __init__(
+        self,
+        destination: ResticDestination,
+        resolve_secret: Callable[[SecretRef], str],
+        *,
+        lock_attempts: int = LOCK_ATTEMPTS,
+        lock_first_pause: float = LOCK_FIRST_PAUSE_SECONDS,
+        on_retry: Callable[[str], None] | None = None,
+    ) -> None:
+        self._destination = destination
+        self.env = restic_environment(destination, resolve_secret, os.environ)
+        self._lock_attempts = lock_attempts
+        self._lock_first_pause = lock_first_pause
+        self._on_retry = on_retry
+        self._ready = False
+
+    def failure(self, what: str, returncode: int, stderr: str) -> ResticError:
+        problem = classify(returncode, stderr) or ResticProblem.FAILED
+        last = stderr.strip().splitlines()[-1] if stderr.strip() else "no error output"
+        return ResticError(
+            f"restic {what} on {self._destination.label} ({self._destination.repository}): "
+            f"{problem.value} (exit {returncode}: {last})",
+            problem,
+        )
+
+    def run(self, what: str, argv: Sequence[str], *, ensure: bool = True) -> Completed:
+        """Run one restic command to its end, retrying while the repository is locked."""
+        if ensure:
+            self._ensure_repository()
+        pause = self._lock_first_pause
+        for attempt in range(1, self._lock_attempts + 1):
+            done = run(argv, timeout=COMMAND_TIMEOUT_SECONDS, env=self.env, check=False)
+            problem = classify(done.returncode, done.stderr)
+            if problem is None:
+                return done
+            if problem is not ResticProblem.LOCKED or attempt == self._lock_attempts:
+                error = self.failure(what, done.returncode, done.stderr)
+                if problem is ResticProblem.LOCKED:
+                    raise ResticError(f"{error} after {attempt} attempts", problem)
+                raise error
+            if self._on_retry is not None:
+                self._on_retry(
+                    f"restic {what}: the repository is locked, attempt {attempt} of "
+                    f"{self._lock_attempts}; trying again in {pause:g} s"
+                )
+            time.sleep(pause)
+            pause *= 2
+        raise AssertionError("unreachable")  # the loop returns or raises on its last attempt
+
+    def _ensure_repository(self) -> None:
+        if self._ready:
+            return
+        check_restic_version(self.env)
+        try:
+            self.run("snapshots", snapshots_argv(), ensure=False)
+        except ResticError as exc:
+            if exc.problem is not ResticProblem.NO_REPOSITORY:
+                raise
+            if not self._destination.create:
+                raise ResticError(
+                    f"{exc}; the destination says create: false, so it is not created",
+                    exc.problem,
+                ) from exc
+            self.run("init", init_argv(), ensure=False)
+        self._ready = True
+
+    def snapshots(self) -> list[SnapshotEntry]:
+        return parse_snapshots(self.run("snapshots", snapshots_argv()).stdout)
+
+    def _find(self, directory: str, name: str) -> SnapshotEntry | None:
+        path = "/" + stdin_path("/".join(directory_parts(directory)), check_name(name))
+        found = [entry for entry in self.snapshots() if entry.paths == (path,)]
+        return max(found, key=lambda entry: entry.time) if found else None
+
+    def open_writer(self, directory: str, name: str) -> ResticWriter:
+        self._ensure_repository()
+        return ResticWriter(self, "/".join(directory_parts(directory)), check_name(name))
+
+    def list_backups(self, directory: str) -> list[StoredBackup]:
+        prefix = "/" + stdin_path("/".join(directory_parts(directory)), "")
+        backups = []
+        for entry in self.snapshots():
+            if len(entry.paths) != 1 or not entry.paths[0].startswith(prefix):
+                continue
+            name = entry.paths[0].removeprefix(prefix)
+            if "/" not in name:
+                # restic keeps no size per snapshot without reading it; 0 says "not known".
+                backups.append(StoredBackup(name, 0, datetime.fromisoformat(entry.time)))
+        return backups
+
+    def delete(self, directory: str, name: str) -> None:
+        entry = self._find(directory, name)
+        if entry is not None:
+            self.run("forget", forget_argv([entry.id]))
+
+    @contextmanager
+    def open_reader(self, directory: str, name: str) -> Iterator[BinaryIO]:
+        entry = self._find(directory, name)
+        if entry is None:
+            raise DestinationError(f"no snapshot of {name} in {self._destination.repository}")
+        parts = "/".join(directory_parts(directory))
+        with Process(dump_argv(entry.id, parts, name), stdin=None, stdout=PIPE, env=self.env) as (
+            process
+        ):
+            assert process.stdout_fd is not None
+            with os.fdopen(os.dup(process.stdout_fd), "rb") as stream:
+                yield stream
+                rest = stream.read(1)
+            if rest:
+                return  # the reader stopped early: the process is killed on leaving
+            returncode = process.wait(COMMAND_TIMEOUT_SECONDS)
+            if returncode != 0:
+                raise self.failure("dump", returncode, process.stderr)
+
+    def check(self, read_data_subset: str) -> None:
+        """`restic check --read-data-subset`: a ResticError naming what it found."""
+        self.run("check", check_argv(read_data_subset))
+
+    def remove_partial(self, directory: str, name: str) -> bool:
+        return False  # a killed `restic backup` writes no snapshot; its packs go with prune
+
+    def close(self) -> None:
+        pass

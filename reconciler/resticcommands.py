@@ -1,0 +1,176 @@
+"""restic's command lines, environment and answers, as pure functions (restic.py runs them).
+
+Secrets go to restic through its environment (RESTIC_PASSWORD, AWS_*), never its argv, where any
+user of the backup host could read them; the repository string goes there too, because a
+`rest:` or `s3:` URL may carry credentials of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from reconciler.models import ResticDestination, SecretRef
+
+RESTIC = "restic"
+MINIMUM_VERSION = (0, 14, 0)
+_VERSION = re.compile(rb"^restic (\d+)\.(\d+)\.(\d+)")
+
+
+class ResticProblem(StrEnum):
+    INCOMPLETE = "the snapshot is incomplete (some input could not be read)"
+    NO_REPOSITORY = "there is no restic repository at this location"
+    LOCKED = "the repository is locked by another restic process"
+    WRONG_PASSWORD = "the repository password is wrong"  # noqa: S105 (a message, not a secret)
+    FAILED = "restic failed"
+
+
+# restic 0.14 exits with 1 for most of these; its later releases have codes of their own.
+_CODES = {
+    3: ResticProblem.INCOMPLETE,
+    10: ResticProblem.NO_REPOSITORY,
+    11: ResticProblem.LOCKED,
+    12: ResticProblem.WRONG_PASSWORD,
+}
+_MESSAGES = (
+    ("repository is already locked", ResticProblem.LOCKED),
+    ("wrong password or no key found", ResticProblem.WRONG_PASSWORD),
+    ("is there a repository at the following location", ResticProblem.NO_REPOSITORY),
+    ("unable to open config file", ResticProblem.NO_REPOSITORY),
+)
+
+
+def classify(returncode: int, stderr: str) -> ResticProblem | None:
+    """What a restic exit means (None: success), by its code or, for 0.14's 1, its message."""
+    if returncode == 0:
+        return None
+    if returncode in _CODES:
+        return _CODES[returncode]
+    lowered = stderr.lower()
+    for text, problem in _MESSAGES:
+        if text in lowered:
+            return problem
+    return ResticProblem.FAILED
+
+
+def restic_environment(
+    destination: ResticDestination, resolve: Callable[[SecretRef], str], base: Mapping[str, str]
+) -> dict[str, str]:
+    """`base` (the daemon's environment, for PATH and restic's cache under HOME) plus the
+    repository and its secrets."""
+    env = {
+        key: value
+        for key, value in base.items()
+        if not key.startswith(("RESTIC_", "AWS_"))  # only what the destination says counts
+    }
+    env["RESTIC_REPOSITORY"] = destination.repository
+    env["RESTIC_PASSWORD"] = resolve(destination.password)
+    if destination.access_key_id is not None:
+        env["AWS_ACCESS_KEY_ID"] = resolve(destination.access_key_id)
+    if destination.secret_access_key is not None:
+        env["AWS_SECRET_ACCESS_KEY"] = resolve(destination.secret_access_key)
+    return env
+
+
+def task_tag(task_id: int) -> str:
+    return f"task:{task_id}"
+
+
+def stdin_path(directory: str, name: str) -> str:
+    """The path a backup is stored under in its snapshot (restic roots it at `/`)."""
+    return f"{directory}/{name}" if directory else name
+
+
+def init_argv() -> list[str]:
+    return [RESTIC, "init", "--quiet"]
+
+
+def version_argv() -> list[str]:
+    return [RESTIC, "version"]
+
+
+def backup_argv(directory: str, name: str, tags: Iterable[str]) -> list[str]:
+    argv = [RESTIC, "backup", "--stdin", "--stdin-filename", stdin_path(directory, name)]
+    for tag in tags:
+        argv += ["--tag", tag]
+    return [*argv, "--json"]
+
+
+def snapshots_argv() -> list[str]:
+    return [RESTIC, "snapshots", "--json", "--no-lock"]
+
+
+def dump_argv(snapshot_id: str, directory: str, name: str) -> list[str]:
+    return [RESTIC, "dump", snapshot_id, "/" + stdin_path(directory, name)]
+
+
+def forget_argv(snapshot_ids: Iterable[str]) -> list[str]:
+    return [RESTIC, "forget", "--json", "--", *snapshot_ids]
+
+
+def prune_argv() -> list[str]:
+    return [RESTIC, "prune"]
+
+
+def check_argv(read_data_subset: str) -> list[str]:
+    return [RESTIC, "check", f"--read-data-subset={read_data_subset}"]
+
+
+def parse_version(output: bytes) -> tuple[int, int, int] | None:
+    found = _VERSION.match(output.strip())
+    if found is None:
+        return None
+    major, minor, patch = (int(part) for part in found.groups())
+    return major, minor, patch
+
+
+@dataclass(frozen=True, slots=True)
+class BackupSummary:
+    snapshot_id: str
+    data_added: int
+    total_bytes_processed: int
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotEntry:
+    id: str
+    short_id: str
+    time: str  # RFC 3339, as restic wrote it
+    paths: tuple[str, ...]
+    tags: tuple[str, ...]
+
+
+def parse_backup_line(line: bytes) -> BackupSummary | dict[str, object] | None:
+    """One line of `restic backup --json`: the summary, a status message, or None (not JSON)."""
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(message, dict):
+        return None
+    if message.get("message_type") == "summary":
+        return BackupSummary(
+            str(message["snapshot_id"]),
+            int(message.get("data_added", 0)),
+            int(message.get("total_bytes_processed", 0)),
+        )
+    return message
+
+
+def parse_snapshots(output: bytes) -> list[SnapshotEntry]:
+    listed = json.loads(output or b"[]")
+    if not isinstance(listed, list):
+        raise ValueError("restic snapshots --json did not answer a list")
+    return [
+        SnapshotEntry(
+            str(item["id"]),
+            str(item.get("short_id", str(item["id"])[:8])),
+            str(item["time"]),
+            tuple(str(path) for path in item.get("paths") or ()),
+            tuple(str(tag) for tag in item.get("tags") or ()),
+        )
+        for item in listed
+    ]
