@@ -127,6 +127,10 @@ def list_backup(
 
 
 def _printable(text: str) -> str:
+    # Almost every name needs no escape; str.isprintable is stricter than the escaping rules (it
+    # also refuses tabs, surrogates and the unprinted categories), so it alone proves that.
+    if text.isprintable() and "\\" not in text:
+        return text
     return "".join(map(_printable_char, text))
 
 

@@ -191,3 +191,10 @@ def test_the_ls_command_of_an_unknown_run_exits_2(tmp_path: Path, sshd: SshServe
 
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == "reconciler: task 1 has no run 99"
+
+
+@given(st.text(min_size=1).filter(lambda name: name.isprintable() and not name.endswith("/")))
+def test_a_printable_name_is_shown_as_it_is_with_backslashes_doubled(name: str) -> None:
+    line = entry_of(member(name, mtime=0)).line()
+
+    assert line.endswith("  " + name.replace("\\", "\\\\"))
