@@ -196,7 +196,8 @@ def make_files_backup(path: str, compressor: Sequence[str] | None) -> RemoteComm
     return RemoteCommand(login_shell_line(script), False, TAR_CHANGED_FILES_WARNING)
 
 
-def _password_prologue(variable: str) -> str:
+def password_prologue(variable: str) -> str:
+    """Script text that reads the password, the first line of stdin, into `variable` (exported)."""
     return f"IFS= read -r {variable} || exit {EXIT_NO_PASSWORD_LINE}; export {variable}; "
 
 
@@ -225,7 +226,7 @@ def make_mysql_dump(
     argv += make_connection_flags(connection, "--user")
     argv += [f"--ignore-table={database}.{table}" for table in excluded_tables]
     argv += ["--", database]
-    prologue = _password_prologue("MYSQL_PWD") if connection.password is not None else ""
+    prologue = password_prologue("MYSQL_PWD") if connection.password is not None else ""
     script = prologue + _pipeline(shlex.join(argv), compressor)
     return RemoteCommand(login_shell_line(script), connection.password is not None)
 
@@ -245,7 +246,7 @@ def make_postgres_dump(
     # The database travels in PGDATABASE: as an argument, `host=...` would be read as a conninfo.
     argv = ["pg_dump", "--no-password", *make_connection_flags(connection, "--username")]
     argv += [f"--exclude-table={_pg_literal(table)}" for table in excluded_tables]
-    prologue = _password_prologue("PGPASSWORD") if connection.password is not None else ""
+    prologue = password_prologue("PGPASSWORD") if connection.password is not None else ""
     dump = f"PGDATABASE={shlex.quote(database)} {shlex.join(argv)}"
     script = prologue + _pipeline(dump, compressor)
     return RemoteCommand(login_shell_line(script), connection.password is not None)

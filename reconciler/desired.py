@@ -31,6 +31,7 @@ from reconciler.models import (
     RemoteServer,
     ResolvedTask,
     ResticDestination,
+    SourceType,
     User,
 )
 from reconciler.types import ConfigError
@@ -231,6 +232,7 @@ def _task_resolution(
         objects.servers.get(task.remote_server_id),
         objects.destinations.get(task.backup_destination_id),
         tuple(map(objects.notifications.get, streams)) if streams else (),
+        _scratch_of(task, objects.servers),
     )
     last = previous.resolutions.get(task.id)
     # Tuple equality checks identity first, so an untouched task costs one comparison.
@@ -278,8 +280,16 @@ def reference_problems(task: BackupTask, desired: DesiredState) -> tuple[Referen
             desired.servers.get(task.remote_server_id),
             desired.destinations.get(task.backup_destination_id),
             tuple(map(desired.notifications.get, task.notification_stream_ids)),
+            _scratch_of(task, desired.servers),
         )
     )
+
+
+def _scratch_of(task: BackupTask, servers: Mapping[int, RemoteServer]) -> RemoteServer | None:
+    """The server entry `verify.load_into` names, when it names one that is defined."""
+    if task.verify is None or task.verify.load_into is None:
+        return None
+    return servers.get(task.verify.load_into)
 
 
 def errors_for_user(desired: DesiredState, user_id: int) -> tuple[ConfigError, ...]:
@@ -365,13 +375,15 @@ def _resolution(
     files: Mapping[str, ParsedFile],
     previous: DesiredState,
 ) -> _Resolution:
-    _, _, owner, server, destination, streams = inputs
+    _, _, owner, server, destination, streams, scratch = inputs
     assert isinstance(streams, tuple)
-    problems = list(_reference_problems(task, owner, server, destination, streams))
+    assert scratch is None or isinstance(scratch, RemoteServer)
+    problems = list(_reference_problems(task, owner, server, destination, streams, scratch))
     if not problems:
         assert isinstance(owner, User)
         assert isinstance(server, RemoteServer)
-        resolved = _resolve(task, owner, server, destination, streams, previous.tasks.get(task.id))
+        last = previous.tasks.get(task.id)
+        resolved = _resolve(task, owner, server, destination, streams, scratch, last)
         return _Resolution(inputs, resolved, ())
     text = files[path].text if path in files else b""
     located = tuple(
@@ -393,6 +405,7 @@ def _reference_problems(
     server: object,
     destination: object,
     streams: tuple[object, ...],
+    scratch: RemoteServer | None,
 ) -> Iterator[ReferenceProblem]:
     if owner is None:
         yield ReferenceProblem("user_id", f"user {task.user_id} is not defined in users.yaml")
@@ -419,6 +432,35 @@ def _reference_problems(
         elif stream.user_id != task.user_id:
             message = f"notification stream {stream_id} belongs to another user"
             yield ReferenceProblem("notification_stream_ids", message, index)
+    if task.verify is not None and task.verify.load_into is not None:
+        yield from _load_into_problems(task, task.verify.load_into, server, scratch)
+
+
+def _load_into_problems(
+    task: BackupTask, server_id: int, server: object, scratch: RemoteServer | None
+) -> Iterator[ReferenceProblem]:
+    field = "verify.load_into"
+    if task.source.type is not SourceType.DATABASE:
+        message = "load_into loads a database dump; this task backs up files"
+        yield ReferenceProblem(field, message)
+    elif scratch is None:
+        yield ReferenceProblem(field, f"remote server {server_id} is not defined")
+    elif scratch.user_id != task.user_id:
+        yield ReferenceProblem(field, f"remote server {server_id} belongs to another user")
+    elif scratch.database is None or scratch.database.engine is None:
+        message = (
+            f"remote server {server_id} has no database.engine: the drill must know which "
+            "client (mysql or psql) loads the dump there"
+        )
+        yield ReferenceProblem(field, message)
+    elif isinstance(server, RemoteServer) and server.database is not None:
+        engine = server.database.engine
+        if engine is not None and engine is not scratch.database.engine:
+            message = (
+                f"remote server {server_id} runs {scratch.database.engine}, but the task dumps "
+                f"{engine}: a dump loads only into its own engine"
+            )
+            yield ReferenceProblem(field, message)
 
 
 def _restic_problems(task: BackupTask) -> Iterator[ReferenceProblem]:
@@ -440,6 +482,7 @@ def _resolve(
     server: RemoteServer,
     destination: object,
     notifications: tuple[object, ...],
+    scratch: RemoteServer | None,
     last: ResolvedTask | None,
 ) -> ResolvedTask:
     if (
@@ -449,11 +492,17 @@ def _resolve(
         and last.server == server
         and last.destination == destination
         and last.notifications == notifications
+        and last.scratch_server == scratch
     ):
         # Equal content (a re-parsed but unchanged file): keep the very object the scheduler has.
         return last
     # Every part was validated on its own; constructing without revalidation keeps a 10,000 task
     # reconcile cheap.
     return ResolvedTask.model_construct(
-        task=task, owner=owner, server=server, destination=destination, notifications=notifications
+        task=task,
+        owner=owner,
+        server=server,
+        destination=destination,
+        notifications=notifications,
+        scratch_server=scratch,
     )

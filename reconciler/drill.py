@@ -24,8 +24,9 @@ from reconciler.backup import (
 )
 from reconciler.models import ResolvedTask
 from reconciler.notify import RunOutcome
+from reconciler.scratchload import ScratchLoadError, load_into_scratch
 from reconciler.secrets import Secrets
-from reconciler.state.runs import Runs
+from reconciler.state.runs import RunRecord, Runs
 from reconciler.types import Clock, RunStatus
 from reconciler.verify import Verification, newest_verifiable_run, verify
 
@@ -70,11 +71,14 @@ class DrillPipeline:
         try:
             if cancel.is_set():
                 raise RuntimeError(INTERRUPTED_BY_STOP)
-            verification = self._prove(task, log)
+            backup, verification = self._prove(task, log)
             size = verification.size
             log(verification.summary())
-            if verification.problems:
-                reason = f"{verification.name}: " + "; ".join(verification.problems)
+            problems = list(verification.problems)
+            if not problems and task.scratch_server is not None:
+                problems += self._load(task, backup, run_id, log)
+            if problems:
+                reason = f"{verification.name}: " + "; ".join(problems)
             else:
                 status = RunStatus.SUCCESSFUL
         except Exception as exc:
@@ -98,9 +102,25 @@ class DrillPipeline:
         notify_outcome(self._runs, self._secrets, task, run_id, outcome, log)
         run_log.flush(final=True)
 
-    def _prove(self, task: ResolvedTask, log: Callable[[str], None]) -> Verification:
+    def _prove(
+        self, task: ResolvedTask, log: Callable[[str], None]
+    ) -> tuple[RunRecord, Verification]:
         backup = newest_verifiable_run(self._runs, task.id)
         if backup is None:
             raise RuntimeError(NOTHING_TO_DRILL)
         log(f"restore drill: verifying {backup.backup_name} (run {backup.id})")
-        return verify(task, backup, secrets=self._secrets, known_hosts=self._known_hosts)
+        verification = verify(task, backup, secrets=self._secrets, known_hosts=self._known_hosts)
+        return backup, verification
+
+    def _load(
+        self, task: ResolvedTask, backup: RunRecord, run_id: int, log: Callable[[str], None]
+    ) -> list[str]:
+        """Load the verified dump into a scratch database (`verify.load_into`); what failed."""
+        try:
+            loaded = load_into_scratch(
+                task, backup, run_id, secrets=self._secrets, log=log, known_hosts=self._known_hosts
+            )
+        except ScratchLoadError as exc:
+            return [str(exc)]
+        log(loaded.summary())
+        return list(loaded.problems)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -309,14 +309,15 @@ class RemoteShell:
         command: str,
         sink: Callable[[bytes], None],
         *,
-        stdin: bytes = b"",
+        stdin: bytes | Iterable[bytes] = b"",
         timeout: float,
         on_stderr_line: Callable[[str], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> CommandResult:
         """Run `command`, handing its stdout to `sink` in chunks as it arrives.
 
-        `stdin` is written first and then closed (so secrets reach the command through a pipe).
+        `stdin` (bytes, or chunks of them read as they are sent: a dump loaded into a database) is
+        written first and then closed (so secrets reach the command through a pipe).
         Raises CommandTimeout when the command runs longer than `timeout` seconds, CommandStalled
         when nothing arrives for the stall timeout, and CommandCancelled soon after `cancel` is
         set; closing the channel stops the remote command.
@@ -343,8 +344,17 @@ class RemoteShell:
         try:
             channel.settimeout(_POLL_SECONDS)
             self._exec(transport, channel, command)
-            if stdin:
-                channel.sendall(stdin)
+            for chunk in (stdin,) if isinstance(stdin, bytes) else stdin:
+                # What the command writes meanwhile is read, so that it never blocks on a full
+                # window while we block on its stdin.
+                while channel.recv_stderr_ready():
+                    stderr.feed(channel.recv_stderr(CHUNK_SIZE))
+                while channel.recv_ready():
+                    data = channel.recv(CHUNK_SIZE)
+                    received += len(data)
+                    sink(data)
+                self._check(deadline, timeout, cancel)
+                channel.sendall(chunk)
             channel.shutdown_write()
             heard = time.monotonic()  # when the command last sent anything
             while True:

@@ -681,9 +681,12 @@ class Hooks(Model):
 
 
 class Verify(Model):
-    """Restore drills: `reconciler verify` of the task's newest backup on a schedule of its own."""
+    """Restore drills: `reconciler verify` of the task's newest backup on a schedule of its own;
+    for a dump, `load_into` names a server entry whose database server a drill loads the dump
+    into, in a scratch database it creates and drops."""
 
     schedule: Schedule
+    load_into: Id | None = None
 
 
 class BackupTask(Model):
@@ -730,6 +733,7 @@ class ResolvedTask(Model):
     server: RemoteServer
     destination: Destination = Field(discriminator="type")
     notifications: tuple[NotificationStream, ...] = ()
+    scratch_server: RemoteServer | None = None  # verify.load_into's server entry
 
     @property
     def id(self) -> int:

@@ -21,7 +21,7 @@ from tests.apirig import START, ApiRig, api_rig
 from tests.gitrepo import commit_files
 from tests.receiver import Receiver, http_receiver
 from tests.runs import server_file
-from tests.servers import SshServer
+from tests.servers import PostgresServer, SshServer
 from tests.test_run_metrics import scrape, task
 from tests.test_verify import flip_byte
 
@@ -183,3 +183,51 @@ async def test_a_drill_missed_while_the_daemon_was_down_runs_once_at_start(
         (RunKind.VERIFY, START),
         (RunKind.VERIFY, START - timedelta(days=1)),
     ]
+
+
+def dump_files(tmp_path: Path, sshd: SshServer, postgres: PostgresServer) -> dict[str, str]:
+    """Task 1 dumps the `drilled` PostgreSQL database and its drills load the dump into a
+    scratch database on server 1 (the same server; the password is in a file)."""
+    postgres.sql("DROP DATABASE IF EXISTS drilled")
+    postgres.sql("CREATE DATABASE drilled")
+    postgres.sql(
+        "CREATE TABLE orders (id int PRIMARY KEY);"
+        "INSERT INTO orders SELECT generate_series(1, 42);",
+        "drilled",
+    )
+    password = tmp_path / "pg-password"
+    password.write_text(postgres.password + "\n")
+    database = {
+        "engine": "postgresql",
+        "host": postgres.host,
+        "port": postgres.port,
+        "username": postgres.username,
+        "password": {"file": str(password)},
+    }
+    return {
+        **configset.base_files(),
+        "servers/one.yaml": server_file(sshd, database=database),
+        "destinations/one.yaml": configset.destination(1, 1, path=str(tmp_path / "backups")),
+        "tasks/1-orders.yaml": configset.task(
+            1,
+            1,
+            source={"type": "database", "database_name": "drilled"},
+            verify={"schedule": {"frequency": "daily", "time": "12:30"}, "load_into": 1},
+        ),
+    }
+
+
+@pytest.mark.servers
+async def test_a_drill_with_load_into_loads_the_dump_and_counts_its_rows(
+    tmp_path: Path, sshd: SshServer, postgres: PostgresServer
+) -> None:
+    async with api_rig(tmp_path, dump_files(tmp_path, sshd, postgres)) as rig:
+        await back_up(rig)
+        drill = await drill_ran(rig)
+
+    assert (drill.kind, drill.status) == (RunKind.VERIFY, RunStatus.SUCCESSFUL), drill.output
+    assert "restore drill: table public.orders: 42 rows dumped, 42 loaded" in drill.output
+    assert f"loaded the dump into reconciler_drill_1_{drill.id} on server 1: 1 tables, 42 rows" in (
+        drill.output
+    )
+    assert postgres.sql("SELECT datname FROM pg_database WHERE datname LIKE 'reconciler%'") == ""

@@ -171,10 +171,12 @@ def test_a_backup_verified_without_a_recorded_checksum_says_so(
 
 
 def mariadb_backed_up(
-    tmp_path: Path, sshd: SshServer, mariadb: MariaDbServer
+    tmp_path: Path, sshd: SshServer, mariadb: MariaDbServer, schema: str | None = MARIADB_SCHEMA
 ) -> tuple[ResolvedTask, Harness, RunRecord, Path]:
-    mariadb.sql("DROP DATABASE IF EXISTS shop; DROP DATABASE IF EXISTS shop_restored;")
-    mariadb.sql(MARIADB_SCHEMA)
+    """The `shop` database (made from `schema`; None: as the caller made it) dumped once."""
+    if schema is not None:
+        mariadb.sql("DROP DATABASE IF EXISTS shop; DROP DATABASE IF EXISTS shop_restored;")
+        mariadb.sql(schema)
     connection = database_connection(DatabaseEngine.MYSQL, mariadb.port, mariadb.username)
     source = Source(type=SourceType.DATABASE, database_name="shop")
     storage = Storage(compression=Compression.NONE)
