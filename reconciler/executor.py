@@ -354,7 +354,10 @@ class RemoteShell:
                     received += len(data)
                     sink(data)
                 self._check(deadline, timeout, cancel)
-                channel.sendall(chunk)
+                try:
+                    channel.sendall(chunk)
+                except OSError:  # it exited before reading all of it: its status says why
+                    break
             channel.shutdown_write()
             heard = time.monotonic()  # when the command last sent anything
             while True:

@@ -129,3 +129,19 @@ def test_hostile_table_names_are_counted_as_the_tables_they_name(
     assert loaded.problems == ()
     assert "restore drill: table we`ird; DROP DATABASE shop; --: 2 rows dumped, 2 loaded" in lines
     assert mariadb.sql("SHOW DATABASES LIKE 'shop'").split() == ["shop"]
+
+
+def test_a_large_mariadb_dump_that_fails_early_reports_the_clients_error(
+    sshd: SshServer, mariadb: MariaDbServer, tmp_path: Path
+) -> None:
+    task, harness, record, stored = mariadb_backed_up(tmp_path, sshd, mariadb)
+    dump = stored.read_bytes()
+    rows = b"".join(
+        b"INSERT INTO `items` VALUES (%d,'item %d');\n" % (n, n) for n in range(10, 800_000)
+    )
+    first_insert = dump.index(b"INSERT INTO `items`")
+    stored.write_bytes(dump[:first_insert] + b"NOT SQL AT ALL;\n" + rows + dump[first_insert:])
+
+    with pytest.raises(ScratchLoadError, match=r"loading the dump: .*SQL syntax"):
+        load(task, record, harness)
+    assert scratch_databases_on_mariadb(mariadb) == []
