@@ -7,6 +7,7 @@ asks for them.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
@@ -20,6 +21,7 @@ from tests.servers import (
     start_postgres,
     start_sshd,
 )
+from tests.stores import BACKENDS, OpenStore, store_opener
 
 # Hypothesis fails an example that takes over 200 ms by default: a wall-clock assert, which a
 # loaded machine trips on (a four-file build took 440 ms beside five other test suites). What a
@@ -47,6 +49,13 @@ def postgres() -> Iterator[PostgresServer]:
     """A real PostgreSQL with a password-authenticated (scram) TCP user `postgres.username`."""
     with start_postgres() as server:
         yield server
+
+
+@pytest.fixture(params=BACKENDS)
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenStore]:
+    """Opens the test's state store, once per backend; every call is one more handle on it."""
+    with store_opener(request, tmp_path) as opener:
+        yield opener
 
 
 @pytest.fixture

@@ -4,34 +4,16 @@ several handles on one store as several daemons have."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
-
-import pytest
 
 from reconciler.state import StateStore
 from reconciler.state.claims import Claim, ClaimRefusal, SlotKey
 from reconciler.state.nodes import behind
-from tests.test_state import IMPLEMENTATIONS, T0
+from tests.stores import OpenStore
+from tests.test_state import T0
 
-OpenStore = Callable[[], StateStore]
 LEASE = timedelta(seconds=60)
 SLOT = SlotKey(1, T0)
-
-
-@pytest.fixture(params=IMPLEMENTATIONS)
-def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenStore]:
-    implementation: Callable[[Path], StateStore] = request.param
-    opened: list[StateStore] = []
-
-    def open_handle() -> StateStore:
-        opened.append(implementation(tmp_path))
-        return opened[-1]
-
-    yield open_handle
-    for handle in opened:
-        handle.close()
 
 
 def claim(

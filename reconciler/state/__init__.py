@@ -6,8 +6,9 @@ is lost is history, never intent. Each record kind has its own interface (`runs`
 `schedule`, `idempotency`, `filetimes`, `taskids`, `claims` and `nodes` for several daemons
 sharing one store); a `StateStore` holds one of each behind one
 connection, and callers take the narrowest interface they need; `changes` tells whether anyone
-wrote to the store since (`changes.py`). `open_state` chooses the backend (today SQLite,
-`reconciler.state.sqlite`).
+wrote to the store since (`changes.py`). `open_state` chooses the backend: SQLite
+(`reconciler.state.sqlite`, the default) or PostgreSQL (`reconciler.state.postgres`, which
+several daemons share).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from reconciler.state.claims import RunClaims
 from reconciler.state.filetimes import StoredFileTimes
 from reconciler.state.idempotency import IdempotencyKeys
 from reconciler.state.nodes import NodeRegistry
+from reconciler.state.postgres import PostgresStateStore, is_postgres_url
 from reconciler.state.runs import Runs
 from reconciler.state.schedule import ScheduleBookkeeping
 from reconciler.state.sqlite import SqliteStateStore
@@ -63,6 +65,10 @@ class StateStore(Protocol):
     def close(self) -> None: ...
 
 
-def open_state(path: Path) -> StateStore:
-    """The state store at `path` (an SQLite file), created and migrated as needed."""
-    return SqliteStateStore(path)
+def open_state(location: Path | str) -> StateStore:
+    """The state store at `location`, created and migrated as needed: a `postgresql://` (or
+    `postgres://`) libpq URL names a PostgreSQL database that several daemons may share,
+    anything else the path of an SQLite file."""
+    if isinstance(location, str) and is_postgres_url(location):
+        return PostgresStateStore(location)
+    return SqliteStateStore(Path(location))

@@ -13,6 +13,8 @@ from typing import Protocol
 class ChangeMarker(Protocol):
     def current(self) -> bytes | None:
         """A value that differs after every write committed to the store by anyone since it was
-        last returned; None when the backend cannot tell (then every read asks the store).
+        last returned (this handle's writes at once; another process's at once in SQLite, and
+        within the milliseconds PostgreSQL takes to deliver the commit's notification); None
+        when the backend cannot tell (then every read asks the store).
         A memory read, never I/O: safe to call on the event loop."""
         ...

@@ -5,12 +5,25 @@ Only a hash of a token is stored; its plaintext is returned once, when it is cre
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
 TOKEN_PREFIX = "rk_"  # noqa: S105 - a public marker that makes leaked tokens recognisable
+
+
+def new_token() -> str:
+    """A fresh token's plaintext: the prefix and 256 random bits."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def token_hash(plaintext: str) -> str:
+    """What a store keeps of a token. Tokens carry 256 random bits, so a fast unsalted hash is
+    enough: nothing to brute-force."""
+    return hashlib.sha256(plaintext.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)

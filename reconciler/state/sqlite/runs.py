@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from reconciler.state.errors import StateError
+from reconciler.state.logtext import bounded, log_line
 from reconciler.state.runs import (
     DEFAULT_TAIL,
     INTERRUPTED,
@@ -31,30 +32,8 @@ from reconciler.state.sqlite.connection import (
 )
 from reconciler.types import RunKind, RunStatus, TaskStatus
 
-# A newline inside a log line is stored escaped, so one line is always one line of output.
-_NEWLINE, _ESCAPED_NEWLINE = "\n", "\\n"
 # An unfinished run (queued or running) is matched by the literal `status IN ('queued',
 # 'running')`, never by bound values, so that SQLite uses the partial index runs_unfinished.
-
-
-def _log_line(at: datetime, line: str) -> str:
-    return f"{to_text(at)[:19]}Z {line.replace(_NEWLINE, _ESCAPED_NEWLINE)}"
-
-
-def _bounded(lines: list[str], skipped: int, tail: LogTail) -> str:
-    """`lines` as output, cut from the front to `tail`, saying how many lines it left out."""
-    kept: list[str] = []
-    size = 0
-    for line in reversed(lines[-tail.lines :] if tail.lines else []):
-        if size + len(line) + 1 > tail.chars:
-            if not kept:  # one huge line: its end is what matters
-                kept.append(line[len(line) - tail.chars + 1 :])
-            break
-        kept.append(line)
-        size += len(line) + 1
-    skipped += len(lines) - len(kept)
-    note = [f"[{skipped:,} earlier lines not shown]"] if skipped else []
-    return "".join(f"{line}\n" for line in note + kept[::-1])
 
 
 class SqliteRuns:
@@ -120,7 +99,7 @@ class SqliteRuns:
         """Add (time, line) entries to the run's log as one batch: one row, one transaction."""
         if not entries:
             return
-        lines = json.dumps([_log_line(at, line) for at, line in entries])
+        lines = json.dumps([log_line(at, line) for at, line in entries])
         try:
             with self._connection.write() as db:
                 db.execute(
@@ -197,7 +176,7 @@ class SqliteRuns:
 
     def _output(self, db: sqlite3.Connection, run_id: int, tail: LogTail) -> str:
         start = max(self._line_count(db, run_id) - tail.lines, 0)
-        return _bounded(self._lines_from(db, run_id, start), start, tail)
+        return bounded(self._lines_from(db, run_id, start), start, tail)
 
     def _records(
         self, db: sqlite3.Connection, rows: list[sqlite3.Row], tail: LogTail
@@ -271,7 +250,7 @@ class SqliteRuns:
                     (
                         row["id"],
                         self._line_count(db, row["id"]),
-                        json.dumps([_log_line(now, reason)]),
+                        json.dumps([log_line(now, reason)]),
                     ),
                 )
             ids = json.dumps([row["id"] for row in unfinished])

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import secrets
 import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -15,12 +13,7 @@ from reconciler.state.sqlite.connection import (
     optional_time,
     to_text,
 )
-from reconciler.state.tokens import TOKEN_PREFIX, TokenRecord
-
-
-def _token_hash(plaintext: str) -> str:
-    # Tokens carry 256 random bits, so a fast unsalted hash is enough: nothing to brute-force.
-    return hashlib.sha256(plaintext.encode("utf-8")).hexdigest()
+from reconciler.state.tokens import TOKEN_PREFIX, TokenRecord, new_token, token_hash
 
 
 def _token(row: sqlite3.Row) -> TokenRecord:
@@ -49,7 +42,7 @@ class SqliteTokens:
         operator: bool = False,
     ) -> tuple[TokenRecord, str]:
         """A new token and its plaintext, which is returned this once and never stored."""
-        plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        plaintext = new_token()
         created = to_text(now)
         with self._connection.write() as db:
             cursor = db.execute(
@@ -59,7 +52,7 @@ class SqliteTokens:
                     user_id,
                     name,
                     json.dumps(list(abilities)),
-                    _token_hash(plaintext),
+                    token_hash(plaintext),
                     created,
                     int(operator),
                 ),
@@ -83,7 +76,7 @@ class SqliteTokens:
             return None
         with self._connection.locked() as db:
             row = db.execute(
-                "SELECT * FROM tokens WHERE hash = ?", (_token_hash(plaintext),)
+                "SELECT * FROM tokens WHERE hash = ?", (token_hash(plaintext),)
             ).fetchone()
         return None if row is None else _token(row)
 
