@@ -129,6 +129,11 @@ def encrypt(secret: str, recipients: Sequence[str]) -> str:
     return armored.decode("ascii")
 
 
+def encrypt_to_identities(secret: str, identities: AgeIdentities) -> str:
+    """`secret` encrypted to the public keys of `identities`, so that they alone decrypt it."""
+    return encrypt(secret, [str(key.to_public()) for key in identities.keys])
+
+
 def reference_text(armor: str) -> str:
     """The secret reference to paste into YAML: `age:` and the armor as a literal block scalar,
     which YAML reads back exactly (a flow scalar would fold its line breaks)."""

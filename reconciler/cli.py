@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from reconciler.state.location import StateLocation, describe_location, state_location
 from reconciler.types import ReconcilerError
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ _N = TypeVar("_N", int, float)
 SUBJECT_CHARS = 72
 # How often `reconciler run` looks for new log lines of the run it follows.
 FOLLOW_SECONDS = 0.5
-DEFAULT_STATE = Path(os.environ.get("RECONCILER_STATE", "reconciler-state/state.db"))
+DEFAULT_STATE = state_location(os.environ.get("RECONCILER_STATE", "reconciler-state/state.db"))
 ABILITIES = (
     "view-backup-tasks",
     "create-backup-tasks",
@@ -388,9 +389,10 @@ def _env_path(name: str) -> Path | None:
 def _state_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--state",
-        type=Path,
+        type=state_location,
         default=DEFAULT_STATE,
-        help=f"SQLite state file (env RECONCILER_STATE, default {DEFAULT_STATE})",
+        help="SQLite state file, or a postgresql://user@host:port/db URL that several daemons"
+        f" share (env RECONCILER_STATE, default {describe_location(DEFAULT_STATE)})",
     )
 
 
@@ -746,7 +748,7 @@ def _secret_encrypt(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tokens(state: Path) -> Tokens:
+def _tokens(state: StateLocation) -> Tokens:
     from reconciler.state import open_state
 
     return _guarded(lambda: open_state(state)).tokens

@@ -33,6 +33,7 @@ from reconciler.scheduler import Fire, Scheduler, drill_schedule
 from reconciler.secrets import Secrets
 from reconciler.signatures import SigningKey
 from reconciler.state import StateStore, open_state
+from reconciler.state.location import StateLocation, describe_location
 from reconciler.state.schedule import ScheduleBookkeeping
 from reconciler.taskhistory import TaskHistory
 from reconciler.types import (
@@ -79,7 +80,7 @@ class SystemClock:
 @dataclass(frozen=True)
 class Settings:
     repo: Path
-    state: Path
+    state: StateLocation = field(repr=False)  # a PostgreSQL URL may carry a password
     host: str = "127.0.0.1"
     port: int = 8080
     resync_interval: float = 60.0
@@ -208,8 +209,11 @@ def build_core(
     clock = SystemClock() if clock is None else clock
     identities = None if settings.age_identity is None else load_identities(settings.age_identity)
     state = open_state(settings.state)
+    vault = state.api_secrets
     secrets = Secrets(
-        secrets_path(settings.state), os.environ if environ is None else environ, identities
+        secrets_path(Path(settings.state)) if vault is None else vault,
+        os.environ if environ is None else environ,
+        identities,
     )
     signing_key = None if settings.signing_key is None else SigningKey(settings.signing_key)
     store = GitStore(settings.repo, sign=None if signing_key is None else signing_key.sign)
@@ -340,7 +344,7 @@ async def running(
         log.warning(
             "the state store %s was created new: no run history, no API tokens (create one with"
             " `reconciler token create`), and no missed runs to catch up from before now",
-            settings.state,
+            describe_location(settings.state),
         )
     try:
         repaired = await asyncio.to_thread(daemon.store.repair_interrupted_commit)

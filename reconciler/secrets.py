@@ -15,12 +15,13 @@ import stat
 import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Protocol
 
-from reconciler.agecrypt import AgeError, AgeIdentities, decrypt
+from reconciler.agecrypt import AgeError, AgeIdentities, decrypt, encrypt_to_identities
 from reconciler.atomicfile import write_atomically
 from reconciler.documents import ParsedFile, Problem, failed_with
 from reconciler.models import SecretRef, secret_references
-from reconciler.types import ReconcilerError
+from reconciler.types import ReconcilerError, SecretRows
 
 # A secret is a password or a token: anything bigger is the wrong file.
 _MAX_LINE = 64 * 1024
@@ -50,14 +51,19 @@ def describe(ref: SecretRef) -> str:
 class Secrets:
     def __init__(
         self,
-        store_path: Path,
+        store: Path | SecretRows,
         environ: Mapping[str, str],
         age_identities: AgeIdentities | None = None,
     ) -> None:
-        self._store_path = Path(store_path)
+        """`store`: where API-sent secrets live, the JSON file beside an SQLite state store or
+        a PostgreSQL store's rows (age-encrypted to `age_identities`)."""
+        self._vault: _Vault = (
+            _FileVault(Path(store))
+            if isinstance(store, Path)
+            else _RowsVault(store, age_identities)
+        )
         self._environ = environ
         self._age_identities = age_identities
-        self._lock = threading.Lock()
 
     def resolve(self, ref: SecretRef) -> str:
         if ref.env is not None:
@@ -73,12 +79,12 @@ class Secrets:
                 raise SecretError(f"{describe(ref)}: {exc}") from None
         else:
             assert ref.secret is not None
-            with self._lock:
-                value = self._load().get(ref.secret)
-            if value is None:
+            found = self._vault.get(ref.secret)
+            if found is None:
                 raise SecretError(
-                    f"{describe(ref)}: no such key in the secrets store {self._store_path}"
+                    f"{describe(ref)}: no such key in the secrets store {self._vault.where()}"
                 )
+            value = found
         if value == "":
             raise SecretError(f"{describe(ref)}: the secret is empty")
         return value
@@ -118,26 +124,105 @@ class Secrets:
             ) from None
         if not isinstance(value, str) or value == "":
             raise SecretError(f"{describe(ref)}: the value must be a non-empty string")
-        with self._lock:
-            store = self._load()
-            store[key] = value
-            self._save(store)
+        self._vault.put(key, value)
         return ref
+
+    def keys(self) -> set[str]:
+        return self._vault.keys()
+
+    def forget(self, keys: Iterable[str]) -> None:
+        """Delete `keys`; a key that is not there is not an error (goal reached)."""
+        self._vault.forget(keys)
+
+
+class _Vault(Protocol):
+    def get(self, key: str) -> str | None: ...
+
+    def keys(self) -> set[str]: ...
+
+    def put(self, key: str, value: str) -> None: ...
+
+    def forget(self, keys: Iterable[str]) -> None: ...
+
+    def where(self) -> str: ...
+
+
+class _RowsVault:
+    """API-sent secrets in a shared state store, each age-encrypted to the daemon's identity:
+    the database alone reveals none of them, and every node holding the identity reads them."""
+
+    def __init__(self, rows: SecretRows, identities: AgeIdentities | None) -> None:
+        self._rows = rows
+        self._identities = identities
+
+    def get(self, key: str) -> str | None:
+        armor = self._rows.armor(key)
+        if armor is None:
+            return None
+        try:
+            return decrypt(armor, self._needed())
+        except AgeError as exc:
+            raise SecretError(f"secret {key!r} in {self.where()}: {exc}") from None
+
+    def keys(self) -> set[str]:
+        return self._rows.keys()
+
+    def put(self, key: str, value: str) -> None:
+        try:
+            armor = encrypt_to_identities(value, self._needed())
+        except AgeError as exc:
+            raise SecretError(f"secret {key!r}: {exc}") from None
+        self._rows.put(key, armor)
+
+    def forget(self, keys: Iterable[str]) -> None:
+        self._rows.forget(keys)
+
+    def where(self) -> str:
+        return self._rows.describe()
+
+    def _needed(self) -> AgeIdentities:
+        if self._identities is None:
+            raise SecretError(
+                f"API secrets in {self.where()} are age-encrypted to the daemon's identity:"
+                " start it with --age-identity (the same file on every node)"
+            )
+        return self._identities
+
+
+class _FileVault:
+    """API-sent secrets in one JSON file (mode 0600) beside an SQLite state store."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            return self._load().get(key)
 
     def keys(self) -> set[str]:
         with self._lock:
             return set(self._load())
 
+    def put(self, key: str, value: str) -> None:
+        with self._lock:
+            store = self._load()
+            store[key] = value
+            self._save(store)
+
     def forget(self, keys: Iterable[str]) -> None:
-        """Delete `keys` in one rewrite; a key that is not there is not an error (goal reached)."""
+        """Delete `keys` in one rewrite."""
         with self._lock:
             store = self._load()
             removed = [key for key in keys if store.pop(key, None) is not None]
             if removed:
                 self._save(store)
 
+    def where(self) -> str:
+        return str(self._path)
+
     def _load(self) -> dict[str, str]:
-        path = self._store_path
+        path = self._path
         try:
             with path.open("rb") as handle:
                 mode = os.fstat(handle.fileno()).st_mode
@@ -163,7 +248,7 @@ class Secrets:
 
     def _save(self, store: dict[str, str]) -> None:
         """Replace the store atomically: a crash leaves the old file or the new one, never half."""
-        path = self._store_path
+        path = self._path
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             # 0600 from creation on: the values are never readable by others, even briefly.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -58,3 +59,20 @@ class Clock(Protocol):
 class ReconcilerError(Exception):
     """A problem a user can fix (a path, a repository, a task id, a secret): its message is one
     sentence that says what and why, shown as is, never as a traceback."""
+
+
+class SecretRows(Protocol):
+    """API-sent secrets kept in a shared state store, each as its age armor (never plaintext):
+    what `reconciler.secrets` reads and writes when the store is PostgreSQL."""
+
+    def armor(self, key: str) -> str | None: ...
+
+    def keys(self) -> set[str]: ...
+
+    def put(self, key: str, armor: str) -> None: ...
+
+    def forget(self, keys: Iterable[str]) -> None: ...
+
+    def describe(self) -> str:
+        """Where the rows are, for messages (never a password)."""
+        ...

@@ -154,7 +154,7 @@ def _rig(built: daemon.Daemon, clock: FakeClock) -> ApiRig:
         built.engine,
         built.state,
         built.secrets,
-        daemon.secrets_path(built.settings.state),
+        daemon.secrets_path(Path(built.settings.state)),
         built.runner,
         clock,
     )

@@ -173,7 +173,7 @@ async def _served(tmp: Path, token_use_interval: float) -> AsyncIterator[tuple[P
                 "/api/backup-tasks", headers={"Authorization": f"Bearer {token}"}
             )
             assert answer.status_code == 200
-        yield wanted.state, token
+        yield Path(wanted.state), token
 
 
 def _last_used(state: Path) -> list[object]:

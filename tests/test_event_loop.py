@@ -117,7 +117,7 @@ async def healthz_while_waiting(served: Served, work: Awaitable[_T]) -> _T:
     """What `work` returned; asserts that `/healthz` kept answering a client while `work` waited
     for the held lock, and that it did wait (else the test would prove nothing)."""
     started = time.perf_counter()
-    with write_lock_held(served.daemon.settings.state, LOCK_HELD):
+    with write_lock_held(Path(served.daemon.settings.state), LOCK_HELD):
         checks = HealthChecks(served.url, LOCK_HELD - 0.3)
         checks.start()
         await asyncio.to_thread(checks.asking.wait, 10)

@@ -20,13 +20,14 @@ from reconciler.state.changes import ChangeMarker
 from reconciler.state.claims import RunClaims
 from reconciler.state.filetimes import StoredFileTimes
 from reconciler.state.idempotency import IdempotencyKeys
+from reconciler.state.location import StateLocation, is_postgres_url
 from reconciler.state.nodes import NodeRegistry
-from reconciler.state.postgres import PostgresStateStore, is_postgres_url
 from reconciler.state.runs import Runs
 from reconciler.state.schedule import ScheduleBookkeeping
 from reconciler.state.sqlite import SqliteStateStore
 from reconciler.state.taskids import TaskIdCounter
 from reconciler.state.tokens import Tokens
+from reconciler.types import SecretRows
 
 
 class StateStore(Protocol):
@@ -58,6 +59,12 @@ class StateStore(Protocol):
     def nodes(self) -> NodeRegistry: ...
 
     @property
+    def api_secrets(self) -> SecretRows | None:
+        """Where API-sent secrets live in the store (PostgreSQL: age armors only); None when
+        they live in a file beside it (SQLite)."""
+        ...
+
+    @property
     def created(self) -> bool:
         """Whether opening it made a new, empty store (none was there, or it was deleted)."""
         ...
@@ -65,10 +72,13 @@ class StateStore(Protocol):
     def close(self) -> None: ...
 
 
-def open_state(location: Path | str) -> StateStore:
+def open_state(location: StateLocation) -> StateStore:
     """The state store at `location`, created and migrated as needed: a `postgresql://` (or
     `postgres://`) libpq URL names a PostgreSQL database that several daemons may share,
     anything else the path of an SQLite file."""
-    if isinstance(location, str) and is_postgres_url(location):
-        return PostgresStateStore(location)
+    if is_postgres_url(location):
+        # psycopg is imported only by those who use it: every CLI command imports this package.
+        from reconciler.state.postgres import PostgresStateStore
+
+        return PostgresStateStore(str(location))
     return SqliteStateStore(Path(location))

@@ -3,8 +3,9 @@ record kind (the same kinds, and the same rules, as `reconciler.state.sqlite`)."
 
 from __future__ import annotations
 
+from reconciler.state.postgres.apisecrets import PostgresSecretRows
 from reconciler.state.postgres.claims import PostgresRunClaims
-from reconciler.state.postgres.connection import PostgresConnection, is_postgres_url
+from reconciler.state.postgres.connection import PostgresConnection
 from reconciler.state.postgres.filetimes import PostgresStoredFileTimes
 from reconciler.state.postgres.idempotency import PostgresIdempotencyKeys
 from reconciler.state.postgres.nodes import PostgresNodeRegistry
@@ -43,6 +44,7 @@ class PostgresStateStore:
         self.claims = PostgresRunClaims(self._connection)
         self.nodes = PostgresNodeRegistry(self._connection)
         self.changes = NotifyMarker(self._connection)
+        self.api_secrets = PostgresSecretRows(self._connection)
 
     @property
     def created(self) -> bool:
@@ -51,6 +53,3 @@ class PostgresStateStore:
     def close(self) -> None:
         self.changes.close()
         self._connection.close()
-
-
-__all__ = ["PostgresStateStore", "is_postgres_url"]

@@ -23,7 +23,6 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from urllib.parse import urlsplit
 
 import psycopg
 from psycopg.adapt import Dumper, PyFormat
@@ -32,6 +31,7 @@ from psycopg.types.datetime import DatetimeDumper
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from reconciler.state.errors import StateError
+from reconciler.state.location import describe_location as describe
 
 logger = logging.getLogger(__name__)
 
@@ -136,21 +136,10 @@ _MIGRATIONS: tuple[str, ...] = (
         started_at TIMESTAMPTZ NOT NULL
     );
     """,
+    # API-sent secrets, each an age armor encrypted to the cluster's identity.
+    "CREATE TABLE api_secrets (key TEXT PRIMARY KEY, armor TEXT NOT NULL)",
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
-
-
-def is_postgres_url(location: str) -> bool:
-    return location.startswith(("postgresql://", "postgres://"))
-
-
-def describe(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    parts = urlsplit(url)
-    host = parts.hostname or "localhost"
-    port = f":{parts.port}" if parts.port else ""
-    user = f"{parts.username}@" if parts.username else ""
-    return f"postgresql://{user}{host}{port}{parts.path}"
 
 
 class _AwareDatetimeDumper(DatetimeDumper):
@@ -276,6 +265,9 @@ class PostgresConnection:
         """A connection for one statement (a read, or a write that commits alone)."""
         with self._pool.connection() as db:
             yield db
+
+    def where(self) -> str:
+        return describe(self._url)
 
     def marker(self) -> bytes | None:
         heard = self.listener.heard()

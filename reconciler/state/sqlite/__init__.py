@@ -31,6 +31,8 @@ class SqliteStateStore:
         self.nodes = SqliteNodeRegistry(self._connection)
         # Opened after the connection has made the file a WAL database, so its -shm exists.
         self.changes = WalIndexMarker(Path(path))
+        # API-sent secrets are in a file beside the state file, never in it (see `secrets`).
+        self.api_secrets = None
 
     @property
     def created(self) -> bool:
