@@ -19,7 +19,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from reconciler.state.location import StateLocation, describe_location, state_location
+from reconciler.state.location import (
+    StateLocation,
+    describe_location,
+    is_postgres_url,
+    state_location,
+)
 from reconciler.types import ReconcilerError
 
 if TYPE_CHECKING:
@@ -283,6 +288,18 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("token_id", type=int)
     _state_option(revoke)
     revoke.set_defaults(command=_token_revoke)
+
+    state = commands.add_parser("state", help="the state store itself")
+    state_actions = state.add_subparsers(required=True, metavar="ACTION")
+    migrate = state_actions.add_parser(
+        "migrate",
+        help="move an SQLite state store (runs, logs, tokens, API secrets) into an empty"
+        " PostgreSQL one",
+    )
+    migrate.add_argument("--from", dest="source", type=Path, required=True, metavar="PATH")
+    migrate.add_argument("--to", dest="target", required=True, metavar="URL")
+    _age_identity_option(migrate)
+    migrate.set_defaults(command=_state_migrate)
 
     secret = commands.add_parser("secret", help="age-encrypted secrets for the config set")
     secret_actions = secret.add_subparsers(required=True, metavar="ACTION")
@@ -688,6 +705,16 @@ def _prune(args: argparse.Namespace) -> int:
     kept = len(decisions) - removed
     done = "would remove" if args.dry_run else "removed"
     print(f"task {args.task_id}: {kept} kept, {removed} {done}")
+    return 0
+
+
+def _state_migrate(args: argparse.Namespace) -> int:
+    from reconciler.daemon import migrate_state_store
+
+    if not is_postgres_url(args.target):
+        raise UserError(f"--to must be a postgresql:// URL, got {describe_location(args.target)!r}")
+    moved = _guarded(lambda: migrate_state_store(args.source, args.target, args.age_identity))
+    print(f"moved into {describe_location(args.target)}: {moved}")
     return 0
 
 

@@ -582,6 +582,30 @@ async def _chosen_run(daemon: Core, task_id: int, run_id: int | None) -> RunReco
     return run
 
 
+def migrate_state_store(source: Path, target: str, age_identity: Path | None) -> str:
+    """`reconciler state migrate`: the SQLite store at `source`, and the API secrets beside it
+    (encrypted to `age_identity`, needed when there are any), into the empty PostgreSQL store
+    at `target`; the summary of what moved."""
+    from reconciler.agecrypt import encrypt_to_identities
+    from reconciler.models import SecretRef
+    from reconciler.state.transfer import migrate_state
+
+    identities = None if age_identity is None else load_identities(age_identity)
+    secrets = Secrets(secrets_path(source), {}, identities)
+    keys = sorted(secrets.keys())
+    if keys and identities is None:
+        raise DaemonError(
+            f"{secrets_path(source)} holds {len(keys)} API secrets, which PostgreSQL keeps"
+            " age-encrypted: give --age-identity (the identity the daemons will use)"
+        )
+    armors = [
+        (key, encrypt_to_identities(secrets.resolve(SecretRef(secret=key)), identities))
+        for key in keys
+        if identities is not None
+    ]
+    return migrate_state(source, target, armors).summary()
+
+
 async def verify_backup(settings: Settings, task_id: int, run_id: int | None) -> Verification:
     """`reconciler verify`: read the given run's backup (default: the task's newest successful
     run's) through, as a restore would, writing nothing."""
