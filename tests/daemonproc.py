@@ -62,7 +62,7 @@ def reconciler(
     )
 
 
-def create_token(state: Path) -> str:
+def create_token(state: Path | str) -> str:
     created = reconciler("token", "create", "--state", state, "--user-id", "1", "--name", "t")
     assert created.returncode == 0, created.stderr
     return created.stdout.strip()
@@ -71,7 +71,7 @@ def create_token(state: Path) -> str:
 @contextmanager
 def serving(
     repo: Path,
-    state: Path,
+    state: Path | str,
     token: str,
     log: Path,
     env: Mapping[str, str] | None = None,
