@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -129,6 +130,22 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="on SIGTERM or SIGINT, let running backups finish for up to SECONDS before "
         "interrupting them (default 600; a second signal interrupts them at once)",
+    )
+    serve.add_argument(
+        "--node-id",
+        type=_node_id,
+        default=os.environ.get("RECONCILER_NODE_ID"),
+        metavar="ID",
+        help="this daemon's name among several sharing one state store (env RECONCILER_NODE_ID;"
+        " default: the host name when --state is a PostgreSQL URL, else it runs alone)",
+    )
+    serve.add_argument(
+        "--lease",
+        type=_at_least(float, 3.0),
+        default=60.0,
+        metavar="SECONDS",
+        help="how long a run's claim lasts without a renewal (renewed every third of it); a"
+        " node silent this long is taken for dead and its run taken over (default 60)",
     )
     serve.add_argument("--known-hosts", type=Path, help="known_hosts file for SSH host keys")
     serve.add_argument("--push", action="store_true", help="push API commits to the upstream")
@@ -403,6 +420,18 @@ def _env_path(name: str) -> Path | None:
     return Path(value) if value else None
 
 
+_NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def _node_id(value: str) -> str:
+    if not _NODE_ID.match(value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a node id: 1 to 64 letters, digits, '.', '_' or '-', starting with"
+            " a letter or digit"
+        )
+    return value
+
+
 def _state_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--state",
@@ -453,6 +482,8 @@ def _serve(args: argparse.Namespace) -> int:
         fetch_interval=args.fetch_interval,
         webhook_secret=_webhook_secret(args),
         shutdown_grace=args.shutdown_grace,
+        node_id=args.node_id,
+        lease=timedelta(seconds=args.lease),
     )
     _guarded(lambda: asyncio.run(serve(settings)))
     return 0

@@ -10,6 +10,7 @@ import asyncio
 import gc
 import logging
 import os
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
@@ -32,8 +33,9 @@ from reconciler.runtally import RunTally
 from reconciler.scheduler import Fire, Scheduler, drill_schedule
 from reconciler.secrets import Secrets
 from reconciler.signatures import SigningKey
+from reconciler.slotclaims import DEFAULT_LEASE, SlotClaims
 from reconciler.state import StateStore, open_state
-from reconciler.state.location import StateLocation, describe_location
+from reconciler.state.location import StateLocation, describe_location, is_postgres_url
 from reconciler.state.schedule import ScheduleBookkeeping
 from reconciler.taskhistory import TaskHistory
 from reconciler.types import (
@@ -105,6 +107,18 @@ class Settings:
     fetch_interval: float = 60.0
     webhook_secret: str | None = field(default=None, repr=False)
     shutdown_grace: float = SHUTDOWN_GRACE_SECONDS
+    # Several daemons on one store: this one's name (None: the host name when the store is
+    # PostgreSQL, else no cluster) and how long its claims last without a renewal.
+    node_id: str | None = None
+    lease: timedelta = DEFAULT_LEASE
+
+
+def cluster_node_id(settings: Settings) -> str | None:
+    """This daemon's name in a cluster, or None when it runs alone: `--node-id`, else the host
+    name when the state store is PostgreSQL (which is there to be shared)."""
+    if settings.node_id is not None:
+        return settings.node_id
+    return socket.gethostname() if is_postgres_url(settings.state) else None
 
 
 def secrets_path(state: Path) -> Path:
@@ -239,8 +253,25 @@ def build_core(
     def in_force(task_id: int) -> ResolvedTask | None:
         return engine.desired.tasks.get(task_id)
 
+    def applied() -> tuple[str | None, datetime | None]:
+        revision = engine.revision
+        return revision, None if revision is None else store.commit_time(revision)
+
     drill_pipeline = DrillPipeline(
         runs=state.runs, secrets=secrets, clock=clock, known_hosts=settings.known_hosts
+    )
+    node_id = cluster_node_id(settings)
+    slots = (
+        None
+        if node_id is None
+        else SlotClaims(
+            state.claims,
+            state.nodes,
+            node_id=node_id,
+            clock=clock,
+            applied=applied,
+            lease=settings.lease,
+        )
     )
     runner = Runner(
         pipeline,
@@ -249,6 +280,8 @@ def build_core(
         max_workers=settings.max_workers,
         in_force=in_force,
         drills=drill_pipeline,
+        slots=slots,
+        catch_up_deadline=settings.catch_up_deadline,
     )
     fires = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fire")
     fire = record_then_queue(state.schedule, runner, fires)
@@ -359,6 +392,7 @@ async def running(
         recovered = await asyncio.to_thread(daemon.runner.recover)
         if recovered:
             log.warning("marked %d interrupted run(s) as failed", len(recovered))
+        daemon.runner.start_keeping_claims()
         # Before the API can write: a crash between storing a secret and committing its
         # reference leaves it in the store for no task.
         swept = await asyncio.to_thread(
@@ -523,6 +557,7 @@ async def synced(settings: Settings) -> AsyncIterator[Core]:
 
 def start_run(daemon: Core, task_id: int, trigger: str) -> None:
     """Start one run of the task now, or say why it cannot start."""
+    daemon.runner.start_keeping_claims()
     admission = daemon.runner.request_run(_task(daemon, task_id), trigger=trigger)
     if admission is not Admission.ACCEPTED:
         raise DaemonError(f"task {task_id}: {admission.message}")

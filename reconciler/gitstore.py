@@ -224,6 +224,11 @@ class GitStore:
             subject = commit.raw_message.decode("utf-8", "replace").split("\n", 1)[0]
             return str(commit.id), subject.strip()
 
+    def commit_time(self, rev: str) -> datetime:
+        """When the commit `rev` names was committed (UTC): what orders nodes' revisions."""
+        with self._lock:
+            return _commit_time(self._commit(rev))
+
     def list_files(self, rev: str) -> dict[str, str]:
         """The YAML files of the config set at `rev` (symbolic links left out), with blob ids."""
         return {

@@ -18,16 +18,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
 from reconciler.backup import BackupPipeline, RunResult
 from reconciler.models import ResolvedTask
+from reconciler.slotclaims import Behind, SlotClaims
+from reconciler.state.claims import Claim, ClaimRefusal
 from reconciler.state.errors import StateError
 from reconciler.state.runs import RunInProgressError, RunRecord, Runs
 from reconciler.types import Clock, RunKind, RunStatus
@@ -51,6 +54,8 @@ class Admission(StrEnum):
     ALREADY_RUNNING = "already_running"
     SERVER_BUSY = "server_busy"
     STOPPING = "stopping"
+    CLAIMED_ELSEWHERE = "claimed_elsewhere"
+    BEHIND = "behind"
 
     @property
     def message(self) -> str:
@@ -63,7 +68,15 @@ _MESSAGES = {
     Admission.ALREADY_RUNNING: "the task is already running",
     Admission.SERVER_BUSY: "another task is running on the same remote server",
     Admission.STOPPING: "the daemon is shutting down; it starts no new runs",
+    Admission.CLAIMED_ELSEWHERE: "another node of the cluster claimed this run",
+    Admission.BEHIND: (
+        "this node's applied revision is older than another node's: it runs nothing until it"
+        " has caught up"
+    ),
 }
+_LEASE_LOST = "interrupted: node {node} stopped renewing its claim (its lease expired)"
+# How often a slot that found its server full across the cluster is claimed again.
+_UNCLAIMED_RETRY_SECONDS = 1.0
 
 
 class DrillCarrier(Protocol):
@@ -89,11 +102,22 @@ class _Run:
     trigger: str
     started: datetime | None  # None: recorded queued, its worker records it running
     kind: RunKind = RunKind.BACKUP
+    claim: Claim | None = None  # in a cluster: the claim it runs under
     ended: Future[None] = field(default_factory=Future)
 
     @property
     def server_id(self) -> int:
         return self.task.server.id
+
+
+@dataclass(eq=False)
+class _Unclaimed:
+    """A scheduled slot whose server had no room left in the cluster: claimed again until it
+    is granted, another node takes it, or it is older than the catch-up deadline."""
+
+    task: ResolvedTask
+    slot: datetime
+    kind: RunKind
 
 
 class Runner:
@@ -111,8 +135,12 @@ class Runner:
         max_workers: int = 4,
         in_force: Callable[[int], ResolvedTask | None] | None = None,
         drills: DrillCarrier | None = None,
+        slots: SlotClaims | None = None,
+        catch_up_deadline: timedelta = timedelta(hours=12),
     ) -> None:
-        """`drills` carries out restore drills (`queue_drill`); without it none is admitted."""
+        """`drills` carries out restore drills (`queue_drill`); without it none is admitted.
+        `slots`: in a cluster, every run is claimed there first (see `reconciler.slotclaims`);
+        a slot taken over from a dead node runs again only within `catch_up_deadline`."""
         if max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, got {max_workers}")
         self._pipeline = pipeline
@@ -131,6 +159,10 @@ class Runner:
         self._idle = threading.Condition(self._lock)  # notified whenever a run lets go
         self._stop = threading.Event()  # cancels the running runs (`interrupt`)
         self._interrupted: list[int] = []  # run ids that were running when `interrupt` came
+        self._slots = slots
+        self._catch_up_deadline = catch_up_deadline
+        self._unclaimed: list[_Unclaimed] = []  # waiting for room on their server, unclaimed
+        self._keeper: threading.Thread | None = None
 
     # Admission
 
@@ -142,8 +174,10 @@ class Runner:
     def queue_scheduled(self, task: ResolvedTask, slot: datetime) -> Admission:
         """Admit the run of a scheduled `slot`; it waits for its server if need be. A refusal
         (paused, still running) skips the slot and is logged."""
-        admission = self._admit(task, "schedule", wait_for_server=True)
-        if admission is Admission.PAUSED:
+        admission = self._admit(task, "schedule", wait_for_server=True, slot=slot)
+        if admission is Admission.CLAIMED_ELSEWHERE:
+            logger.debug("task %d: its run at %s is another node's", task.id, slot)
+        elif admission is Admission.PAUSED:
             logger.info("task %d is paused: scheduled run at %s skipped", task.id, slot)
         elif admission is not Admission.ACCEPTED:
             logger.warning(
@@ -157,8 +191,12 @@ class Runner:
         logged), and it waits for its server's slots."""
         if self._drills is None:
             raise ValueError("this runner was built without a drill pipeline")
-        admission = self._admit(task, "schedule", wait_for_server=True, kind=RunKind.VERIFY)
-        if admission is not Admission.ACCEPTED:
+        admission = self._admit(
+            task, "schedule", wait_for_server=True, kind=RunKind.VERIFY, slot=slot
+        )
+        if admission is Admission.CLAIMED_ELSEWHERE:
+            logger.debug("task %d: its restore drill at %s is another node's", task.id, slot)
+        elif admission is not Admission.ACCEPTED:
             logger.warning(
                 "task %d: restore drill at %s skipped: %s", task.id, slot, admission.message
             )
@@ -171,33 +209,78 @@ class Runner:
         *,
         wait_for_server: bool,
         kind: RunKind = RunKind.BACKUP,
+        slot: datetime | None = None,
     ) -> Admission:
+        """`slot`: the scheduled fire time the run is for (None: a manual run, claimed by the
+        time of its request)."""
         with self._lock:
-            if self._closing:
-                return Admission.STOPPING
-            if task.task.paused:
-                return Admission.PAUSED
-            if task.id in self._admitted:
-                return Admission.ALREADY_RUNNING
-            if not wait_for_server and self._server_load(task.server.id) >= (
-                task.server.max_parallel_runs
-            ):
-                return Admission.SERVER_BUSY
-            # A run that can start now is recorded running at once, so it is never seen queued.
-            now = self._clock.now()
-            starts_now = self._can_start(task)
-            record = self._runs.start_run if starts_now else self._runs.queue_run
-            try:
-                run_id = record(task.id, trigger, now, kind)
-            except RunInProgressError:  # in another process sharing the state store
-                return Admission.ALREADY_RUNNING
-            run = _Run(task, run_id, trigger, now if starts_now else None, kind)
-            self._admitted[task.id] = run
-            self._ends[task.id] = run.ended
-            if starts_now:
-                self._start(run)
-            else:
-                self._waiting.append(run)
+            refusal = self._refusal(task, wait_for_server)
+            if refusal is not None:
+                return refusal
+            claim: Claim | None = None
+            if self._slots is not None:
+                claimed = self._slots.claim(task, self._clock.now() if slot is None else slot)
+                if not isinstance(claimed, Claim):
+                    return self._not_claimed(task, slot, kind, claimed, wait_for_server)
+                claim = claimed
+            return self._record(task, trigger, kind, claim)
+
+    def _refusal(self, task: ResolvedTask, wait_for_server: bool) -> Admission | None:
+        if self._closing:
+            return Admission.STOPPING
+        if task.task.paused:
+            return Admission.PAUSED
+        if task.id in self._admitted:
+            return Admission.ALREADY_RUNNING
+        if not wait_for_server and self._server_load(task.server.id) >= (
+            task.server.max_parallel_runs
+        ):
+            return Admission.SERVER_BUSY
+        return None
+
+    def _not_claimed(
+        self,
+        task: ResolvedTask,
+        slot: datetime | None,
+        kind: RunKind,
+        claimed: ClaimRefusal | Behind,
+        wait_for_server: bool,
+    ) -> Admission:
+        if claimed is Behind.BEHIND:
+            return Admission.BEHIND
+        if claimed is ClaimRefusal.TAKEN:
+            return Admission.CLAIMED_ELSEWHERE
+        if claimed is ClaimRefusal.TASK_BUSY:
+            return Admission.ALREADY_RUNNING
+        if not wait_for_server or slot is None:
+            return Admission.SERVER_BUSY
+        if not any(pending.task.id == task.id for pending in self._unclaimed):
+            self._unclaimed.append(_Unclaimed(task, slot, kind))
+        return Admission.ACCEPTED
+
+    def _record(
+        self, task: ResolvedTask, trigger: str, kind: RunKind, claim: Claim | None
+    ) -> Admission:
+        """Record the admitted run and start or queue it; under the lock."""
+        # A run that can start now is recorded running at once, so it is never seen queued.
+        now = self._clock.now()
+        starts_now = self._can_start(task)
+        record = self._runs.start_run if starts_now else self._runs.queue_run
+        try:
+            run_id = record(task.id, trigger, now, kind)
+        except RunInProgressError:  # in another process sharing the state store
+            if claim is not None and self._slots is not None:
+                self._slots.release(claim)
+            return Admission.ALREADY_RUNNING
+        if claim is not None and self._slots is not None:
+            self._slots.attach(claim, run_id)
+        run = _Run(task, run_id, trigger, now if starts_now else None, kind, claim)
+        self._admitted[task.id] = run
+        self._ends[task.id] = run.ended
+        if starts_now:
+            self._start(run)
+        else:
+            self._waiting.append(run)
         return Admission.ACCEPTED
 
     def _server_load(self, server_id: int) -> int:
@@ -263,14 +346,108 @@ class Runner:
         if ended is not None:
             ended.result(timeout=timeout)
 
+    # Claims (in a cluster)
+
+    def _claim_unclaimed(self) -> None:
+        """Claim again the slots that found their server full; drop those another node took,
+        and those older than the catch-up deadline."""
+        with self._lock:
+            pending, self._unclaimed = self._unclaimed, []
+        oldest = self._clock.now() - self._catch_up_deadline
+        for unclaimed in pending:
+            if unclaimed.slot < oldest:
+                logger.warning(
+                    "task %d: run at %s skipped: its server had no room in the cluster until"
+                    " the catch-up deadline",
+                    unclaimed.task.id,
+                    unclaimed.slot,
+                )
+                continue
+            task = self._in_force(unclaimed.task.id) if self._in_force else unclaimed.task
+            if task is None:
+                continue
+            self._admit(
+                task, "schedule", wait_for_server=True, kind=unclaimed.kind, slot=unclaimed.slot
+            )
+
+    def start_keeping_claims(self) -> None:
+        """Start the thread that renews this node's claims and heartbeat, claims again the
+        slots waiting for room, and takes over the slots of dead nodes (`reconciler.slotclaims`);
+        nothing without a cluster."""
+        if self._slots is None or self._keeper is not None:
+            return
+        self._keeper = threading.Thread(target=self._keep_claims, name="claims", daemon=True)
+        self._keeper.start()
+
+    def _keep_claims(self) -> None:
+        assert self._slots is not None
+        renew_every = self._slots.lease.total_seconds() / 3
+        renewed = float("-inf")
+        while not self._stop.wait(_UNCLAIMED_RETRY_SECONDS):
+            try:
+                if time.monotonic() - renewed >= renew_every:
+                    renewed = time.monotonic()
+                    for lost in self._slots.keep_alive():
+                        logger.error(
+                            "task %d: the claim of its run at %s was lost (the state store was"
+                            " out of reach longer than the lease): another node may run it",
+                            lost.task_id,
+                            lost.slot,
+                        )
+                    self._take_over_dead_claims()
+                self._claim_unclaimed()
+            except Exception:
+                logger.exception("cannot keep this node's claims")
+
+    def _take_over_dead_claims(self) -> None:
+        assert self._slots is not None
+        for expired in self._slots.expired_elsewhere():
+            task = self._in_force(expired.task_id) if self._in_force else None
+            if task is None:
+                continue
+            taken = self._slots.take_over(task, expired)
+            if taken is None:
+                continue
+            dead = None if expired.run_id is None else self._runs.run(expired.run_id)
+            if dead is not None and dead.finished_at is None:
+                reason = _LEASE_LOST.format(node=expired.node_id)
+                try:
+                    self._runs.finish_run(
+                        dead.id, RunStatus.FAILED, self._clock.now(), reason=reason
+                    )
+                    self._pipeline.discard_partial(dead)
+                except StateError:
+                    pass  # it ended meanwhile
+            kind = RunKind.BACKUP if dead is None else dead.kind
+            too_old = expired.slot < self._clock.now() - self._catch_up_deadline
+            logger.warning(
+                "task %d: node %s died running its %s slot: %s",
+                task.id,
+                expired.node_id,
+                expired.slot,
+                "too old to run again" if too_old else "running it once more here",
+            )
+            with self._lock:
+                refusal = None if not too_old else Admission.STOPPING
+                refusal = refusal or self._refusal(task, wait_for_server=True)
+                if refusal is None:
+                    trigger = "schedule" if dead is None else dead.trigger
+                    self._record(task, trigger, kind, taken)
+                    continue
+            self._slots.release(taken)
+
     # Start and stop
 
     def recover(self) -> list[RunRecord]:
         """End the runs a crash left unfinished: a running one failed, its partial file removed;
         a queued one (it never started, so it wrote nothing) failed as never started.
 
-        Call once at start, before any run is admitted.
+        Call once at start, before any run is admitted. In a cluster the other nodes' runs are
+        theirs: a dead node's run is ended by the node that takes its slot over, once its lease
+        expired (`start_keeping_claims`).
         """
+        if self._slots is not None:
+            return []
         interrupted = self._runs.recover_interrupted(self._clock.now())
         for record in interrupted:
             self._pipeline.discard_partial(record)
@@ -310,6 +487,8 @@ class Runner:
         await asyncio.to_thread(self.stop_starting)
         self.interrupt()
         await asyncio.to_thread(self._pool.shutdown, wait=True)
+        if self._keeper is not None:
+            await asyncio.to_thread(self._keeper.join)
         await asyncio.to_thread(self._discard_interrupted_partials)
 
     def _discard_interrupted_partials(self) -> None:
@@ -355,6 +534,13 @@ class Runner:
             self._release(run)
 
     def _release(self, run: _Run) -> None:
+        if run.claim is not None and self._slots is not None:
+            try:
+                self._slots.release(run.claim)
+            except Exception:  # its lease then ends on its own: the slot is never run again
+                logger.exception(
+                    "task %d run %d: cannot release its claim", run.task.id, run.run_id
+                )
         with self._lock:
             if self._admitted.get(run.task.id) is run:
                 del self._admitted[run.task.id]
@@ -364,6 +550,8 @@ class Runner:
         run.ended.set_result(None)
         for other, reason in withdrawn:
             self._withdraw(other, reason)
+        if self._slots is not None:
+            self._claim_unclaimed()
 
     def _withdraw(self, run: _Run, reason: str) -> None:
         """End a run that never started, and let go of its reservation."""

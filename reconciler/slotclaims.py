@@ -1,0 +1,148 @@
+"""One node's side of run claims (`reconciler.state.claims`): several daemons sharing one state
+store run each slot exactly once.
+
+Every daemon computes the same fire times from the same revision; before the runner admits a
+run it claims the slot here (a scheduled or drill slot by its fire time, a manual run by the
+time of its request), naming this node and holding a lease that `keep_alive` renews while the
+run goes on. A node whose applied revision is older than the newest any live node has applied
+claims nothing until it caught up (`reconciler.state.nodes.behind`): a node cut off from the
+remote never runs a task the others have deleted. A claim whose lease expired (its node died) is
+found by `expired_elsewhere` and taken over at most once (`take_over`).
+
+Blocking (every call reaches the state store): the runner calls it from its threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from enum import Enum
+
+from reconciler.models import ResolvedTask
+from reconciler.state.claims import Claim, ClaimRefusal, RunClaims, SlotKey
+from reconciler.state.nodes import NodeRegistry, behind
+from reconciler.types import Clock
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LEASE = timedelta(seconds=60)
+
+
+class Behind(Enum):
+    """Why this node claimed nothing: its applied revision is older than another live node's."""
+
+    BEHIND = "behind"
+
+
+Claimed = Claim | ClaimRefusal | Behind
+# The applied revision and its commit time (None before the first reconcile).
+Applied = Callable[[], tuple[str | None, datetime | None]]
+
+
+def server_key(task: ResolvedTask) -> str:
+    """What per-server limits count by across nodes: the server entry, as every node has it."""
+    return f"server-{task.server.id}"
+
+
+class SlotClaims:
+    def __init__(
+        self,
+        claims: RunClaims,
+        nodes: NodeRegistry,
+        *,
+        node_id: str,
+        clock: Clock,
+        applied: Applied,
+        lease: timedelta = DEFAULT_LEASE,
+    ) -> None:
+        if lease <= timedelta(0):
+            raise ValueError(f"the lease must be positive, got {lease}")
+        self.node_id = node_id
+        self.lease = lease
+        self._claims = claims
+        self._nodes = nodes
+        self._clock = clock
+        self._applied = applied
+        self._started = clock.now()
+        self._lock = threading.Lock()
+        self._held: dict[SlotKey, Claim] = {}
+
+    def claim(self, task: ResolvedTask, slot: datetime) -> Claimed:
+        """Claim `slot` of `task` for this node, or why not."""
+        if self.behind():
+            return Behind.BEHIND
+        now = self._clock.now()
+        claimed = self._claims.claim(
+            SlotKey(task.id, slot),
+            server_key(task),
+            task.server.max_parallel_runs,
+            self.node_id,
+            now,
+            now + self.lease,
+        )
+        if isinstance(claimed, Claim):
+            with self._lock:
+                self._held[claimed.key] = claimed
+        return claimed
+
+    def take_over(self, task: ResolvedTask, expired: Claim) -> Claim | None:
+        """Claim again, for this node, the slot of `expired` (its node stopped renewing it);
+        None when another node took it first or the server is full (try again later)."""
+        if self.behind():
+            return None
+        now = self._clock.now()
+        taken = self._claims.take_over(
+            expired.key,
+            server_key(task),
+            task.server.max_parallel_runs,
+            self.node_id,
+            now,
+            now + self.lease,
+        )
+        if taken is not None:
+            with self._lock:
+                self._held[taken.key] = taken
+        return taken
+
+    def attach(self, claim: Claim, run_id: int) -> None:
+        self._claims.attach_run(claim.key, self.node_id, run_id)
+
+    def release(self, claim: Claim) -> None:
+        """The claim's run ended (or never started): the slot stays claimed, the lease ends."""
+        with self._lock:
+            self._held.pop(claim.key, None)
+        self._claims.release(claim.key, self.node_id)
+
+    def keep_alive(self) -> list[Claim]:
+        """Renew every claim this node holds and record that the node is up; returns the claims
+        it lost (expired meanwhile, or taken over: their runs should stop)."""
+        revision, revision_time = self._applied()
+        now = self._clock.now()
+        self._nodes.heartbeat(self.node_id, revision, revision_time, now, self._started)
+        with self._lock:
+            held = list(self._held.values())
+        lost = [
+            claim
+            for claim in held
+            if not self._claims.renew(claim.key, self.node_id, now, now + self.lease)
+        ]
+        with self._lock:
+            for claim in lost:
+                self._held.pop(claim.key, None)
+        return lost
+
+    def expired_elsewhere(self) -> list[Claim]:
+        """Claims whose lease ended without a release: their node died (or this one did, before
+        a restart). Oldest first."""
+        with self._lock:
+            held = set(self._held)
+        return [claim for claim in self._claims.expired(self._clock.now()) if claim.key not in held]
+
+    def behind(self) -> bool:
+        _, revision_time = self._applied()
+        newest = self._nodes.newest_live_revision_time(
+            self._clock.now(), self.lease.total_seconds()
+        )
+        return behind(revision_time, newest)
