@@ -27,7 +27,7 @@ from reconciler.engine import Engine
 from reconciler.executor import CONNECT_TIMEOUT, STALL_TIMEOUT
 from reconciler.gitstore import GitStore
 from reconciler.headtrust import open_trust
-from reconciler.models import ResolvedTask
+from reconciler.models import LocalDestination, ResolvedTask
 from reconciler.runner import Admission, Runner
 from reconciler.runtally import RunTally
 from reconciler.scheduler import Fire, Scheduler, drill_schedule
@@ -393,6 +393,7 @@ async def running(
         if recovered:
             log.warning("marked %d interrupted run(s) as failed", len(recovered))
         daemon.runner.start_keeping_claims()
+        _warn_of_node_local_destinations(daemon)
         # Before the API can write: a crash between storing a secret and committing its
         # reference leaves it in the store for no task.
         swept = await asyncio.to_thread(
@@ -496,6 +497,21 @@ async def serve(settings: Settings) -> None:
                 stopper.cancel()
                 await asyncio.gather(stopper, return_exceptions=True)
     log.info("stopped")
+
+
+def _warn_of_node_local_destinations(daemon: Core) -> None:
+    """In a cluster a local destination is one node's directory: the others cannot read it."""
+    if cluster_node_id(daemon.settings) is None:
+        return
+    for destination in daemon.engine.desired.destinations.values():
+        if isinstance(destination, LocalDestination):
+            log.warning(
+                "destination %d (%s) is type local: in a cluster each node writes its own"
+                " directory, and restores, rotation and ls on another node do not see those"
+                " backups; use an sftp, s3 or restic destination",
+                destination.id,
+                destination.label,
+            )
 
 
 async def close(daemon: Core, alive: int | None = None) -> None:

@@ -164,3 +164,15 @@ def _renamed(files: dict[str, str]) -> dict[str, Any]:
     fields.pop("id")
     fields.pop("user_id")
     return {**fields, "label": "renamed on the remote"}
+
+
+def test_a_node_warns_that_a_local_destination_is_one_nodes_disk(
+    tmp_path: Path, url: str, sshd: SshServer
+) -> None:
+    remote = shared_with_a_remote(tmp_path / "person", config(tmp_path, sshd), tmp_path / "up.git")
+    with ExitStack() as stack:
+        start_nodes(stack, tmp_path, url, {"a": remote})
+
+    assert "destination 1 (destination 1) is type local: in a cluster" in (
+        (tmp_path / "a.log").read_text()
+    )
