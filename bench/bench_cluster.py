@@ -41,6 +41,7 @@ import httpx
 import yaml
 
 from reconciler.state import open_state
+from reconciler.state.location import state_location
 from reconciler.types import RunStatus
 from tests.servers import SshServer, free_port, start_postgres, start_sshd
 
@@ -241,7 +242,7 @@ def _outcome(state: str, due_ids: Sequence[int], fire: datetime, shape: Shape) -
     by_server: dict[int, list[tuple[datetime, datetime]]] = {}
     failures: dict[str, int] = {}
     unfinished = 0
-    store = open_state(Path(state))
+    store = open_state(state_location(state))
     try:
         found = store.runs.recent_runs(due_ids, fire - timedelta(minutes=1))
         for task_id, summaries in found.items():

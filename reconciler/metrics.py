@@ -97,6 +97,23 @@ class _StateCollector(Collector):
             "Backup runs admitted and waiting for a worker or for a slot of their server.",
             value=queued,
         )
+        if (node := self._runner.cluster_node()) is not None:
+            yield InfoMetricFamily(
+                "reconciler_node",
+                "This daemon's node in a cluster sharing one state store.",
+                value={"node_id": node.node_id},
+            )
+            yield GaugeMetricFamily(
+                "reconciler_node_claims_held",
+                "Runs this node holds claims for (running or waiting for a worker).",
+                value=node.held(),
+            )
+            yield GaugeMetricFamily(
+                "reconciler_node_waiting_for_server",
+                "Scheduled slots this node waits to claim: their server has no room in the"
+                " cluster.",
+                value=self._runner.unclaimed(),
+            )
         if self._upstream is not None:
             yield from _remote_metrics(self._upstream)
 

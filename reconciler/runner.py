@@ -370,6 +370,15 @@ class Runner:
                 task, "schedule", wait_for_server=True, kind=unclaimed.kind, slot=unclaimed.slot
             )
 
+    def cluster_node(self) -> SlotClaims | None:
+        """This node's claims, in a cluster; None for a daemon alone."""
+        return self._slots
+
+    def unclaimed(self) -> int:
+        """How many scheduled slots wait for room on their server in the cluster."""
+        with self._lock:
+            return len(self._unclaimed)
+
     def start_keeping_claims(self) -> None:
         """Start the thread that renews this node's claims and heartbeat, claims again the
         slots waiting for room, and takes over the slots of dead nodes (`reconciler.slotclaims`);

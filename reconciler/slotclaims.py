@@ -106,6 +106,11 @@ class SlotClaims:
                 self._held[taken.key] = taken
         return taken
 
+    def held(self) -> int:
+        """How many claims this node holds now."""
+        with self._lock:
+            return len(self._held)
+
     def attach(self, claim: Claim, run_id: int) -> None:
         self._claims.attach_run(claim.key, self.node_id, run_id)
 

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -176,3 +177,14 @@ def test_a_node_warns_that_a_local_destination_is_one_nodes_disk(
     assert "destination 1 (destination 1) is type local: in a cluster" in (
         (tmp_path / "a.log").read_text()
     )
+
+
+def test_the_metrics_name_the_node(tmp_path: Path, url: str, sshd: SshServer) -> None:
+    remote = shared_with_a_remote(tmp_path / "person", config(tmp_path, sshd), tmp_path / "up.git")
+    with ExitStack() as stack:
+        node = start_nodes(stack, tmp_path, url, {"backup2": remote})["backup2"]
+        metrics = httpx.get(node.url + "/metrics", timeout=10).text
+
+    assert 'reconciler_node_info{node_id="backup2"} 1.0' in metrics
+    assert "reconciler_node_claims_held 0.0" in metrics
+    assert "reconciler_node_waiting_for_server 0.0" in metrics
