@@ -110,8 +110,8 @@ class _StateCollector(Collector):
             )
             yield GaugeMetricFamily(
                 "reconciler_node_waiting_for_server",
-                "Scheduled slots this node waits to claim: their server has no room in the"
-                " cluster.",
+                "Scheduled slots this node waits to claim: no worker of its own is free, or their"
+                " server has no room in the cluster.",
                 value=self._runner.unclaimed(),
             )
         if self._upstream is not None:

@@ -112,8 +112,9 @@ class _Run:
 
 @dataclass(eq=False)
 class _Unclaimed:
-    """A scheduled slot whose server had no room left in the cluster: claimed again until it
-    is granted, another node takes it, or it is older than the catch-up deadline."""
+    """A scheduled slot not claimed yet, in a cluster: this node had no free worker for it, or
+    its server had no room left in the cluster. Claimed again until it is granted, another node
+    takes it, or it is older than the catch-up deadline."""
 
     task: ResolvedTask
     slot: datetime
@@ -219,6 +220,11 @@ class Runner:
                 return refusal
             claim: Claim | None = None
             if self._slots is not None:
+                if slot is not None and not self._can_start(task):
+                    # Claimed only once it can start here, so that a node with free workers
+                    # takes it meanwhile: nodes share the work rather than one queueing it all.
+                    self._pend(task, slot, kind)
+                    return Admission.ACCEPTED
                 claimed = self._slots.claim(task, self._clock.now() if slot is None else slot)
                 if not isinstance(claimed, Claim):
                     return self._not_claimed(task, slot, kind, claimed, wait_for_server)
@@ -254,9 +260,12 @@ class Runner:
             return Admission.ALREADY_RUNNING
         if not wait_for_server or slot is None:
             return Admission.SERVER_BUSY
+        self._pend(task, slot, kind)
+        return Admission.ACCEPTED
+
+    def _pend(self, task: ResolvedTask, slot: datetime, kind: RunKind) -> None:
         if not any(pending.task.id == task.id for pending in self._unclaimed):
             self._unclaimed.append(_Unclaimed(task, slot, kind))
-        return Admission.ACCEPTED
 
     def _record(
         self, task: ResolvedTask, trigger: str, kind: RunKind, claim: Claim | None
@@ -349,8 +358,8 @@ class Runner:
     # Claims (in a cluster)
 
     def _claim_unclaimed(self) -> None:
-        """Claim again the slots that found their server full; drop those another node took,
-        and those older than the catch-up deadline."""
+        """Claim again the slots that waited for a worker or for their server; drop those
+        another node took, and those older than the catch-up deadline."""
         with self._lock:
             pending, self._unclaimed = self._unclaimed, []
         oldest = self._clock.now() - self._catch_up_deadline
