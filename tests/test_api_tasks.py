@@ -250,7 +250,12 @@ async def test_sync_lists_the_nodes_sharing_the_state_store(rig: ApiRig) -> None
     seen = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
     rig.state.nodes.heartbeat("backup-2", "ab" * 20, seen, seen, seen)
     nodes = (await rig.get("/api/sync")).json()["data"]["nodes"]
-    assert {"id": "backup-2", "revision": "ab" * 20, "last_seen": "2026-03-10T12:00:00Z"} in nodes
+    assert {
+        "id": "backup-2",
+        "revision": "ab" * 20,
+        "revision_time": "2026-03-10T12:00:00Z",
+        "last_seen": "2026-03-10T12:00:00Z",
+    } in nodes
 
 
 # Creating

@@ -188,3 +188,16 @@ def test_the_metrics_name_the_node(tmp_path: Path, url: str, sshd: SshServer) ->
     assert 'reconciler_node_info{node_id="backup2"} 1.0' in metrics
     assert "reconciler_node_claims_held 0.0" in metrics
     assert "reconciler_node_waiting_for_server 0.0" in metrics
+
+
+def test_sync_lists_every_node_with_its_revision(tmp_path: Path, url: str, sshd: SshServer) -> None:
+    remote = shared_with_a_remote(tmp_path / "person", config(tmp_path, sshd), tmp_path / "up.git")
+    with ExitStack() as stack:
+        nodes = start_nodes(stack, tmp_path, url, {"a": remote, "b": remote})
+        revision = nodes["a"].get("/api/sync")["data"]["revision"]
+        time.sleep(LEASE_SECONDS / 3 + 1.5)  # a heartbeat of each
+        listed = nodes["b"].get("/api/sync")["data"]["nodes"]
+
+    assert [node["id"] for node in listed] == ["a", "b"]
+    assert all(node["revision"] == revision for node in listed)
+    assert all(node["revision_time"] and node["last_seen"] for node in listed)

@@ -265,6 +265,7 @@ class NodeState(BaseModel):
 
     id: str
     revision: str | None
+    revision_time: str | None  # the applied commit's time: what "behind" compares
     last_seen: str
 
 

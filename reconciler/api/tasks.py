@@ -268,6 +268,9 @@ def sync_state(ctx: Ctx, caller: Annotated[Caller, Depends(require(None))]) -> A
                 schemas.NodeState(
                     id=node.node_id,
                     revision=node.revision,
+                    revision_time=None
+                    if node.revision_time is None
+                    else present.utc_text(node.revision_time),
                     last_seen=present.utc_text(node.last_seen),
                 )
                 for node in ctx.state.nodes.nodes()
