@@ -744,7 +744,9 @@ def _state_migrate(args: argparse.Namespace) -> int:
 
     if not is_postgres_url(args.target):
         raise UserError(f"--to must be a postgresql:// URL, got {describe_location(args.target)!r}")
-    moved = _guarded(lambda: migrate_state_store(args.source, args.target, args.age_identity))
+    moved = _guarded(
+        lambda: migrate_state_store(args.source, args.target, args.age_identity, datetime.now(UTC))
+    )
     print(f"moved into {describe_location(args.target)}: {moved}")
     return 0
 

@@ -633,7 +633,7 @@ async def _chosen_run(daemon: Core, task_id: int, run_id: int | None) -> RunReco
     return run
 
 
-def migrate_state_store(source: Path, target: str, age_identity: Path | None) -> str:
+def migrate_state_store(source: Path, target: str, age_identity: Path | None, now: datetime) -> str:
     """`reconciler state migrate`: the SQLite store at `source`, and the API secrets beside it
     (encrypted to `age_identity`, needed when there are any), into the empty PostgreSQL store
     at `target`; the summary of what moved."""
@@ -654,7 +654,7 @@ def migrate_state_store(source: Path, target: str, age_identity: Path | None) ->
         for key in keys
         if identities is not None
     ]
-    return migrate_state(source, target, armors).summary()
+    return migrate_state(source, target, armors, now).summary()
 
 
 async def verify_backup(settings: Settings, task_id: int, run_id: int | None) -> Verification:

@@ -421,8 +421,6 @@ class Runner:
         assert self._slots is not None
         for expired in self._slots.expired_elsewhere():
             task = self._in_force(expired.task_id) if self._in_force else None
-            if task is None:
-                continue
             taken = self._slots.take_over(task, expired)
             if taken is None:
                 continue
@@ -436,6 +434,9 @@ class Runner:
                     self._pipeline.discard_partial(dead)
                 except StateError:
                     pass  # it ended meanwhile
+            if task is None:  # removed meanwhile: its dead run is ended, nothing runs again
+                self._slots.release(taken)
+                continue
             kind = RunKind.BACKUP if dead is None else dead.kind
             too_old = expired.slot < self._clock.now() - self._catch_up_deadline
             logger.warning(

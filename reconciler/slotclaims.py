@@ -28,6 +28,7 @@ from reconciler.types import Clock
 logger = logging.getLogger(__name__)
 
 DEFAULT_LEASE = timedelta(seconds=60)
+_NO_LIMIT = 2**31 - 1  # a removed task's take-over runs nothing: no server limit applies
 
 
 class Behind(Enum):
@@ -87,19 +88,18 @@ class SlotClaims:
                 self._held[claimed.key] = claimed
         return claimed
 
-    def take_over(self, task: ResolvedTask, expired: Claim) -> Claim | None:
+    def take_over(self, task: ResolvedTask | None, expired: Claim) -> Claim | None:
         """Claim again, for this node, the slot of `expired` (its node stopped renewing it);
-        None when another node took it first or the server is full (try again later)."""
+        None when another node took it first or the server is full (try again later). `task`:
+        the task as this node has it, None when it was removed (its dead run is still ended,
+        and the slot taken only for that)."""
         if self.behind():
             return None
         now = self._clock.now()
+        server = expired.server if task is None else server_key(task)
+        room = _NO_LIMIT if task is None else task.server.max_parallel_runs
         taken = self._claims.take_over(
-            expired.key,
-            server_key(task),
-            task.server.max_parallel_runs,
-            self.node_id,
-            now,
-            now + self.lease,
+            expired.key, server, room, self.node_id, now, now + self.lease
         )
         if taken is not None:
             with self._lock:

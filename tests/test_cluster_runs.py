@@ -186,3 +186,25 @@ def test_a_node_behind_the_others_claims_nothing(
     assert admission is Admission.BEHIND
     assert runs_of(store, 1) == []
     assert store.claims.live_claims(T0) == []
+
+
+@pytest.mark.servers
+def test_a_dead_nodes_run_of_a_removed_task_is_ended_and_not_run_again(
+    open_store: OpenStore, sshd: SshServer, tmp_path: Path
+) -> None:
+    removed = task_on(sshd, tmp_path, 9)
+    store = open_store()
+    dead = store.claims.claim(
+        SlotKey(9, T0), server_key(removed), 1, "dead", T0, T0 + timedelta(seconds=60)
+    )
+    assert isinstance(dead, Claim)
+    dead_run = store.runs.start_run(9, "schedule", T0)
+    store.claims.attach_run(dead.key, "dead", dead_run)
+    clock = FakeClock(T0 + timedelta(minutes=5))
+    with node(open_store(), "b", clock, {}, tmp_path):
+        until(finished(store, 9, 1), "the dead run was ended")
+        time.sleep(1.5)
+
+    (run,) = runs_of(store, 9)
+    assert run.status is RunStatus.FAILED
+    assert run.reason == "interrupted: node dead stopped renewing its claim (its lease expired)"

@@ -16,6 +16,7 @@ from reconciler.secrets import Secrets
 from reconciler.state import StateStore, open_state
 from reconciler.state.filetimes import IndexedFileTimes
 from reconciler.state.idempotency import StoredResponse
+from reconciler.state.runs import INTERRUPTED
 from reconciler.types import RunKind, RunStatus
 from tests.agekeys import AgeKey, age_keygen
 from tests.daemonproc import reconciler
@@ -124,3 +125,21 @@ def test_api_secrets_without_an_age_identity_move_nothing(tmp_path: Path, url: s
         assert store.runs.latest_run(3) is None
     finally:
         store.close()
+
+
+def test_a_run_left_unfinished_moves_as_interrupted(tmp_path: Path, url: str, key: AgeKey) -> None:
+    source = tmp_path / "state.db"
+    filled_sqlite_store(source)
+    store = open_state(source)
+    store.runs.start_run(5, "schedule", T0)
+    store.close()
+
+    assert migrate(source, url, key)[0] == 0
+
+    moved = open_state(url)
+    try:
+        run = moved.runs.latest_run(5)
+        assert run is not None
+        assert (run.status, run.reason) == (RunStatus.FAILED, INTERRUPTED)
+    finally:
+        moved.close()

@@ -157,13 +157,20 @@ def migrate_state(
     source: Path,
     target: str,
     secrets: Iterable[tuple[str, str]],
+    now: datetime,
 ) -> Moved:
     """Copy the SQLite store at `source` into the empty PostgreSQL store at `target`; `secrets`
     are the API secrets as (key, age armor), already encrypted. StateError when the source is
-    missing, the target is not empty, or the copy fails (the target is then left as it was)."""
+    missing, the target is not empty, or the copy fails (the target is then left as it was).
+    Runs the source's daemon left unfinished end failed first, as its next start would end
+    them: in a cluster no node would (a node ends only the runs of claims it takes over)."""
     if not source.is_file():
         raise StateError(f"{source}: no SQLite state store there")
-    SqliteStateStore(source).close()  # brings it to this version's schema first
+    source_store = SqliteStateStore(source)  # brings it to this version's schema first
+    try:
+        source_store.runs.recover_interrupted(now)
+    finally:
+        source_store.close()
     PostgresStateStore(target).close()  # creates or migrates the target's schema
     armors = list(secrets)
     with closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as reading:
