@@ -41,7 +41,8 @@ from reconciler.models import (
     SourceType,
 )
 from reconciler.notify import RunOutcome, send_notifications, send_run_started
-from reconciler.prune import remove_unkept, retention_decisions
+from reconciler.prune import apply_retention
+from reconciler.repolocks import RepositoryLocks
 from reconciler.retention import backup_name
 from reconciler.runhooks import (
     HookStage,
@@ -234,12 +235,14 @@ class BackupPipeline:
         keep_run_age: timedelta | None = DEFAULT_KEEP_RUN_AGE,
         max_log_lines: int = MAX_RUN_LOG_LINES,
         tally: RunTally | None = None,
+        repository_locks: RepositoryLocks | None = None,
     ) -> None:
         """`keep_runs` (0: no limit) and `keep_run_age` (None: no limit) bound the run history:
         after each run, runs beyond its task's newest `keep_runs` and runs older than
         `keep_run_age` are deleted with their logs. One run stores at most `max_log_lines` log
         lines as they come, and its last few (see `RunLog`). `tally`, if given, counts every
-        run that ends (the metrics' counters)."""
+        run that ends (the metrics' counters). `repository_locks` keep its restic backups apart
+        from the daemon's prunes of the same repository."""
         if progress_every <= timedelta(0):
             raise ValueError(f"progress_every must be positive, got {progress_every}")
         if keep_runs < 0 or (keep_run_age is not None and keep_run_age <= timedelta(0)):
@@ -258,6 +261,7 @@ class BackupPipeline:
         self._stall_timeout = stall_timeout
         self._progress_every = progress_every
         self._tally = tally
+        self._repository_locks = repository_locks
 
     def run(
         self,
@@ -419,7 +423,11 @@ class BackupPipeline:
         target = self._target(task)
         log(f"connecting to {target.username}@{target.host}:{target.port}")
         store: DestinationStore = open_destination(
-            task.destination, self._secrets.resolve, known_hosts=self._known_hosts
+            task.destination,
+            self._secrets.resolve,
+            known_hosts=self._known_hosts,
+            repository_locks=self._repository_locks,
+            timezone=spec.schedule.timezone,
         )
         try:
             with RemoteShell(
@@ -535,5 +543,6 @@ class BackupPipeline:
     def _rotate(
         self, task: ResolvedTask, store: DestinationStore, keep: str, log: Callable[[str], None]
     ) -> None:
-        decisions = retention_decisions(task, store, protect=(keep,))
-        remove_unkept(task, store, decisions, lambda line: log(f"rotation: {line}"))
+        apply_retention(
+            task, store, apply=True, log=lambda line: log(f"rotation: {line}"), protect=(keep,)
+        )

@@ -11,6 +11,7 @@ import gc
 import logging
 import os
 import socket
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
@@ -27,7 +28,9 @@ from reconciler.engine import Engine
 from reconciler.executor import CONNECT_TIMEOUT, STALL_TIMEOUT
 from reconciler.gitstore import GitStore
 from reconciler.headtrust import open_trust
-from reconciler.models import LocalDestination, ResolvedTask
+from reconciler.models import LocalDestination, ResolvedTask, ResticDestination
+from reconciler.repolocks import RepositoryLocks
+from reconciler.resticprune import PruneResult, ResticPrunes, prune_repository
 from reconciler.runner import Admission, Runner
 from reconciler.runtally import RunTally
 from reconciler.scheduler import Fire, Scheduler, drill_schedule
@@ -143,6 +146,7 @@ class Core:
     tally: RunTally
     drills: Scheduler  # restore drills (`verify.schedule`), beside the backups' scheduler
     fire_drill: Fire
+    prunes: ResticPrunes  # each restic repository's `prune.schedule`
 
 
 @dataclass
@@ -204,6 +208,7 @@ def build(
         runs=core.state.runs,
         tally=core.tally,
         upstream=upstream,
+        prunes=core.prunes,
     )
     parts = {part.name: getattr(core, part.name) for part in fields(Core)}
     return Daemon(
@@ -237,6 +242,7 @@ def build_core(
         else open_trust(store.root, settings.allowed_signers, signing_key)
     )
     tally = RunTally()
+    repository_locks = RepositoryLocks()
     pipeline = BackupPipeline(
         runs=state.runs,
         secrets=secrets,
@@ -248,6 +254,7 @@ def build_core(
         connect_timeout=settings.connect_timeout,
         stall_timeout=settings.stall_timeout,
         tally=tally,
+        repository_locks=repository_locks,
     )
 
     def in_force(task_id: int) -> ResolvedTask | None:
@@ -258,7 +265,11 @@ def build_core(
         return revision, None if revision is None else store.commit_time(revision)
 
     drill_pipeline = DrillPipeline(
-        runs=state.runs, secrets=secrets, clock=clock, known_hosts=settings.known_hosts
+        runs=state.runs,
+        secrets=secrets,
+        clock=clock,
+        known_hosts=settings.known_hosts,
+        repository_locks=repository_locks,
     )
     node_id = cluster_node_id(settings)
     slots = (
@@ -297,6 +308,11 @@ def build_core(
         trust=trust,
         drills=drills,
     )
+
+    def prune(destination: ResticDestination, cancel: threading.Event) -> tuple[PruneResult, str]:
+        return prune_repository(destination, secrets.resolve, repository_locks, cancel)
+
+    prunes = ResticPrunes(clock=clock, tasks=lambda: engine.desired.tasks.values(), prune=prune)
     return Core(
         settings,
         clock,
@@ -311,6 +327,7 @@ def build_core(
         tally,
         drills,
         fire_drill,
+        prunes,
     )
 
 
@@ -359,8 +376,8 @@ async def running(
     following one and `repo` is missing or empty, repair an interrupted commit, first reconcile,
     freeze the GC, recover interrupted runs, sweep unreferenced secrets, catch up missed slots,
     record the up-interval, start the workers (heartbeat, scheduler, ref watch, periodic
-    resync, token-use writes, and the fetch loop when following a remote). Yields it running;
-    on exit stops the workers and closes every part."""
+    resync, token-use writes, restic prunes, and the fetch loop when following a remote).
+    Yields it running; on exit stops the workers and closes every part."""
     from reconciler.api.secretkeys import forget_unreferenced
     from reconciler.gitremote import ensure_clone, redact
 
@@ -420,6 +437,7 @@ async def running(
             asyncio.create_task(_heartbeat(daemon, alive), name="heartbeat"),
             asyncio.create_task(daemon.scheduler.run(), name="scheduler"),
             asyncio.create_task(daemon.drills.run(), name="drills"),
+            asyncio.create_task(daemon.prunes.run(), name="restic-prunes"),
             asyncio.create_task(_on_commits(daemon, stop), name="watch"),
             asyncio.create_task(
                 _resync_every(settings.resync_interval, daemon.engine), name="resync"
@@ -434,6 +452,7 @@ async def running(
         yield daemon
     finally:
         stop.set()
+        daemon.prunes.stop()
         for worker in workers:
             worker.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
@@ -459,6 +478,7 @@ async def serve(settings: Settings) -> None:
     async def stop_when_asked(daemon: Daemon, server: Server) -> None:
         await signals.requested.wait()
         daemon.drills.stop(daemon.clock.now())
+        daemon.prunes.stop()
         try:
             await stop_gracefully(
                 daemon.scheduler, daemon.runner, daemon.clock, settings.shutdown_grace, signals

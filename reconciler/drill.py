@@ -24,6 +24,7 @@ from reconciler.backup import (
 )
 from reconciler.models import ResolvedTask
 from reconciler.notify import RunOutcome
+from reconciler.repolocks import RepositoryLocks
 from reconciler.scratchload import ScratchLoadError, load_into_scratch
 from reconciler.secrets import Secrets
 from reconciler.state.runs import RunRecord, Runs
@@ -42,7 +43,9 @@ class DrillPipeline:
         clock: Clock,
         known_hosts: Path | None = None,
         max_log_lines: int = MAX_RUN_LOG_LINES,
+        repository_locks: RepositoryLocks | None = None,
     ) -> None:
+        self._repository_locks = repository_locks
         self._runs = runs
         self._secrets = secrets
         self._clock = clock
@@ -109,7 +112,13 @@ class DrillPipeline:
         if backup is None:
             raise RuntimeError(NOTHING_TO_DRILL)
         log(f"restore drill: verifying {backup.backup_name} (run {backup.id})")
-        verification = verify(task, backup, secrets=self._secrets, known_hosts=self._known_hosts)
+        verification = verify(
+            task,
+            backup,
+            secrets=self._secrets,
+            known_hosts=self._known_hosts,
+            repository_locks=self._repository_locks,
+        )
         return backup, verification
 
     def _load(

@@ -25,6 +25,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from reconciler.engine import Engine
+from reconciler.resticprune import ResticPrunes, restic_destinations
 from reconciler.runner import Runner
 from reconciler.runtally import DURATION_BUCKETS, RunTally, TaskTally
 from reconciler.state.runs import Runs
@@ -216,6 +217,36 @@ class _RunCollector(Collector):
         yield verified
 
 
+class _PruneCollector(Collector):
+    def __init__(self, engine: Engine, prunes: ResticPrunes) -> None:
+        self._engine = engine
+        self._prunes = prunes
+
+    def collect(self) -> Iterator[Metric]:
+        records = self._prunes.records
+        last = GaugeMetricFamily(
+            "reconciler_restic_prune_last_timestamp_seconds",
+            "When the daemon's last restic prune of each restic destination ended (unix time),"
+            " by its result (done, skipped, failed), since the daemon started.",
+            labels=["destination_id", "result"],
+        )
+        upcoming = GaugeMetricFamily(
+            "reconciler_restic_prune_next_timestamp_seconds",
+            "When each restic destination's next prune is due (unix time).",
+            labels=["destination_id"],
+        )
+        for destination_id in sorted(restic_destinations(self._engine.desired.tasks.values())):
+            label = str(destination_id)
+            record = records.get(destination_id)
+            if record is not None:
+                last.add_metric([label, record.result.value], record.finished_at.timestamp())
+            at = self._prunes.next_at(destination_id)
+            if at is not None:
+                upcoming.add_metric([label], at.timestamp())
+        yield last
+        yield upcoming
+
+
 def _bound(seconds: float) -> str:
     return "+Inf" if seconds == float("inf") else repr(seconds)
 
@@ -228,10 +259,13 @@ def install_operational_routes(
     runs: Runs,
     tally: RunTally,
     upstream: Upstream | None = None,
+    prunes: ResticPrunes | None = None,
 ) -> None:
     registry = CollectorRegistry(auto_describe=True)
     registry.register(_StateCollector(engine, runner, upstream))
     registry.register(_RunCollector(engine, runs, tally))
+    if prunes is not None:
+        registry.register(_PruneCollector(engine, prunes))
 
     @app.get("/healthz", operation_id="showHealth", include_in_schema=False)
     def healthz() -> JSONResponse:

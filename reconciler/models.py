@@ -401,6 +401,19 @@ class ResticDestination(Model):
     access_key_id: SecretRef | None = None
     secret_access_key: SecretRef | None = None
     create: bool = True  # `restic init` on first use; false: a missing repository is an error
+    # `null` turns the daemon's prunes off (someone prunes the repository another way).
+    prune: ResticPrune | None = Field(default_factory=lambda: ResticPrune())
+
+
+class ResticPrune(Model):
+    """When the daemon runs `restic prune` on a restic destination: what `forget` left behind
+    is removed then. Weekly, Sunday 04:00 UTC, unless the destination says otherwise."""
+
+    schedule: Schedule = Field(
+        default_factory=lambda: Schedule(
+            frequency=Frequency.WEEKLY, time="04:00", weekday=Weekday.SUNDAY
+        )
+    )
 
 
 BackupDestination = Annotated[

@@ -272,11 +272,13 @@ def run(
     input: bytes | None = None,
     check: bool = True,
     pass_fds: Sequence[int] = (),
+    cancel: threading.Event | None = None,
 ) -> Completed:
     """Run a program to completion: its stdout, exit status and stderr excerpt.
 
     A non-zero exit is a ProcessError when `check`; past `timeout` seconds the program's whole
-    process group is killed and a ProcessError raised either way.
+    process group is killed and a ProcessError raised either way. Setting `cancel` kills it too
+    (within half a second), and it ends as killed by SIGKILL.
     """
     with Process(
         argv, stdin=PIPE if input is not None else None, cwd=cwd, env=env, pass_fds=pass_fds
@@ -295,17 +297,32 @@ def run(
                     target=_write_all, args=(process, input), name=f"{process.name}-stdin"
                 )
             )
+        ended = threading.Event()
+        if cancel is not None:
+            threads.append(
+                threading.Thread(
+                    target=_kill_when, args=(process, cancel, ended), name=f"{process.name}-cancel"
+                )
+            )
         for thread in threads:
             thread.start()
         try:
             returncode = process.wait(timeout)
         finally:
+            ended.set()
             for thread in threads:
                 # Bounded too: a program's own child that left its group may still hold stdout.
                 thread.join(timeout)
         if check and returncode != 0:
             raise ProcessError(process.name, how_it_ended(returncode), process.stderr)
         return Completed(returncode, b"".join(chunks), process.stderr)
+
+
+def _kill_when(process: Process, cancel: threading.Event, ended: threading.Event) -> None:
+    while not cancel.wait(0.5):
+        if ended.is_set():
+            return
+    process.kill()
 
 
 def _write_all(process: Process, data: bytes) -> None:

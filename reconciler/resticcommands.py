@@ -11,9 +11,11 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 
-from reconciler.models import ResticDestination, SecretRef
+from reconciler.models import Duration, ResticDestination, SecretRef
+from reconciler.retention import Decision, Policy, period_key
 
 RESTIC = "restic"
 MINIMUM_VERSION = (0, 14, 0)
@@ -92,10 +94,16 @@ def version_argv() -> list[str]:
     return [RESTIC, "version"]
 
 
-def backup_argv(directory: str, name: str, tags: Iterable[str]) -> list[str]:
+def backup_argv(
+    directory: str, name: str, tags: Iterable[str], taken_at: datetime | None = None
+) -> list[str]:
+    """`taken_at` (aware) is the snapshot's time, given as a wall time on its own clock: restic
+    reads `--time` in the zone of its TZ, which is to be that clock's (see `snapshot_time`)."""
     argv = [RESTIC, "backup", "--stdin", "--stdin-filename", stdin_path(directory, name)]
     for tag in tags:
         argv += ["--tag", tag]
+    if taken_at is not None:
+        argv += ["--time", taken_at.strftime("%Y-%m-%d %H:%M:%S")]
     return [*argv, "--json"]
 
 
@@ -111,8 +119,32 @@ def forget_argv(snapshot_ids: Iterable[str]) -> list[str]:
     return [RESTIC, "forget", "--json", "--", *snapshot_ids]
 
 
-def prune_argv() -> list[str]:
-    return [RESTIC, "prune"]
+def restic_duration(duration: Duration) -> str:
+    """A `keep.within` span as restic writes it (`1y2m10d5h`: restic has no week unit)."""
+    parts = zip(
+        (duration.years, duration.months, duration.weeks * 7 + duration.days, duration.hours),
+        "ymdh",
+        strict=True,
+    )
+    return "".join(f"{count}{unit}" for count, unit in parts if count)
+
+
+def forget_policy_argv(task_id: int, policy: Policy, *, dry_run: bool) -> list[str]:
+    """`restic forget` of the task's snapshots (its tag, in one group) by `policy`. The newest is
+    always kept (`--keep-last` at least 1), as every other destination's retention does."""
+    argv = [RESTIC, "forget", "--json", "--tag", task_tag(task_id), "--group-by", ""]
+    argv += ["--keep-last", str(max(policy.last or 0, 1))]
+    for rule in ("hourly", "daily", "weekly", "monthly", "yearly"):
+        count: int | None = getattr(policy, rule)
+        if count is not None:
+            argv += [f"--keep-{rule}", str(count)]
+    if policy.within is not None:
+        argv += ["--keep-within", restic_duration(policy.within)]
+    return [*argv, "--dry-run"] if dry_run else argv
+
+
+def prune_argv(*, dry_run: bool) -> list[str]:
+    return [RESTIC, "prune", "--dry-run"] if dry_run else [RESTIC, "prune"]
 
 
 def check_argv(read_data_subset: str) -> list[str]:
@@ -174,3 +206,53 @@ def parse_snapshots(output: bytes) -> list[SnapshotEntry]:
         )
         for item in listed
     ]
+
+
+def parse_forget(output: bytes, directory: str) -> list[Decision]:
+    """`restic forget --json` as decisions, newest first: a snapshot's name is its file's under
+    `directory` (the task's storage path), its reasons restic's, in this daemon's words (`daily
+    2026-11-30`, `last 2`, `within 7d`)."""
+    groups = json.loads(output or b"[]")
+    if not isinstance(groups, list):
+        raise ValueError("restic forget --json did not answer a list")
+    verdicts: list[tuple[datetime, str, bool, tuple[str, ...]]] = []
+    for group in groups:
+        matches = {
+            (reason["snapshot"]["time"], tuple(reason["snapshot"].get("paths") or ())): tuple(
+                str(match) for match in reason.get("matches") or ()
+            )
+            for reason in group.get("reasons") or ()
+        }
+        for keep, snapshots in ((True, group.get("keep")), (False, group.get("remove"))):
+            for snapshot in snapshots or ():
+                paths = tuple(str(path) for path in snapshot.get("paths") or ())
+                taken = datetime.fromisoformat(str(snapshot["time"]))
+                reasons = matches.get((snapshot["time"], paths), ()) if keep else ()
+                verdicts.append((taken, _snapshot_name(paths, directory), keep, reasons))
+    verdicts.sort(key=lambda verdict: verdict[0], reverse=True)
+    decisions = []
+    last = 0
+    for taken, name, keep, reasons in verdicts:
+        if "last snapshot" in reasons:
+            last += 1
+        words = tuple(_in_our_words(reason, taken, last) for reason in reasons)
+        decisions.append(Decision(name, taken.astimezone(UTC), keep, words))
+    return decisions
+
+
+def _snapshot_name(paths: tuple[str, ...], directory: str) -> str:
+    if len(paths) != 1:
+        return " ".join(paths) or "(no path)"
+    prefix = "/" + stdin_path(directory, "")
+    return paths[0].removeprefix(prefix) if paths[0].startswith(prefix) else paths[0]
+
+
+def _in_our_words(reason: str, taken: datetime, last: int) -> str:
+    """restic's `daily snapshot` is `daily 2026-11-30`: the period it stands for, in the time
+    zone the snapshot was taken in (restic buckets by that); its `last snapshot` is `last N`."""
+    rule = reason.removesuffix(" snapshot")
+    if rule == "last":
+        return f"last {last}"
+    if reason.endswith(" snapshot") and rule in ("hourly", "daily", "weekly", "monthly", "yearly"):
+        return f"{rule} {period_key(rule, taken)}"
+    return reason

@@ -113,7 +113,7 @@ class Policy:
     within: Duration | None = None
 
     def __post_init__(self) -> None:
-        for rule in ("last", *(rule for rule, _ in _PERIODS)):
+        for rule in ("last", *_PERIODS):
             count = getattr(self, rule)
             if count is not None and count < 1:
                 raise ValueError(f"keep.{rule} must be 1 or more, got {count}")
@@ -131,14 +131,19 @@ class Decision:
     reasons: tuple[str, ...]  # why it is kept (`daily 2026-11-30`, `last 3`); empty when removed
 
 
-# Each calendar rule's period key in the schedule's timezone, as restic buckets snapshots.
-_PERIODS: tuple[tuple[str, str], ...] = (
-    ("hourly", "%Y-%m-%dT%H"),
-    ("daily", "%Y-%m-%d"),
-    ("weekly", "%G-W%V"),
-    ("monthly", "%Y-%m"),
-    ("yearly", "%Y"),
-)
+# Each calendar rule's period key, as restic buckets snapshots.
+_PERIODS: dict[str, str] = {
+    "hourly": "%Y-%m-%dT%H",
+    "daily": "%Y-%m-%d",
+    "weekly": "%G-W%V",
+    "monthly": "%Y-%m",
+    "yearly": "%Y",
+}
+
+
+def period_key(rule: str, moment: datetime) -> str:
+    """The period of a calendar rule (`daily`...) that `moment` falls in, on its own clock."""
+    return moment.strftime(_PERIODS[rule])
 
 
 def policy_for(storage: Storage) -> Policy:
@@ -178,7 +183,7 @@ def decide(
     if policy.last is not None:
         for position, name in enumerate(newest_first[: policy.last], start=1):
             reasons[name].append(f"last {position}")
-    for rule, key_format in _PERIODS:
+    for rule in _PERIODS:
         count: int | None = getattr(policy, rule)
         if count is None:
             continue
@@ -187,7 +192,7 @@ def decide(
         for name in newest_first:
             if len(kept) == count:
                 break
-            key = own[name].taken_at.astimezone(zone).strftime(key_format)
+            key = period_key(rule, own[name].taken_at.astimezone(zone))
             if key != seen:
                 seen = key
                 kept.append(name)

@@ -23,6 +23,7 @@ from reconciler.destinations import DestinationError, DestinationStore, open_des
 from reconciler.destinations.restic import ResticStore
 from reconciler.encryption import CHUNK_SIZE
 from reconciler.models import ResolvedTask, SourceType
+from reconciler.repolocks import RepositoryLocks
 from reconciler.restore import (
     choose_backup,
     reading_keys,
@@ -76,11 +77,22 @@ def newest_verifiable_run(runs: Runs, task_id: int) -> RunRecord | None:
 
 
 def verify(
-    task: ResolvedTask, run: RunRecord, *, secrets: Secrets, known_hosts: Path | None = None
+    task: ResolvedTask,
+    run: RunRecord,
+    *,
+    secrets: Secrets,
+    known_hosts: Path | None = None,
+    repository_locks: RepositoryLocks | None = None,
 ) -> Verification:
     """Fetch the run's backup and read it through as a restore would; RestoreError (or a
-    destination's error) when there is no backup to read."""
-    store = open_destination(task.destination, secrets.resolve, known_hosts=known_hosts)
+    destination's error) when there is no backup to read. `repository_locks` are the daemon's
+    (a drill's restic check waits for the repository's backups)."""
+    store = open_destination(
+        task.destination,
+        secrets.resolve,
+        known_hosts=known_hosts,
+        repository_locks=repository_locks,
+    )
     try:
         directory = task.task.storage.path
         name = choose_backup(task, run, [b.name for b in store.list_backups(directory)])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -190,3 +191,12 @@ def test_an_excerpt_keeps_the_first_and_last_lines(lines: list[str]) -> None:
             f"[... {left_out} lines left out ...]",
             *lines[-TAIL_LINES:],
         ]
+
+
+def test_a_cancelled_program_is_killed_and_ends_as_killed(tmp_path: Path) -> None:
+    cancel = threading.Event()
+    threading.Timer(0.3, cancel.set).start()
+    started = time.monotonic()
+    done = run(["sleep", "60"], timeout=60, check=False, cancel=cancel)
+    assert done.returncode == -signal.SIGKILL
+    assert time.monotonic() - started < 10

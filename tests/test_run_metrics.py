@@ -4,6 +4,7 @@ back with Prometheus's own text parser."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,27 @@ async def test_the_applied_revision_is_the_label_of_an_info_metric(
         revision = rig.engine.revision
     assert revision is not None
     assert series["reconciler_applied_revision_info", (("revision", revision),)] == 1
+
+
+async def test_each_restic_destination_in_use_has_its_next_prune(
+    tmp_path: Path, sshd: SshServer
+) -> None:
+    on_restic = {
+        **files(tmp_path, sshd),
+        "destinations/two.yaml": configset.dump(
+            {
+                "id": 3, "user_id": 1, "label": "vault", "type": "restic",
+                "repository": str(tmp_path / "restic"), "password": {"env": "RESTIC_PW"},
+            }
+        ),
+        "tasks/4-vault.yaml": configset.task(4, 1, backup_destination_id=3),
+    }  # fmt: skip
+    async with api_rig(tmp_path, on_restic) as rig:
+        series = await scrape(rig)
+    # The rig's clock stands at Tuesday 10 March 2026, 12:00 UTC: the next Sunday 04:00 UTC.
+    sunday = datetime(2026, 3, 15, 4, 0, tzinfo=UTC).timestamp()
+    assert (
+        series[("reconciler_restic_prune_next_timestamp_seconds", (("destination_id", "3"),))]
+        == sunday
+    )
+    assert not any(name == "reconciler_restic_prune_last_timestamp_seconds" for name, _ in series)

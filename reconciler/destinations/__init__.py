@@ -32,6 +32,7 @@ from reconciler.models import (
     SftpDestination,
     path_problem,
 )
+from reconciler.repolocks import RepositoryLocks
 from reconciler.types import ReconcilerError
 
 # S3's defaults live here, not in the s3 module, so that naming them does not import boto3.
@@ -117,12 +118,16 @@ def open_destination(
     resolve_secret: Callable[[SecretRef], str],
     *,
     known_hosts: Path | None = None,
+    repository_locks: RepositoryLocks | None = None,
+    timezone: str | None = None,
     s3_part_size: int = S3_PART_SIZE,
     s3_page_size: int = S3_PAGE_SIZE,
 ) -> DestinationStore:
     """A store for `destination`; close it when done.
 
     `known_hosts` is the daemon's `--known-hosts`, for an SFTP destination that names no file.
+    `repository_locks` are the daemon's locks on restic repositories (see `repolocks`), and
+    `timezone` the task's, which a restic snapshot's time is written in.
 
     The S3 sizes exist for tests and benchmarks (a listing of several pages without writing
     thousands of objects); the defaults suit S3.
@@ -139,7 +144,7 @@ def open_destination(
     if isinstance(destination, ResticDestination):
         from reconciler.destinations.restic import ResticStore
 
-        return ResticStore(destination, resolve_secret)
+        return ResticStore(destination, resolve_secret, locks=repository_locks, timezone=timezone)
     from reconciler.destinations.s3 import open_s3_store
 
     return open_s3_store(destination, resolve_secret, s3_part_size, s3_page_size)

@@ -15,13 +15,15 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from datetime import datetime
 from typing import BinaryIO
+from zoneinfo import ZoneInfo
 
 from reconciler.destinations import DestinationError, StoredBackup, check_name, directory_parts
 from reconciler.models import ResticDestination, SecretRef
 from reconciler.processes import PIPE, Completed, Process, ProcessError, run
+from reconciler.repolocks import RepositoryLocks
 from reconciler.resticcommands import (
     MINIMUM_VERSION,
     BackupSummary,
@@ -32,17 +34,20 @@ from reconciler.resticcommands import (
     classify,
     dump_argv,
     forget_argv,
+    forget_policy_argv,
     init_argv,
     parse_backup_line,
+    parse_forget,
     parse_snapshots,
     parse_version,
+    prune_argv,
     restic_environment,
     snapshots_argv,
     stdin_path,
     task_tag,
     version_argv,
 )
-from reconciler.retention import parse_backup_name
+from reconciler.retention import Decision, Policy, parse_backup_name
 
 COMMAND_TIMEOUT_SECONDS = 3600.0
 LOCK_ATTEMPTS = 4
@@ -74,9 +79,22 @@ class ResticWriter:
 
     def __init__(self, store: ResticStore, directory: str, name: str) -> None:
         parsed = parse_backup_name(name)
-        tags = () if parsed is None else (task_tag(parsed.task_id),)
+        tags: tuple[str, ...] = ()
+        taken_at = None
+        if parsed is not None:
+            # The run's own time, as its name has it (not restic's clock), so restic's calendar
+            # and every other destination's see the same backup on the same day. At a DST
+            # fall-back hour restic takes the earlier of the two offsets.
+            tags, taken_at = (task_tag(parsed.task_id),), parsed.taken_at.astimezone(store.zone)
         self._store = store
-        self._process = Process(backup_argv(directory, name, tags), env=store.env)
+        self._held = ExitStack()  # the repository's shared lock, from start to commit or abort
+        self._held.enter_context(store.shared())
+        try:
+            argv = backup_argv(directory, name, tags, taken_at)
+            self._process = Process(argv, env=store.env)
+        except BaseException:
+            self._held.close()
+            raise
         self._summary: BackupSummary | None = None
         self._done = False
         self._reader = threading.Thread(target=self._read_json, name="restic-json", daemon=True)
@@ -102,6 +120,7 @@ class ResticWriter:
                 stderr = self._process.stderr
             finally:
                 self._process.close()
+                self._held.close()
             raise self._store.failure("backup", returncode, stderr) from None
 
     def commit(self) -> None:
@@ -115,6 +134,7 @@ class ResticWriter:
             stderr = self._process.stderr
         finally:
             self._process.close()
+            self._held.close()
         if returncode != 0:
             raise self._store.failure("backup", returncode, stderr)
         if self._summary is None:
@@ -125,6 +145,7 @@ class ResticWriter:
         if not self._done:
             self._done = True
             self._process.close()  # killed before it wrote a snapshot: nothing is stored
+            self._held.close()
 
 
 class ResticStore:
@@ -133,12 +154,19 @@ class ResticStore:
         destination: ResticDestination,
         resolve_secret: Callable[[SecretRef], str],
         *,
+        locks: RepositoryLocks | None = None,
+        timezone: str | None = None,
         lock_attempts: int = LOCK_ATTEMPTS,
         lock_first_pause: float = LOCK_FIRST_PAUSE_SECONDS,
         on_retry: Callable[[str], None] | None = None,
     ) -> None:
+        """`locks` are the daemon's (a store of its own otherwise); `timezone` is the one
+        snapshot times are written in (the task's, so `forget` buckets them on its calendar)."""
         self._destination = destination
         self.env = restic_environment(destination, resolve_secret, os.environ)
+        self.zone = ZoneInfo(timezone or "UTC")
+        self.env["TZ"] = self.zone.key
+        self._locks = RepositoryLocks() if locks is None else locks
         self._lock_attempts = lock_attempts
         self._lock_first_pause = lock_first_pause
         self._on_retry = on_retry
@@ -153,13 +181,23 @@ class ResticStore:
             problem,
         )
 
-    def run(self, what: str, argv: Sequence[str], *, ensure: bool = True) -> Completed:
-        """Run one restic command to its end, retrying while the repository is locked."""
+    def run(
+        self,
+        what: str,
+        argv: Sequence[str],
+        *,
+        ensure: bool = True,
+        cancel: threading.Event | None = None,
+    ) -> Completed:
+        """Run one restic command to its end, retrying while the repository is locked. Without
+        `ensure` a missing repository is not created; `cancel` kills the command."""
         if ensure:
             self._ensure_repository()
         pause = self._lock_first_pause
         for attempt in range(1, self._lock_attempts + 1):
-            done = run(argv, timeout=COMMAND_TIMEOUT_SECONDS, env=self.env, check=False)
+            done = run(
+                argv, timeout=COMMAND_TIMEOUT_SECONDS, env=self.env, check=False, cancel=cancel
+            )
             problem = classify(done.returncode, done.stderr)
             if problem is None:
                 return done
@@ -194,6 +232,9 @@ class ResticStore:
             self.run("init", init_argv(), ensure=False)
         self._ready = True
 
+    def shared(self) -> AbstractContextManager[None]:
+        return self._locks.shared(self._destination.repository)
+
     def snapshots(self) -> list[SnapshotEntry]:
         return parse_snapshots(self.run("snapshots", snapshots_argv()).stdout)
 
@@ -221,7 +262,28 @@ class ResticStore:
     def delete(self, directory: str, name: str) -> None:
         entry = self._find(directory, name)
         if entry is not None:
-            self.run("forget", forget_argv([entry.id]))
+            with self._locks.exclusive(self._destination.repository):
+                self.run("forget", forget_argv([entry.id]))
+
+    def forget(
+        self, task_id: int, policy: Policy, directory: str, *, apply: bool
+    ) -> list[Decision]:
+        """`restic forget --tag task:<id>` by `policy` (only a dry run unless `apply`): every
+        snapshot of the task, newest first, kept or removed, with restic's reasons. Their data
+        goes with the next `prune`."""
+        argv = forget_policy_argv(task_id, policy, dry_run=not apply)
+        with self._locks.exclusive(self._destination.repository):
+            done = self.run("forget", argv)
+        return parse_forget(done.stdout, "/".join(directory_parts(directory)))
+
+    def prune(self, *, dry_run: bool = False, cancel: threading.Event | None = None) -> str:
+        """`restic prune` of an existing repository (a missing one is not created): the data no
+        snapshot needs any more is removed. Returns restic's report (with `dry_run`, what it
+        would remove and why). `cancel` stops it; restic's prune is safe to stop midway."""
+        check_restic_version(self.env)
+        with self._locks.exclusive(self._destination.repository):
+            done = self.run("prune", prune_argv(dry_run=dry_run), ensure=False, cancel=cancel)
+        return done.stdout.decode(errors="replace")
 
     @contextmanager
     def open_reader(self, directory: str, name: str) -> Iterator[BinaryIO]:
@@ -229,9 +291,8 @@ class ResticStore:
         if entry is None:
             raise DestinationError(f"no snapshot of {name} in {self._destination.repository}")
         parts = "/".join(directory_parts(directory))
-        with Process(dump_argv(entry.id, parts, name), stdin=None, stdout=PIPE, env=self.env) as (
-            process
-        ):
+        argv = dump_argv(entry.id, parts, name)
+        with self.shared(), Process(argv, stdin=None, stdout=PIPE, env=self.env) as process:
             assert process.stdout_fd is not None
             with os.fdopen(os.dup(process.stdout_fd), "rb") as stream:
                 yield stream
@@ -243,8 +304,10 @@ class ResticStore:
                 raise self.failure("dump", returncode, process.stderr)
 
     def check(self, read_data_subset: str) -> None:
-        """`restic check --read-data-subset`: a ResticError naming what it found."""
-        self.run("check", check_argv(read_data_subset))
+        """`restic check --read-data-subset`: a ResticError naming what it found. restic checks
+        under an exclusive lock of its own, so it waits here for running backups."""
+        with self._locks.exclusive(self._destination.repository):
+            self.run("check", check_argv(read_data_subset))
 
     def remove_partial(self, directory: str, name: str) -> bool:
         return False  # a killed `restic backup` writes no snapshot; its packs go with prune
