@@ -43,6 +43,7 @@ from reconciler.models import (
 from reconciler.notify import RunOutcome, send_notifications, send_run_started
 from reconciler.prune import apply_retention
 from reconciler.repolocks import RepositoryLocks
+from reconciler.resticcommands import BackupSummary
 from reconciler.retention import backup_name
 from reconciler.runhooks import (
     HookStage,
@@ -283,9 +284,9 @@ class BackupPipeline:
 
         for problem in send_run_started(task.notifications, self._secrets.resolve):
             log(f"notification failed: {problem}")
-        status, reason, size, name, sha256 = RunStatus.FAILED, "", None, None, None
+        status, reason, size, name, sha256, snapshot = RunStatus.FAILED, "", None, None, None, None
         try:
-            size, name, sha256 = self._backup(task, run_id, started, cancel, log)
+            size, name, sha256, snapshot = self._backup(task, run_id, started, cancel, log)
             status = RunStatus.SUCCESSFUL
         except Exception as exc:
             # The runner cancels only when the daemon stops.
@@ -302,6 +303,7 @@ class BackupPipeline:
                 size=size,
                 backup_name=name,
                 sha256=sha256,
+                snapshot=snapshot,
             )
         recorded(RunResult(status, finished - started, size, reason or None))
         if self._tally is not None:
@@ -408,7 +410,9 @@ class BackupPipeline:
         started: datetime,
         cancel: threading.Event,
         log: Callable[[str], None],
-    ) -> tuple[int, str, str]:
+    ) -> tuple[int, str, str, BackupSummary | None]:
+        """Take and store the backup; returns its size, name, SHA-256 and, on a restic
+        destination, restic's summary of its snapshot."""
         spec = task.task
         timeout = (
             timedelta(seconds=spec.run_timeout_seconds)
@@ -458,7 +462,7 @@ class BackupPipeline:
                     log(f"streaming {spec.source.type.value} to {task.destination.label}: {where}")
                     written = RunTarget(task.destination.model_dump_json(), spec.storage.path, name)
                     self._runs.record_target(run_id, written)
-                    size, sha256 = self._stream(
+                    size, sha256, snapshot = self._stream(
                         shell, command, stdin, store, name, task, passphrase, form, timeout,
                         cancel, log,
                     )  # fmt: skip
@@ -479,7 +483,7 @@ class BackupPipeline:
                 log(f"rotation failed: {exc}")
         finally:
             store.close()
-        return size, name, sha256
+        return size, name, sha256, snapshot
 
     def _stream(
         self,
@@ -494,9 +498,9 @@ class BackupPipeline:
         timeout: timedelta,
         cancel: threading.Event,
         log: Callable[[str], None],
-    ) -> tuple[int, str]:
+    ) -> tuple[int, str, BackupSummary | None]:
         """Stream the backup into the destination; returns the stored object's size and SHA-256,
-        hashed as it is written."""
+        hashed as it is written, and restic's summary when the destination is restic."""
         stored = store.open_writer(task.task.storage.path, name)
         inner = HashingWriter(stored)
         encrypting = EncryptingWriter(inner, passphrase) if passphrase is not None else None
@@ -532,13 +536,13 @@ class BackupPipeline:
             writer.abort()
             raise
         writer.commit()
-        if isinstance(stored, ResticWriter) and stored.summary is not None:
-            summary = stored.summary
+        summary = stored.summary if isinstance(stored, ResticWriter) else None
+        if summary is not None:
             log(
                 f"restic snapshot {summary.snapshot_id}: {summary.total_bytes_processed} bytes "
                 f"processed, {summary.data_added} bytes added to the repository"
             )
-        return inner.size, inner.sha256()
+        return inner.size, inner.sha256(), summary
 
     def _rotate(
         self, task: ResolvedTask, store: DestinationStore, keep: str, log: Callable[[str], None]

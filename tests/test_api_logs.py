@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.resticcommands import BackupSummary
 from reconciler.types import RunStatus
 from tests.apirig import START, ApiRig, api_rig
 
@@ -64,3 +65,18 @@ async def test_a_log_of_huge_lines_is_bounded_in_size_too(rig: ApiRig) -> None:
     assert lines[0].startswith("[")
     assert lines[0].endswith("earlier lines not shown]")
     assert lines[-1].startswith("2026-03-10T12:00:00Z 99 ")
+
+
+async def test_a_run_that_made_a_restic_snapshot_shows_restics_summary_in_the_logs(
+    rig: ApiRig,
+) -> None:
+    summary = BackupSummary("4982ee51" + "ef" * 28, 2048, 4096)
+    run_id = rig.state.runs.start_run(1, "manual", START)
+    rig.state.runs.finish_run(run_id, RunStatus.SUCCESSFUL, START, size=4096, snapshot=summary)
+    shown = {"snapshot_id": summary.snapshot_id, "data_added": 2048, "total_bytes_processed": 4096}
+
+    latest = (await rig.get("/api/backup-tasks/1/latest-log")).json()["data"]
+    page = (await rig.get("/api/backup-tasks/1/logs")).json()["data"]
+
+    assert latest["restic"] == shown
+    assert [log["restic"] for log in page] == [shown]

@@ -192,6 +192,7 @@ async def test_latest_log_is_the_newest_run(rig: ApiRig) -> None:
         "kind": "backup",
         "size": 42,
         "sha256": "ab" * 32,
+        "restic": None,
     }
 
 

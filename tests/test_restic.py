@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -82,6 +83,23 @@ def test_a_files_backup_round_trips_through_a_new_repository(
     assert b"task:1" in restic(tmp_path / "repo", "snapshots", "--json")
     restored = restore(task, run=record, to=tmp_path / "restored", secrets=rig.secrets)
     assert same_tree(source, restored)
+
+
+def test_a_runs_record_keeps_restics_summary_of_the_snapshot_it_made(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    task = on_restic(files_task(sshd, tmp_path / "unused", make_tree(tmp_path)), tmp_path / "repo")
+    rig = harness(tmp_path)
+    assert rig.run(task) is RunStatus.SUCCESSFUL
+
+    record = rig.state.runs.latest_run(task.id)
+    assert record is not None
+    assert record.snapshot is not None
+    [listed] = json.loads(restic(tmp_path / "repo", "snapshots", "--json"))
+    # restic 0.14's summary names the snapshot by its short id, 0.15 and later by its full id.
+    assert record.snapshot.snapshot_id in (listed["id"], listed["short_id"])
+    assert record.snapshot.data_added > 0  # a first snapshot adds everything it holds
+    assert record.snapshot.total_bytes_processed == record.size
 
 
 def test_a_second_run_of_an_unchanged_tree_adds_almost_nothing(

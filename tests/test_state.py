@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.resticcommands import BackupSummary
 from reconciler.state import StateStore
 from reconciler.state.errors import StateError
 from reconciler.state.runs import INTERRUPTED, NEVER_STARTED, LogTail, RunInProgressError
@@ -603,6 +604,26 @@ def test_a_run_finished_without_a_checksum_has_none(store: StateStore) -> None:
     run = store.runs.run(run_id)
     assert run is not None
     assert run.sha256 is None
+
+
+def test_a_finished_run_keeps_restics_summary_of_its_snapshot(store: StateStore) -> None:
+    run_id = store.runs.start_run(7, "schedule", T0)
+    # Byte counts past 2**32: a 64-bit column holds them.
+    summary = BackupSummary("4982ee51" + "ab" * 28, 5_000_000_000, 12_000_000_000)
+    store.runs.finish_run(run_id, RunStatus.SUCCESSFUL, T0, size=1234, snapshot=summary)
+
+    run = store.runs.run(run_id)
+    assert run is not None
+    assert run.snapshot == summary
+
+
+def test_a_run_finished_without_a_restic_snapshot_has_none(store: StateStore) -> None:
+    run_id = store.runs.start_run(7, "schedule", T0)
+    store.runs.finish_run(run_id, RunStatus.SUCCESSFUL, T0, size=1234, sha256="ab" * 32)
+
+    run = store.runs.run(run_id)
+    assert run is not None
+    assert run.snapshot is None
 
 
 def test_a_run_is_a_backup_unless_started_as_another_kind(store: StateStore) -> None:

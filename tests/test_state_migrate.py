@@ -12,6 +12,7 @@ import pytest
 from reconciler.agecrypt import load_identities
 from reconciler.daemon import secrets_path
 from reconciler.models import SecretRef
+from reconciler.resticcommands import BackupSummary
 from reconciler.secrets import Secrets
 from reconciler.state import StateStore, open_state
 from reconciler.state.filetimes import IndexedFileTimes
@@ -25,6 +26,8 @@ from tests.stores import fresh_postgres_database
 from tests.test_state import T0
 
 pytestmark = pytest.mark.servers
+
+SNAPSHOT = BackupSummary("4982ee51" + "cd" * 28, 5_000_000_000, 12_000_000_000)
 
 
 @pytest.fixture
@@ -44,7 +47,9 @@ def filled_sqlite_store(path: Path) -> str:
     try:
         run = store.runs.start_run(3, "schedule", T0)
         store.runs.append_logs(run, [(T0, "first line"), (T0, "second\nline")])
-        store.runs.finish_run(run, RunStatus.SUCCESSFUL, T0 + timedelta(minutes=1), size=42)
+        store.runs.finish_run(
+            run, RunStatus.SUCCESSFUL, T0 + timedelta(minutes=1), size=42, snapshot=SNAPSHOT
+        )
         drill = store.runs.start_run(3, "schedule", T0 + timedelta(hours=1), RunKind.VERIFY)
         store.runs.finish_run(drill, RunStatus.FAILED, T0 + timedelta(hours=1), reason="bad")
         _, plaintext = store.tokens.create_token(1, "laptop", ["*"], T0, operator=True)
@@ -95,6 +100,20 @@ def test_everything_moves_and_reads_back_the_same(tmp_path: Path, url: str, key:
         assert moved.api_secrets is not None
         secrets = Secrets(moved.api_secrets, {}, load_identities(key.identity))
         assert secrets.resolve(SecretRef(secret="db-password")) == "hunter2-horse"
+    finally:
+        moved.close()
+
+
+def test_a_runs_restic_summary_moves_with_it(tmp_path: Path, url: str, key: AgeKey) -> None:
+    source = tmp_path / "state.db"
+    filled_sqlite_store(source)
+
+    assert migrate(source, url, key)[0] == 0
+
+    moved = open_state(url)
+    try:
+        backup, drill = moved.runs.page(3, 0, 10)[0][::-1]
+        assert (backup.snapshot, drill.snapshot) == (SNAPSHOT, None)
     finally:
         moved.close()
 

@@ -173,6 +173,13 @@ def log(run: RunRecord) -> schemas.Log:
         kind=run.kind.value,
         size=run.size,
         sha256=run.sha256,
+        restic=None
+        if run.snapshot is None
+        else schemas.ResticSnapshot(
+            snapshot_id=run.snapshot.snapshot_id,
+            data_added=run.snapshot.data_added,
+            total_bytes_processed=run.snapshot.total_bytes_processed,
+        ),
     )
 
 

@@ -164,6 +164,15 @@ class TaskStatusResponse(One[TaskStatusData]):
     """Whether a backup task is running now."""
 
 
+class ResticSnapshot(BaseModel):
+    snapshot_id: str = Field(
+        description="the snapshot's id as restic's summary gives it: the short id from restic"
+        " 0.14, the full id from 0.15 on"
+    )
+    data_added: int = Field(description="bytes the snapshot added to the repository")
+    total_bytes_processed: int = Field(description="bytes restic read for the snapshot")
+
+
 class Log(BaseModel):
     id: int
     backup_task_id: int
@@ -179,6 +188,10 @@ class Log(BaseModel):
     )
     sha256: str | None = Field(
         description="SHA-256 (hex) of the file a backup run stored; null for other runs"
+    )
+    restic: ResticSnapshot | None = Field(
+        description="restic's summary of the snapshot a backup run stored in a restic"
+        " repository; null for other runs and destinations"
     )
 
 

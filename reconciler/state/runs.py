@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from reconciler.resticcommands import BackupSummary
 from reconciler.state.errors import StateError
 from reconciler.types import RunKind, RunStatus, TaskStatus
 
@@ -58,6 +59,26 @@ class RunRecord:
     target: RunTarget | None = None
     sha256: str | None = None  # of the stored backup, as written (hex)
     kind: RunKind = RunKind.BACKUP
+    snapshot: BackupSummary | None = None  # restic's summary of the snapshot the run stored
+
+
+SnapshotColumns = tuple[str | None, int | None, int | None]
+
+
+def snapshot_columns(snapshot: BackupSummary | None) -> SnapshotColumns:
+    """A run's restic_snapshot_id, restic_data_added and restic_total_bytes, as each backend
+    stores them (all NULL for a run that stored no restic snapshot)."""
+    if snapshot is None:
+        return None, None, None
+    return snapshot.snapshot_id, snapshot.data_added, snapshot.total_bytes_processed
+
+
+def stored_snapshot(columns: SnapshotColumns) -> BackupSummary | None:
+    """The summary that `snapshot_columns` stored."""
+    snapshot_id, data_added, total_bytes = columns
+    if snapshot_id is None or data_added is None or total_bytes is None:
+        return None
+    return BackupSummary(snapshot_id, data_added, total_bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,9 +144,11 @@ class Runs(Protocol):
         size: int | None = None,
         backup_name: str | None = None,
         sha256: str | None = None,
+        snapshot: BackupSummary | None = None,
     ) -> None:
         """End a queued or running run; StateError when it is unknown or already finished.
-        `size` and `sha256` are those of the stored backup."""
+        `size` and `sha256` are those of the stored backup, `snapshot` restic's summary of it
+        (a restic destination's backups only)."""
         ...
 
     def run(self, run_id: int, tail: LogTail = DEFAULT_TAIL) -> RunRecord | None: ...

@@ -138,6 +138,12 @@ _MIGRATIONS: tuple[str, ...] = (
     """,
     # API-sent secrets, each an age armor encrypted to the cluster's identity.
     "CREATE TABLE api_secrets (key TEXT PRIMARY KEY, armor TEXT NOT NULL)",
+    # restic's summary of the snapshot a run stored (`BackupSummary`); NULL for other runs.
+    """
+    ALTER TABLE runs ADD COLUMN restic_snapshot_id TEXT;
+    ALTER TABLE runs ADD COLUMN restic_data_added BIGINT;
+    ALTER TABLE runs ADD COLUMN restic_total_bytes BIGINT;
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 

@@ -17,6 +17,7 @@ from datetime import datetime
 
 from psycopg.rows import DictRow
 
+from reconciler.resticcommands import BackupSummary
 from reconciler.state.errors import StateError
 from reconciler.state.logtext import bounded, log_line
 from reconciler.state.postgres.connection import Db, PostgresConnection
@@ -30,6 +31,8 @@ from reconciler.state.runs import (
     RunRecord,
     RunSummary,
     RunTarget,
+    snapshot_columns,
+    stored_snapshot,
 )
 from reconciler.types import RunKind, RunStatus, TaskStatus
 
@@ -52,6 +55,9 @@ def _record(db: Db, row: DictRow, tail: LogTail) -> RunRecord:
         target=target,
         sha256=row["sha256"],
         kind=RunKind(row["kind"]),
+        snapshot=stored_snapshot(
+            (row["restic_snapshot_id"], row["restic_data_added"], row["restic_total_bytes"])
+        ),
     )
 
 
@@ -173,14 +179,25 @@ class PostgresRuns:
         size: int | None = None,
         backup_name: str | None = None,
         sha256: str | None = None,
+        snapshot: BackupSummary | None = None,
     ) -> None:
         if status in (RunStatus.QUEUED, RunStatus.RUNNING):
             raise ValueError(f"run {run_id} cannot finish with status {status.value!r}")
         with self._connection.write() as db:
             cursor = db.execute(
                 "UPDATE runs SET status = %s, finished_at = %s, reason = %s, size = %s,"
-                " backup_name = %s, sha256 = %s WHERE id = %s AND status IN ('queued', 'running')",
-                (status.value, now, reason, size, backup_name, sha256, run_id),
+                " backup_name = %s, sha256 = %s, restic_snapshot_id = %s, restic_data_added = %s,"
+                " restic_total_bytes = %s WHERE id = %s AND status IN ('queued', 'running')",
+                (
+                    status.value,
+                    now,
+                    reason,
+                    size,
+                    backup_name,
+                    sha256,
+                    *snapshot_columns(snapshot),
+                    run_id,
+                ),
             )
             if cursor.rowcount == 0:
                 now_status = _status(db, run_id)

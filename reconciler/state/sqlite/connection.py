@@ -166,6 +166,12 @@ _MIGRATIONS: tuple[str, ...] = (
         started_at TEXT NOT NULL
     );
     """,
+    # restic's summary of the snapshot a run stored (`BackupSummary`); NULL for other runs.
+    """
+    ALTER TABLE runs ADD COLUMN restic_snapshot_id TEXT;
+    ALTER TABLE runs ADD COLUMN restic_data_added INTEGER;
+    ALTER TABLE runs ADD COLUMN restic_total_bytes INTEGER;
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 

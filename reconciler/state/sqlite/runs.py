@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
+from reconciler.resticcommands import BackupSummary
 from reconciler.state.errors import StateError
 from reconciler.state.logtext import bounded, log_line
 from reconciler.state.runs import (
@@ -23,6 +24,8 @@ from reconciler.state.runs import (
     RunRecord,
     RunSummary,
     RunTarget,
+    snapshot_columns,
+    stored_snapshot,
 )
 from reconciler.state.sqlite.connection import (
     SqliteConnection,
@@ -160,14 +163,25 @@ class SqliteRuns:
         size: int | None = None,
         backup_name: str | None = None,
         sha256: str | None = None,
+        snapshot: BackupSummary | None = None,
     ) -> None:
         if status in (RunStatus.QUEUED, RunStatus.RUNNING):
             raise ValueError(f"run {run_id} cannot finish with status {status.value!r}")
         with self._connection.write() as db:
             cursor = db.execute(
                 "UPDATE runs SET status = ?, finished_at = ?, reason = ?, size = ?,"
-                " backup_name = ?, sha256 = ? WHERE id = ? AND status IN ('queued', 'running')",
-                (status.value, to_text(now), reason, size, backup_name, sha256, run_id),
+                " backup_name = ?, sha256 = ?, restic_snapshot_id = ?, restic_data_added = ?,"
+                " restic_total_bytes = ? WHERE id = ? AND status IN ('queued', 'running')",
+                (
+                    status.value,
+                    to_text(now),
+                    reason,
+                    size,
+                    backup_name,
+                    sha256,
+                    *snapshot_columns(snapshot),
+                    run_id,
+                ),
             )
             if cursor.rowcount == 0:
                 now_status = self._status(db, run_id)
@@ -200,6 +214,9 @@ class SqliteRuns:
                 ),
                 sha256=row["sha256"],
                 kind=RunKind(row["kind"]),
+                snapshot=stored_snapshot(
+                    (row["restic_snapshot_id"], row["restic_data_added"], row["restic_total_bytes"])
+                ),
             )
             for row in rows
         ]
