@@ -165,10 +165,10 @@ def test_a_removed_backup_is_forgotten_by_rotation(sshd: SshServer, tmp_path: Pa
     assert snapshots.count(b'"short_id"') == 1
 
 
-@pytest.mark.servers
-def test_a_mariadb_dump_round_trips_through_restic(
+def mariadb_on_restic(
     sshd: SshServer, mariadb: MariaDbServer, tmp_path: Path
-) -> None:
+) -> tuple[ResolvedTask, Harness]:
+    """The `rshop` database (one table, one row) dumped once into a new restic repository."""
     mariadb.sql("DROP DATABASE IF EXISTS rshop; CREATE DATABASE rshop;")
     mariadb.sql(
         "CREATE TABLE rshop.items (id INT PRIMARY KEY); INSERT INTO rshop.items VALUES (7);"
@@ -180,6 +180,14 @@ def test_a_mariadb_dump_round_trips_through_restic(
     )
     rig = harness(tmp_path, DB_PASSWORD=mariadb.password)
     assert rig.run(task) is RunStatus.SUCCESSFUL
+    return task, rig
+
+
+@pytest.mark.servers
+def test_a_mariadb_dump_round_trips_through_restic(
+    sshd: SshServer, mariadb: MariaDbServer, tmp_path: Path
+) -> None:
+    task, rig = mariadb_on_restic(sshd, mariadb, tmp_path)
     dump = restore(task, run=None, to=tmp_path / "restored", secrets=rig.secrets)
     assert "INSERT INTO `items` VALUES" in dump.read_text()
     assert "(7)" in dump.read_text()
