@@ -175,8 +175,11 @@ class _CountingSink:
         clock: Clock,
         progress_every: timedelta,
         log: Callable[[str], None],
+        detail: Callable[[], str | None] | None = None,
     ) -> None:
+        """`detail` adds the store's own view to each progress line (restic's status)."""
         self._writer = writer
+        self._detail = detail
         self._clock = clock
         self._every = progress_every
         self._log = log
@@ -191,10 +194,12 @@ class _CountingSink:
         if now >= self._next_progress:
             self._next_progress = now + self._every
             seconds = (now - self._started).total_seconds()
-            self._log(
+            line = (
                 f"streamed {self.size / 1e6:,.1f} MB so far "
                 f"({self.size / 1e6 / seconds:,.1f} MB/s over {seconds:,.0f} s)"
             )
+            said = None if self._detail is None else self._detail()
+            self._log(line if said is None else f"{line}; {said}")
 
 
 def notify_outcome(
@@ -505,8 +510,12 @@ class BackupPipeline:
         inner = HashingWriter(stored)
         encrypting = EncryptingWriter(inner, passphrase) if passphrase is not None else None
         writer: BackupWriter = encrypting if encrypting is not None else inner
+        detail = None
+        if isinstance(stored, ResticWriter):
+            stored.on_error = log
+            detail = stored.progress
         sink = _CountingSink(
-            writer, clock=self._clock, progress_every=self._progress_every, log=log
+            writer, clock=self._clock, progress_every=self._progress_every, log=log, detail=detail
         )
         try:
             with StreamVerifier(form) as verifier:

@@ -256,3 +256,19 @@ def _in_our_words(reason: str, taken: datetime, last: int) -> str:
     if reason.endswith(" snapshot") and rule in ("hourly", "daily", "weekly", "monthly", "yearly"):
         return f"{rule} {period_key(rule, taken)}"
     return reason
+
+
+def describe_message(message: dict[str, object]) -> str | None:
+    """A run-log line for a `restic backup --json` message: its status (how much restic has
+    read) or an error it reports and goes on past; None for anything else."""
+    kind = message.get("message_type")
+    if kind == "status":
+        done = message.get("bytes_done", 0)
+        seconds = message.get("seconds_elapsed", 0)
+        if isinstance(done, int) and isinstance(seconds, int):
+            return f"restic has read {done / 1e6:,.1f} MB in {seconds} s"
+    if kind == "error":
+        error = message.get("error")
+        text = error.get("message") if isinstance(error, dict) else error
+        return f"restic error: {text} ({message.get('during', 'backup')} {message.get('item', '')})"
+    return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from datetime import timedelta
@@ -21,11 +22,12 @@ from reconciler.models import (
     Source,
     SourceType,
 )
-from reconciler.resticcommands import ResticProblem
+from reconciler.resticcommands import ResticProblem, describe_message
 from reconciler.restore import restore
 from reconciler.types import RunStatus
 from reconciler.verify import verify
-from tests.runs import Harness, database_connection, files_task, make_task
+from tests.clock import TickingClock
+from tests.runs import T0, Harness, database_connection, files_task, make_task
 from tests.servers import MariaDbServer, PostgresServer, SshServer
 from tests.trees import same_tree
 
@@ -264,3 +266,30 @@ def test_a_locked_repository_is_retried_then_named(tmp_path: Path) -> None:
         holder.wait()
         assert holder.stdin is not None
         holder.stdin.close()
+
+
+def test_the_run_log_shows_restics_own_progress(sshd: SshServer, tmp_path: Path) -> None:
+    task = on_restic(
+        files_task(sshd, tmp_path / "unused", make_tree(tmp_path, size=20_000_000)),
+        tmp_path / "repo",
+    )
+    rig = harness(tmp_path)
+    # Each read of the clock is a second later: every chunk is due a progress line.
+    rig.runner = rig.new_runner(
+        clock=TickingClock(T0, timedelta(seconds=1)), progress_every=timedelta(seconds=1)
+    )
+    assert rig.run(task) is RunStatus.SUCCESSFUL
+    record = rig.state.runs.latest_run(task.id)
+    assert record is not None
+    assert re.search(
+        r"streamed .* MB so far .*; restic has read [\d.,]+ MB in \d+ s", record.output
+    )
+
+
+def test_an_error_restic_reports_and_goes_on_past_is_a_log_line() -> None:
+    said = describe_message(
+        {"message_type": "error", "error": {"message": "read: EOF"}, "during": "archival",
+         "item": "/site.tar"}
+    )  # fmt: skip
+    assert said == "restic error: read: EOF (archival /site.tar)"
+    assert describe_message({"message_type": "verbose_status", "action": "new"}) is None

@@ -32,6 +32,7 @@ from reconciler.resticcommands import (
     backup_argv,
     check_argv,
     classify,
+    describe_message,
     dump_argv,
     forget_argv,
     forget_policy_argv,
@@ -96,6 +97,9 @@ class ResticWriter:
             self._held.close()
             raise
         self._summary: BackupSummary | None = None
+        self._status: dict[str, object] | None = None
+        # Where errors restic reports and goes on past are told (the run log), if anywhere.
+        self.on_error: Callable[[str], None] | None = None
         self._done = False
         self._reader = threading.Thread(target=self._read_json, name="restic-json", daemon=True)
         self._reader.start()
@@ -109,6 +113,17 @@ class ResticWriter:
                 message = parse_backup_line(line)
                 if isinstance(message, BackupSummary):
                     self._summary = message
+                elif message is not None and message.get("message_type") == "error":
+                    said = describe_message(message)
+                    if said is not None and self.on_error is not None:
+                        self.on_error(said)
+                elif message is not None:
+                    self._status = message
+
+    def progress(self) -> str | None:
+        """restic's own view of the stream so far (its latest status), for the run log."""
+        status = self._status
+        return None if status is None else describe_message(status)
 
     def write(self, chunk: bytes) -> None:
         try:
