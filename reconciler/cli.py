@@ -191,6 +191,12 @@ def _parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="check a config set; exit 1 on any problem")
     validate.add_argument("directory", nargs="?", type=Path, default=Path("."))
+    validate.add_argument(
+        "--cluster",
+        action="store_true",
+        help="check it as the config set of several daemons (warns of local destinations); "
+        "implied when RECONCILER_STATE is a postgresql:// URL",
+    )
     validate.set_defaults(command=_validate)
 
     plan = commands.add_parser(
@@ -490,7 +496,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from reconciler.desired import DesiredState, build_desired
+    from reconciler.desired import DesiredState, build_desired, node_local_destinations
     from reconciler.loader import parse_directory
 
     files = _guarded(lambda: parse_directory(args.directory))
@@ -508,6 +514,9 @@ def _validate(args: argparse.Namespace) -> int:
     print(f"valid: {summary}", file=sys.stderr)
     for note in _missing_key_notes(desired):
         print(note, file=sys.stderr)
+    if args.cluster or is_postgres_url(os.environ.get("RECONCILER_STATE", "")):
+        for warning in node_local_destinations(desired):
+            print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 

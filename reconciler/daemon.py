@@ -23,14 +23,22 @@ from typing import TYPE_CHECKING
 
 from reconciler.agecrypt import load_identities
 from reconciler.backup import DEFAULT_KEEP_RUN_AGE, DEFAULT_KEEP_RUNS, BackupPipeline
+from reconciler.desired import node_local_destinations
+from reconciler.destinations import DestinationError
+from reconciler.destinations.restic import check_restic_version
 from reconciler.drill import DrillPipeline
 from reconciler.engine import Engine
 from reconciler.executor import CONNECT_TIMEOUT, STALL_TIMEOUT
 from reconciler.gitstore import GitStore
 from reconciler.headtrust import open_trust
-from reconciler.models import LocalDestination, ResolvedTask, ResticDestination
+from reconciler.models import ResolvedTask, ResticDestination
 from reconciler.repolocks import RepositoryLocks
-from reconciler.resticprune import PruneResult, ResticPrunes, prune_repository
+from reconciler.resticprune import (
+    PruneResult,
+    ResticPrunes,
+    prune_repository,
+    restic_destinations,
+)
 from reconciler.runner import Admission, Runner
 from reconciler.runtally import RunTally
 from reconciler.scheduler import Fire, Scheduler, drill_schedule
@@ -411,6 +419,7 @@ async def running(
             log.warning("marked %d interrupted run(s) as failed", len(recovered))
         daemon.runner.start_keeping_claims()
         _warn_of_node_local_destinations(daemon)
+        await asyncio.to_thread(_check_restic, daemon)
         # Before the API can write: a crash between storing a secret and committing its
         # reference leaves it in the store for no task.
         swept = await asyncio.to_thread(
@@ -523,15 +532,21 @@ def _warn_of_node_local_destinations(daemon: Core) -> None:
     """In a cluster a local destination is one node's directory: the others cannot read it."""
     if cluster_node_id(daemon.settings) is None:
         return
-    for destination in daemon.engine.desired.destinations.values():
-        if isinstance(destination, LocalDestination):
-            log.warning(
-                "destination %d (%s) is type local: in a cluster each node writes its own"
-                " directory, and restores, rotation and ls on another node do not see those"
-                " backups; use an sftp, s3 or restic destination",
-                destination.id,
-                destination.label,
-            )
+    for warning in node_local_destinations(daemon.engine.desired):
+        log.warning("%s", warning)
+
+
+def _check_restic(daemon: Core) -> None:
+    """Said once at start-up, not at the first run hours later: the tasks on restic destinations
+    need a restic this daemon can run (each run says it again when it fails for it)."""
+    destinations = restic_destinations(daemon.engine.desired.tasks.values())
+    if not destinations:
+        return
+    try:
+        log.info("restic destinations use %s", check_restic_version())
+    except DestinationError as exc:
+        labels = ", ".join(f"{d.id} ({d.label})" for _, d in sorted(destinations.items()))
+        log.error("%s; the tasks on restic destinations %s will fail until it is", exc, labels)
 
 
 async def close(daemon: Core, alive: int | None = None) -> None:

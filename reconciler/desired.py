@@ -27,6 +27,7 @@ from reconciler.models import (
     BackupTask,
     Destination,
     Document,
+    LocalDestination,
     NotificationStream,
     RemoteServer,
     ResolvedTask,
@@ -506,3 +507,17 @@ def _resolve(
         notifications=notifications,
         scratch_server=scratch,
     )
+
+
+def node_local_destinations(desired: DesiredState) -> list[str]:
+    """A warning for each local destination, for a config set that a cluster runs: a local
+    destination is one node's directory, which the other nodes cannot read."""
+    owners = desired.owners.get(Kind.DESTINATION, {})
+    return [
+        f"{owners.get(destination_id, 'destination')}: destination {destination_id}"
+        f" ({destination.label}) is type local: in a cluster each node writes its own directory,"
+        " and restores, rotation and ls on another node do not see those backups; use an sftp,"
+        " s3 or restic destination"
+        for destination_id, destination in sorted(desired.destinations.items())
+        if isinstance(destination, LocalDestination)
+    ]

@@ -44,6 +44,19 @@ def test_validate_accepts_the_example_config_set() -> None:
     assert "valid: 14 files, 2 users, 3 servers, 3 destinations" in result.stderr
 
 
+def test_validate_for_a_cluster_warns_of_each_local_destination_with_its_file() -> None:
+    result = reconciler("validate", "--cluster", EXAMPLES)
+    assert result.returncode == 0
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings, result.stderr
+    assert all("is type local: in a cluster" in line for line in warnings)
+    assert all(line.startswith("warning: destinations/") for line in warnings)
+
+
+def test_validate_without_a_cluster_warns_of_no_local_destination() -> None:
+    assert "warning:" not in reconciler("validate", EXAMPLES).stderr
+
+
 def test_validate_prints_one_located_line_per_problem_and_fails(tmp_path: Path) -> None:
     write(tmp_path, configset.base_files())
     write(tmp_path, {"tasks/1.yaml": configset.task(1).replace("time: 02:30", "time: 10.30")})

@@ -4,6 +4,7 @@ back with Prometheus's own text parser."""
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -140,3 +141,36 @@ async def test_each_restic_destination_in_use_has_its_next_prune(
         == sunday
     )
     assert not any(name == "reconciler_restic_prune_last_timestamp_seconds" for name, _ in series)
+
+
+async def test_a_missing_restic_is_said_at_start_up_naming_the_destinations(
+    tmp_path: Path,
+    sshd: SshServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    on_restic = {
+        **files(tmp_path, sshd),
+        "destinations/two.yaml": configset.dump(
+            {
+                "id": 3, "user_id": 1, "label": "vault", "type": "restic",
+                "repository": str(tmp_path / "restic"), "password": {"env": "RESTIC_PW"},
+            }
+        ),
+        "tasks/4-vault.yaml": configset.task(4, 1, backup_destination_id=3),
+    }  # fmt: skip
+    # Every program of the PATH but restic.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for directory in os.environ["PATH"].split(os.pathsep):
+        for program in Path(directory).glob("*") if Path(directory).is_dir() else ():
+            if program.name != "restic" and not (bin_dir / program.name).exists():
+                (bin_dir / program.name).symlink_to(program)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    async with api_rig(tmp_path, on_restic):
+        pass
+    said = [record.getMessage() for record in caplog.records if record.levelname == "ERROR"]
+    assert any(
+        "restic 0.14.0 or later is needed" in line and "destinations 3 (vault)" in line
+        for line in said
+    ), said
