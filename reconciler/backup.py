@@ -556,6 +556,13 @@ class BackupPipeline:
     def _rotate(
         self, task: ResolvedTask, store: DestinationStore, keep: str, log: Callable[[str], None]
     ) -> None:
+        # Rotation does not wait for the repository's other backups, which may take hours: when
+        # it is busy, the next run forgets what this one would have.
         apply_retention(
-            task, store, apply=True, log=lambda line: log(f"rotation: {line}"), protect=(keep,)
+            task,
+            store,
+            apply=True,
+            log=lambda line: log(f"rotation: {line}"),
+            protect=(keep,),
+            wait=False,
         )

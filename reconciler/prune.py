@@ -27,19 +27,26 @@ def apply_retention(
     apply: bool,
     log: Callable[[str], None],
     protect: Iterable[str] = (),
+    wait: bool = True,
 ) -> list[Decision]:
     """Keep or remove for each of the task's backups on `store`, newest first; the removed ones
     are deleted (oldest first, each logged) when `apply`. `protect` (the backup just written) is
-    kept whatever the policy says."""
+    kept whatever the policy says. Without `wait`, a restic repository busy with the daemon's
+    other commands is left alone (nothing decided: [])."""
     storage = task.task.storage
     policy = policy_for(storage)
     if isinstance(store, ResticStore) and not policy.keeps_everything:
-        decisions = store.forget(task.id, policy, storage.path, apply=apply)
+        forgot = store.forget(
+            task.id, policy, storage.path, apply=apply, protect=protect, wait=wait
+        )
+        if forgot is None:
+            log("the repository is busy with another backup: forgetting waits for the next run")
+            return []
         if apply:
-            for decision in reversed(decisions):
+            for decision in reversed(forgot):
                 if not decision.keep:
                     log(f"forgot {decision.name}")
-        return decisions
+        return forgot
     names = [backup.name for backup in store.list_backups(storage.path)]
     zone = ZoneInfo(task.task.schedule.timezone)
     decisions = decide(names, task.id, storage.appended_filename, policy, zone, protect)

@@ -90,6 +90,11 @@ def init_argv() -> list[str]:
     return [RESTIC, "init", "--quiet"]
 
 
+def unlock_argv() -> list[str]:
+    """`restic unlock`: removes stale locks only (of processes gone, or older than 30 min)."""
+    return [RESTIC, "unlock"]
+
+
 def version_argv() -> list[str]:
     return [RESTIC, "version"]
 
@@ -208,17 +213,24 @@ def parse_snapshots(output: bytes) -> list[SnapshotEntry]:
     ]
 
 
-def parse_forget(output: bytes, directory: str) -> list[Decision]:
+@dataclass(frozen=True, slots=True)
+class ForgetVerdict:
+    decision: Decision
+    snapshot_id: str
+
+
+def parse_forget(output: bytes, directory: str) -> list[ForgetVerdict]:
     """`restic forget --json` as decisions, newest first: a snapshot's name is its file's under
     `directory` (the task's storage path), its reasons restic's, in this daemon's words (`daily
-    2026-11-30`, `last 2`, `within 7d`)."""
+    2026-11-30`, `last 2`, `within 7d`). restic 0.14's reasons name no snapshot id, so they are
+    matched by the snapshot's time, paths and tree."""
     groups = json.loads(output or b"[]")
     if not isinstance(groups, list):
         raise ValueError("restic forget --json did not answer a list")
-    verdicts: list[tuple[datetime, str, bool, tuple[str, ...]]] = []
+    found: list[tuple[datetime, str, str, bool, tuple[str, ...]]] = []
     for group in groups:
         matches = {
-            (reason["snapshot"]["time"], tuple(reason["snapshot"].get("paths") or ())): tuple(
+            _identity(reason["snapshot"]): tuple(
                 str(match) for match in reason.get("matches") or ()
             )
             for reason in group.get("reasons") or ()
@@ -227,17 +239,25 @@ def parse_forget(output: bytes, directory: str) -> list[Decision]:
             for snapshot in snapshots or ():
                 paths = tuple(str(path) for path in snapshot.get("paths") or ())
                 taken = datetime.fromisoformat(str(snapshot["time"]))
-                reasons = matches.get((snapshot["time"], paths), ()) if keep else ()
-                verdicts.append((taken, _snapshot_name(paths, directory), keep, reasons))
-    verdicts.sort(key=lambda verdict: verdict[0], reverse=True)
-    decisions = []
+                reasons = matches.get(_identity(snapshot), ()) if keep else ()
+                name = _snapshot_name(paths, directory)
+                found.append((taken, str(snapshot["id"]), name, keep, reasons))
+    found.sort(key=lambda item: item[0], reverse=True)
+    verdicts = []
     last = 0
-    for taken, name, keep, reasons in verdicts:
+    for taken, snapshot_id, name, keep, reasons in found:
         if "last snapshot" in reasons:
             last += 1
         words = tuple(_in_our_words(reason, taken, last) for reason in reasons)
-        decisions.append(Decision(name, taken.astimezone(UTC), keep, words))
-    return decisions
+        decision = Decision(name, taken.astimezone(UTC), keep, words)
+        verdicts.append(ForgetVerdict(decision, snapshot_id))
+    return verdicts
+
+
+def _identity(snapshot: dict[str, object]) -> tuple[str, tuple[str, ...], str]:
+    paths = snapshot.get("paths")
+    listed = tuple(str(path) for path in paths) if isinstance(paths, list) else ()
+    return str(snapshot["time"]), listed, str(snapshot.get("tree", ""))
 
 
 def _snapshot_name(paths: tuple[str, ...], directory: str) -> str:

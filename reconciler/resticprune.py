@@ -19,6 +19,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -112,6 +113,8 @@ def prune_repository(
     cancel: threading.Event,
 ) -> tuple[PruneResult, str]:
     """Prune one repository: how it went, and what restic said last (one line)."""
+    if cancel.is_set():
+        return PruneResult.SKIPPED, "stopped with the daemon"
     store = ResticStore(destination, resolve_secret, locks=locks)
     try:
         report = store.prune(cancel=cancel)
@@ -156,6 +159,9 @@ class ResticPrunes:
         self._stopped = asyncio.Event()
         self._cancel = threading.Event()
         self._threads: set[asyncio.Task[None]] = set()
+        # Threads of their own: a prune waiting hours for a repository's backups must not take
+        # one of the event loop's default threads, which reconciles and API writes need.
+        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="restic-prune")
 
     @property
     def records(self) -> Mapping[int, PruneRecord]:
@@ -188,8 +194,13 @@ class ResticPrunes:
 
     async def _carry_out(self, destination: ResticDestination) -> None:
         logger.info("restic prune of %s (%s)", destination.label, destination.repository)
+        loop = asyncio.get_running_loop()
         try:
-            result, message = await asyncio.to_thread(self._prune, destination, self._cancel)
+            result, message = await loop.run_in_executor(
+                self._executor, self._prune, destination, self._cancel
+            )
+        except Exception as exc:  # the loop goes on: the next prune is a schedule away
+            result, message = PruneResult.FAILED, str(exc) or type(exc).__name__
         finally:
             self._running.discard(destination.id)
         record = PruneRecord(result, self._clock.now(), message)
@@ -203,3 +214,4 @@ class ResticPrunes:
         had not finished is done by the next)."""
         self._stopped.set()
         self._cancel.set()
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -28,7 +28,7 @@ def test_backups_of_one_repository_share_its_lock() -> None:
         assert entered.wait(5)
 
 
-def test_a_prune_waits_for_the_running_backup_and_backups_wait_for_the_prune() -> None:
+def test_a_prune_waits_for_the_running_backup_and_a_new_backup_does_not_wait_for_it() -> None:
     locks = RepositoryLocks()
     order: list[str] = []
     backup = locks.shared("/repo")
@@ -37,8 +37,6 @@ def test_a_prune_waits_for_the_running_backup_and_backups_wait_for_the_prune() -
     def prune() -> None:
         with locks.exclusive("/repo"):
             order.append("prune")
-            time.sleep(0.2)
-            order.append("prune done")
 
     def later_backup() -> None:
         with locks.shared("/repo"):
@@ -47,13 +45,33 @@ def test_a_prune_waits_for_the_running_backup_and_backups_wait_for_the_prune() -
     pruning = _start(prune)
     time.sleep(0.2)
     assert order == []  # the prune waits for the backup
-    waiting = _start(later_backup)
-    time.sleep(0.2)
-    assert order == []  # a new backup waits behind the waiting prune
+    _start(later_backup).join(5)
+    assert order == ["later backup"]  # not held up behind the waiting prune
     backup.__exit__(None, None, None)
     pruning.join(5)
-    waiting.join(5)
-    assert order == ["prune", "prune done", "later backup"]
+    assert order == ["later backup", "prune"]
+
+
+def test_a_backup_waits_for_a_prune_under_way() -> None:
+    locks = RepositoryLocks()
+    entered = threading.Event()
+
+    def backup() -> None:
+        with locks.shared("/repo"):
+            entered.set()
+
+    with locks.exclusive("/repo"):
+        _start(backup)
+        assert not entered.wait(0.3)
+    assert entered.wait(5)
+
+
+def test_a_rotation_that_will_not_wait_is_told_the_repository_is_busy() -> None:
+    locks = RepositoryLocks()
+    with locks.shared("/repo"), locks.exclusive("/repo", wait=False) as held:
+        assert held is False
+    with locks.exclusive("/repo", wait=False) as held:
+        assert held is True
 
 
 def test_another_repository_is_not_held_up() -> None:
@@ -67,17 +85,3 @@ def test_another_repository_is_not_held_up() -> None:
 
         _start(other)
         assert entered.wait(5)
-
-
-def test_a_thread_reading_goes_on_reading_past_a_waiting_prune() -> None:
-    locks = RepositoryLocks()
-    done = threading.Event()
-    with locks.shared("/repo"):
-        pruning = _start(lambda: locks.exclusive("/repo").__enter__())
-        time.sleep(0.2)
-
-        with locks.shared("/repo"):  # the same thread again: it must not wait for itself
-            done.set()
-    assert done.is_set()
-    pruning.join(5)
-    assert not pruning.is_alive()

@@ -68,7 +68,11 @@ def test_restics_reasons_are_given_as_the_periods_they_stand_for() -> None:
             ],
         }
     ]
-    decisions = parse_forget(json.dumps(answer).encode(), "nightly")
+    verdicts = parse_forget(json.dumps(answer).encode(), "nightly")
+    assert [verdict.snapshot_id for verdict in verdicts] == [
+        "/nightly/task-5-a.tar", "/nightly/task-5-b.tar", "/nightly/task-5-c.tar",
+    ]  # fmt: skip
+    decisions = [verdict.decision for verdict in verdicts]
     assert [(d.name, d.keep, d.reasons) for d in decisions] == [
         ("task-5-a.tar", True, ("last 1", "daily 2026-12-01")),
         ("task-5-b.tar", True, ("daily 2026-11-30", "within 2d")),
@@ -80,4 +84,22 @@ def test_restics_reasons_are_given_as_the_periods_they_stand_for() -> None:
 def test_a_snapshot_outside_the_storage_path_is_named_by_its_whole_path() -> None:
     moved = _snapshot("2026-12-01T00:30:00Z", "/old/task-5-a.tar")
     answer = [{"keep": [moved], "remove": None, "reasons": [{"snapshot": moved, "matches": []}]}]
-    assert parse_forget(json.dumps(answer).encode(), "nightly")[0].name == "/old/task-5-a.tar"
+    verdict = parse_forget(json.dumps(answer).encode(), "nightly")[0]
+    assert verdict.decision.name == "/old/task-5-a.tar"
+
+
+def test_two_snapshots_of_one_time_and_path_get_each_its_own_reasons() -> None:
+    first = {**_snapshot("2026-12-01T00:30:00Z", "/task-5-a.tar"), "id": "one", "tree": "t1"}
+    copy = {**first, "id": "two", "tree": "t2"}
+    answer = [
+        {
+            "keep": [first],
+            "remove": [copy],
+            "reasons": [{"snapshot": first, "matches": ["last snapshot"]}],
+        }
+    ]
+    verdicts = parse_forget(json.dumps(answer).encode(), "")
+    assert {(v.snapshot_id, v.decision.keep, v.decision.reasons) for v in verdicts} == {
+        ("one", True, ("last 1",)),
+        ("two", False, ()),
+    }

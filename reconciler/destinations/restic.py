@@ -14,8 +14,9 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
+from dataclasses import replace
 from datetime import datetime
 from typing import BinaryIO
 from zoneinfo import ZoneInfo
@@ -46,6 +47,7 @@ from reconciler.resticcommands import (
     snapshots_argv,
     stdin_path,
     task_tag,
+    unlock_argv,
     version_argv,
 )
 from reconciler.retention import Decision, Policy, parse_backup_name
@@ -84,8 +86,9 @@ class ResticWriter:
         taken_at = None
         if parsed is not None:
             # The run's own time, as its name has it (not restic's clock), so restic's calendar
-            # and every other destination's see the same backup on the same day. At a DST
-            # fall-back hour restic takes the earlier of the two offsets.
+            # and every other destination's see the same backup on the same day. In a DST
+            # fall-back hour Go reads the wall time with the standard offset (an hour late for
+            # the first of the two), so rotation protects the backup just written by name.
             tags, taken_at = (task_tag(parsed.task_id),), parsed.taken_at.astimezone(store.zone)
         self._store = store
         self._held = ExitStack()  # the repository's shared lock, from start to commit or abort
@@ -205,7 +208,11 @@ class ResticStore:
         cancel: threading.Event | None = None,
     ) -> Completed:
         """Run one restic command to its end, retrying while the repository is locked. Without
-        `ensure` a missing repository is not created; `cancel` kills the command."""
+        `ensure` a missing repository is not created; `cancel` kills the command.
+
+        Before each retry `restic unlock` removes stale locks (those of restic processes that
+        are gone, such as one killed by a timeout or a stop), which restic 0.14 would otherwise
+        honour until someone unlocked by hand; a live process's lock is left alone."""
         if ensure:
             self._ensure_repository()
         pause = self._lock_first_pause
@@ -216,6 +223,9 @@ class ResticStore:
             problem = classify(done.returncode, done.stderr)
             if problem is None:
                 return done
+            if cancel is not None and cancel.is_set():
+                self._unlock_stale()  # the lock of the process just killed
+                raise self.failure(what, done.returncode, done.stderr)
             if problem is not ResticProblem.LOCKED or attempt == self._lock_attempts:
                 error = self.failure(what, done.returncode, done.stderr)
                 if problem is ResticProblem.LOCKED:
@@ -226,9 +236,14 @@ class ResticStore:
                     f"restic {what}: the repository is locked, attempt {attempt} of "
                     f"{self._lock_attempts}; trying again in {pause:g} s"
                 )
+            self._unlock_stale()
             time.sleep(pause)
             pause *= 2
         raise AssertionError("unreachable")  # the loop returns or raises on its last attempt
+
+    def _unlock_stale(self) -> None:
+        # Best effort: a failure here shows again as the command's own lock failure.
+        run(unlock_argv(), timeout=COMMAND_TIMEOUT_SECONDS, env=self.env, check=False)
 
     def _ensure_repository(self) -> None:
         if self._ready:
@@ -281,20 +296,49 @@ class ResticStore:
                 self.run("forget", forget_argv([entry.id]))
 
     def forget(
-        self, task_id: int, policy: Policy, directory: str, *, apply: bool
-    ) -> list[Decision]:
-        """`restic forget --tag task:<id>` by `policy` (only a dry run unless `apply`): every
-        snapshot of the task, newest first, kept or removed, with restic's reasons. Their data
-        goes with the next `prune`."""
-        argv = forget_policy_argv(task_id, policy, dry_run=not apply)
-        with self._locks.exclusive(self._destination.repository):
-            done = self.run("forget", argv)
-        return parse_forget(done.stdout, "/".join(directory_parts(directory)))
+        self,
+        task_id: int,
+        policy: Policy,
+        directory: str,
+        *,
+        apply: bool,
+        protect: Iterable[str] = (),
+        wait: bool = True,
+    ) -> list[Decision] | None:
+        """Every snapshot of the task, newest first, kept or removed by `restic forget --tag
+        task:<id> --dry-run` with `policy`; when `apply`, the removed ones are then forgotten by
+        id, except those named in `protect` (kept as "just written": two snapshots can share a
+        time, and restic would pick either). Their data goes with the next `prune`. A missing
+        repository is not created. Without `wait`, None when another of the daemon's commands
+        holds the repository (a running backup): nothing is done then."""
+        argv = forget_policy_argv(task_id, policy, dry_run=True)
+        parts = "/".join(directory_parts(directory))
+        with self._locks.exclusive(self._destination.repository, wait=wait) as held:
+            if not held:
+                return None
+            check_restic_version(self.env)
+            verdicts = parse_forget(self.run("forget", argv, ensure=False).stdout, parts)
+            kept = set(protect)
+            decisions = [
+                replace(verdict.decision, keep=True, reasons=("just written",))
+                if verdict.decision.name in kept and not verdict.decision.keep
+                else verdict.decision
+                for verdict in verdicts
+            ]
+            doomed = [
+                verdict.snapshot_id
+                for verdict, decision in zip(verdicts, decisions, strict=True)
+                if not decision.keep
+            ]
+            if apply and doomed:
+                self.run("forget", forget_argv(doomed), ensure=False)
+        return decisions
 
     def prune(self, *, dry_run: bool = False, cancel: threading.Event | None = None) -> str:
         """`restic prune` of an existing repository (a missing one is not created): the data no
         snapshot needs any more is removed. Returns restic's report (with `dry_run`, what it
-        would remove and why). `cancel` stops it; restic's prune is safe to stop midway."""
+        would remove and why). `cancel` stops it (restic's prune is safe to stop midway; the
+        lock of the killed process is removed)."""
         check_restic_version(self.env)
         with self._locks.exclusive(self._destination.repository):
             done = self.run("prune", prune_argv(dry_run=dry_run), ensure=False, cancel=cancel)
