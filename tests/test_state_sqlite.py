@@ -197,3 +197,78 @@ def test_a_state_directory_owned_by_another_user_is_refused(tmp_path: Path) -> N
     os.chown(directory, nobody.pw_uid, nobody.pw_gid)
     with pytest.raises(StateError, match=f"owned by uid {nobody.pw_uid}"):
         SqliteStateStore(directory / "state.db")
+
+
+def _shared_memory_lock_holder(db_path: Path) -> int:
+    """The pid of a process holding a lock on SQLite's "dead man switch" byte of `-shm`, seen from
+    another process (POSIX locks never conflict within one), or 0 when none holds it.
+
+    Every connection keeps a shared lock on that byte; the first connection to take it exclusively
+    takes itself for the only one and resets the shared memory (https://sqlite.org/walformat.html,
+    "the DMS lock"): byte 120 + 8 of the unix VFS's lock area."""
+    script = textwrap.dedent(
+        f"""
+        import fcntl, os, struct
+        descriptor = os.open({str(db_path) + "-shm"!r}, os.O_RDWR)
+        wanted = struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_SET, 128, 1, 0)
+        kind, _, _, _, pid = struct.unpack("hhqqi", fcntl.fcntl(descriptor, fcntl.F_GETLK, wanted))
+        print(0 if kind == fcntl.F_UNLCK else pid)
+        """
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    return int(found.stdout)
+
+
+def test_an_open_store_keeps_sqlites_shared_memory_lock(db_path: Path) -> None:
+    # Closing any descriptor of a file drops every POSIX lock this process holds on it, so a
+    # descriptor opened and closed beside SQLite's own silently gave up the lock.
+    store = SqliteStateStore(db_path)
+    try:
+        completed_run(store, 7, T0)
+
+        assert _shared_memory_lock_holder(db_path) == os.getpid()
+    finally:
+        store.close()
+
+
+def test_a_store_survives_other_processes_opening_the_state_while_it_writes(
+    db_path: Path,
+) -> None:
+    # The daemon writes while a CLI (`reconciler token create`, `status`) opens the same file.
+    # A process that took itself for the first connection truncated the shared memory under the
+    # writer, which then died of SIGBUS or read a wal-index rebuilt beneath it.
+    SqliteStateStore(db_path).close()
+    writer_script = textwrap.dedent(
+        f"""
+        from datetime import datetime
+        from reconciler.state.sqlite import SqliteStateStore
+        from reconciler.types import RunStatus
+        t0 = datetime.fromisoformat({T0.isoformat()!r})
+        store = SqliteStateStore({str(db_path)!r})
+        print("open", flush=True)
+        for number in range(3000):
+            run_id = store.runs.start_run(number, "schedule", t0)
+            store.runs.append_logs(run_id, [(t0, "x" * 2000)])
+            store.runs.finish_run(run_id, RunStatus.SUCCESSFUL, t0)
+        store.close()
+        """
+    )
+    writer = subprocess.Popen(
+        [sys.executable, "-c", writer_script], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert writer.stdout is not None
+    assert writer.stdout.readline() == b"open\n"
+    while writer.poll() is None:
+        reader = SqliteStateStore(db_path)
+        reader.runs.latest_run(1)
+        reader.close()
+    _, errors = writer.communicate()
+
+    assert writer.returncode == 0, errors.decode(errors="replace")[-2000:]
+    store = SqliteStateStore(db_path)
+    try:
+        assert len(store.runs.task_statuses(list(range(3000)))) == 3000
+    finally:
+        store.close()

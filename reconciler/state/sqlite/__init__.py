@@ -40,5 +40,5 @@ class SqliteStateStore:
         return self._connection.created
 
     def close(self) -> None:
-        self.changes.close()
         self._connection.close()
+        self.changes.close()  # after the connection: closing its descriptor drops POSIX locks

@@ -8,7 +8,15 @@ processes linked against different SQLite versions share the file.
 
 Mapping the file is safe while this process holds a connection to the database: SQLite truncates
 `-shm` only when the first connection of all opens it, and removes it (an unlink, which leaves a
-mapping intact) when the last one closes. The store closes the marker before its connection.
+mapping intact) when the last one closes; the map covers only the file's first page, which a
+truncation to SQLite's three bytes leaves readable.
+
+The marker's descriptor stays open until the store has closed its connection: closing any
+descriptor of a file drops every POSIX lock the process holds on it, SQLite's own included
+(https://sqlite.org/howtocorrupt.html, 2.2). Without its shared lock on `-shm`, the next process to
+open the state took itself for the first connection and reset the shared memory under the
+daemon's writes, which died of SIGBUS. So a process opens one store per state file, as the daemon
+and the CLI do: a second store's close would drop the first one's locks the same way.
 """
 
 from __future__ import annotations
@@ -28,15 +36,13 @@ class WalIndexMarker:
 
     def __init__(self, database: Path) -> None:
         self._map: mmap.mmap | None = None
+        self._descriptor: int | None = None
         try:
-            descriptor = os.open(f"{database}-shm", os.O_RDONLY | os.O_NOFOLLOW)
+            self._descriptor = os.open(f"{database}-shm", os.O_RDONLY | os.O_NOFOLLOW)
         except OSError:
             return
-        try:
-            if os.fstat(descriptor).st_size >= 2 * _HEADER:
-                self._map = mmap.mmap(descriptor, 2 * _HEADER, mmap.MAP_SHARED, mmap.PROT_READ)
-        finally:
-            os.close(descriptor)
+        if os.fstat(self._descriptor).st_size >= 2 * _HEADER:
+            self._map = mmap.mmap(self._descriptor, 2 * _HEADER, mmap.MAP_SHARED, mmap.PROT_READ)
 
     def current(self) -> bytes | None:
         shared = self._map
@@ -53,6 +59,10 @@ class WalIndexMarker:
         return first
 
     def close(self) -> None:
+        """Stop reading; call it after the connection is closed (see the module's note)."""
         shared, self._map = self._map, None
         if shared is not None:
             shared.close()
+        descriptor, self._descriptor = self._descriptor, None
+        if descriptor is not None:
+            os.close(descriptor)
