@@ -304,9 +304,11 @@ def build_core(
     )
     fires = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fire")
     fire = record_then_queue(state.schedule, runner, fires)
-    scheduler = Scheduler(clock, fire)
+    # In a cluster, each node claims slots due at once starting at its own share of them.
+    order = None if slots is None else slots.claim_order
+    scheduler = Scheduler(clock, fire, fire_order=order)
     fire_drill = queue_drill(runner, fires)
-    drills = Scheduler(clock, fire_drill, schedule_of=drill_schedule)
+    drills = Scheduler(clock, fire_drill, schedule_of=drill_schedule, fire_order=order)
     engine = Engine(
         store=store,
         scheduler=scheduler,

@@ -30,6 +30,11 @@ Fire = Callable[[ResolvedTask, datetime], None]
 ScheduleOf = Callable[[ResolvedTask], Schedule | None]
 """Which of a task's schedules a scheduler keeps (None: the task has none of that kind)."""
 
+Due = list[tuple[ResolvedTask, datetime]]
+FireOrder = Callable[[Due], Due]
+"""The order in which to fire the entries due at once (given by fire time, then task id).
+Must not block."""
+
 
 def backup_schedule(task: ResolvedTask) -> Schedule | None:
     return task.task.schedule
@@ -52,12 +57,14 @@ class Scheduler:
         *,
         max_sleep: timedelta = timedelta(seconds=60),
         schedule_of: ScheduleOf = backup_schedule,
+        fire_order: FireOrder | None = None,
     ) -> None:
         if max_sleep <= timedelta(0):
             raise ValueError(f"max_sleep must be positive, got {max_sleep}")
         self._clock = clock
         self._fire = fire
         self._schedule_of = schedule_of
+        self._fire_order = fire_order
         self._max_sleep = max_sleep
         self._tasks: dict[int, ResolvedTask] = {}
         self._next: dict[int, datetime] = {}  # unpaused tasks with a fire time: the truth
@@ -111,7 +118,7 @@ class Scheduler:
         chosen = sorted(pending) if limit is None else heapq.nsmallest(limit, pending)
         return [(self._tasks[task_id], at) for at, task_id in chosen]
 
-    def pop_due(self, now: datetime) -> list[tuple[ResolvedTask, datetime]]:
+    def pop_due(self, now: datetime) -> Due:
         """Entries due at `now`, each rescheduled to its first slot after `now`.
 
         A task that missed several slots (the daemon was suspended) comes back once, with its
@@ -183,7 +190,10 @@ class Scheduler:
         while self._stopped_at is None:
             # Cleared before looking, so a wake() while firing is not lost.
             self._changed.clear()
-            for task, slot in self.pop_due(self._clock.now()):
+            due = self.pop_due(self._clock.now())
+            if self._fire_order is not None:
+                due = self._fire_order(due)
+            for task, slot in due:
                 try:
                     self._fire(task, slot)
                 except Exception:

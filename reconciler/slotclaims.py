@@ -9,6 +9,10 @@ claims nothing until it caught up (`reconciler.state.nodes.behind`): a node cut 
 remote never runs a task the others have deleted. A claim whose lease expired (its node died) is
 found by `expired_elsewhere` and taken over at most once (`take_over`).
 
+Slots due at the same moment are claimed in each node's own order (`claim_order`): every node
+walks the same list, but starting at its own share of it, so that the nodes do not all contend
+for the same slot, one at a time in lockstep, and each of them claims its share first.
+
 Blocking (every call reaches the state store): the runner calls it from its threads.
 """
 
@@ -16,9 +20,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
 from enum import Enum
+from typing import TypeVar
 
 from reconciler.models import ResolvedTask
 from reconciler.state.claims import Claim, ClaimRefusal, RunClaims, SlotKey
@@ -40,6 +45,18 @@ class Behind(Enum):
 Claimed = Claim | ClaimRefusal | Behind
 # The applied revision and its commit time (None before the first reconcile).
 Applied = Callable[[], tuple[str | None, datetime | None]]
+Item = TypeVar("Item")
+
+
+def share_first(items: Sequence[Item], node_id: str, live_nodes: Collection[str]) -> list[Item]:
+    """`items` (in the same order on every node) rotated to start at this node's share: with n
+    live nodes, the one of rank k (by id) starts k/n of the way along. Unchanged when the node is
+    alone or not among `live_nodes` (it has not been seen yet)."""
+    ranked = sorted(live_nodes)
+    if len(ranked) < 2 or node_id not in ranked:
+        return list(items)
+    start = len(items) * ranked.index(node_id) // len(ranked)
+    return [*items[start:], *items[:start]]
 
 
 def server_key(task: ResolvedTask) -> str:
@@ -69,6 +86,7 @@ class SlotClaims:
         self._started = clock.now()
         self._lock = threading.Lock()
         self._held: dict[SlotKey, Claim] = {}
+        self._live_nodes: tuple[str, ...] = ()  # as of the last keep_alive
 
     def claim(self, task: ResolvedTask, slot: datetime) -> Claimed:
         """Claim `slot` of `task` for this node, or why not."""
@@ -126,7 +144,10 @@ class SlotClaims:
         revision, revision_time = self._applied()
         now = self._clock.now()
         self._nodes.heartbeat(self.node_id, revision, revision_time, now, self._started)
+        seconds = self.lease.total_seconds()
+        live = tuple(node.node_id for node in self._nodes.nodes() if node.live(now, seconds))
         with self._lock:
+            self._live_nodes = live
             held = list(self._held.values())
         lost = [
             claim
@@ -137,6 +158,13 @@ class SlotClaims:
             for claim in lost:
                 self._held.pop(claim.key, None)
         return lost
+
+    def claim_order(self, due: list[Item]) -> list[Item]:
+        """`due`, slots due at once in the same order on every node, in the order this node
+        claims them (`share_first` among the nodes live at the last `keep_alive`). Never blocks."""
+        with self._lock:
+            live = self._live_nodes
+        return share_first(due, self.node_id, live)
 
     def expired_elsewhere(self) -> list[Claim]:
         """Claims whose lease ended without a release: their node died (or this one did, before

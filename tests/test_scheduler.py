@@ -352,6 +352,23 @@ def test_the_loop_fires_a_task_when_its_time_comes() -> None:
     run_loop(scheduler, scenario)
 
 
+def test_the_loop_fires_entries_due_at_once_in_the_given_fire_order() -> None:
+    clock = FakeClock(START)
+    recorder = Recorder()
+    scheduler = Scheduler(clock, recorder, fire_order=lambda due: list(reversed(due)))
+    for task_id in (1, 2, 3):
+        scheduler.upsert(make_task(task_id), clock.now())
+
+    async def scenario() -> None:
+        clock.advance(timedelta(hours=1))
+        scheduler.wake()
+        while len(recorder.runs) < 3:
+            await recorder.next_run()
+        assert recorder.runs == [(3, at(10)), (2, at(10)), (1, at(10))]
+
+    run_loop(scheduler, scenario)
+
+
 def test_the_loop_does_not_fire_before_the_fire_time() -> None:
     clock = FakeClock(START)
     recorder = Recorder()
