@@ -12,8 +12,8 @@ Two phases in the same process, each with its own remote, clones and store:
 - **cluster**: `--nodes` nodes (default 3), each with `--workers`, sharing one store: the SQLite
   file, or with `--backend postgresql` a database on a PostgreSQL this bench starts.
 Each phase prints the start delays (run start minus the fire time; median, p99, max), how many
-runs each due task had (exactly one is the rule), the most runs at once per server and, when
-the nodes report it, per node.
+runs each due task had (exactly one is the rule), and the most runs at once per server and per
+node (which node ran a run is read from its log's "task T run R started" line).
 
 The server entries log in as a fresh user whose login shell is /bin/sh, as a server's backup
 account would be. `--as-root` logs in as root instead, whose shell on this machine is bash
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -87,6 +88,7 @@ class Outcome:
     runs_per_task: dict[int, int]
     failures: dict[str, int]  # the reason of each failed run, and how many failed for it
     most_at_once_per_server: int
+    most_at_once_per_node: int  # 0 when the nodes' logs name no run
     unfinished: int  # runs queued or running
     lateness_limit: float
 
@@ -255,10 +257,29 @@ def _most_at_once(intervals: Sequence[tuple[datetime, datetime]]) -> int:
     return most
 
 
-def _outcome(state: str, due_ids: Sequence[int], fire: datetime, shape: Shape) -> Outcome:
+_STARTED = re.compile(r"reconciler\.runner: task \d+ run (\d+) started")
+
+
+def _run_nodes(nodes: Sequence[Node]) -> dict[int, str]:
+    """Which node ran each run, from the runner's "task T run R started" log lines."""
+    found: dict[int, str] = {}
+    for node in nodes:
+        for match in _STARTED.finditer(node.log.read_text(errors="replace")):
+            found[int(match.group(1))] = node.name
+    return found
+
+
+def _outcome(
+    state: str,
+    due_ids: Sequence[int],
+    fire: datetime,
+    shape: Shape,
+    run_nodes: dict[int, str] | None = None,
+) -> Outcome:
     delays: list[float] = []
     runs_per_task = {task_id: 0 for task_id in due_ids}
     by_server: dict[int, list[tuple[datetime, datetime]]] = {}
+    by_node: dict[str, list[tuple[datetime, datetime]]] = {}
     failures: dict[str, int] = {}
     unfinished = 0
     store = open_state(state_location(state))
@@ -274,6 +295,8 @@ def _outcome(state: str, due_ids: Sequence[int], fire: datetime, shape: Shape) -
                 end = summary.finished_at or summary.started_at
                 spans = by_server.setdefault(_due_server(task_id, shape), [])
                 spans.append((summary.started_at, end))
+                if run_nodes and summary.id in run_nodes:
+                    by_node.setdefault(run_nodes[summary.id], []).append((summary.started_at, end))
                 if summary.status is RunStatus.FAILED:
                     record = store.runs.run(summary.id)
                     reason = (record.reason if record else None) or "no reason"
@@ -281,7 +304,8 @@ def _outcome(state: str, due_ids: Sequence[int], fire: datetime, shape: Shape) -
     finally:
         store.close()
     most = max((_most_at_once(spans) for spans in by_server.values()), default=0)
-    return Outcome(delays, runs_per_task, failures, most, unfinished, 5.0)
+    per_node = max((_most_at_once(spans) for spans in by_node.values()), default=0)
+    return Outcome(delays, runs_per_task, failures, most, per_node, unfinished, 5.0)
 
 
 def _phase(
@@ -326,7 +350,8 @@ def _phase(
         print(f"{label}: {shape.due} tasks due at {fire:%H:%M:%S} UTC", flush=True)
         time.sleep(max(0.0, (fire - datetime.now(UTC)).total_seconds()))
         _wait_for_runs(state, due_ids, fire, shape, started)
-    return _outcome(state, due_ids, fire, shape)
+        run_nodes = _run_nodes(started)
+    return _outcome(state, due_ids, fire, shape, run_nodes)
 
 
 def _wait_for_runs(
@@ -344,7 +369,8 @@ def _wait_for_runs(
     print("some due tasks had not run after 10 minutes", flush=True)
 
 
-def _report(label: str, nodes: int, workers: int, outcome: Outcome) -> None:
+def _report(label: str, nodes: int, shape: Shape, outcome: Outcome) -> None:
+    workers = shape.workers
     counts = list(outcome.runs_per_task.values())
     never = sum(count == 0 for count in counts)
     twice = sum(count > 1 for count in counts)
@@ -356,7 +382,8 @@ def _report(label: str, nodes: int, workers: int, outcome: Outcome) -> None:
         f"max {max(delays):.2f} s; {late} of {len(outcome.delays)} later than "
         f"{outcome.lateness_limit:.0f} s; never run {never}, run twice {twice}, failed "
         f"{sum(outcome.failures.values())}; most at once on one server "
-        f"{outcome.most_at_once_per_server}",
+        f"{outcome.most_at_once_per_server} (limit {shape.per_server}), on one node "
+        f"{outcome.most_at_once_per_node} (limit {workers})",
         flush=True,
     )
     for reason, count in sorted(outcome.failures.items(), key=lambda item: -item[1]):
@@ -414,13 +441,13 @@ def main() -> None:
         )
         if "baseline" in args.phases:
             outcome = _phase("baseline", shape, 1, _sqlite_states(root), login, root)
-            _report("baseline", 1, shape.workers, outcome)
+            _report("baseline", 1, shape, outcome)
         if "cluster" in args.phases:
             states = (
                 _postgres_states(stack) if args.backend == "postgresql" else _sqlite_states(root)
             )
             outcome = _phase("cluster", shape, args.nodes, states, login, root)
-            _report(f"cluster ({args.backend})", args.nodes, shape.workers, outcome)
+            _report(f"cluster ({args.backend})", args.nodes, shape, outcome)
 
 
 if __name__ == "__main__":
