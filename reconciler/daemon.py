@@ -47,7 +47,6 @@ from reconciler.signatures import SigningKey
 from reconciler.slotclaims import DEFAULT_LEASE, SlotClaims
 from reconciler.state import StateStore, open_state
 from reconciler.state.location import StateLocation, describe_location, is_postgres_url
-from reconciler.state.schedule import ScheduleBookkeeping
 from reconciler.taskhistory import TaskHistory
 from reconciler.types import (
     DEFAULT_MAX_BODY_BYTES,
@@ -303,7 +302,7 @@ def build_core(
         catch_up_deadline=settings.catch_up_deadline,
     )
     fires = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fire")
-    fire = record_then_queue(state.schedule, runner, fires)
+    fire = record_then_queue(state.schedule.record_fires, runner.queue_scheduled, fires)
     # In a cluster, each node claims slots due at once starting at its own share of them.
     order = None if slots is None else slots.claim_order
     scheduler = Scheduler(clock, fire, fire_order=order)
@@ -341,24 +340,45 @@ def build_core(
     )
 
 
-def record_then_queue(schedule: ScheduleBookkeeping, runner: Runner, fires: Executor) -> Fire:
+def record_then_queue(
+    record: Callable[[Sequence[tuple[int, datetime]]], None],
+    queue: Callable[[ResolvedTask, datetime], object],
+    fires: Executor,
+) -> Fire:
     """The scheduler's `Fire`: remember the slot, so a restart never fires it again, then hand
-    its run to admission (`Runner.queue_scheduled`).
+    its run to admission: `record` is the state store's `schedule.record_fires`, `queue`
+    `Runner.queue_scheduled`.
 
     Both write to the state store, which can wait for SQLite's lock, so they run on `fires` (one
     thread: in firing order) and the scheduler's loop, on the event loop, never waits for them.
+    The slots waiting when the thread gets to them (a busy minute's) are remembered in one write:
+    a write per slot held up the runs of the last ones.
     """
+    waiting: list[tuple[ResolvedTask, datetime]] = []
+    waiting_lock = threading.Lock()
 
-    def record_and_queue(task: ResolvedTask, slot: datetime) -> None:
-        schedule.record_fire(task.id, slot)
-        runner.queue_scheduled(task, slot)
+    def record_and_queue() -> None:
+        with waiting_lock:
+            batch = waiting.copy()
+            waiting.clear()
+        if not batch:
+            return  # an earlier call took them
+        try:
+            record([(task.id, slot) for task, slot in batch])
+        except Exception:
+            for task, slot in batch:
+                log.exception("task %d: firing its %s slot failed", task.id, slot)
+            return
+        for task, slot in batch:
+            try:
+                queue(task, slot)
+            except Exception:
+                log.exception("task %d: firing its %s slot failed", task.id, slot)
 
     def fire(task: ResolvedTask, slot: datetime) -> None:
-        def log_failure(done: Future[None]) -> None:
-            if (error := done.exception()) is not None:
-                log.error("task %d: firing its %s slot failed", task.id, slot, exc_info=error)
-
-        fires.submit(record_and_queue, task, slot).add_done_callback(log_failure)
+        with waiting_lock:
+            waiting.append((task, slot))
+        fires.submit(record_and_queue)
 
     return fire
 

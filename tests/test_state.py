@@ -338,9 +338,8 @@ def test_the_last_success_of_each_task_is_its_newest_successful_run(store: State
 
 
 def test_the_last_fired_slot_replaces_the_previous_one(store: StateStore) -> None:
-    store.schedule.record_fire(7, T0)
-    store.schedule.record_fire(7, T0 + timedelta(days=1))
-    store.schedule.record_fire(8, T0)
+    store.schedule.record_fires([(7, T0)])
+    store.schedule.record_fires([(7, T0 + timedelta(days=1)), (8, T0)])
 
     assert store.schedule.last_fired() == {7: T0 + timedelta(days=1), 8: T0}
 

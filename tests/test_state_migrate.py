@@ -59,7 +59,7 @@ def filled_sqlite_store(path: Path) -> str:
         store.idempotency.store_response(
             1, "key-1", StoredResponse("fp", 201, "{}", T0), forget_before=T0
         )
-        store.schedule.record_fire(3, T0)
+        store.schedule.record_fires([(3, T0)])
         store.schedule.mark_seen([3], T0)
         store.schedule.begin_alive(T0, forget_before=T0)
     finally:

@@ -12,8 +12,9 @@ from typing import Protocol
 
 
 class ScheduleBookkeeping(Protocol):
-    def record_fire(self, task_id: int, slot: datetime) -> None:
-        """The task fired for `slot`, replacing the slot it fired for before."""
+    def record_fires(self, fires: Iterable[tuple[int, datetime]]) -> None:
+        """Each (task id, slot): the task fired for `slot`, replacing the slot it fired for
+        before. One write for all of them."""
         ...
 
     def last_fired(self) -> dict[int, datetime]: ...

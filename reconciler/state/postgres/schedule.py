@@ -12,12 +12,12 @@ class PostgresScheduleBookkeeping:
     def __init__(self, connection: PostgresConnection) -> None:
         self._connection = connection
 
-    def record_fire(self, task_id: int, slot: datetime) -> None:
-        with self._connection.write() as db:
-            db.execute(
+    def record_fires(self, fires: Iterable[tuple[int, datetime]]) -> None:
+        with self._connection.write() as db, db.cursor() as cursor:
+            cursor.executemany(
                 "INSERT INTO fires (task_id, slot) VALUES (%s, %s)"
                 " ON CONFLICT (task_id) DO UPDATE SET slot = excluded.slot",
-                (task_id, slot),
+                list(fires),
             )
 
     def last_fired(self) -> dict[int, datetime]:

@@ -12,12 +12,12 @@ class SqliteScheduleBookkeeping:
     def __init__(self, connection: SqliteConnection) -> None:
         self._connection = connection
 
-    def record_fire(self, task_id: int, slot: datetime) -> None:
+    def record_fires(self, fires: Iterable[tuple[int, datetime]]) -> None:
         with self._connection.write() as db:
-            db.execute(
+            db.executemany(
                 "INSERT INTO fires (task_id, slot) VALUES (?, ?)"
                 " ON CONFLICT (task_id) DO UPDATE SET slot = excluded.slot",
-                (task_id, to_text(slot)),
+                [(task_id, to_text(slot)) for task_id, slot in fires],
             )
 
     def last_fired(self) -> dict[int, datetime]:
